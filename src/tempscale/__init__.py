@@ -1,0 +1,18 @@
+"""tempscale: softmax with temperature, exact and fast on every array library.
+
+``softmax(x, T)``, ``log_softmax``, ``logsumexp`` and ``temper`` follow one numerical contract on
+NumPy, PyTorch, JAX and any Python Array API array: ``T = 0`` is argmax (ties share), ``T = inf``
+is uniform, ``-inf`` logits are masked, fully masked rows give zeros (never NaN), and nothing
+overflows.  See the README for a tour.
+"""
+
+from ._softmax import log_softmax, logsumexp, softmax, temper
+from ._version import __version__
+
+__all__ = sorted([
+    "__version__",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "temper",
+])

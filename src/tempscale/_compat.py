@@ -1,0 +1,146 @@
+"""Backend detection and array-namespace helpers.
+
+This is the ONLY module that imports :mod:`array_api_compat` or inspects which array library
+an array belongs to.  Nothing here imports torch, jax or dask: a backend is touched only when
+the user hands us one of its arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "array_namespace",
+    "as_array",
+    "device",
+    "default_float_dtype",
+    "is_concrete",
+    "is_jax_namespace",
+    "is_numpy_namespace",
+    "is_torch_namespace",
+    "is_dask_namespace",
+    "is_python_scalar",
+    "float_bits",
+]
+
+
+def is_python_scalar(x: Any) -> bool:
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+def array_namespace(*arrays: Any):
+    """The array-API namespace of ``arrays`` (Python scalars and ``None`` are ignored).
+
+    Lists, tuples and NumPy scalars resolve to NumPy, so ``softmax([1, 2, 3])`` works.
+    """
+    arrs = [a for a in arrays if a is not None and not is_python_scalar(a)]
+    arrs = [np.asarray(a) if isinstance(a, (list, tuple, np.generic)) else a for a in arrs]
+    if not arrs:
+        return array_api_compat.numpy
+    return array_api_compat.array_namespace(*arrs)
+
+
+def as_array(x: Any, xp, *, like=None, dtype=None):
+    """``x`` as an array of namespace ``xp`` (on ``like``'s device when given); no copy if it is one."""
+    if isinstance(x, (list, tuple, np.generic)):
+        x = np.asarray(x)
+    dev = device(like) if like is not None else None
+    if array_api_compat.is_array_api_obj(x) and array_namespace(x) is xp:
+        if dtype is not None and x.dtype != dtype:
+            x = xp.astype(x, dtype)
+        if dev is not None and device(x) != dev:
+            x = array_api_compat.to_device(x, dev)
+        return x
+    kwargs = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if dev is not None:
+        kwargs["device"] = dev
+    if isinstance(x, np.ndarray) and array_api_compat.is_array_api_strict_namespace(xp):
+        x = x.tolist() if x.ndim else x.item()
+    return xp.asarray(x, **kwargs)
+
+
+def device(x: Any):
+    return array_api_compat.device(x)
+
+
+def is_numpy_namespace(xp) -> bool:
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_torch_namespace(xp) -> bool:
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def is_jax_namespace(xp) -> bool:
+    return array_api_compat.is_jax_namespace(xp)
+
+
+def is_dask_namespace(xp) -> bool:
+    return array_api_compat.is_dask_namespace(xp)
+
+
+def is_numpy_array(x) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def default_float_dtype(xp, dev=None):
+    """The namespace's default real floating dtype (float64 for NumPy, float32 for torch/JAX)."""
+    if is_torch_namespace(xp):
+        import torch
+
+        return torch.get_default_dtype()
+    try:
+        info = xp.__array_namespace_info__()
+        return info.default_dtypes(device=dev)["real floating"]
+    except Exception:  # pragma: no cover - namespaces without the inspection API
+        return xp.asarray(0.0).dtype
+
+
+def float_bits(xp, dtype) -> int:
+    return int(xp.finfo(dtype).bits)
+
+
+def is_concrete(x: Any) -> bool:
+    """Whether ``x`` holds values we may inspect eagerly (not a JAX tracer, not lazy Dask)."""
+    if is_python_scalar(x) or isinstance(x, (np.ndarray, np.generic)):
+        return True
+    if "jax" in sys.modules:
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return False
+    if "dask" in sys.modules and type(x).__module__.startswith("dask"):
+        return False
+    if "torch" in sys.modules:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            # meta / fake tensors (torch.compile tracing) carry no values
+            return x.device.type != "meta" and not _is_torch_fake(x)
+    return True
+
+
+def _is_torch_fake(x) -> bool:
+    try:
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        return isinstance(x, FakeTensor)
+    except Exception:  # pragma: no cover
+        return False
+
+
+def to_float(x: Any) -> float:
+    """A concrete 0-d array or scalar as a Python float."""
+    if is_python_scalar(x):
+        return float(x)
+    return float(x.item() if hasattr(x, "item") else x)
+
+
+INF = math.inf

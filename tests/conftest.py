@@ -1,0 +1,96 @@
+"""Shared fixtures: the ``xp`` fixture runs a test on every array library we promise."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+# JAX computes in float64 when asked (the references are float64); set before jax is imported.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+BACKENDS = ["numpy", "array_api_strict", "torch", "jax"]
+
+
+def _namespace(name):
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+        return xp
+    if name == "array_api_strict":
+        xp = pytest.importorskip("array_api_strict")
+        return xp
+    if name == "torch":
+        pytest.importorskip("torch")
+        import array_api_compat.torch as xp
+        return xp
+    if name == "jax":
+        pytest.importorskip("jax")
+        import jax.numpy as xp
+        return xp
+    raise AssertionError(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request):
+    """An array namespace; tests build inputs with ``xp.asarray`` and compare via NumPy."""
+    return _namespace(request.param)
+
+
+def to_numpy(a) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu()
+        if str(a.dtype) == "torch.bfloat16":
+            a = a.float()
+    if type(a).__module__.startswith("array_api_strict"):
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
+def tol(dtype) -> float:
+    name = str(dtype).split(".")[-1]
+    return {"float64": 1e-12, "float32": 3e-6, "float16": 2e-3, "bfloat16": 2e-2}.get(name, 1e-12)
+
+
+def assert_close(actual, expected, *, xp=None, dtype=None, rtol=None, atol=None, shape=None):
+    """Namespace, dtype and shape of ``actual``, then values within a dtype-aware tolerance."""
+    if xp is not None:
+        from tempscale._compat import array_namespace
+
+        got_ns = array_namespace(actual)
+        assert _same_library(got_ns, xp), f"result namespace {got_ns} is not {xp}"
+    if dtype is not None:
+        assert actual.dtype == dtype, f"dtype {actual.dtype} != {dtype}"
+    a = to_numpy(actual).astype(np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if shape is not None:
+        assert tuple(a.shape) == tuple(shape), f"shape {a.shape} != {shape}"
+    else:
+        assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
+    t = tol(actual.dtype)
+    np.testing.assert_allclose(a, e, rtol=t if rtol is None else rtol,
+                               atol=t if atol is None else atol, equal_nan=True)
+
+
+def _same_library(a, b) -> bool:
+    import array_api_compat
+
+    for check in (array_api_compat.is_numpy_namespace, array_api_compat.is_torch_namespace,
+                  array_api_compat.is_jax_namespace, array_api_compat.is_array_api_strict_namespace):
+        if check(a) or check(b):
+            return check(a) and check(b)
+    return a is b
+
+
+@pytest.fixture
+def generic_only(monkeypatch):
+    """Switch the native NumPy kernel off so the generic Array-API path is exercised."""
+    import tempscale._softmax as sm
+
+    monkeypatch.setattr(sm, "_NATIVE_OK", False)
+    yield
+
+
+INF = math.inf
