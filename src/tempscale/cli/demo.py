@@ -1,0 +1,191 @@
+"""``tempscale demo``: the seed example, reproduced and done right, in numbers, figures and a page.
+
+The note this project grew from took the N(4, 1) density at classes 0…9 and passed it through
+softmax at T = 0.1, 0.5, 1, 2 and 10.  The demo prints those numbers twice -- treating the
+vector as logits (what the note did) and re-tempering it as probabilities (``temper``) -- plus the
+three-class example softmax([-1, 0, 1], T = 0.5), and writes the figures and the interactive
+explorer page into ``./tempscale-demo/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ._common import CLIError, console, print_table, progress
+
+SEED_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
+THREE_CLASS = (-1.0, 0.0, 1.0)
+
+EPILOG = """\
+examples:
+  tempscale demo                       numbers, figures and explorer.html in ./tempscale-demo/
+  tempscale demo --outdir figs --force write into figs/, replacing earlier files
+  tempscale demo --format svg          vector figures instead of PNG
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="reproduce the seed example: numbers, figures and the interactive page",
+        description="Reproduce the seed example: softmax([-1, 0, 1], T = 0.5), the 10-class "
+                    "N(4, 1) density at T = 0.1, 0.5, 1, 2, 10 (as logits, as the seed note did, "
+                    "and re-tempered as probabilities), the figures and the explorer page.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--outdir", default="tempscale-demo", metavar="DIR",
+                   help="folder for the figures and the page (default ./tempscale-demo/, created)")
+    p.add_argument("--force", action="store_true", help="overwrite files from an earlier run")
+    p.add_argument("--format", choices=("png", "svg", "pdf"), default="png",
+                   help="figure format (default png)")
+    p.add_argument("--dpi", type=float, default=150, help="PNG resolution (default 150)")
+    p.set_defaults(func=run)
+
+
+def seed_vector() -> np.ndarray:
+    """p_i = N(i; mean 4, sd 1) density for i = 0..9 (sums to 0.99999 -- almost a distribution)."""
+    i = np.arange(10, dtype=np.float64)
+    return np.exp(-0.5 * (i - 4.0) ** 2) / math.sqrt(2.0 * math.pi)
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def _explorer():
+    """``write_explorer`` when the explorer package exists (it is optional for the demo)."""
+    try:
+        from ..explorer import write_explorer
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("tempscale.explorer"):
+            return None
+        raise
+    except ImportError:
+        return None
+    return write_explorer
+
+
+def run(args) -> int:
+    from .. import softmax, temper
+
+    if not args.dpi > 0 or args.dpi > 2400:
+        raise CLIError(f"--dpi must be in (0, 2400], got {args.dpi:g}")
+    out = console()
+
+    # refuse before doing anything if earlier files are in the way
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise CLIError(f"{str(outdir)!r} exists and is not a folder")
+    ext = args.format
+    write_explorer = _explorer()
+    jobs = [
+        (outdir / f"seed-as-logits.{ext}", "figure", "softmax(p, T), p read as logits (the seed note)"),
+        (outdir / f"seed-tempered.{ext}", "figure", "temper(p, T), p read as probabilities"),
+        (outdir / f"entropy-vs-temperature.{ext}", "figure", "entropy against T, both readings"),
+    ]
+    if write_explorer is not None:
+        jobs.append((outdir / "explorer.html", "page", "the interactive explorer: open it in a browser"))
+    existing = [path for path, _, _ in jobs if path.exists()]
+    if existing and not args.force:
+        more = f" (and {len(existing) - 1} more files)" if len(existing) > 1 else ""
+        raise CLIError(f"{str(existing[0])!r}{more} exists; pass --force to overwrite")
+
+    # 1. the three-class numbers --------------------------------------------------------
+    x3 = np.asarray(THREE_CLASS)
+    s3 = np.asarray(softmax(x3, 0.5))
+    out.print("[bold]softmax([-1, 0, 1], T = 0.5)[/bold] = "
+              + "[" + ", ".join(f"{v:.8f}" for v in s3) + "]")
+    out.print()
+
+    # 2. the 10-class seed vector ---------------------------------------------------------
+    p = seed_vector()
+    temps = SEED_TEMPERATURES
+    as_logits = [np.asarray(softmax(p, t)) for t in temps]
+    tempered = [np.asarray(temper(p, t)) for t in temps]
+    rows = [[f"{t:g}", f"{_entropy(a):.4f}", f"{a.max():.4f}", f"{_entropy(b):.4f}", f"{b.max():.4f}"]
+            for t, a, b in zip(temps, as_logits, tempered)]
+    print_table(
+        "10 classes: p_i = N(i; 4, 1) density, i = 0..9",
+        ["T", "softmax(p, T) H", "top p", "temper(p, T) H", "top p"],
+        rows,
+    )
+    print(f"H: entropy in nats (uniform over 10 classes: {math.log(10):.4f}). "
+          "softmax(p, T) reads p as logits (the seed note); temper(p, T) reads p as probabilities.")
+    t1 = as_logits[temps.index(1.0)]
+    print(f"Why T = 1 already looks flat: read as logits, p's entries differ by at most "
+          f"{p.max() - p.min():.2f}, so exp() barely separates them (top p {t1.max():.3f} vs uniform "
+          f"0.100); temper(p, T) = softmax(log p, T) gives p back at T = 1 (top p "
+          f"{p.max() / p.sum():.3f}).")
+    print()
+
+    # 3. files -------------------------------------------------------------------------------
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    from .plot import pyplot, save_figure
+
+    try:
+        pyplot()
+        have_mpl = True
+    except CLIError:
+        have_mpl = False
+        jobs = [j for j in jobs if j[1] != "figure"]
+        console().print("[yellow]matplotlib is not installed: no figures "
+                        "(pip install 'tempscale[plot]')[/yellow]")
+
+    labels = [str(i) for i in range(p.size)]
+    written = []
+    with progress("writing files", total=len(jobs)) as advance:
+        for path, kind, what in jobs:
+            if kind == "figure" and have_mpl:
+                _write_figure(path, p, labels, temps, args.dpi, save_figure)
+            elif kind == "page":
+                _write_page(write_explorer, path, p, labels)
+            written.append((path, what))
+            advance()
+
+    for path, what in written:
+        print(f"wrote {path}  ({what})")
+    return 0
+
+
+def _write_figure(path: Path, p, labels, temps, dpi, save_figure) -> None:
+    from ..plot import EntropyCurveDisplay, TemperatureDisplay
+
+    name = path.stem
+    if name == "seed-as-logits":
+        disp = TemperatureDisplay.from_logits(
+            p, temps, labels=labels,
+            title="softmax(p / T) with p = N(4, 1) density read as logits (the seed note): "
+                  "already nearly flat at T = 1")
+    elif name == "seed-tempered":
+        disp = TemperatureDisplay.from_logits(
+            p, temps, labels=labels, input="probabilities",
+            title="temper(p, T) = p^(1/T) / Σ p^(1/T): the same p read as probabilities "
+                  "(T = 1 gives p back)")
+    else:
+        z = np.stack([p, np.log(p)])
+        disp = EntropyCurveDisplay.from_logits(
+            z, temps, row_labels=["softmax(p, T): p as logits", "temper(p, T): p as probabilities"],
+            title="Entropy of the 10-class example against temperature")
+    save_figure(disp.figure_, path, dpi)
+
+
+def _write_page(write_explorer, path: Path, p, labels) -> None:
+    params = inspect.signature(write_explorer).parameters
+    kw = {}
+    if "logits" in params:
+        kw["logits"] = [float(v) for v in p]
+    if "labels" in params:
+        kw["labels"] = labels
+    if "temperature" in params:
+        kw["temperature"] = 1.0
+    if "overwrite" in params:
+        kw["overwrite"] = True  # the demo already refused unless --force
+    write_explorer(path, **kw)

@@ -1,0 +1,163 @@
+"""``tempscale plot``: a PNG / SVG / PDF figure of what temperature does to some logits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ._common import CLIError, check_output, load_input, parse_floats
+
+FORMATS = (".png", ".svg", ".pdf")
+DEFAULT_TEMPERATURES = "0.1,0.5,1,2,10"
+
+EPILOG = """\
+examples:
+  tempscale plot -- -1 0 1                          bars at T = 0.1, 0.5, 1, 2, 10 -> tempscale-temperature.png
+  tempscale plot -T 0.5,1,2 -o bars.svg 2.0 1.0 0.1
+  tempscale plot --input probabilities 0.1 0.2 0.7  re-temper probabilities (temper), not softmax(p)
+  tempscale plot --kind entropy logits.npy -o entropy.pdf
+  tempscale plot --kind entropy --quantity perplexity --target 3 -- -1 0 1 2
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw a distribution at several temperatures (or entropy vs T) as PNG/SVG/PDF",
+        description="Draw softmax(x / T) at several temperatures, one bar panel per T "
+                    "(--kind temperature), or the entropy / perplexity / top probability against "
+                    "log-scaled T (--kind entropy). Needs matplotlib (pip install 'tempscale[plot]').",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
+                   help="logits as numbers (comma or space separated), or one .npy/.npz/.csv file")
+    p.add_argument("-f", "--file", help="read the logits from this file instead (.npy, .npz[:key], .csv)")
+    p.add_argument("-T", "--temperature", action="append", metavar="T",
+                   help="temperature(s) in [0, inf], comma-separated or repeated "
+                        f"(default {DEFAULT_TEMPERATURES})")
+    p.add_argument("--kind", choices=("temperature", "entropy"), default="temperature",
+                   help="bars per temperature (default) or a curve against T")
+    p.add_argument("--input", choices=("logits", "probabilities"), default="logits",
+                   help="treat the values as logits (softmax, default) or as probabilities (temper)")
+    p.add_argument("--labels", help="comma-separated class labels (--kind temperature)")
+    p.add_argument("--row", type=int, metavar="N",
+                   help="use row N of a 2-D input (--kind temperature needs one row)")
+    p.add_argument("--grouped", action="store_true",
+                   help="grouped bars on one axes instead of one panel per temperature")
+    p.add_argument("--quantity", choices=("entropy", "perplexity", "max_prob"), default="entropy",
+                   help="what --kind entropy draws (default entropy, in nats)")
+    p.add_argument("--target", type=float, metavar="VALUE",
+                   help="--kind entropy: mark the temperature reaching this value (solve_temperature)")
+    p.add_argument("--title", help="figure title ('' for none)")
+    p.add_argument("--dpi", type=float, default=150, help="resolution of PNG output (default 150)")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="where to write the figure, .png/.svg/.pdf (default tempscale-KIND.png)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------------------------
+# shared with ``tempscale demo``
+# --------------------------------------------------------------------------------------------
+def pyplot():
+    """matplotlib.pyplot on a non-interactive backend (works without a display)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise CLIError("figures need matplotlib: pip install 'tempscale[plot]'") from None
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # before pyplot is imported: no display needed, no side effects
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_figure_path(path: str | Path, force: bool) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in FORMATS:
+        raise CLIError(f"cannot write {p.suffix or 'extension-less'!r} figures to {str(p)!r} "
+                       "(use .png, .svg or .pdf)")
+    return check_output(p, force)
+
+
+def save_figure(fig, path: Path, dpi: float) -> None:
+    plt = pyplot()
+    try:
+        meta = {"Creator": "tempscale"} if path.suffix.lower() in (".png", ".svg", ".pdf") else None
+        fig.savefig(path, dpi=dpi, metadata=meta, facecolor="white")
+    finally:
+        plt.close(fig)
+
+
+def parse_temperatures(items) -> list[float]:
+    temps = parse_floats(items or [DEFAULT_TEMPERATURES], "temperature")
+    if not temps:
+        raise CLIError("give at least one temperature")
+    for t in temps:
+        if not t >= 0:  # also catches NaN
+            raise CLIError(f"temperature must be in [0, inf], got {t:g}")
+    return temps
+
+
+# --------------------------------------------------------------------------------------------
+def run(args) -> int:
+    if not args.dpi > 0 or args.dpi > 2400:
+        raise CLIError(f"--dpi must be in (0, 2400], got {args.dpi:g}")
+    x = load_input(args.values, args.file, what="logits")
+    temps = parse_temperatures(args.temperature)
+    out = check_figure_path(args.output or f"tempscale-{args.kind}.png", args.force)
+    if args.row is not None:
+        if x.ndim != 2:
+            raise CLIError(f"--row needs a 2-D input, got shape {x.shape}")
+        if not -x.shape[0] <= args.row < x.shape[0]:
+            raise CLIError(f"--row {args.row} is out of range for {x.shape[0]} rows")
+        x = x[args.row]
+    if x.ndim == 0:
+        x = x.reshape(1)
+    if not np.all(np.isfinite(x) | (x == -np.inf)):
+        raise CLIError("the values must be finite numbers (or -inf for masked classes)")
+    if args.input == "probabilities" and np.any(x < 0):
+        raise CLIError("--input probabilities needs non-negative values")
+    plt = pyplot()
+    if args.kind == "temperature":
+        if x.ndim == 2 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != 1:
+            raise CLIError(f"--kind temperature draws one distribution; the input has shape "
+                           f"{x.shape} (pick one with --row N)")
+        if x.size > 200:
+            raise CLIError(f"{x.size} classes are too many to draw as bars (at most 200)")
+        labels = None
+        if args.labels:
+            labels = [s.strip() for s in args.labels.split(",")]
+            if len(labels) != x.size:
+                raise CLIError(f"--labels has {len(labels)} names for {x.size} classes")
+        from ..plot import TemperatureDisplay
+
+        kw = {} if args.title is None else {"title": args.title}
+        if args.grouped:
+            fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.35 * x.size * max(1, len(temps) / 3)), 3.8),
+                                   layout="constrained")
+            kw["ax"] = ax
+        disp = TemperatureDisplay.from_logits(x, temps, labels=labels, input=args.input, **kw)
+    else:
+        if x.ndim > 2:
+            raise CLIError(f"--kind entropy takes one row or a 2-D array of rows, got shape {x.shape}")
+        rows = 1 if x.ndim == 1 else x.shape[0]
+        if rows > 10:
+            raise CLIError(f"{rows} rows are too many curves for one figure (at most 10; pick one with --row N)")
+        from ..plot import EntropyCurveDisplay
+
+        kw = {} if args.title is None else {"title": args.title}
+        try:
+            disp = EntropyCurveDisplay.from_logits(x, temps, quantity=args.quantity, target=args.target,
+                                                   input=args.input, **kw)
+        except ModuleNotFoundError as exc:  # pragma: no cover - until solve_temperature lands
+            raise CLIError(f"--target needs tempscale.solve_temperature ({exc})") from None
+    save_figure(disp.figure_, out, args.dpi)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,903 @@
+"""Figures that show what temperature does, as scikit-learn style Display objects.
+
+Three displays, each built by a ``from_*`` class method that computes the numbers and calls
+:meth:`plot`, which draws them and returns the display itself with the figure in ``figure_`` and
+the axes in ``ax_``:
+
+* :class:`TemperatureDisplay` -- one distribution at several temperatures, one bar panel per T.
+* :class:`EntropyCurveDisplay` -- entropy, perplexity or top probability against ``log T``.
+* :class:`ReliabilityDisplay` -- reliability diagram and confidence histogram, before and after
+  temperature scaling.
+
+Matplotlib is imported only when something is drawn: ``import tempscale.plot`` is cheap and
+works without matplotlib installed (``pip install tempscale[plot]`` adds it).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._softmax import log_softmax, softmax
+from ._validation import check_choice, param_error
+
+__all__ = ["EntropyCurveDisplay", "ReliabilityDisplay", "TemperatureDisplay"]
+
+#: the temperatures of the seed example
+SEED_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
+
+# part of a sequential colormap used for temperatures (the pale end of plasma/viridis is too
+# light to read on white)
+_CMAP_SPAN = (0.0, 0.86)
+_INK = "#222222"
+_MUTED = "#666666"
+_BLUE = "#3B6EA8"
+_RED = "#C8553D"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
+        raise ImportError(
+            "tempscale.plot needs matplotlib: pip install 'tempscale[plot]'") from exc
+    return plt
+
+
+def _to_numpy(a, name: str, func: str) -> np.ndarray:
+    """Any array (NumPy, torch incl. requires_grad/GPU, JAX, array-api-strict, list) as float64."""
+    if hasattr(a, "detach"):
+        a = a.detach().cpu()
+    if type(a).__module__.startswith("array_api_strict"):
+        a = np.from_dlpack(a)
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise param_error(name, func, "an array of real numbers", type(a).__name__, TypeError) from None
+    return arr
+
+
+def _fmt_t(t: float) -> str:
+    """A temperature as a short label: 0.1, 2, 1e+03, ∞."""
+    t = float(t)
+    if math.isinf(t):
+        return "∞"
+    return f"{t:g}"
+
+
+def _check_temperatures(temperatures, func: str, *, param: str = "temperatures") -> tuple[float, ...]:
+    expect = "a non-empty sequence of floats in [0, inf]"
+    if isinstance(temperatures, numbers.Real) and not isinstance(temperatures, bool):
+        temperatures = (temperatures,)
+    try:
+        ts = tuple(float(t) for t in np.asarray(temperatures, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        raise param_error(param, func, expect, temperatures, TypeError) from None
+    if not ts or any(math.isnan(t) or t < 0 for t in ts):
+        raise param_error(param, func, expect, temperatures)
+    return ts
+
+
+def _check_input(input: str, func: str) -> str:
+    return check_choice(input, ("logits", "probabilities"), "input", func)
+
+
+def _as_logits(x: np.ndarray, input: str, func: str, name: str = "logits") -> np.ndarray:
+    """Logits as given, or ``log p`` (``-inf`` where p is 0) for probabilities."""
+    if input == "logits":
+        return x
+    if np.any(x < 0):
+        raise param_error(name, func, "non-negative probabilities when input='probabilities'",
+                          "an array with negative entries")
+    with np.errstate(divide="ignore"):
+        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), -np.inf)
+
+
+def _entropy_of(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy in nats of probabilities (0 log 0 = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return terms.sum(axis=axis)
+
+
+def _temperature_positions(temps: Sequence[float]) -> np.ndarray:
+    """Where each temperature sits on the colormap: by log T between the smallest and largest."""
+    t = np.asarray(temps, dtype=np.float64)
+    finite = np.isfinite(t) & (t > 0)
+    pos = np.full(t.shape, 0.5)
+    if finite.any():
+        lt = np.log(t[finite])
+        lo, hi = lt.min(), lt.max()
+        pos[finite] = 0.5 if hi == lo else (lt - lo) / (hi - lo)
+        if (t == 0).any() or np.isinf(t).any():  # leave room for the limits at both ends
+            pos[finite] = 0.1 + 0.8 * pos[finite]
+    pos[t == 0] = 0.0
+    pos[np.isinf(t)] = 1.0
+    lo, hi = _CMAP_SPAN
+    return lo + (hi - lo) * pos
+
+
+def _colors(cmap, temps):
+    import matplotlib
+
+    cm = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    return [cm(p) for p in _temperature_positions(temps)]
+
+
+def _style(ax, *, ygrid: bool = True, xgrid: bool = False) -> None:
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_color("#999999")
+    ax.tick_params(colors=_INK, labelsize=9, length=3, color="#999999")
+    if ygrid:
+        ax.yaxis.grid(True, color="#e6e6e6", linewidth=0.8)
+    if xgrid:
+        ax.xaxis.grid(True, color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def _axes_list(ax, n: int, func: str) -> list:
+    """The user's axes as a flat list of ``n`` axes."""
+    from matplotlib.axes import Axes
+
+    if isinstance(ax, Axes):
+        flat = [ax]
+    else:
+        flat = list(np.asarray(ax, dtype=object).reshape(-1))
+    if len(flat) != n or not all(isinstance(a, Axes) for a in flat):
+        raise param_error("ax", func, f"None or {n} matplotlib Axes", f"{len(flat)} object(s)", ValueError)
+    return flat
+
+
+def _class_labels(labels, n: int, func: str) -> list[str]:
+    if labels is None:
+        return [str(i) for i in range(n)]
+    if isinstance(labels, str):
+        raise param_error("labels", func, f"a sequence of {n} class labels", labels, TypeError)
+    out = [str(v) for v in labels]
+    if len(out) != n:
+        raise param_error("labels", func, f"a sequence of {n} class labels", f"{len(out)} labels")
+    return out
+
+
+def _nats_unit(base) -> tuple[str, float]:
+    """(unit name, divisor) for an entropy base."""
+    if base is None or base == math.e:
+        return "nats", 1.0
+    if base == 2:
+        return "bits", math.log(2)
+    if base == 10:
+        return "hartleys", math.log(10)
+    return f"base-{base:g} units", math.log(base)
+
+
+# --------------------------------------------------------------------------------------------
+# TemperatureDisplay
+# --------------------------------------------------------------------------------------------
+class TemperatureDisplay:
+    r"""One distribution at several temperatures: a bar panel per T, sharing the y axis.
+
+    Build it with :meth:`from_logits` (or :meth:`from_probabilities`); the constructor only
+    stores precomputed numbers, as scikit-learn's displays do.
+
+    Logits or probabilities?
+        ``softmax(x, T)`` expects *logits*: unbounded scores whose differences matter.  A classic
+        mistake (the one in the note this project grew from) is to feed it *probabilities* as if
+        they were logits.  Probabilities lie in ``[0, 1]``, so their differences are tiny and
+        ``softmax(p)`` is already nearly uniform at ``T = 1``: the ten-class N(4, 1) density,
+        whose top probability is 0.40, comes out with a top probability of 0.13 at ``T = 1``.
+        To re-temper probabilities use ``input="probabilities"``, which computes
+        ``temper(p, T) = p**(1/T) / sum(p**(1/T))`` (``softmax(log p, T)``): ``T = 1`` gives ``p``
+        back, ``T < 1`` sharpens it and ``T > 1`` flattens it.
+
+    Parameters
+    ----------
+    probabilities : ndarray of shape (n_temperatures, n_classes)
+        The distribution at each temperature.
+    temperatures : sequence of float
+        The temperatures, one per row of ``probabilities``.
+    labels : sequence of str, optional
+        Class names for the x axis; default ``0 … n_classes - 1``.
+    input : {"logits", "probabilities"}, default "logits"
+        What the values were (only used in the default title).
+    reference : ndarray of shape (n_classes,), optional
+        The ``T = 1`` distribution, drawn as thin ticks in every other panel.
+
+    Attributes
+    ----------
+    entropy : ndarray of shape (n_temperatures,)
+        Shannon entropy in nats of each row.
+    max_prob : ndarray of shape (n_temperatures,)
+        Top probability of each row.
+    ax_ : ndarray of matplotlib Axes
+        One axes per temperature (``layout="panels"``) or a single one (``layout="grouped"``).
+    figure_ : matplotlib Figure
+    bars_ : list of matplotlib BarContainer
+        The bars of each temperature.
+    colorbar_ : matplotlib Colorbar or None
+        The temperature colour bar (panels layout).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import matplotlib.pyplot as plt
+    >>> from tempscale.plot import TemperatureDisplay
+    >>> np.set_printoptions(precision=4)
+    >>> disp = TemperatureDisplay.from_logits([-1.0, 0.0, 1.0], temperatures=[0.5, 1, 2])
+    >>> disp.probabilities[0]
+    array([0.0159, 0.1173, 0.8668])
+    >>> len(disp.ax_), disp.ax_[0].get_title().splitlines()[0]
+    (3, 'T = 0.5')
+    >>> plt.close(disp.figure_)
+    """
+
+    def __init__(self, probabilities, temperatures, *, labels=None, input="logits", reference=None):
+        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        self.temperatures = tuple(float(t) for t in temperatures)
+        self.labels = labels
+        self.input = input
+        self.reference = None if reference is None else np.asarray(reference, dtype=np.float64)
+        self.entropy = _entropy_of(self.probabilities)
+        self.max_prob = self.probabilities.max(axis=-1)
+
+    @classmethod
+    def from_logits(cls, logits, temperatures=SEED_TEMPERATURES, *, labels=None, input="logits",
+                    ax=None, **plot_kwargs):
+        """Compute ``softmax(logits, T)`` (or ``temper``) for each T and plot it.
+
+        Parameters
+        ----------
+        logits : array_like of shape (n_classes,)
+            One vector of logits (or of probabilities with ``input="probabilities"``); any array
+            library.
+        temperatures : sequence of float, default (0.1, 0.5, 1, 2, 10)
+            Temperatures in ``[0, inf]`` (the seed example's five by default).
+        labels : sequence of str, optional
+            Class names.
+        input : {"logits", "probabilities"}, default "logits"
+            ``"probabilities"`` re-tempers the values with ``temper`` instead of treating them as
+            logits -- see the class docstring for why this matters.
+        ax : matplotlib Axes or array of Axes, optional
+            Axes to draw on; see :meth:`plot`.
+        **plot_kwargs
+            Passed to :meth:`plot` (``cmap``, ``colorbar``, ``layout``, ``title``, ``ylim``...).
+
+        Returns
+        -------
+        TemperatureDisplay
+        """
+        func = "TemperatureDisplay.from_logits"
+        input = _check_input(input, func)
+        x = _to_numpy(logits, "logits", func)
+        if x.ndim != 1 or x.size == 0:
+            raise param_error("logits", func, "a non-empty 1-D array (one distribution)",
+                              f"an array of shape {x.shape}")
+        temps = _check_temperatures(temperatures, func)
+        z = _as_logits(x, input, func)
+        T = np.asarray(temps, dtype=np.float64)
+        probs = softmax(np.broadcast_to(z, (len(temps), z.size)), T)
+        reference = softmax(z, 1.0)
+        disp = cls(probs, temps, labels=_class_labels(labels, x.size, func), input=input,
+                   reference=reference)
+        return disp.plot(ax=ax, **plot_kwargs)
+
+    @classmethod
+    def from_probabilities(cls, probs, temperatures=SEED_TEMPERATURES, *, labels=None, ax=None,
+                           **plot_kwargs):
+        """Re-temper a probability vector (``temper(p, T)``) at each T and plot it."""
+        return cls.from_logits(probs, temperatures, labels=labels, input="probabilities", ax=ax,
+                               **plot_kwargs)
+
+    def plot(self, ax=None, *, layout=None, cmap="plasma", colorbar=True, reference=True,
+             ylim=(0.0, 1.0), title=None, ncols=None, figsize=None):
+        """Draw the bars.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or array of Axes, optional
+            ``None`` makes a new figure; an array of ``n_temperatures`` axes gets one panel each;
+            a single Axes gets grouped bars (one group per class).
+        layout : {"panels", "grouped"}, optional
+            Default: ``"grouped"`` when ``ax`` is a single Axes, else ``"panels"``.
+        cmap : str or Colormap, default "plasma"
+            Sequential colormap; each T gets the colour at its position on a log scale.
+        colorbar : bool, default True
+            Panels: a colour bar keyed by T; grouped: a legend.
+        reference : bool, default True
+            Draw the ``T = 1`` distribution as thin dark ticks in each other panel.
+        ylim : (float, float) or None, default (0, 1)
+            Shared y range; ``None`` lets matplotlib choose.
+        title : str, optional
+            Figure title; default names the operation.  ``""`` for none.
+        ncols : int, optional
+            Panels per row (default: all in one row up to 5).
+        figsize : (float, float), optional
+
+        Returns
+        -------
+        self
+        """
+        func = "TemperatureDisplay.plot"
+        plt = _pyplot()
+        from matplotlib.axes import Axes
+
+        n = len(self.temperatures)
+        k = self.probabilities.shape[-1]
+        labels = self.labels if self.labels is not None else [str(i) for i in range(k)]
+        if layout is None:
+            layout = "grouped" if isinstance(ax, Axes) and n > 1 else "panels"
+        check_choice(layout, ("panels", "grouped"), "layout", func)
+        colors = _colors(cmap, self.temperatures)
+        if title is None:
+            title = ("temper(p, T) = p^(1/T) / Σ p^(1/T)   (input treated as probabilities)"
+                     if self.input == "probabilities" else "softmax(x / T)   (input treated as logits)")
+        xs = np.arange(k)
+        self.bars_ = []
+        self.colorbar_ = None
+        self.legend_ = None
+        if layout == "panels":
+            if ax is None:
+                ncols = min(n, 5) if ncols is None else int(ncols)
+                nrows = math.ceil(n / ncols)
+                width = min(1.45 + 0.1 * k, 4.0)
+                figsize = figsize or (0.9 + width * ncols, 0.5 + 2.9 * nrows)
+                fig, axs = plt.subplots(nrows, ncols, sharey=True, squeeze=False, figsize=figsize,
+                                        layout="constrained")
+                axs = list(axs.reshape(-1))
+                for extra in axs[n:]:
+                    extra.remove()
+                axs = axs[:n]
+            else:
+                axs = _axes_list(ax, n, func)
+                fig = axs[0].figure
+            for i, (a, t) in enumerate(zip(axs, self.temperatures)):
+                p = self.probabilities[i]
+                bars = a.bar(xs, p, width=0.78, color=colors[i], edgecolor="white", linewidth=0.5,
+                             zorder=2, label=f"T = {_fmt_t(t)}")
+                self.bars_.append(bars)
+                if reference and self.reference is not None and t != 1.0:
+                    ref_handle = a.hlines(self.reference, xs - 0.39, xs + 0.39, colors=_INK, linewidth=1.1,
+                             zorder=3, label="T = 1")
+                a.set_title(f"T = {_fmt_t(t)}\nH = {self.entropy[i]:.2f} nats · max p = "
+                            f"{self.max_prob[i]:.2f}", fontsize=10, color=_INK, linespacing=1.5)
+                self._xticks(a, xs, labels)
+                _style(a)
+                if ylim is not None:
+                    a.set_ylim(*ylim)
+                a.set_xlim(-0.6, k - 0.4)
+            axs[0].set_ylabel("probability", fontsize=10, color=_INK)
+            for a in axs:
+                a.set_xlabel("class", fontsize=9, color=_MUTED)
+            if reference and self.reference is not None and any(t != 1.0 for t in self.temperatures):
+                if ax is None:  # constrained layout: a legend above the panels, clear of the bars
+                    self.legend_ = fig.legend([ref_handle], ["T = 1 distribution (reference)"],
+                                              loc="outside upper right", fontsize=8, frameon=False,
+                                              handlelength=1.2)
+                else:
+                    self.legend_ = axs[0].legend([ref_handle], ["T = 1 (reference)"], loc="best",
+                                                 fontsize=8, frameon=False, handlelength=1.2)
+            if colorbar:
+                self.colorbar_ = self._colorbar(fig, axs, colors)
+        else:
+            if ax is None:
+                fig, a = plt.subplots(figsize=figsize or (max(5.0, 1.5 + 0.5 * k * max(1, n / 3)), 3.6),
+                                      layout="constrained")
+            else:
+                a = _axes_list(ax, 1, func)[0]
+                fig = a.figure
+            axs = [a]
+            w = 0.84 / n
+            for i, t in enumerate(self.temperatures):
+                bars = a.bar(xs - 0.42 + w * (i + 0.5), self.probabilities[i], width=w, color=colors[i],
+                             edgecolor="white", linewidth=0.3, zorder=2,
+                             label=f"T = {_fmt_t(t)}  (H = {self.entropy[i]:.2f}, max p = "
+                                   f"{self.max_prob[i]:.2f})")
+                self.bars_.append(bars)
+            self._xticks(a, xs, labels)
+            _style(a)
+            if ylim is not None:
+                a.set_ylim(*ylim)
+            a.set_ylabel("probability", fontsize=10, color=_INK)
+            a.set_xlabel("class", fontsize=9, color=_MUTED)
+            if colorbar:
+                self.legend_ = a.legend(fontsize=8, frameon=False, loc="upper right")
+        if title:
+            fig.suptitle(title, fontsize=11, color=_INK)
+        self.ax_ = np.asarray(axs, dtype=object)
+        self.figure_ = fig
+        return self
+
+    @staticmethod
+    def _xticks(a, xs, labels):
+        from matplotlib.ticker import MaxNLocator
+
+        k = len(xs)
+        if k <= 24:
+            a.set_xticks(xs)
+            long = max(len(s) for s in labels) > 3
+            a.set_xticklabels(labels, rotation=90 if long and k > 4 else 0, fontsize=8 if long else 9)
+        else:
+            a.xaxis.set_major_locator(MaxNLocator(6, integer=True))
+            if any(s != str(i) for i, s in enumerate(labels)):
+                # named classes but too many to print: label the located ticks by name
+                a.xaxis.set_major_formatter(
+                    lambda v, _pos: labels[int(v)] if 0 <= int(v) < k and v == int(v) else "")
+        a.tick_params(axis="x", length=0)
+
+    def _colorbar(self, fig, axs, colors):
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import BoundaryNorm, ListedColormap
+
+        n = len(colors)
+        order = np.argsort(np.asarray(self.temperatures), kind="stable")
+        cmap = ListedColormap([colors[i] for i in order])
+        norm = BoundaryNorm(np.arange(n + 1) - 0.5, n)
+        cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axs), ticks=np.arange(n),
+                          fraction=0.02, pad=0.01, aspect=25 * max(1, len(fig.axes) // 6 + 1))
+        cb.set_ticklabels([_fmt_t(self.temperatures[i]) for i in order])
+        cb.set_label("temperature T", fontsize=9, color=_INK)
+        cb.ax.tick_params(labelsize=8, length=0)
+        cb.outline.set_visible(False)
+        return cb
+
+
+# --------------------------------------------------------------------------------------------
+# EntropyCurveDisplay
+# --------------------------------------------------------------------------------------------
+_QUANTITIES = ("entropy", "perplexity", "max_prob")
+
+
+def _curve(z: np.ndarray, grid: np.ndarray, quantity: str) -> np.ndarray:
+    """``quantity`` of softmax(z, T) for every T in ``grid``: shape (n_rows, n_grid)."""
+    rows, k = z.shape
+    out = np.empty((rows, grid.size))
+    step = max(1, int(2_000_000 // max(1, rows * k)))
+    for s in range(0, grid.size, step):
+        g = grid[s:s + step]
+        zb = np.broadcast_to(z, (g.size, rows, k))
+        Tb = np.broadcast_to(g[:, None], (g.size, rows))
+        if quantity == "max_prob":
+            v = softmax(zb, Tb).max(axis=-1)
+        else:
+            lp = log_softmax(zb, Tb)
+            p = np.exp(lp)
+            v = -np.where(p > 0, p * np.where(p > 0, lp, 0.0), 0.0).sum(axis=-1)
+            if quantity == "perplexity":
+                v = np.exp(v)
+        out[:, s:s + step] = v.T
+    return out
+
+
+class EntropyCurveDisplay:
+    """Entropy (or perplexity, or top probability) of ``softmax(x, T)`` against log-scaled T.
+
+    Entropy and perplexity rise with T from the argmax limit (``log m`` for ``m`` tied maxima)
+    to ``log n`` (uniform over the ``n`` unmasked classes); the top probability falls from
+    ``1/m`` to ``1/n``.  Chosen temperatures are marked on every curve; with a ``target`` the
+    temperature reaching it (``solve_temperature``) is marked per row.
+
+    Parameters
+    ----------
+    temperatures : ndarray of shape (n_grid,)
+        The T grid (x axis).
+    values : ndarray of shape (n_rows, n_grid)
+        The quantity per row along the grid.
+    quantity : {"entropy", "perplexity", "max_prob"}
+    n_classes : ndarray of shape (n_rows,)
+        Unmasked classes per row (for the uniform-limit reference line).
+    marks : sequence of float, optional
+        Temperatures to mark.
+    mark_values : ndarray of shape (n_rows, n_marks), optional
+    target : float, optional
+    target_temperatures : ndarray of shape (n_rows,), optional
+    row_labels : sequence of str, optional
+    base : float, optional
+        Logarithm base of the entropy (``None``: nats).
+
+    Attributes
+    ----------
+    ax_ : ndarray holding one matplotlib Axes
+    figure_ : matplotlib Figure
+    lines_ : list of matplotlib Line2D, one per row
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import matplotlib.pyplot as plt
+    >>> from tempscale.plot import EntropyCurveDisplay
+    >>> disp = EntropyCurveDisplay.from_logits([[-1.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
+    >>> disp.values.shape
+    (2, 241)
+    >>> round(float(disp.mark_values[0, 1]), 4)  # entropy of softmax([-1, 0, 1], 0.5)
+    0.4559
+    >>> plt.close(disp.figure_)
+    """
+
+    def __init__(self, temperatures, values, *, quantity="entropy", n_classes=None, marks=(),
+                 mark_values=None, target=None, target_temperatures=None, row_labels=None, base=None):
+        self.temperatures = np.asarray(temperatures, dtype=np.float64)
+        self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        self.quantity = quantity
+        self.n_classes = None if n_classes is None else np.asarray(n_classes)
+        self.marks = tuple(float(t) for t in marks)
+        self.mark_values = None if mark_values is None else np.asarray(mark_values, dtype=np.float64)
+        self.target = target
+        self.target_temperatures = (None if target_temperatures is None
+                                    else np.asarray(target_temperatures, dtype=np.float64))
+        self.row_labels = row_labels
+        self.base = base
+
+    @classmethod
+    def from_logits(cls, logits, temperatures=SEED_TEMPERATURES, *, quantity="entropy", target=None,
+                    input="logits", t_range=(1e-2, 1e2), num=241, base=None, row_labels=None,
+                    ax=None, **plot_kwargs):
+        """Compute the curve(s) and plot them.
+
+        Parameters
+        ----------
+        logits : array_like of shape (n_classes,) or (n_rows, n_classes)
+            One or several rows of logits (probabilities with ``input="probabilities"``).
+        temperatures : sequence of float, default (0.1, 0.5, 1, 2, 10)
+            Temperatures to mark; ``()`` for none.
+        quantity : {"entropy", "perplexity", "max_prob"}, default "entropy"
+        target : float, optional
+            A value of ``quantity`` to reach; the temperature that reaches it for each row is
+            solved with :func:`tempscale.solve_temperature` and marked.  Entropy targets are in
+            the units of ``base``.
+        input : {"logits", "probabilities"}, default "logits"
+        t_range : (float, float), default (0.01, 100)
+            The T range of the x axis (log scale).
+        num : int, default 241
+            Grid points.
+        base : float, optional
+            Entropy in this base (2: bits); default nats.
+        row_labels : sequence of str, optional
+            Legend entries for the rows.
+        ax : matplotlib Axes, optional
+        **plot_kwargs
+            Passed to :meth:`plot`.
+
+        Returns
+        -------
+        EntropyCurveDisplay
+        """
+        func = "EntropyCurveDisplay.from_logits"
+        input = _check_input(input, func)
+        check_choice(quantity, _QUANTITIES, "quantity", func)
+        x = _to_numpy(logits, "logits", func)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[-1] == 0 or x.shape[0] == 0:
+            raise param_error("logits", func, "a 1-D or 2-D array with at least one class",
+                              f"an array of shape {x.shape}")
+        marks = () if temperatures is None or (not np.isscalar(temperatures) and len(temperatures) == 0) \
+            else _check_temperatures(temperatures, func)
+        try:
+            lo, hi = (float(v) for v in t_range)
+        except (TypeError, ValueError):
+            raise param_error("t_range", func, "a pair of floats 0 < low < high < inf", t_range,
+                              TypeError) from None
+        if not (0 < lo < hi < math.inf):
+            raise param_error("t_range", func, "a pair of floats 0 < low < high < inf", t_range)
+        if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
+            raise param_error("num", func, "an int >= 2", num)
+        if base is not None and (isinstance(base, bool) or not isinstance(base, numbers.Real)
+                                 or not base > 0 or base == 1 or math.isinf(base)):
+            raise param_error("base", func, "None or a positive float other than 1", base)
+        z = _as_logits(x, input, func)
+        grid = np.logspace(math.log10(lo), math.log10(hi), int(num))
+        unit_div = _nats_unit(base)[1]
+        values = _curve(z, grid, quantity)
+        mark_values = _curve(z, np.asarray(marks, dtype=np.float64), quantity) if marks else None
+        if quantity == "entropy":
+            values = values / unit_div
+            if mark_values is not None:
+                mark_values = mark_values / unit_div
+        n_classes = np.sum(z > -np.inf, axis=-1)
+        target_t = None
+        if target is not None:
+            if isinstance(target, bool) or not isinstance(target, numbers.Real) or math.isnan(target):
+                raise param_error("target", func, "None or a float", target, TypeError)
+            from ._entropy import solve_temperature
+
+            goal = float(target) * (unit_div if quantity == "entropy" else 1.0)
+            target_t = np.asarray(solve_temperature(z, **{quantity: goal}, on_unreachable="nan"),
+                                  dtype=np.float64).reshape(-1)
+        disp = cls(grid, values, quantity=quantity, n_classes=n_classes, marks=marks,
+                   mark_values=mark_values, target=None if target is None else float(target),
+                   target_temperatures=target_t, row_labels=row_labels, base=base)
+        return disp.plot(ax=ax, **plot_kwargs)
+
+    def plot(self, ax=None, *, title=None, colors=None, figsize=None, legend=True):
+        """Draw the curves on ``ax`` (a new figure when ``None``); returns self."""
+        func = "EntropyCurveDisplay.plot"
+        plt = _pyplot()
+        if ax is None:
+            fig, a = plt.subplots(figsize=figsize or (6.4, 4.0), layout="constrained")
+        else:
+            a = _axes_list(ax, 1, func)[0]
+            fig = a.figure
+        rows = self.values.shape[0]
+        if colors is None:
+            palette = ["#3B6EA8", "#C8553D", "#4E9A5B", "#8E5EA2", "#D19A2A", "#3A9FB0",
+                       "#A0522D", "#6B6B6B", "#B5487A", "#7A8B2E"]
+            colors = [palette[i % len(palette)] for i in range(rows)]
+        labels = (list(self.row_labels) if self.row_labels is not None
+                  else ([f"row {i}" for i in range(rows)] if rows > 1 else [None]))
+        if len(labels) != rows:
+            raise param_error("row_labels", func, f"{rows} labels", f"{len(labels)} labels")
+        unit = _nats_unit(self.base)[0]
+        ylabel = {"entropy": f"entropy H ({unit})",
+                  "perplexity": "perplexity exp(H)  (effective classes)",
+                  "max_prob": "top probability max p"}[self.quantity]
+        self.lines_ = []
+        a.set_xscale("log")
+        for i in range(rows):
+            (line,) = a.plot(self.temperatures, self.values[i], color=colors[i], linewidth=2.0,
+                             label=labels[i], zorder=3)
+            self.lines_.append(line)
+        # limits: uniform over the n unmasked classes
+        limits = []
+        if self.n_classes is not None:
+            ks = sorted({int(k) for k in np.asarray(self.n_classes).reshape(-1) if k > 0})
+            for k in ks[:3]:
+                lim = {"entropy": math.log(k) / _nats_unit(self.base)[1], "perplexity": float(k),
+                       "max_prob": 1.0 / k}[self.quantity]
+                limits.append(lim)
+                a.axhline(lim, color="#999999", linewidth=0.9, linestyle=(0, (4, 3)), zorder=1)
+                txt = {"entropy": f"uniform: log {k} = {lim:.2f}", "perplexity": f"uniform: {k}",
+                       "max_prob": f"uniform: 1/{k} = {lim:.2f}"}[self.quantity]
+                top = self.quantity != "max_prob"
+                a.annotate(txt, (0.0, lim), xycoords=("axes fraction", "data"),
+                           xytext=(4, 3 if top else -3), textcoords="offset points", ha="left",
+                           va="bottom" if top else "top", fontsize=8, color=_MUTED)
+        # chosen temperatures
+        tmin, tmax = self.temperatures[0], self.temperatures[-1]
+        for j, t in enumerate(self.marks):
+            if not (tmin <= t <= tmax):
+                continue
+            a.axvline(t, color="#cccccc", linewidth=0.8, zorder=0)
+            a.annotate(f"T = {_fmt_t(t)}", (t, 1.0), xycoords=("data", "axes fraction"),
+                       xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                       fontsize=8, color=_MUTED)
+            if self.mark_values is not None:
+                a.scatter(np.full(rows, t), self.mark_values[:, j], s=22, c=colors[:rows],
+                          edgecolors="white", linewidths=0.8, zorder=4)
+        # the target
+        if self.target is not None:
+            a.axhline(self.target, color=_INK, linewidth=1.0, linestyle=(0, (1, 2)), zorder=2,
+                      label=f"target {self.target:g}")
+            if self.target_temperatures is not None:
+                for i, t in enumerate(self.target_temperatures):
+                    if not (np.isfinite(t) and tmin <= t <= tmax):
+                        continue
+                    a.scatter([t], [self.target], marker="D", s=34, color=colors[i],
+                              edgecolors=_INK, linewidths=0.8, zorder=5)
+                    a.annotate(f"T* = {t:.3g}", (t, self.target), xytext=(6, -12 - 11 * i),
+                               textcoords="offset points", fontsize=8, color=colors[i])
+        a.set_xlim(tmin, tmax)
+        a.xaxis.set_major_formatter(lambda v, _pos: _fmt_t(v))
+        if self.quantity == "max_prob":
+            a.set_ylim(0, 1.04)
+        else:
+            finite = self.values[np.isfinite(self.values)]
+            top = max([float(finite.max()) if finite.size else 1.0] + limits)
+            a.set_ylim(0 if self.quantity == "entropy" else 1, top * 1.08 if top > 0 else 1.0)
+        a.set_xlabel("temperature T (log scale)", fontsize=10, color=_INK)
+        a.set_ylabel(ylabel, fontsize=10, color=_INK)
+        _style(a, xgrid=True)
+        if legend and (rows > 1 or self.target is not None):
+            a.legend(fontsize=8, frameon=False,
+                     loc="lower right" if self.quantity != "max_prob" else "upper right")
+        if title is None:
+            title = {"entropy": "Entropy against temperature", "perplexity": "Perplexity against temperature",
+                     "max_prob": "Top probability against temperature"}[self.quantity]
+        if title:
+            a.set_title(title, fontsize=11, color=_INK, pad=16 if self.marks else 6)
+        self.ax_ = np.asarray([a], dtype=object)
+        self.figure_ = fig
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# ReliabilityDisplay
+# --------------------------------------------------------------------------------------------
+def _two_columns(p: np.ndarray, kind: str) -> np.ndarray:
+    """Binary problems given as one value per sample become two columns."""
+    if p.ndim == 1:
+        if kind == "probs":
+            return np.stack([1.0 - p, p], axis=-1)
+        return np.stack([np.zeros_like(p), p], axis=-1)
+    return p
+
+
+def _field(curve, name):
+    if isinstance(curve, dict):
+        return np.asarray(curve[name])
+    return np.asarray(getattr(curve, name))
+
+
+class ReliabilityDisplay:
+    """Reliability diagram with per-bin gaps and a confidence histogram (top-label).
+
+    Samples are binned by their confidence (top probability); each bin's bar is its accuracy,
+    the hatched bar between accuracy and mean confidence is the gap (over-confidence above the
+    bar, under-confidence below it), and the dashed diagonal is perfect calibration.  Below,
+    the share of samples per bin, with the mean confidence and the accuracy marked.  When
+    probabilities after temperature scaling are given, both are drawn side by side.
+
+    Parameters
+    ----------
+    curves : sequence of reliability curves
+        Results of :func:`tempscale.calibration.reliability_curve` (fields ``bin_edges``,
+        ``confidence``, ``accuracy``, ``counts``), one per column.
+    names : sequence of str
+        Column titles.
+    ece : sequence of float, optional
+        Expected calibration error per column.
+
+    Attributes
+    ----------
+    ax_ : ndarray of matplotlib Axes, shape (2, n_columns)
+        Row 0: reliability diagrams; row 1: confidence histograms.
+    figure_ : matplotlib Figure
+    bars_ : list of matplotlib BarContainer
+        The accuracy bars of each column.
+    gap_bars_ : list of matplotlib BarContainer
+        The gap bars of each column.
+    """
+
+    def __init__(self, curves, names, *, ece=None):
+        self.curves = list(curves)
+        self.names = list(names)
+        self.ece = None if ece is None else [float(e) for e in ece]
+
+    @classmethod
+    def from_predictions(cls, labels, probs, *, probs_after=None, n_bins=15, strategy="uniform",
+                         names=None, temperature=None, ax=None, **plot_kwargs):
+        """Diagram(s) from predicted probabilities.
+
+        Parameters
+        ----------
+        labels : array_like of int, shape (n_samples,)
+            True classes.
+        probs : array_like, shape (n_samples, n_classes) or (n_samples,)
+            Predicted probabilities (one column: the probability of class 1 of a binary problem).
+        probs_after : array_like, optional
+            The same after temperature scaling; drawn in a second column.
+        n_bins : int, default 15
+        strategy : {"uniform", "quantile"}, default "uniform"
+        names : (str, str), optional
+            Column titles.
+        temperature : float, optional
+            Shown in the default title of the second column.
+        ax : array of matplotlib Axes, shape (2, n_columns), optional
+        **plot_kwargs
+            Passed to :meth:`plot`.
+        """
+        from .calibration import calibration_error, reliability_curve
+
+        func = "ReliabilityDisplay.from_predictions"
+        y = np.asarray(_to_numpy(labels, "labels", func)).astype(np.int64)
+        sets = [_two_columns(_to_numpy(probs, "probs", func), "probs")]
+        if probs_after is not None:
+            sets.append(_two_columns(_to_numpy(probs_after, "probs_after", func), "probs"))
+        curves, eces = [], []
+        for p in sets:
+            curves.append(reliability_curve(p, y, n_bins=n_bins, strategy=strategy))
+            eces.append(float(calibration_error(p, y, n_bins=n_bins, strategy=strategy)))
+        if names is None:
+            after = ("after temperature scaling" if temperature is None
+                     else f"after temperature scaling (T = {float(temperature):.3g})")
+            names = ["before", after][:len(sets)] if len(sets) > 1 else ["reliability"]
+        return cls(curves, names, ece=eces).plot(ax=ax, **plot_kwargs)
+
+    @classmethod
+    def from_logits(cls, labels, logits, temperature=None, *, n_bins=15, strategy="uniform",
+                    names=None, ax=None, **plot_kwargs):
+        """Diagram(s) from logits: ``softmax(logits)`` and, given ``temperature``, ``softmax(logits, T)``.
+
+        ``temperature="fit"`` fits it with :func:`tempscale.calibration.fit_temperature`.
+        One logit per sample is read as a binary problem (logit of class 1).
+        """
+        func = "ReliabilityDisplay.from_logits"
+        z = _two_columns(_to_numpy(logits, "logits", func), "logits")
+        if isinstance(temperature, str):
+            check_choice(temperature, ("fit",), "temperature", func)
+            from .calibration import fit_temperature
+
+            temperature = float(fit_temperature(z, np.asarray(_to_numpy(labels, "labels", func))
+                                                .astype(np.int64)))
+        before = softmax(z)
+        after = None if temperature is None else softmax(z, float(temperature))
+        return cls.from_predictions(labels, before, probs_after=after, n_bins=n_bins,
+                                    strategy=strategy, names=names, temperature=temperature, ax=ax,
+                                    **plot_kwargs)
+
+    def plot(self, ax=None, *, title=None, figsize=None, hist=True):
+        """Draw the diagram(s); returns self.
+
+        Parameters
+        ----------
+        ax : array of matplotlib Axes, optional
+            Shape (2, n_columns) (or (n_columns,) with ``hist=False``); default a new figure.
+        title : str, optional
+            Figure title (default none).
+        figsize : (float, float), optional
+        hist : bool, default True
+            Draw the confidence histogram under each diagram.
+        """
+        func = "ReliabilityDisplay.plot"
+        plt = _pyplot()
+        ncols = len(self.curves)
+        nrows = 2 if hist else 1
+        if ax is None:
+            fig, axs = plt.subplots(nrows, ncols, squeeze=False, sharex=True,
+                                    figsize=figsize or (4.4 * ncols + 0.4, 5.6 if hist else 4.4),
+                                    layout="constrained",
+                                    gridspec_kw={"height_ratios": [3.2, 1.0]} if hist else None)
+        else:
+            flat = _axes_list(ax, nrows * ncols, func)
+            axs = np.asarray(flat, dtype=object).reshape(nrows, ncols)
+            fig = flat[0].figure
+        self.bars_, self.gap_bars_ = [], []
+        for j, curve in enumerate(self.curves):
+            edges = _field(curve, "bin_edges").astype(np.float64)
+            conf = _field(curve, "confidence").astype(np.float64)
+            acc = _field(curve, "accuracy").astype(np.float64)
+            counts = _field(curve, "counts").astype(np.float64)
+            left, width = edges[:-1], np.diff(edges)
+            filled = counts > 0
+            a = axs[0, j]
+            a.plot([0, 1], [0, 1], color="#888888", linestyle=(0, (4, 3)), linewidth=1.0, zorder=1,
+                   label="perfect calibration")
+            acc0 = np.where(filled, acc, 0.0)
+            bars = a.bar(left, acc0, width=width, align="edge", color=_BLUE, edgecolor="white",
+                         linewidth=0.8, zorder=2, label="accuracy")
+            gap = np.where(filled, conf - acc, 0.0)
+            gaps = a.bar(left, gap, bottom=acc0, width=width, align="edge", color=_RED, alpha=0.28,
+                         edgecolor=_RED, linewidth=0.8, hatch="///", zorder=3, label="gap to confidence")
+            self.bars_.append(bars)
+            self.gap_bars_.append(gaps)
+            a.set_xlim(0, 1)
+            a.set_ylim(0, 1)
+            a.set_aspect("equal" if not hist else "auto")
+            a.set_ylabel("accuracy", fontsize=10, color=_INK)
+            name = self.names[j] if j < len(self.names) else f"column {j}"
+            sub = "" if self.ece is None else f"\nECE = {100 * self.ece[j]:.2f} %"
+            a.set_title(f"{name}{sub}", fontsize=10, color=_INK, linespacing=1.5)
+            _style(a, xgrid=True)
+            if j == 0:
+                a.legend(fontsize=8, frameon=False, loc="upper left")
+            if hist:
+                h = axs[1, j]
+                n = counts.sum()
+                share = counts / n if n else counts
+                h.bar(left, share, width=width, align="edge", color="#9AA5B1", edgecolor="white",
+                      linewidth=0.8, zorder=2)
+                if n:
+                    mean_conf = float(np.sum(conf[filled] * counts[filled]) / n)
+                    mean_acc = float(np.sum(acc[filled] * counts[filled]) / n)
+                    h.axvline(mean_acc, color=_BLUE, linewidth=1.6, zorder=3,
+                              label=f"accuracy {mean_acc:.2f}")
+                    h.axvline(mean_conf, color=_RED, linewidth=1.6, linestyle=(0, (3, 2)), zorder=3,
+                              label=f"mean confidence {mean_conf:.2f}")
+                    h.legend(fontsize=7.5, frameon=False, loc="upper left")
+                h.set_xlim(0, 1)
+                h.set_ylabel("share", fontsize=9, color=_INK)
+                h.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
+                _style(h)
+            else:
+                a.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
+        if title:
+            fig.suptitle(title, fontsize=11, color=_INK)
+        self.ax_ = axs
+        self.figure_ = fig
+        return self
