@@ -516,7 +516,7 @@ class EntropyCurveDisplay:
     >>> disp.values.shape
     (2, 241)
     >>> round(float(disp.mark_values[0, 1]), 4)  # entropy of softmax([-1, 0, 1], 0.5)
-    0.4559
+    0.4411
     >>> plt.close(disp.figure_)
     """
 
@@ -856,16 +856,31 @@ class ReliabilityDisplay:
             left, width = edges[:-1], np.diff(edges)
             filled = counts > 0
             a = axs[0, j]
-            a.plot([0, 1], [0, 1], color="#888888", linestyle=(0, (4, 3)), linewidth=1.0, zorder=1,
-                   label="perfect calibration")
             acc0 = np.where(filled, acc, 0.0)
             bars = a.bar(left, acc0, width=width, align="edge", color=_BLUE, edgecolor="white",
                          linewidth=0.8, zorder=2, label="accuracy")
             gap = np.where(filled, conf - acc, 0.0)
-            gaps = a.bar(left, gap, bottom=acc0, width=width, align="edge", color=_RED, alpha=0.28,
-                         edgecolor=_RED, linewidth=0.8, hatch="///", zorder=3, label="gap to confidence")
+            # over-confident bins (confidence above accuracy): the gap sits on top of the bar;
+            # under-confident bins: it covers the top of the bar down to the confidence
+            over = gap > 0
+            gaps = a.bar(left, gap, bottom=acc0, width=width, align="edge",
+                         color=np.where(over, "#F4CFC5", "#F6E3B4").tolist(),
+                         edgecolor=np.where(over, _RED, "#C08A1E").tolist(),
+                         linewidth=np.where(gap != 0, 0.8, 0.0).tolist(), hatch="///", zorder=3)
             self.bars_.append(bars)
             self.gap_bars_.append(gaps)
+            a.plot([0, 1], [0, 1], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0, zorder=4)
+            if j == 0:
+                from matplotlib.lines import Line2D
+                from matplotlib.patches import Patch
+
+                handles = [Line2D([], [], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0),
+                           Patch(facecolor=_BLUE, edgecolor="white"),
+                           Patch(facecolor="#F4CFC5", edgecolor=_RED, hatch="///"),
+                           Patch(facecolor="#F6E3B4", edgecolor="#C08A1E", hatch="///")]
+                names = ["perfect calibration", "accuracy", "gap: over-confident",
+                         "gap: under-confident"]
+                a.legend(handles, names, fontsize=8, frameon=False, loc="upper left")
             a.set_xlim(0, 1)
             a.set_ylim(0, 1)
             a.set_aspect("equal" if not hist else "auto")
@@ -874,8 +889,6 @@ class ReliabilityDisplay:
             sub = "" if self.ece is None else f"\nECE = {100 * self.ece[j]:.2f} %"
             a.set_title(f"{name}{sub}", fontsize=10, color=_INK, linespacing=1.5)
             _style(a, xgrid=True)
-            if j == 0:
-                a.legend(fontsize=8, frameon=False, loc="upper left")
             if hist:
                 h = axs[1, j]
                 n = counts.sum()
@@ -896,6 +909,10 @@ class ReliabilityDisplay:
                 _style(h)
             else:
                 a.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
+        if hist and ncols > 1:  # the same share scale under every diagram
+            top = max(h.get_ylim()[1] for h in axs[1])
+            for h in axs[1]:
+                h.set_ylim(0, top)
         if title:
             fig.suptitle(title, fontsize=11, color=_INK)
         self.ax_ = axs

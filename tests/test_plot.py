@@ -1,0 +1,361 @@
+"""Structure tests for tempscale.plot: axes, bars, titles, labels, legends -- not pixels."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+mpl = pytest.importorskip("matplotlib")
+mpl.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from scipy.special import softmax as sp_softmax  # noqa: E402
+from scipy.stats import entropy as sp_entropy  # noqa: E402
+from scipy.stats import norm  # noqa: E402
+
+from tempscale.plot import EntropyCurveDisplay, ReliabilityDisplay, TemperatureDisplay  # noqa: E402
+
+SEED_T = (0.1, 0.5, 1.0, 2.0, 10.0)
+SEED_P = norm.pdf(np.arange(10), 4, 1)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _heights(bars):
+    return np.array([r.get_height() for r in bars])
+
+
+def _reference(x, T):
+    """softmax(x / T) in float64 with SciPy (finite T > 0)."""
+    return sp_softmax(np.asarray(x, dtype=np.float64) / T)
+
+
+# --------------------------------------------------------------------------------------------
+# lazy import
+# --------------------------------------------------------------------------------------------
+def test_import_tempscale_does_not_import_matplotlib():
+    code = ("import sys, tempscale, tempscale.plot, tempscale.cli\n"
+            "tempscale.cli.build_parser()\n"
+            "bad = [m for m in ('matplotlib', 'torch', 'jax') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# TemperatureDisplay
+# --------------------------------------------------------------------------------------------
+def test_temperature_display_seed_structure():
+    disp = TemperatureDisplay.from_logits(SEED_P)
+    assert disp.temperatures == SEED_T
+    assert isinstance(disp.ax_, np.ndarray) and disp.ax_.shape == (5,)
+    assert disp.figure_ is disp.ax_[0].figure
+    # one panel per T, each with 10 bars, sharing the y axis 0..1
+    assert len(disp.bars_) == 5
+    for ax, bars, T in zip(disp.ax_, disp.bars_, SEED_T):
+        assert len(bars) == 10
+        assert ax.get_ylim() == (0.0, 1.0)
+        np.testing.assert_allclose(_heights(bars), _reference(SEED_P, T), rtol=1e-12, atol=1e-15)
+        title = ax.get_title()
+        assert title.startswith(f"T = {T:g}\n")
+        H = sp_entropy(_reference(SEED_P, T))
+        assert f"H = {H:.2f} nats" in title
+        assert f"max p = {_reference(SEED_P, T).max():.2f}" in title
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in range(10)]
+    shared = disp.ax_[0].get_shared_y_axes()
+    assert all(shared.joined(disp.ax_[0], ax) for ax in disp.ax_[1:])
+    assert disp.ax_[0].get_ylabel() == "probability"
+    assert "softmax" in disp.figure_._suptitle.get_text()
+    # the colour bar keyed by T, and the T = 1 reference legend
+    assert disp.colorbar_ is not None
+    assert [t.get_text() for t in disp.colorbar_.ax.get_yticklabels()] == ["0.1", "0.5", "1", "2", "10"]
+    assert disp.colorbar_.ax.get_ylabel() == "temperature T"
+    assert [t.get_text() for t in disp.legend_.get_texts()] == ["T = 1 distribution (reference)"]
+    np.testing.assert_allclose(disp.entropy, [sp_entropy(_reference(SEED_P, T)) for T in SEED_T])
+    np.testing.assert_allclose(disp.max_prob, [_reference(SEED_P, T).max() for T in SEED_T])
+
+
+def test_temperature_display_one_sequential_colour_per_temperature():
+    disp = TemperatureDisplay.from_logits(SEED_P, cmap="viridis")
+    cmap = mpl.colormaps["viridis"]
+    faces = [to_rgba(bars[0].get_facecolor()) for bars in disp.bars_]
+    assert len(set(faces)) == 5  # a distinct colour per T
+    for bars, face in zip(disp.bars_, faces):  # all bars of a panel share its colour
+        assert all(to_rgba(b.get_facecolor()) == face for b in bars)
+    # positions on the colormap increase with log T: recover them by nearest sample
+    samples = cmap(np.linspace(0, 1, 1001))
+    pos = [np.argmin(np.abs(samples - np.asarray(f)).sum(axis=1)) for f in faces]
+    assert pos == sorted(pos)
+    # log-spaced: T = 1 sits at log(1/0.1) / log(10/0.1) = half way between 0.1 and 10
+    assert pos[2] - pos[0] == pytest.approx(pos[4] - pos[2], abs=2)
+
+
+def test_temperature_display_probabilities_input_is_temper():
+    p = SEED_P / SEED_P.sum()
+    disp = TemperatureDisplay.from_logits(SEED_P, input="probabilities")
+    for bars, T in zip(disp.bars_, SEED_T):
+        ref = p ** (1 / T) / np.sum(p ** (1 / T))
+        np.testing.assert_allclose(_heights(bars), ref, rtol=1e-10, atol=1e-300)
+    # T = 1 gives p back; the seed's mistake (p as logits) is nearly flat at T = 1
+    np.testing.assert_allclose(disp.probabilities[2], p, rtol=1e-12)
+    flat = TemperatureDisplay.from_logits(SEED_P).probabilities[2]
+    assert flat.max() < 0.14 < p.max()
+    assert "temper" in disp.figure_._suptitle.get_text()
+    same = TemperatureDisplay.from_probabilities(SEED_P)
+    np.testing.assert_array_equal(same.probabilities, disp.probabilities)
+
+
+def test_temperature_display_limits_and_labels():
+    x = [1.0, 3.0, 3.0, -np.inf]
+    disp = TemperatureDisplay.from_logits(x, [0, 1, np.inf], labels=["cat", "dog", "emu", "masked"],
+                                          ylim=None, title="")
+    np.testing.assert_allclose(disp.probabilities[0], [0, 0.5, 0.5, 0])  # T = 0: ties share
+    np.testing.assert_allclose(disp.probabilities[2], [1 / 3, 1 / 3, 1 / 3, 0])  # T = inf: uniform
+    assert [ax.get_title().splitlines()[0] for ax in disp.ax_] == ["T = 0", "T = 1", "T = ∞"]
+    assert [t.get_text() for t in disp.colorbar_.ax.get_yticklabels()] == ["0", "1", "∞"]
+    assert [t.get_text() for t in disp.ax_[0].get_xticklabels()] == ["cat", "dog", "emu", "masked"]
+    assert disp.figure_._suptitle is None
+    assert np.all(np.isfinite(disp.entropy))
+
+
+def test_temperature_display_grouped_on_one_axes():
+    fig, ax = plt.subplots()
+    disp = TemperatureDisplay.from_logits([-1.0, 0.0, 1.0], [0.5, 1, 2], ax=ax)
+    assert disp.ax_.shape == (1,) and disp.ax_[0] is ax and disp.figure_ is fig
+    assert len(ax.patches) == 9  # 3 classes x 3 temperatures
+    texts = [t.get_text() for t in disp.legend_.get_texts()]
+    assert len(texts) == 3 and texts[0].startswith("T = 0.5")
+    np.testing.assert_allclose(_heights(disp.bars_[0]), [0.01587624, 0.11731043, 0.86681333], atol=5e-9)
+
+
+def test_temperature_display_on_given_axes_and_wrapping():
+    fig, axs = plt.subplots(1, 2)
+    disp = TemperatureDisplay.from_logits([0.0, 1.0], [1, 2], ax=axs, colorbar=False)
+    assert list(disp.ax_) == list(axs) and disp.colorbar_ is None
+    many = TemperatureDisplay.from_logits(np.arange(30.0), np.geomspace(0.1, 10, 7), ncols=4)
+    assert many.ax_.shape == (7,) and len(many.figure_.axes) == 7 + 1  # 7 panels + colour bar
+    assert all(len(b) == 30 for b in many.bars_)
+
+
+def test_temperature_display_any_array_library():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    disp = TemperatureDisplay.from_logits(x, [0.5])
+    np.testing.assert_allclose(disp.probabilities[0], [0.01587624, 0.11731043, 0.86681333], atol=5e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"logits": [[1.0, 2.0], [3.0, 4.0]]}, ValueError, "'logits' parameter of TemperatureDisplay.from_logits"),
+        ({"logits": []}, ValueError, "'logits' parameter"),
+        ({"temperatures": [-1.0]}, ValueError, "'temperatures' parameter .* Got \\[-1.0\\] instead"),
+        ({"temperatures": [float("nan")]}, ValueError, "'temperatures' parameter"),
+        ({"temperatures": []}, ValueError, "'temperatures' parameter"),
+        ({"temperatures": ["hot"]}, TypeError, "'temperatures' parameter"),
+        ({"input": "logprobs"}, ValueError, "'input' parameter .* one of \\{'logits', 'probabilities'\\}"),
+        ({"labels": ["a", "b"]}, ValueError, "'labels' parameter .* 3 class labels"),
+        ({"labels": "abc"}, TypeError, "'labels' parameter"),
+        ({"layout": "stacked"}, ValueError, "'layout' parameter of TemperatureDisplay.plot"),
+        ({"input": "probabilities", "logits": [0.5, -0.1, 0.6]}, ValueError, "non-negative"),
+    ],
+)
+def test_temperature_display_errors(kwargs, exc, match):
+    kwargs = {"logits": [-1.0, 0.0, 1.0], **kwargs}
+    with pytest.raises(exc, match=match):
+        TemperatureDisplay.from_logits(**kwargs)
+
+
+def test_temperature_display_wrong_axes_count():
+    fig, axs = plt.subplots(1, 2)
+    with pytest.raises(ValueError, match="'ax' parameter .* 3 matplotlib Axes"):
+        TemperatureDisplay.from_logits([0.0, 1.0], [0.5, 1, 2], ax=axs)
+
+
+# --------------------------------------------------------------------------------------------
+# EntropyCurveDisplay
+# --------------------------------------------------------------------------------------------
+def test_entropy_curve_values_and_structure():
+    rows = np.stack([SEED_P, np.log(SEED_P)])
+    disp = EntropyCurveDisplay.from_logits(rows, row_labels=["as logits", "tempered"], num=61)
+    ax = disp.ax_[0]
+    assert disp.ax_.shape == (1,) and disp.figure_ is ax.figure
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlim() == pytest.approx((0.01, 100.0))
+    assert ax.get_ylabel() == "entropy H (nats)"
+    assert ax.get_xlabel().startswith("temperature T")
+    assert len(disp.lines_) == 2
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["as logits", "tempered"]
+    grid = disp.temperatures
+    assert grid.shape == (61,) and np.allclose(np.diff(np.log(grid)), np.log(1e4) / 60)
+    for i in range(2):
+        ref = [sp_entropy(_reference(rows[i], T)) for T in grid]
+        np.testing.assert_allclose(disp.values[i], ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(disp.lines_[i].get_ydata(), ref, rtol=1e-9, atol=1e-12)
+    # the marked temperatures: a dot per row and a label per T
+    np.testing.assert_allclose(disp.mark_values, [[sp_entropy(_reference(r, T)) for T in SEED_T] for r in rows])
+    labels = [t.get_text() for t in ax.texts]
+    assert [f"T = {T:g}" for T in SEED_T] == [s for s in labels if s.startswith("T = ")]
+    assert "uniform: log 10 = 2.30" in labels
+    assert len(ax.collections) == 5  # one scatter per marked temperature
+    # monotone in T
+    assert np.all(np.diff(disp.values, axis=1) >= -1e-12)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "ylabel", "ref"),
+    [
+        ("perplexity", "perplexity", lambda p: math.exp(sp_entropy(p))),
+        ("max_prob", "top probability", lambda p: p.max()),
+    ],
+)
+def test_entropy_curve_other_quantities(quantity, ylabel, ref):
+    x = np.array([2.0, 1.0, 0.0, -1.0])
+    disp = EntropyCurveDisplay.from_logits(x, (1.0,), quantity=quantity, num=11)
+    assert disp.ax_[0].get_ylabel().startswith(ylabel)
+    assert disp.ax_[0].get_legend() is None  # one row, no target: nothing to explain
+    expect = [ref(_reference(x, T)) for T in disp.temperatures]
+    np.testing.assert_allclose(disp.values[0], expect, rtol=1e-10)
+
+
+def test_entropy_curve_bits_and_probabilities():
+    p = np.array([0.5, 0.25, 0.25, 0.0])
+    disp = EntropyCurveDisplay.from_logits(p, (1.0,), input="probabilities", base=2, num=5)
+    assert disp.ax_[0].get_ylabel() == "entropy H (bits)"
+    assert disp.mark_values[0, 0] == pytest.approx(1.5)  # H(p) in bits at T = 1
+    # the zero probability is masked: the uniform limit is over 3 classes
+    assert disp.values[0, -1] == pytest.approx(math.log2(3), rel=1e-3)
+    assert "uniform: log 3 = 1.58" in [t.get_text() for t in disp.ax_[0].texts]
+
+
+def test_entropy_curve_target_marks_solved_temperature():
+    pytest.importorskip("tempscale._entropy")
+    rows = np.stack([SEED_P, np.log(SEED_P)])
+    disp = EntropyCurveDisplay.from_logits(rows, target=1.0)
+    ts = disp.target_temperatures
+    assert ts.shape == (2,)
+    for i in range(2):
+        assert sp_entropy(_reference(rows[i], ts[i])) == pytest.approx(1.0, abs=1e-6)
+    texts = [t.get_text() for t in disp.ax_[0].texts]
+    assert sum(s.startswith("T* = ") for s in texts) == 2
+    assert "target 1" in [t.get_text() for t in disp.ax_[0].get_legend().get_texts()]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"quantity": "variance"}, ValueError, "'quantity' parameter of EntropyCurveDisplay.from_logits"),
+        ({"t_range": (10, 1)}, ValueError, "'t_range' parameter"),
+        ({"t_range": (0, 1)}, ValueError, "'t_range' parameter"),
+        ({"num": 1}, ValueError, "'num' parameter"),
+        ({"base": 1}, ValueError, "'base' parameter"),
+        ({"logits": np.zeros((2, 2, 2))}, ValueError, "'logits' parameter"),
+        ({"target": "high"}, TypeError, "'target' parameter"),
+        ({"row_labels": ["a", "b"]}, ValueError, "'row_labels' parameter"),
+    ],
+)
+def test_entropy_curve_errors(kwargs, exc, match):
+    kwargs = {"logits": [-1.0, 0.0, 1.0], **kwargs}
+    with pytest.raises(exc, match=match):
+        EntropyCurveDisplay.from_logits(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# ReliabilityDisplay
+# --------------------------------------------------------------------------------------------
+def _curve(conf, acc, counts, n_bins=5):
+    return {"bin_edges": np.linspace(0, 1, n_bins + 1), "confidence": np.asarray(conf),
+            "accuracy": np.asarray(acc), "counts": np.asarray(counts)}
+
+
+def test_reliability_display_from_curves_structure():
+    before = _curve([0, 0.3, 0.5, 0.7, 0.95], [0, 0.2, 0.4, 0.5, 0.8], [0, 5, 10, 20, 65])
+    after = _curve([0, 0.3, 0.5, 0.7, 0.9], [0, 0.35, 0.5, 0.72, 0.86], [0, 10, 15, 30, 45])
+    disp = ReliabilityDisplay([before, after], ["before", "after"], ece=[0.12, 0.021]).plot()
+    assert disp.ax_.shape == (2, 2)
+    assert disp.figure_ is disp.ax_[0, 0].figure
+    for j, curve in enumerate([before, after]):
+        top, hist = disp.ax_[0, j], disp.ax_[1, j]
+        assert len(disp.bars_[j]) == 5 and len(disp.gap_bars_[j]) == 5
+        np.testing.assert_allclose(_heights(disp.bars_[j]), curve["accuracy"])
+        np.testing.assert_allclose(_heights(disp.gap_bars_[j]), curve["confidence"] - curve["accuracy"])
+        assert top.get_xlim() == (0, 1) and top.get_ylim() == (0, 1)
+        assert top.get_ylabel() == "accuracy"
+        assert hist.get_xlabel() == "confidence (top probability)"
+        shares = _heights(hist.patches)
+        np.testing.assert_allclose(shares, curve["counts"] / curve["counts"].sum())
+        legend = [t.get_text() for t in hist.get_legend().get_texts()]
+        assert legend[0].startswith("accuracy") and legend[1].startswith("mean confidence")
+    assert disp.ax_[0, 0].get_title() == "before\nECE = 12.00 %"
+    assert disp.ax_[0, 1].get_title() == "after\nECE = 2.10 %"
+    assert [t.get_text() for t in disp.ax_[0, 0].get_legend().get_texts()] == [
+        "perfect calibration", "accuracy", "gap: over-confident", "gap: under-confident"]
+    assert disp.ax_[1, 0].get_ylim() == disp.ax_[1, 1].get_ylim()
+
+
+def test_reliability_display_without_histogram_on_given_axes():
+    fig, ax = plt.subplots()
+    curve = _curve([0.1, 0.3, 0.5, 0.7, 0.9], [0.1, 0.3, 0.5, 0.7, 0.9], [1, 1, 1, 1, 1])
+    disp = ReliabilityDisplay([curve], ["model"]).plot(ax=ax, hist=False)
+    assert disp.ax_.shape == (1, 1) and disp.ax_[0, 0] is ax
+    assert ax.get_title() == "model"
+    np.testing.assert_allclose(_heights(disp.gap_bars_[0]), 0)
+    with pytest.raises(ValueError, match="'ax' parameter of ReliabilityDisplay.plot"):
+        ReliabilityDisplay([curve], ["model"]).plot(ax=ax)
+
+
+def _overconfident(n=4000, k=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    z = rng.normal(size=(n, k))
+    z[np.arange(n), y] += 1.5
+    return y, 3.0 * z
+
+
+def _ece_reference(p, y, n_bins=15):
+    conf, ok = p.max(1), p.argmax(1) == y
+    idx = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        m = idx == b
+        if m.any():
+            total += m.sum() * abs(conf[m].mean() - ok[m].mean())
+    return total / len(y)
+
+
+def test_reliability_display_from_predictions_and_logits():
+    pytest.importorskip("tempscale.calibration")
+    y, z = _overconfident()
+    before, after = sp_softmax(z, axis=1), sp_softmax(z / 3.0, axis=1)
+    disp = ReliabilityDisplay.from_predictions(y, before, probs_after=after, temperature=3.0)
+    assert disp.ax_.shape == (2, 2)
+    assert disp.ax_[0, 1].get_title().startswith("after temperature scaling (T = 3)")
+    assert disp.ece[0] == pytest.approx(_ece_reference(before, y), abs=1e-9)
+    assert disp.ece[1] < disp.ece[0]
+    assert all(len(b) == 15 for b in disp.bars_)
+    for j, p in enumerate([before, after]):
+        counts = np.asarray(disp.curves[j].counts)
+        assert counts.sum() == len(y)
+    same = ReliabilityDisplay.from_logits(y, z, temperature=3.0)
+    assert same.ece == pytest.approx(disp.ece)
+    single = ReliabilityDisplay.from_logits(y, z, n_bins=10)
+    assert single.ax_.shape == (2, 1) and len(single.bars_[0]) == 10
+
+
+def test_reliability_display_fits_temperature():
+    calibration = pytest.importorskip("tempscale.calibration")
+    if not hasattr(calibration, "fit_temperature"):
+        pytest.skip("fit_temperature not available")
+    y, z = _overconfident(seed=1)
+    disp = ReliabilityDisplay.from_logits(y, z, temperature="fit")
+    T = float(calibration.fit_temperature(z, y))
+    assert disp.ax_[0, 1].get_title().startswith(f"after temperature scaling (T = {T:.3g})")
+    assert disp.ece[1] < disp.ece[0]
