@@ -221,6 +221,55 @@ def _native(kind, xp, x, T, ax, mask, out):
 _NATIVE_OK = True  # the test suite switches this off to compare against the generic path
 
 
+def _torch_fused(kind, xp, x, T, ax, mask, out, keepdims=False):
+    """PyTorch fast path: torch's fused (log_)softmax/logsumexp on ``(x - m)/T``.
+
+    Handles finite positive temperatures and rows whose maximum is finite or ``-inf`` (fully
+    masked); returns ``None`` for anything else (T = 0/inf, +inf or NaN maxima), which the generic
+    path then computes.  About 3 passes over the data instead of the generic path's dozen.
+    """
+    if not _NATIVE_OK or not _compat.is_torch_namespace(xp):
+        return None
+    import torch
+
+    if isinstance(T, float):
+        if not 0.0 < T < math.inf:
+            return None
+    elif T.requires_grad or not bool(torch.all(torch.isfinite(T) & (T > 0))):
+        # d/dT of a masked entry is 0 * inf in the fused form: learnable T takes the generic path
+        return None
+    z = x if mask is None else x.masked_fill(~mask, -math.inf)
+    m = torch.amax(z, dim=ax, keepdim=True) if z.shape[ax] else None
+    if m is None or not bool(torch.all((m < math.inf) & ~torch.isnan(m))):
+        return None
+    empty = m == -math.inf
+    has_empty = bool(torch.any(empty))
+    m0 = torch.where(empty, torch.zeros_like(m), m) if has_empty else m
+    if isinstance(T, float):
+        # T < 1: (z - m)/T cannot overflow upward (and overflows downward only to a true -inf);
+        # T >= 1: z/T cannot overflow at all and torch's softmax shifts by the max itself
+        y = torch.sub(z, m0).div_(T) if T < 1 else z / T
+    else:
+        y = (z / 2 - m0 / 2) / (T / 2)
+    if has_empty:
+        y = torch.where(empty, torch.zeros_like(y), y)
+    if kind == "softmax":
+        r = torch.softmax(y, dim=ax)
+        fill = 0.0
+    elif kind == "log_softmax":
+        r = torch.log_softmax(y, dim=ax)
+        fill = -math.inf
+    else:
+        shift = m0 if (not isinstance(T, float) or T < 1) else torch.zeros_like(m0)
+        r = shift + T * torch.logsumexp(y, dim=ax, keepdim=True)
+        fill = -math.inf
+    if has_empty:
+        r = torch.where(empty, torch.full_like(r, fill) if kind != "logsumexp" else m, r)
+    if kind == "logsumexp" and not keepdims:
+        r = torch.squeeze(r, dim=ax)
+    return r if r.dtype == out else r.to(out)
+
+
 def _generic(kind, x, temperature=1.0, *, axis=-1, mask=None, dtype=None, keepdims=False):
     """The reference implementation of ``kind`` with the native kernel switched off."""
     global _NATIVE_OK
@@ -308,6 +357,8 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     """
     xp, x, T, ax, mask, out, shape = _prepare(x, temperature, axis, mask, dtype, "softmax")
     r = _native("softmax", xp, x, T, ax, mask, out)
+    if r is None:
+        r = _torch_fused("softmax", xp, x, T, ax, mask, out)
     if r is not None:
         return r.reshape(shape) if shape is not None else r
     y, s, *_rest, nan_row = _core(xp, x, T, ax, mask)
@@ -334,6 +385,8 @@ def log_softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     """
     xp, x, T, ax, mask, out, shape = _prepare(x, temperature, axis, mask, dtype, "log_softmax")
     r = _native("log_softmax", xp, x, T, ax, mask, out)
+    if r is None:
+        r = _torch_fused("log_softmax", xp, x, T, ax, mask, out)
     if r is not None:
         return r.reshape(shape) if shape is not None else r
     y, _s, log_s, *_rest, nan_row = _core(xp, x, T, ax, mask)
@@ -373,10 +426,16 @@ def logsumexp(x, temperature=1.0, *, axis=-1, mask=None, keepdims=False):
     (3.0, 3.0000045...)
     """
     xp, x, T, ax, mask, out, shape = _prepare(x, temperature, axis, mask, None, "logsumexp")
-    r = _native("logsumexp", xp, x, T, ax, mask, out)
+    r = _native("logsumexp", xp, x, T, ax, mask, out)  # reduced over ax
     if r is not None:
-        if keepdims:
-            r = xp.expand_dims(r, axis=ax) if shape is None else xp.reshape(r, (1,) * len(shape))
+        r = xp.expand_dims(r, axis=ax) if r.ndim < x.ndim else r
+    else:
+        r = _torch_fused("logsumexp", xp, x, T, ax, mask, out, keepdims=True)
+    if r is not None:
+        if not keepdims:
+            r = xp.squeeze(r, axis=ax)
+        if shape is not None:
+            r = xp.reshape(r, (1,) * len(shape)) if keepdims else xp.reshape(r, ())
         return r
     _y, _s, log_s, m, m_safe, empty, tie, nan_row = _core(xp, x, T, ax, mask)
     zero = xp.zeros_like(log_s)
