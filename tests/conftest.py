@@ -13,6 +13,24 @@ os.environ.setdefault("JAX_ENABLE_X64", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 BACKENDS = ["numpy", "array_api_strict", "torch", "jax"]
+# On a machine with a CUDA GPU, TEMPSCALE_TEST_GPU=1 adds torch-on-CUDA and CuPy (JAX then
+# runs on its default device, the GPU).  CI has no GPU; the device checks set this variable.
+if os.environ.get("TEMPSCALE_TEST_GPU") == "1":
+    BACKENDS += ["torch-cuda", "cupy"]
+
+
+class _OnDevice:
+    """A namespace whose ``asarray`` puts arrays on ``device`` (all else delegates)."""
+
+    def __init__(self, xp, device):
+        self._wrapped, self._device = xp, device
+
+    def asarray(self, obj, **kwargs):
+        kwargs.setdefault("device", self._device)
+        return self._wrapped.asarray(obj, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._wrapped, name)
 
 
 def _namespace(name):
@@ -30,6 +48,16 @@ def _namespace(name):
         pytest.importorskip("jax")
         import jax.numpy as xp
         return xp
+    if name == "torch-cuda":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
+        import array_api_compat.torch as xp
+        return _OnDevice(xp, "cuda")
+    if name == "cupy":
+        pytest.importorskip("cupy")
+        import array_api_compat.cupy as xp
+        return xp
     raise AssertionError(name)
 
 
@@ -40,6 +68,8 @@ def xp(request):
 
 
 def to_numpy(a) -> np.ndarray:
+    if type(a).__module__.startswith("cupy"):
+        a = a.get()
     if hasattr(a, "detach"):
         a = a.detach().cpu()
         if str(a.dtype) == "torch.bfloat16":
@@ -61,6 +91,8 @@ def assert_close(actual, expected, *, xp=None, dtype=None, rtol=None, atol=None,
 
         got_ns = array_namespace(actual)
         assert _same_library(got_ns, xp), f"result namespace {got_ns} is not {xp}"
+        if getattr(xp, "_device", None) is not None:
+            assert str(actual.device).startswith(xp._device), f"result on {actual.device}"
     if dtype is not None:
         assert actual.dtype == dtype, f"dtype {actual.dtype} != {dtype}"
     a = to_numpy(actual).astype(np.float64)
@@ -77,6 +109,7 @@ def assert_close(actual, expected, *, xp=None, dtype=None, rtol=None, atol=None,
 def _same_library(a, b) -> bool:
     import array_api_compat
 
+    a, b = getattr(a, "_wrapped", a), getattr(b, "_wrapped", b)
     for check in (array_api_compat.is_numpy_namespace, array_api_compat.is_torch_namespace,
                   array_api_compat.is_jax_namespace, array_api_compat.is_array_api_strict_namespace):
         if check(a) or check(b):
