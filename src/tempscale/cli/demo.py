@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,8 @@ def run(args) -> int:
 
     labels = [str(i) for i in range(p.size)]
     written = []
-    with progress("writing files", total=len(jobs)) as advance:
+    # a live bar on a terminal; nothing (not even a blank line) in logs and pipes
+    with progress("writing files", total=len(jobs), disable=not sys.stderr.isatty()) as advance:
         for path, kind, what in jobs:
             if kind == "figure" and have_mpl:
                 _write_figure(path, p, labels, temps, args.dpi, save_figure)
