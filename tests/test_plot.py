@@ -246,7 +246,7 @@ def test_entropy_curve_target_marks_solved_temperature():
         assert sp_entropy(_reference(rows[i], ts[i])) == pytest.approx(1.0, abs=1e-6)
     texts = [t.get_text() for t in disp.ax_[0].texts]
     assert sum(s.startswith("T* = ") for s in texts) == 2
-    assert "target 1" in [t.get_text() for t in disp.ax_[0].get_legend().get_texts()]
+    assert "target H = 1 nats" in [t.get_text() for t in disp.ax_[0].get_legend().get_texts()]
 
 
 @pytest.mark.parametrize(
@@ -359,3 +359,25 @@ def test_reliability_display_fits_temperature():
     T = float(calibration.fit_temperature(z, y))
     assert disp.ax_[0, 1].get_title().startswith(f"after temperature scaling (T = {T:.3g})")
     assert disp.ece[1] < disp.ece[0]
+
+
+def test_reliability_display_binary_and_quantile_bins():
+    pytest.importorskip("tempscale.calibration")
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=800) * 3
+    y = (rng.random(800) < 1 / (1 + np.exp(-z / 2))).astype(int)  # the logits are 2x too sharp
+    disp = ReliabilityDisplay.from_logits(y, z, temperature=2.0, n_bins=8, strategy="quantile")
+    assert disp.ax_.shape == (2, 2)
+    for j in range(2):
+        edges = np.asarray(disp.curves[j].bin_edges)
+        widths = [r.get_width() for r in disp.bars_[j]]
+        np.testing.assert_allclose(widths, np.diff(edges))  # bars follow the quantile bins
+        assert np.asarray(disp.curves[j].counts).sum() == 800
+    # the same from probabilities of class 1
+    p1 = 1 / (1 + np.exp(-z))
+    same = ReliabilityDisplay.from_predictions(y, p1, n_bins=8, strategy="quantile")
+    assert same.ece[0] == pytest.approx(disp.ece[0], rel=1e-9)
+    with pytest.raises(ValueError, match="'temperature' parameter of ReliabilityDisplay.from_logits"):
+        ReliabilityDisplay.from_logits(y, z, temperature="auto")
+    with pytest.raises(ValueError, match="'temperature' parameter"):
+        ReliabilityDisplay.from_logits(y, z, temperature=-1.0)

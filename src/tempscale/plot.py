@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._softmax import log_softmax, softmax
+from ._softmax import softmax
 from ._validation import check_choice, param_error
 
 __all__ = ["EntropyCurveDisplay", "ReliabilityDisplay", "TemperatureDisplay"]
@@ -456,6 +456,8 @@ _QUANTITIES = ("entropy", "perplexity", "max_prob")
 
 def _curve(z: np.ndarray, grid: np.ndarray, quantity: str) -> np.ndarray:
     """``quantity`` of softmax(z, T) for every T in ``grid``: shape (n_rows, n_grid)."""
+    from ._entropy import entropy, perplexity
+
     rows, k = z.shape
     out = np.empty((rows, grid.size))
     step = max(1, int(2_000_000 // max(1, rows * k)))
@@ -465,12 +467,10 @@ def _curve(z: np.ndarray, grid: np.ndarray, quantity: str) -> np.ndarray:
         Tb = np.broadcast_to(g[:, None], (g.size, rows))
         if quantity == "max_prob":
             v = softmax(zb, Tb).max(axis=-1)
+        elif quantity == "entropy":
+            v = entropy(zb, Tb)
         else:
-            lp = log_softmax(zb, Tb)
-            p = np.exp(lp)
-            v = -np.where(p > 0, p * np.where(p > 0, lp, 0.0), 0.0).sum(axis=-1)
-            if quantity == "perplexity":
-                v = np.exp(v)
+            v = perplexity(zb, Tb)
         out[:, s:s + step] = v.T
     return out
 
@@ -673,7 +673,9 @@ class EntropyCurveDisplay:
         # the target
         if self.target is not None:
             a.axhline(self.target, color=_INK, linewidth=1.0, linestyle=(0, (1, 2)), zorder=2,
-                      label=f"target {self.target:g}")
+                      label={"entropy": f"target H = {self.target:g} {unit}",
+                             "perplexity": f"target exp(H) = {self.target:g}",
+                             "max_prob": f"target max p = {self.target:g}"}[self.quantity])
             if self.target_temperatures is not None:
                 for i, t in enumerate(self.target_temperatures):
                     if not (np.isfinite(t) and tmin <= t <= tmax):
@@ -709,13 +711,13 @@ class EntropyCurveDisplay:
 # --------------------------------------------------------------------------------------------
 # ReliabilityDisplay
 # --------------------------------------------------------------------------------------------
-def _two_columns(p: np.ndarray, kind: str) -> np.ndarray:
-    """Binary problems given as one value per sample become two columns."""
-    if p.ndim == 1:
-        if kind == "probs":
-            return np.stack([1.0 - p, p], axis=-1)
-        return np.stack([np.zeros_like(p), p], axis=-1)
-    return p
+def _two_columns(z: np.ndarray, kind: str = "logits") -> np.ndarray:
+    """Binary problems given as one logit per sample become two columns ``[0, z]``."""
+    if z.ndim == 2 and z.shape[1] == 1:
+        z = z[:, 0]
+    if z.ndim == 1:
+        return np.stack([np.zeros_like(z), z], axis=-1)
+    return z
 
 
 def _field(curve, name):
@@ -761,7 +763,7 @@ class ReliabilityDisplay:
 
     @classmethod
     def from_predictions(cls, labels, probs, *, probs_after=None, n_bins=15, strategy="uniform",
-                         names=None, temperature=None, ax=None, **plot_kwargs):
+                         sample_weight=None, names=None, temperature=None, ax=None, **plot_kwargs):
         """Diagram(s) from predicted probabilities.
 
         Parameters
@@ -774,6 +776,9 @@ class ReliabilityDisplay:
             The same after temperature scaling; drawn in a second column.
         n_bins : int, default 15
         strategy : {"uniform", "quantile"}, default "uniform"
+            Equal-width bins, or bins holding equal numbers of samples.
+        sample_weight : array_like of shape (n_samples,), optional
+            Weights of the bins' means and of the ECE (the histogram counts samples).
         names : (str, str), optional
             Column titles.
         temperature : float, optional
@@ -785,14 +790,12 @@ class ReliabilityDisplay:
         from .calibration import calibration_error, reliability_curve
 
         func = "ReliabilityDisplay.from_predictions"
-        y = np.asarray(_to_numpy(labels, "labels", func)).astype(np.int64)
-        sets = [_two_columns(_to_numpy(probs, "probs", func), "probs")]
-        if probs_after is not None:
-            sets.append(_two_columns(_to_numpy(probs_after, "probs_after", func), "probs"))
+        sets = [probs] if probs_after is None else [probs, probs_after]
         curves, eces = [], []
         for p in sets:
-            curves.append(reliability_curve(p, y, n_bins=n_bins, strategy=strategy))
-            eces.append(float(calibration_error(p, y, n_bins=n_bins, strategy=strategy)))
+            kw = {"n_bins": n_bins, "strategy": strategy, "sample_weight": sample_weight}
+            curves.append(reliability_curve(p, labels, **kw))
+            eces.append(float(calibration_error(p, labels, **kw)))
         if names is None:
             after = ("after temperature scaling" if temperature is None
                      else f"after temperature scaling (T = {float(temperature):.3g})")
@@ -801,11 +804,35 @@ class ReliabilityDisplay:
 
     @classmethod
     def from_logits(cls, labels, logits, temperature=None, *, n_bins=15, strategy="uniform",
-                    names=None, ax=None, **plot_kwargs):
+                    sample_weight=None, names=None, ax=None, **plot_kwargs):
         """Diagram(s) from logits: ``softmax(logits)`` and, given ``temperature``, ``softmax(logits, T)``.
 
-        ``temperature="fit"`` fits it with :func:`tempscale.calibration.fit_temperature`.
-        One logit per sample is read as a binary problem (logit of class 1).
+        Parameters
+        ----------
+        labels : array_like of int, shape (n_samples,)
+        logits : array_like, shape (n_samples, n_classes) or (n_samples,)
+            One logit per sample is a binary problem (the logit of class 1).
+        temperature : float or "fit", optional
+            Draw the diagram after temperature scaling too; ``"fit"`` fits T with
+            :func:`tempscale.calibration.fit_temperature` on these logits (which shows the best
+            case: fit T on held-out data in practice).
+        n_bins, strategy, sample_weight, names, ax, **plot_kwargs
+            As in :meth:`from_predictions`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import matplotlib.pyplot as plt
+        >>> from tempscale.plot import ReliabilityDisplay
+        >>> rng = np.random.default_rng(0)
+        >>> y = rng.integers(0, 3, 600)
+        >>> z = 4.0 * (rng.normal(size=(600, 3)) + 1.5 * np.eye(3)[y])  # over-confident logits
+        >>> disp = ReliabilityDisplay.from_logits(y, z, temperature="fit")
+        >>> disp.ax_.shape
+        (2, 2)
+        >>> bool(disp.ece[1] < disp.ece[0])
+        True
+        >>> plt.close(disp.figure_)
         """
         func = "ReliabilityDisplay.from_logits"
         z = _two_columns(_to_numpy(logits, "logits", func), "logits")
@@ -813,13 +840,17 @@ class ReliabilityDisplay:
             check_choice(temperature, ("fit",), "temperature", func)
             from .calibration import fit_temperature
 
-            temperature = float(fit_temperature(z, np.asarray(_to_numpy(labels, "labels", func))
-                                                .astype(np.int64)))
+            temperature = float(fit_temperature(z, labels, sample_weight=sample_weight))
+        elif temperature is not None:
+            if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+                    or not temperature >= 0):
+                raise param_error("temperature", func, 'None, "fit" or a float in [0, inf]',
+                                  temperature)
         before = softmax(z)
         after = None if temperature is None else softmax(z, float(temperature))
         return cls.from_predictions(labels, before, probs_after=after, n_bins=n_bins,
-                                    strategy=strategy, names=names, temperature=temperature, ax=ax,
-                                    **plot_kwargs)
+                                    strategy=strategy, sample_weight=sample_weight, names=names,
+                                    temperature=temperature, ax=ax, **plot_kwargs)
 
     def plot(self, ax=None, *, title=None, figsize=None, hist=True):
         """Draw the diagram(s); returns self.

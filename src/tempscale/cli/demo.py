@@ -175,7 +175,7 @@ def _write_figure(path: Path, p, labels, temps, dpi, save_figure) -> None:
         z = np.stack([p, np.log(p)])
         disp = EntropyCurveDisplay.from_logits(
             z, temps, row_labels=["softmax(p, T): p as logits", "temper(p, T): p as probabilities"],
-            title="Entropy of the 10-class example against temperature")
+            target=1.0, title="Entropy of the 10-class example against temperature")
     save_figure(disp.figure_, path, dpi)
 
 
