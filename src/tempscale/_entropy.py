@@ -1,0 +1,394 @@
+"""Entropy and perplexity of the tempered softmax, and the temperature that reaches a target.
+
+``entropy(x, T)`` is the Shannon entropy of ``softmax(x, T)`` along ``axis``; ``perplexity`` is
+its exponential (the effective number of choices).  ``solve_temperature`` finds, row by row, the
+``T`` at which the distribution has a given entropy, perplexity or top probability (t-SNE's
+perplexity calibration, generalised): all three are monotone in ``T``, so a bracket plus Newton's
+method in ``log T`` (bisection when a step leaves the bracket) converges on every row at once.
+One Array-API implementation: NumPy, PyTorch, JAX, Dask, array-api-strict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _compat
+from ._compat import array_namespace, is_concrete, is_python_scalar
+from ._softmax import _quiet, log_softmax
+from ._validation import check_axis, check_choice, check_scalar, param_error
+
+__all__ = ["entropy", "perplexity", "solve_temperature"]
+
+
+def _log_base(base, func):
+    if base is None:
+        return 1.0
+    b = check_scalar(base, "base", func, lo=0.0, lo_open=True)
+    if b == 1.0 or math.isinf(b):
+        raise param_error("base", func, "a float in (0, inf) other than 1, or None", base)
+    return math.log(b)
+
+
+def _nats(x, temperature, axis, mask, func):
+    """Entropy in nats of softmax(x, T) along ``axis`` (reduced), in x's floating dtype."""
+    xp = array_namespace(x)
+    lp = log_softmax(x, temperature, axis=axis, mask=mask)
+    finite = lp > -math.inf
+    lp_safe = xp.where(finite, lp, xp.zeros_like(lp))
+    p = xp.where(finite, xp.exp(lp_safe), xp.zeros_like(lp))
+    h = -xp.sum(p * lp_safe, axis=axis)
+    # NaN rows stay NaN (log_softmax makes the whole row NaN)
+    nan_row = xp.any(xp.isnan(lp), axis=axis)
+    h = xp.where(nan_row, xp.asarray(math.nan, dtype=h.dtype, device=_compat.device(h)), h)
+    # tiny negative round-off (one-hot rows) is clipped to 0
+    return xp.where(h < 0, xp.zeros_like(h), h)
+
+
+@_quiet
+def entropy(x, temperature=1.0, *, axis=-1, mask=None, base=None):
+    r"""Shannon entropy of the tempered softmax, :math:`H = -\sum_i p_i \log p_i`,
+    :math:`p = \mathrm{softmax}(x / T)`.
+
+    Parameters
+    ----------
+    x : array_like
+        Logits (any Array-API array, or a nested list).
+    temperature : float or array, default 1.0
+        As in :func:`tempscale.softmax`: a float in ``[0, inf]`` or per-row temperatures.
+    axis : int or None, default -1
+        The distribution's axis (``None``: the whole array is one distribution).
+    mask : array of bool, optional
+        ``False`` entries are excluded (like ``-inf`` logits).
+    base : float, optional
+        Logarithm base: ``None`` for nats, ``2`` for bits.
+
+    Returns
+    -------
+    array
+        ``x``'s shape without ``axis``; ``x``'s floating dtype.  The entropy grows with ``T``
+        from ``log k`` (``T = 0``, ``k`` tied maxima) to ``log n`` (``T = inf``, ``n`` unmasked
+        entries).  A fully masked row has entropy 0; a row holding a NaN gives NaN.
+        Differentiable in ``x`` and an array ``temperature`` (torch, JAX).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale._entropy import entropy
+    >>> np.set_printoptions(precision=4)
+    >>> x = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    >>> entropy(x)
+    array([0.8324, 0.0799])
+    >>> entropy(x, 0), entropy(x, np.inf, base=2)     # argmax / uniform limits, log2(3)
+    (array([0., 0.]), array([1.585, 1.585]))
+    """
+    func = "entropy"
+    lb = _log_base(base, func)
+    h = _nats(x, temperature, axis, mask, func)
+    return h / lb if lb != 1.0 else h
+
+
+@_quiet
+def perplexity(x, temperature=1.0, *, axis=-1, mask=None):
+    r"""Perplexity :math:`e^{H}` of the tempered softmax: the effective number of choices.
+
+    It runs from the number of tied maxima at ``T = 0`` to the number of unmasked entries at
+    ``T = inf``.  Same parameters as :func:`entropy` (the perplexity does not depend on the
+    logarithm's base).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale._entropy import perplexity
+    >>> np.set_printoptions(precision=4)
+    >>> perplexity(np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]))
+    array([2.2988, 3.    ])
+    >>> float(perplexity(np.array([1.0, 1.0, 3.0, 3.0]), 0))
+    2.0
+    """
+    xp = array_namespace(x)
+    return xp.exp(_nats(x, temperature, axis, mask, "perplexity"))
+
+
+# --------------------------------------------------------------------------------------------
+# solve_temperature
+# --------------------------------------------------------------------------------------------
+def _work_dtype(xp, x):
+    try:
+        probe = xp.zeros((1,), dtype=xp.float64, device=_compat.device(x))
+        _ = probe + probe
+        return xp.float64
+    except Exception:
+        return xp.float32
+
+
+def _to_numpy(a):
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    mod = type(a).__module__
+    if mod.startswith("dask"):
+        return np.asarray(a.compute())
+    if mod.startswith("array_api_strict"):
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
+@_quiet
+def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-1, mask=None,
+                      base=None, tol=None, max_iter=100, on_unreachable="raise"):
+    r"""Per-row temperature at which the softmax has a target entropy, perplexity or top probability.
+
+    Give exactly one target.  Each is monotone in ``T`` (entropy and perplexity grow, the top
+    probability falls), so every row has at most one solution; it is found by Newton's method in
+    :math:`u = \log T`, vectorised over rows, inside a bracket that always holds the root
+    (bisection when a Newton step leaves it).  With :math:`p = \mathrm{softmax}(x/T)` and
+    :math:`\beta = 1/T`,
+
+    .. math:: \frac{dH}{du} = \beta^2 \operatorname{Var}_p(x), \qquad
+              \frac{d \log p_{\max}}{du} = -\beta \big(x_{\max} - \mathbb{E}_p[x]\big).
+
+    Parameters
+    ----------
+    x : array_like
+        Logits.
+    entropy : float or array, optional
+        Target entropy (in ``base`` units; nats by default).  Scalar or one per row (the batch
+        shape, ``x.shape`` without ``axis``, or broadcastable to it).
+    perplexity : float or array, optional
+        Target perplexity :math:`e^H`, in ``[k, n]``.
+    max_prob : float or array, optional
+        Target largest probability, in ``[1/n, 1/k]``.
+    axis : int, default -1
+    mask : array of bool, optional
+        ``False`` entries are excluded (like ``-inf`` logits).
+    base : float, optional
+        Base of the ``entropy`` target's logarithm (``2`` for bits).
+    tol : float, optional
+        Tolerance on the target: a row is solved when
+        ``|achieved - target| <= tol * max(1, |target|)`` (or when ``T`` is pinned down to
+        machine precision).  Default ``1e-10`` when the computation runs in float64 (the default
+        for every backend that offers float64, whatever ``x``'s dtype), ``1e-5`` in float32.
+    max_iter : int, default 100
+    on_unreachable : {"raise", "nan"}, default "raise"
+        What to do with a row whose target no ``T`` reaches: ``"raise"`` a ``ValueError`` that
+        names the rows, or give those rows ``nan``.
+
+    Returns
+    -------
+    array
+        Temperatures, shape ``x.shape`` without ``axis``, ``x``'s floating dtype (float32 for
+        integer input on torch/JAX, float64 on NumPy).  With ``n`` unmasked entries and ``k`` tied
+        maxima in a row, the reachable entropies are ``[log k, log n]``: the endpoints give
+        ``T = 0`` and ``T = inf``.  Unreachable: a target outside that range, any target on a
+        constant row (``k = n``: every ``T`` gives the same distribution), a fully masked row;
+        a row holding a NaN (or a NaN target) gives NaN.
+
+    Notes
+    -----
+    t-SNE (van der Maaten & Hinton 2008) calibrates each point's Gaussian kernel to a perplexity
+    with a bisection on the precision :math:`\beta`; this is the same problem for any logits,
+    with a Newton step that converges quadratically.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale import softmax
+    >>> from tempscale._entropy import entropy, solve_temperature
+    >>> np.set_printoptions(precision=4)
+    >>> x = np.array([[1.0, 2.0, 3.0, 4.0], [0.0, 0.5, 0.0, 8.0]])
+    >>> T = solve_temperature(x, entropy=1.0)
+    >>> T
+    array([1.0924, 4.3547])
+    >>> entropy(x, T[:, None])
+    array([1., 1.])
+    >>> softmax(x, solve_temperature(x, max_prob=0.5)[:, None]).max(axis=-1)
+    array([0.5, 0.5])
+    >>> solve_temperature(x, perplexity=[2.0, 9.0], on_unreachable="nan")   # 9 > n = 4
+    array([0.6916,    nan])
+    """
+    func = "solve_temperature"
+    given = [(n, v) for n, v in (("entropy", entropy), ("perplexity", perplexity),
+                                  ("max_prob", max_prob)) if v is not None]
+    if len(given) != 1:
+        names = [n for n, _ in given]
+        raise param_error("entropy", func,
+                          "given, or else exactly one of 'entropy', 'perplexity', 'max_prob'",
+                          f"{len(given)} targets {names}" if names else "none")
+    kind, target = given[0]
+    check_choice(on_unreachable, ("raise", "nan"), "on_unreachable", func)
+    max_iter = check_scalar(max_iter, "max_iter", func, lo=1, integer=True)
+    lb = _log_base(base, func)
+    if base is not None and kind != "entropy":
+        raise param_error("base", func, "None unless the target is 'entropy'", base)
+
+    xp = array_namespace(x)
+    x = _compat.as_array(x, xp)
+    if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
+        raise param_error("x", func, "an array of real numbers", f"dtype {x.dtype}", TypeError)
+    if x.ndim == 0:
+        raise param_error("x", func, "an array with at least one dimension", "a scalar")
+    out_dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else \
+        _compat.default_float_dtype(xp, _compat.device(x))
+    ax = check_axis(axis, x.ndim, func)
+    wd = _work_dtype(xp, x)
+    if tol is None:
+        tol = 1e-10 if wd == xp.float64 else 1e-5
+    tol = check_scalar(tol, "tol", func, lo=0.0, lo_open=True)
+    dev = _compat.device(x)
+
+    x = xp.astype(x, wd)
+    ninf = xp.asarray(-math.inf, dtype=wd, device=dev)
+    if mask is not None:
+        mk = _compat.as_array(mask, xp, like=x)
+        if mk.dtype != xp.bool:
+            raise param_error("mask", func, "a boolean array (True = keep)", f"dtype {mk.dtype}",
+                              TypeError)
+        try:
+            mk = xp.broadcast_to(mk, x.shape)
+        except (ValueError, RuntimeError):
+            raise param_error("mask", func, f"broadcastable to the input's shape {tuple(x.shape)}",
+                              f"shape {tuple(mk.shape)}") from None
+        x = xp.where(mk, x, ninf)
+    x = xp.moveaxis(x, ax, -1)
+    batch = tuple(x.shape[:-1])
+    n_entries = x.shape[-1]
+    B = math.prod(batch)
+    x = xp.reshape(x, (B, n_entries))
+
+    # the target, broadcast to the batch shape
+    if is_python_scalar(target):
+        t = xp.full((B,), float(target), dtype=wd, device=dev)
+    else:
+        t = _compat.as_array(target, xp, like=x)
+        if not xp.isdtype(t.dtype, ("real floating", "integral")):
+            raise param_error(kind, func, "a float or an array of per-row targets",
+                              f"dtype {t.dtype}", TypeError)
+        try:
+            t = xp.broadcast_to(xp.astype(t, wd), batch)
+        except (ValueError, RuntimeError):
+            raise param_error(kind, func, f"a float or an array broadcastable to {batch}",
+                              f"shape {tuple(t.shape)}") from None
+        t = xp.reshape(t, (B,))
+
+    # row structure: max, number of unmasked entries n and of tied maxima k, NaN rows
+    nan_row = xp.any(xp.isnan(x), axis=-1)
+    valid = x > ninf
+    xs = xp.where(valid, x, xp.zeros_like(x))
+    m = xp.max(xp.where(valid, x, ninf), axis=-1, keepdims=True) if n_entries else \
+        xp.full((B, 1), -math.inf, dtype=wd, device=dev)
+    m_safe = xp.where(m > ninf, m, xp.zeros_like(m))
+    n = xp.sum(xp.astype(valid, wd), axis=-1)
+    at_max = xp.logical_and(valid, x == m)
+    k = xp.sum(xp.astype(at_max, wd), axis=-1)
+    inf_row = xp.reshape(m == math.inf, (B,))
+    c = xp.where(valid, xs - m_safe, xp.zeros_like(x))   # centred logits, <= 0, finite
+    c = xp.where(xp.isnan(c), xp.zeros_like(c), c)
+
+    # the target in its natural variable: f(u) increasing in u = log T, f = 0 at the solution
+    one = xp.ones_like(t)
+    if kind == "max_prob":
+        lo_val, hi_val = 1.0 / n, 1.0 / k        # reachable: [1/n, 1/k] (p_max falls with T)
+        q = xp.log(xp.where(t > 0, t, one))      # solve log p_max(T) = log t
+        ftol = tol * xp.maximum(one, xp.abs(t)) / xp.where(t > 0, t, one)
+        at_zero = xp.abs(t - hi_val) <= 1e-3 * ftol * t
+        at_inf = xp.abs(t - lo_val) <= 1e-3 * ftol * t
+        reach = xp.logical_and(t >= lo_val, t <= hi_val)
+        reach = xp.logical_or(reach, xp.logical_or(at_zero, at_inf))
+    else:
+        if kind == "entropy":
+            h_t = t * lb
+            ftol = tol * xp.maximum(one, xp.abs(t)) * lb
+        else:  # perplexity
+            h_t = xp.log(xp.where(t > 0, t, one))
+            h_t = xp.where(t > 0, h_t, xp.full_like(t, -math.inf))
+            ftol = tol * xp.maximum(one, xp.abs(t)) / xp.where(t > 0, t, one)
+        q = h_t
+        lo_h, hi_h = xp.log(k), xp.log(n)
+        at_zero = xp.abs(h_t - lo_h) <= ftol * 1e-3
+        at_inf = xp.abs(h_t - hi_h) <= ftol * 1e-3
+        reach = xp.logical_and(h_t >= lo_h, h_t <= hi_h)
+        reach = xp.logical_or(reach, xp.logical_or(at_zero, at_inf))
+    constant = k == n
+    bad_row = xp.logical_or(xp.logical_or(constant, n == 0), inf_row)
+    reach = xp.logical_and(reach, xp.logical_not(bad_row))
+    nan_t = xp.logical_or(xp.isnan(t), nan_row)
+    unreachable = xp.logical_and(xp.logical_not(reach), xp.logical_not(nan_t))
+    if on_unreachable == "raise" and is_concrete(unreachable) and bool(xp.any(unreachable)):
+        rows = np.flatnonzero(_to_numpy(unreachable))
+        idx = [tuple(int(i) for i in np.unravel_index(r, batch)) if len(batch) > 1 else int(r)
+               for r in rows[:8]]
+        more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
+        rng = {"entropy": "[log k, log n]", "perplexity": "[k, n]",
+               "max_prob": "[1/n, 1/k]"}[kind]
+        raise param_error(kind, func,
+                          f"reachable on every row, i.e. in {rng} for a row with n unmasked entries "
+                          "and k < n tied maxima (or pass on_unreachable='nan')",
+                          f"an unreachable target on rows {idx}{more}")
+    active = xp.logical_and(reach, xp.logical_not(xp.logical_or(at_zero, at_inf)))
+    active = xp.logical_and(active, xp.logical_not(nan_t))
+
+    # initial point: T = the row's standard deviation of its logits (where the shape changes)
+    nn = xp.where(n > 0, n, one)
+    mean = xp.sum(c, axis=-1) / nn
+    var0 = xp.sum(xp.where(valid, (c - mean[:, None]) ** 2, xp.zeros_like(c)), axis=-1) / nn
+    sd = xp.sqrt(var0)
+    u = xp.log(xp.where(sd > 0, sd, one))
+    lo = xp.full_like(u, -math.inf)
+    hi = xp.full_like(u, math.inf)
+    umax = 700.0 if wd == xp.float64 else 80.0
+    ones_row = xp.ones_like(u)
+    done = xp.logical_not(active)
+    for _ in range(max_iter):
+        if is_concrete(done) and bool(xp.all(done)):
+            break
+        T = xp.exp(u)
+        lp = log_softmax(c, T[:, None], axis=-1)
+        fin = lp > -math.inf
+        lp_s = xp.where(fin, lp, xp.zeros_like(lp))
+        p = xp.where(fin, xp.exp(lp_s), xp.zeros_like(lp))
+        mu = xp.sum(p * c, axis=-1)
+        beta = 1.0 / T
+        if kind == "max_prob":
+            lpmax = xp.max(lp, axis=-1)
+            f = q - lpmax                       # increasing in u
+            fp = beta * (0.0 - mu)              # d(q - log pmax)/du = beta (x_max - E[x]) (c_max=0)
+        else:
+            h = -xp.sum(p * lp_s, axis=-1)
+            dev2 = xp.sum(p * (c - mu[:, None]) ** 2, axis=-1)
+            f = h - q
+            fp = beta * beta * dev2
+        conv = xp.abs(f) <= ftol
+        done = xp.logical_or(done, conv)
+        lo = xp.where(xp.logical_and(f < 0, xp.logical_not(done)), u, lo)
+        hi = xp.where(xp.logical_and(f > 0, xp.logical_not(done)), u, hi)
+        fp_safe = xp.where(fp > 0, fp, ones_row)
+        newton = xp.where(fp > 0, u - f / fp_safe, xp.full_like(u, math.nan))
+        inside = xp.logical_and(newton > lo, newton < hi)
+        both = xp.logical_and(xp.isfinite(lo), xp.isfinite(hi))
+        lo_s = xp.where(xp.isfinite(lo), lo, u)
+        hi_s = xp.where(xp.isfinite(hi), hi, u)
+        # a step leaving the bracket: bisect, or expand by 2 (log T) toward the missing end
+        fallback = xp.where(both, (lo_s + hi_s) / 2,
+                            xp.where(xp.isfinite(lo), u + 2.0, u - 2.0))
+        step_ok = xp.logical_and(inside, xp.isfinite(newton))
+        # a Newton step that is too bold (beyond 8 in log T) is replaced as well
+        step_ok = xp.logical_and(step_ok, xp.abs(newton - u) <= 8.0)
+        new = xp.where(step_ok, newton, fallback)
+        new = xp.clip(new, -umax, umax)
+        pinned = xp.logical_and(both, (hi_s - lo_s) <= 4e-16 * xp.maximum(ones_row, xp.abs(u)))
+        done = xp.logical_or(done, pinned)
+        u = xp.where(done, u, new)
+
+    T = xp.exp(u)
+    zero = xp.zeros_like(T)
+    inf = xp.full_like(T, math.inf)
+    nan = xp.full_like(T, math.nan)
+    T = xp.where(at_zero, zero, T)
+    T = xp.where(xp.logical_and(at_inf, xp.logical_not(at_zero)), inf, T)
+    T = xp.where(xp.logical_or(unreachable, nan_t), nan, T)
+    T = xp.astype(T, out_dtype)
+    return xp.reshape(T, batch)
