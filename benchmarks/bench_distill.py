@@ -1,0 +1,177 @@
+"""Distillation loss, forward + backward on CPU: peak memory above the inputs and median time.
+
+Compares, per shape (tokens x vocab) at T = 2, float32:
+
+* ``KDLoss``  -- ``tempscale.torch.KDLoss`` (chunked, keeps only the gradient);
+* ``kd_loss`` -- ``tempscale.distill.kd_loss`` on torch tensors (generic Array-API + autograd);
+* ``naive``   -- ``F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T``.
+
+Each (method, shape) runs in a fresh child process: the inputs are made, one small warm-up call
+runs, the peak-RSS mark is reset (``/proc/self/clear_refs``), then one forward + backward runs
+and ``VmHWM - VmRSS(before)`` is its peak extra memory (the student's ``.grad`` included: one
+tokens x vocab buffer is the floor).  Then ``--repeat`` timed forward + backward calls give the
+median.  Run::
+
+    python benchmarks/bench_distill.py                 # both shapes of the issue
+    python benchmarks/bench_distill.py --quick         # small shapes, seconds
+
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+SHAPES = [(4096, 32000), (1024, 128256)]
+QUICK_SHAPES = [(512, 8000), (128, 32000)]
+METHODS = ["KDLoss", "kd_loss", "naive"]
+T = 2.0
+
+
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` field in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _make_fn(method):
+    import torch
+    import torch.nn.functional as F
+
+    if method == "KDLoss":
+        from tempscale.torch import KDLoss
+
+        crit = KDLoss(T)
+        return lambda s, t: crit(s, t)
+    if method == "kd_loss":
+        from tempscale.distill import kd_loss
+
+        return lambda s, t: kd_loss(s, t, T)
+    if method == "naive":
+        return lambda s, t: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
+                                     reduction="batchmean") * T * T
+    raise ValueError(method)
+
+
+def child(method: str, n: int, v: int, repeat: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    fn = _make_fn(method)
+    # warm-up on a small problem (thread pools, lazy initialisation), then free it
+    ws = torch.randn(64, 1000, requires_grad=True)
+    fn(ws, torch.randn(64, 1000)).backward()
+    del ws
+    g = torch.Generator().manual_seed(0)
+    s = (torch.randn(n, v, generator=g) * 3).requires_grad_()
+    t = torch.randn(n, v, generator=g) * 3
+    base = _status("VmRSS")
+    ok = _reset_peak()
+    loss = fn(s, t)
+    loss.backward()
+    peak = _status("VmHWM") if ok else float("nan")
+    value = float(loss.detach())
+    del loss
+    times = []
+    for _ in range(repeat):
+        s.grad = None
+        t0 = time.perf_counter()
+        loss = fn(s, t)
+        loss.backward()
+        times.append(time.perf_counter() - t0)
+        del loss
+    return {"method": method, "n": n, "v": v, "extra_bytes": peak - base,
+            "buffer_bytes": n * v * 4, "median_s": statistics.median(times), "loss": value,
+            "times": times}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed calls per case (default 5)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    ap.add_argument("--child", nargs=3, metavar=("METHOD", "N", "V"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        m, n, v = args.child
+        print(json.dumps(child(m, int(n), int(v), args.repeat, args.threads)))
+        return 0
+
+    import torch
+
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    methods = args.methods.split(",")
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}; threads: {args.threads}; "
+          f"T = {T}; float32; forward + backward; median of {args.repeat}")
+    results = []
+    for n, v in shapes:
+        for m in methods:
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", m, str(n), str(v),
+                   "--repeat", str(args.repeat), "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"{m} {n}x{v} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = results[-1]
+            print(f"  {m:8s} {n}x{v}: {r['median_s']:.3f} s, "
+                  f"{r['extra_bytes'] / 2**20:.0f} MiB extra", file=sys.stderr)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="distillation loss, forward + backward (CPU, float32, T = 2)")
+    for c in ("tokens x vocab", "method", "median time", "time / naive", "peak extra",
+              "extra / one buffer", "loss"):
+        table.add_column(c, justify="left" if c in ("method", "tokens x vocab") else "right")
+    for n, v in shapes:
+        rows = [r for r in results if (r["n"], r["v"]) == (n, v)]
+        naive = next((r for r in rows if r["method"] == "naive"), None)
+        for r in rows:
+            ratio = r["median_s"] / naive["median_s"] if naive else float("nan")
+            table.add_row(f"{n} x {v}", r["method"], f"{r['median_s'] * 1e3:.0f} ms",
+                          f"{ratio:.2f}", f"{r['extra_bytes'] / 2**20:.0f} MiB",
+                          f"{r['extra_bytes'] / r['buffer_bytes']:.2f}", f"{r['loss']:.6g}")
+    Console(width=120).print(table)
+    print("one buffer = tokens x vocab x 4 bytes (float32); the student's gradient alone is "
+          "one buffer.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu_model(), "threads": args.threads, "results": results}, f,
+                      indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

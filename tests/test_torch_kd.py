@@ -1,0 +1,306 @@
+"""Tests for tempscale.torch (KDLoss / fused_kd_loss): the chunked loss equals kd_loss."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tempscale.distill import kd_loss  # noqa: E402
+from tempscale.torch import KDLoss, fused_kd_loss  # noqa: E402
+
+INF = math.inf
+F = torch.nn.functional
+
+
+def _logits(n=7, v=6, seed=0, dtype=torch.float64, scale=3.0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, v, generator=g, dtype=torch.float64) * scale
+    t = torch.randn(n, v, generator=g, dtype=torch.float64) * scale
+    return s.to(dtype), t.to(dtype)
+
+
+def _both(s, t, *args, grad_out=None, **kwargs):
+    """(loss, grad) of fused_kd_loss and of kd_loss on copies of ``s``."""
+    out = []
+    chunk = kwargs.pop("chunk_size", None)
+    for fn in (fused_kd_loss, kd_loss):
+        a = s.detach().clone().requires_grad_()
+        extra = {"chunk_size": chunk} if fn is fused_kd_loss else {}
+        loss = fn(a, t, *args, **kwargs, **extra)
+        go = torch.ones_like(loss) if grad_out is None else grad_out
+        loss.backward(go)
+        out.append((loss.detach(), a.grad))
+    return out
+
+
+def _close(a, b, tol):
+    a = a.double()
+    b = b.double()
+    assert torch.equal(torch.isnan(a), torch.isnan(b))
+    ok = ~torch.isnan(a)
+    torch.testing.assert_close(a[ok], b[ok], rtol=tol, atol=tol)
+
+
+CASES = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 0.3},
+    {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 0.0},
+    {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 1.0, "reduction": "none"},
+    {"mask": [True, True, False, True, False, True, True]},
+    {"t2_scale": False},
+    {"teacher_temperature": 0.7},
+]
+
+
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("T", [1.0, 2.5, "rows"])
+def test_matches_kd_loss_float64(divergence, case, T):
+    kw = dict(CASES[case])
+    if "labels" in kw:
+        kw["labels"] = torch.tensor(kw["labels"])
+    if "mask" in kw:
+        kw["mask"] = torch.tensor(kw["mask"])
+    s, t = _logits(seed=case)
+    s[:, -1] = -INF  # a masked class
+    t[:, -1] = -INF
+    if T == "rows":
+        T = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0, 8.0, 1.5], dtype=torch.float64)
+    go = torch.rand(7, dtype=torch.float64) if kw.get("reduction") == "none" else None
+    (l1, g1), (l2, g2) = _both(s, t, T, divergence=divergence, chunk_size=3, grad_out=go, **kw)
+    _close(l1, l2, 1e-12)
+    _close(g1, g2, 1e-12)
+
+
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+def test_matches_kd_loss_float32_to_1e6(divergence):
+    s, t = _logits(n=40, v=1000, seed=1, dtype=torch.float32)
+    labels = torch.randint(0, 1000, (40,), generator=torch.Generator().manual_seed(2))
+    labels[::7] = -100
+    (l1, g1), (l2, g2) = _both(s, t, 2.0, divergence=divergence, labels=labels, alpha=0.8,
+                               chunk_size=16)
+    # float64 reference of the same float32 inputs
+    (l3, g3), _ = _both(s.double(), t.double(), 2.0, divergence=divergence, labels=labels,
+                        alpha=0.8)
+    assert l1.dtype == g1.dtype == torch.float32
+    for got, ref in ((l1, l2), (l1, l3)):
+        torch.testing.assert_close(got.double(), ref.double(), rtol=1e-6, atol=1e-6)
+    for got, ref in ((g1, g2), (g1, g3)):
+        torch.testing.assert_close(got.double(), ref.double(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    s, t = _logits(n=9, v=300, seed=3, dtype=dtype)
+    s[:, 250:] = -INF
+    t[:, 250:] = -INF
+    (l1, g1), (l2, g2) = _both(s, t, 2.0, divergence="jsd", chunk_size=4)
+    assert l1.dtype == g1.dtype == dtype
+    assert torch.isfinite(g1).all()
+    (l3, g3), _ = _both(s.double(), t.double(), 2.0, divergence="jsd")
+    tol = 2e-3 if dtype == torch.float16 else 1e-2
+    torch.testing.assert_close(l1.double(), l3, rtol=tol, atol=tol)
+    torch.testing.assert_close(g1.double(), g3, rtol=tol, atol=tol * 1e-2)
+    torch.testing.assert_close(g1, g2, rtol=tol, atol=tol * 1e-2)
+
+
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+def test_gradcheck_float64(divergence):
+    s, t = _logits(n=5, v=4, seed=4)
+    s.requires_grad_()
+    labels = torch.tensor([0, 3, -100, 1, 2])
+
+    def f(x):
+        return fused_kd_loss(x, t, 1.7, divergence=divergence, labels=labels, alpha=0.4,
+                             chunk_size=2, inplace_backward=False)
+
+    def g(x):
+        return fused_kd_loss(x, t, torch.tensor([0.5, 1.0, 2.0, 3.0, 9.0], dtype=torch.float64),
+                             divergence=divergence, reduction="none", chunk_size=2,
+                             inplace_backward=False)
+
+    assert torch.autograd.gradcheck(f, (s,))
+    assert torch.autograd.gradcheck(g, (s,))
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 2.0, 4.0, 16.0])
+def test_gradient_identity(T):
+    """d(T^2 KL(p || q))/ds = T (q - p); "sum" keeps it per row."""
+    s, t = _logits(n=6, v=11, seed=5)
+    a = s.clone().requires_grad_()
+    KDLoss(T, reduction="sum", chunk_size=4)(a, t).backward()
+    q = torch.softmax(s / T, -1)
+    p = torch.softmax(t / T, -1)
+    torch.testing.assert_close(a.grad, T * (q - p), rtol=1e-12, atol=1e-14)
+    a.grad = None
+    KDLoss(T, t2_scale=False, reduction="sum")(a, t).backward()
+    torch.testing.assert_close(a.grad, (q - p) / T, rtol=1e-12, atol=1e-14)
+
+
+def test_matches_naive_formulation_float32():
+    s, t = _logits(n=64, v=5000, seed=6, dtype=torch.float32)
+    a = s.clone().requires_grad_()
+    b = s.clone().requires_grad_()
+    T = 2.0
+    naive = F.kl_div(F.log_softmax(b / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T
+    naive.backward()
+    loss = KDLoss(T)(a, t)
+    loss.backward()
+    torch.testing.assert_close(loss, naive.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# the contract's edge cases go through the generic path chunk by chunk
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+def test_special_rows(divergence):
+    s, t = _logits(n=8, v=5, seed=7)
+    s[1] = -INF                  # a fully masked student row (masked out below)
+    t[2, 0] = INF                # +inf logits take the limit (one-hot here)
+    s[2, 0] = INF
+    s[3, 1] = INF
+    s[5, 2] = float("nan")       # NaN row -> NaN loss
+    mask = torch.ones(8, dtype=torch.bool)
+    mask[1] = False
+    (l1, g1), (l2, g2) = _both(s, t, 2.0, divergence=divergence, mask=mask, reduction="none",
+                               chunk_size=3)
+    _close(l1, l2, 1e-12)
+    _close(g1, g2, 1e-12)
+    assert torch.isnan(l1[5]) and l1[1] == 0
+
+
+@pytest.mark.parametrize("Tt", [0.0, INF])
+def test_teacher_temperature_limits(Tt):
+    s, t = _logits(n=6, v=5, seed=8)
+    (l1, g1), (l2, g2) = _both(s, t, 2.0, teacher_temperature=Tt, chunk_size=4)
+    _close(l1, l2, 1e-12)
+    _close(g1, g2, 1e-12)
+
+
+def test_no_valid_row_gives_zero_and_zero_gradient():
+    s, t = _logits(n=4, v=5, seed=9)
+    a = s.clone().requires_grad_()
+    loss = KDLoss(3.0, alpha=0.5)(a, t, torch.full((4,), -100))
+    loss.backward()
+    assert loss.item() == 0.0 and (a.grad == 0).all()
+    b = s.clone().requires_grad_()
+    loss = KDLoss(3.0, divergence="reverse")(b, t, mask=torch.zeros(4, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and (b.grad == 0).all()
+
+
+def test_shapes_axis_and_scaled_backward():
+    g = torch.Generator().manual_seed(10)
+    s = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    t = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    labels = torch.tensor([[0, 1, 2, -100, 4], [6, -100, 5, 4, 3]])
+    (l1, g1), (l2, g2) = _both(s, t, 2.0, labels=labels, alpha=0.5, reduction="none",
+                               grad_out=torch.rand(2, 5, dtype=torch.float64))
+    assert l1.shape == (2, 5)
+    _close(l1, l2, 1e-12)
+    _close(g1, g2, 1e-12)
+    # the class axis in the middle
+    sm, tm = s.movedim(-1, 1), t.movedim(-1, 1)
+    (l1, g1), (l2, g2) = _both(sm, tm, 2.0, labels=labels, alpha=0.5, axis=1)
+    _close(l1, l2, 1e-12)
+    _close(g1, g2, 1e-12)
+    # the incoming gradient scales the stored one
+    a = s.clone().requires_grad_()
+    (3.0 * KDLoss(2.0)(a, t)).backward()
+    b = s.clone().requires_grad_()
+    (3.0 * kd_loss(b, t, 2.0)).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_per_row_temperature_at_call_time():
+    s, t = _logits(n=4, v=6, seed=11)
+    Ts = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.float64)
+    crit = KDLoss(1.0)
+    a = s.clone().requires_grad_()
+    loss = crit(a, t, temperature=Ts, teacher_temperature=2.0)
+    loss.backward()
+    b = s.clone().requires_grad_()
+    ref = kd_loss(b, t, Ts, teacher_temperature=2.0)
+    ref.backward()
+    _close(loss.detach(), ref.detach(), 1e-12)
+    _close(a.grad, b.grad, 1e-12)
+
+
+def test_teacher_or_temperature_gradients_fall_back_to_autograd():
+    s, t = _logits(n=4, v=6, seed=12)
+    grads = []
+    for fn in (fused_kd_loss, kd_loss):
+        a = s.clone().requires_grad_()
+        b = t.clone().requires_grad_()
+        T = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
+        fn(a, b, T, divergence="jsd").backward()
+        grads.append((a.grad, b.grad, T.grad))
+    for x, y in zip(*grads):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
+
+
+def test_backward_twice():
+    s, t = _logits(n=3, v=4, seed=13)
+    a = s.clone().requires_grad_()
+    loss = KDLoss(2.0)(a, t)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace_backward=False"):
+        loss.backward()
+    b = s.clone().requires_grad_()
+    loss = KDLoss(2.0, inplace_backward=False)(b, t)
+    loss.backward(retain_graph=True)
+    loss.backward()
+    torch.testing.assert_close(b.grad, 2 * a.grad)
+
+
+def test_no_grad_and_eval():
+    s, t = _logits(n=5, v=4, seed=14)
+    with torch.no_grad():
+        loss = KDLoss(2.0, divergence="reverse")(s.clone().requires_grad_(), t)
+    assert not loss.requires_grad
+    _close(loss, kd_loss(s, t, 2.0, divergence="reverse"), 1e-12)
+
+
+def test_module_options_and_errors():
+    crit = KDLoss(4.0, alpha=0.9, divergence="jsd", beta=0.3)
+    assert "temperature=4.0" in repr(crit) and "beta=0.3" in repr(crit)
+    with pytest.raises(ValueError, match="'divergence' parameter of KDLoss"):
+        KDLoss(2.0, divergence="kl")
+    with pytest.raises(ValueError, match="'temperature' parameter of KDLoss"):
+        KDLoss(0.0)
+    with pytest.raises(ValueError, match="'alpha' parameter of KDLoss"):
+        KDLoss(2.0, alpha=1.5)
+    with pytest.raises(ValueError, match="'reduction' parameter of KDLoss"):
+        KDLoss(2.0, reduction="mean")
+    with pytest.raises(TypeError, match="'student_logits' parameter of KDLoss must be a torch.Tensor"):
+        fused_kd_loss(np.zeros((2, 3)), torch.zeros(2, 3))
+    with pytest.raises(IndexError, match="'labels' parameter of KDLoss"):
+        KDLoss(2.0, alpha=0.5)(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(TypeError, match="'chunk_size'"):
+        fused_kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), chunk_size=1.5)
+    # alpha is the soft weight *with* labels; without labels the loss is the soft term
+    s, t = _logits(n=3, v=4, seed=15)
+    _close(crit(s, t), kd_loss(s, t, 4.0, divergence="jsd", beta=0.3), 1e-12)
+
+
+def test_empty_batch():
+    a = torch.zeros(0, 5, requires_grad=True)
+    loss = KDLoss(2.0)(a, torch.zeros(0, 5))
+    loss.backward()
+    assert loss.item() == 0.0 and a.grad.shape == (0, 5)
+
+
+def test_import_tempscale_does_not_import_torch():
+    code = ("import sys, tempscale, tempscale.distill; "
+            "assert 'torch' not in sys.modules and 'jax' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith(('torch', 'jax')))")
+    subprocess.run([sys.executable, "-c", code], check=True)
