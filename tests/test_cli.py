@@ -258,6 +258,21 @@ def test_plot_entropy_kind_from_file_and_row(capsys):
 
 
 @needs_mpl
+def test_plot_entropy_target_prints_solved_temperatures(capsys):
+    rc, out, _ = run_cli(capsys, "plot", "--kind", "entropy", "--target", "0.5", "--", "-1", "0", "1")
+    assert rc == 0
+    m = re.search(r"^T = (\S+) reaches entropy = 0.5$", out, flags=re.M)
+    assert m, out
+    assert sp_entropy(sp_softmax(np.array([-1.0, 0.0, 1.0]) / float(m.group(1)))) == pytest.approx(0.5, abs=1e-5)
+    np.save("rows.npy", np.array([[0.0, 1.0, 2.0], [5.0, 5.0, 5.0]]))  # a constant row never moves
+    rc, out, _ = run_cli(capsys, "plot", "--kind", "entropy", "--quantity", "max_prob", "--target", "0.6",
+                         "rows.npy", "-o", "mp.svg")
+    assert rc == 0
+    assert re.search(r"^row 0: T = \S+ reaches max_prob = 0.6$", out, flags=re.M), out
+    assert "row 1: no temperature reaches max_prob = 0.6" in out
+
+
+@needs_mpl
 def test_plot_refuses_to_overwrite(capsys):
     Path("tempscale-temperature.png").write_bytes(b"keep me")
     rc, _, err = run_cli(capsys, "plot", "1", "2")

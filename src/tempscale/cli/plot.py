@@ -153,11 +153,15 @@ def run(args) -> int:
         from ..plot import EntropyCurveDisplay
 
         kw = {} if args.title is None else {"title": args.title}
-        try:
-            disp = EntropyCurveDisplay.from_logits(x, temps, quantity=args.quantity, target=args.target,
-                                                   input=args.input, **kw)
-        except ModuleNotFoundError as exc:  # pragma: no cover - until solve_temperature lands
-            raise CLIError(f"--target needs tempscale.solve_temperature ({exc})") from None
+        disp = EntropyCurveDisplay.from_logits(x, temps, quantity=args.quantity, target=args.target,
+                                               input=args.input, **kw)
     save_figure(disp.figure_, out, args.dpi)
+    if args.kind == "entropy" and args.target is not None:
+        for i, t in enumerate(disp.target_temperatures):
+            row = f"row {i}: " if len(disp.target_temperatures) > 1 else ""
+            if np.isnan(t):
+                print(f"{row}no temperature reaches {args.quantity} = {args.target:g}")
+            else:
+                print(f"{row}T = {t:.6g} reaches {args.quantity} = {args.target:g}")
     print(f"wrote {out}")
     return 0
