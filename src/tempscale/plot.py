@@ -295,7 +295,7 @@ class TemperatureDisplay:
         return cls.from_logits(probs, temperatures, labels=labels, input="probabilities", ax=ax,
                                **plot_kwargs)
 
-    def plot(self, ax=None, *, layout=None, cmap="plasma", colorbar=True, reference=True,
+    def plot(self, ax=None, *, layout=None, cmap="plasma", colorbar=True, reference=None,
              ylim=(0.0, 1.0), title=None, ncols=None, figsize=None):
         """Draw the bars.
 
@@ -310,8 +310,9 @@ class TemperatureDisplay:
             Sequential colormap; each T gets the colour at its position on a log scale.
         colorbar : bool, default True
             Panels: a colour bar keyed by T; grouped: a legend.
-        reference : bool, default True
-            Draw the ``T = 1`` distribution as thin dark ticks in each other panel.
+        reference : bool, optional
+            Draw the ``T = 1`` distribution as thin dark ticks in each other panel (default: when
+            there are at most 30 classes).
         ylim : (float, float) or None, default (0, 1)
             Shared y range; ``None`` lets matplotlib choose.
         title : str, optional
@@ -339,6 +340,9 @@ class TemperatureDisplay:
             title = ("temper(p, T) = p^(1/T) / Σ p^(1/T)   (input treated as probabilities)"
                      if self.input == "probabilities" else "softmax(x / T)   (input treated as logits)")
         xs = np.arange(k)
+        if reference is None:  # auto: ticks help up to a few dozen classes, then they clutter
+            reference = k <= 30
+        show_ref = bool(reference) and self.reference is not None
         self.bars_ = []
         self.colorbar_ = None
         self.legend_ = None
@@ -346,7 +350,7 @@ class TemperatureDisplay:
             if ax is None:
                 ncols = min(n, 5) if ncols is None else int(ncols)
                 nrows = math.ceil(n / ncols)
-                width = min(1.45 + 0.1 * k, 4.0)
+                width = min(max(2.5, 1.45 + 0.1 * k), 4.0)
                 figsize = figsize or (0.9 + width * ncols, 0.5 + 2.9 * nrows)
                 fig, axs = plt.subplots(nrows, ncols, sharey=True, squeeze=False, figsize=figsize,
                                         layout="constrained")
@@ -362,7 +366,7 @@ class TemperatureDisplay:
                 bars = a.bar(xs, p, width=0.78, color=colors[i], edgecolor="white", linewidth=0.5,
                              zorder=2, label=f"T = {_fmt_t(t)}")
                 self.bars_.append(bars)
-                if reference and self.reference is not None and t != 1.0:
+                if show_ref and t != 1.0:
                     ref_handle = a.hlines(self.reference, xs - 0.39, xs + 0.39, colors=_INK, linewidth=1.1,
                              zorder=3, label="T = 1")
                 a.set_title(f"T = {_fmt_t(t)}\nH = {self.entropy[i]:.2f} nats · max p = "
@@ -375,10 +379,10 @@ class TemperatureDisplay:
             axs[0].set_ylabel("probability", fontsize=10, color=_INK)
             for a in axs:
                 a.set_xlabel("class", fontsize=9, color=_MUTED)
-            if reference and self.reference is not None and any(t != 1.0 for t in self.temperatures):
-                if ax is None:  # constrained layout: a legend above the panels, clear of the bars
+            if show_ref and any(t != 1.0 for t in self.temperatures):
+                if ax is None:  # constrained layout: a legend under the panels, clear of the bars
                     self.legend_ = fig.legend([ref_handle], ["T = 1 distribution (reference)"],
-                                              loc="outside upper right", fontsize=8, frameon=False,
+                                              loc="outside lower right", fontsize=8, frameon=False,
                                               handlelength=1.2)
                 else:
                     self.legend_ = axs[0].legend([ref_handle], ["T = 1 (reference)"], loc="best",
@@ -421,8 +425,11 @@ class TemperatureDisplay:
         k = len(xs)
         if k <= 24:
             a.set_xticks(xs)
-            long = max(len(s) for s in labels) > 3
-            a.set_xticklabels(labels, rotation=90 if long and k > 4 else 0, fontsize=8 if long else 9)
+            # rotate when the labels would not fit side by side under the panel
+            inches = a.get_position().width * a.figure.get_figwidth()
+            crowded = max(len(s) for s in labels) * 9 * 0.55 / 72 > 0.9 * inches / k
+            a.set_xticklabels(labels, fontsize=9, rotation=40 if crowded else 0,
+                              ha="right" if crowded else "center", rotation_mode="anchor")
         else:
             a.xaxis.set_major_locator(MaxNLocator(6, integer=True))
             if any(s != str(i) for i, s in enumerate(labels)):
