@@ -381,3 +381,17 @@ def test_reliability_display_binary_and_quantile_bins():
         ReliabilityDisplay.from_logits(y, z, temperature="auto")
     with pytest.raises(ValueError, match="'temperature' parameter"):
         ReliabilityDisplay.from_logits(y, z, temperature=-1.0)
+
+
+def test_temperature_display_reference_ticks():
+    x = np.array([2.0, 1.0, 0.0])
+    disp = TemperatureDisplay.from_logits(x, [0.5, 1.0])
+    ref = sp_softmax(x)
+    # the T = 1 ticks are drawn in the T = 0.5 panel only, at the T = 1 heights
+    (ticks,) = disp.ax_[0].collections
+    np.testing.assert_allclose([seg[0][1] for seg in ticks.get_segments()], ref, rtol=1e-12)
+    assert not disp.ax_[1].collections
+    wide = TemperatureDisplay.from_logits(np.arange(40.0), [0.5, 2.0])
+    assert wide.legend_ is None and not wide.ax_[0].collections  # auto: off for many classes
+    forced = TemperatureDisplay.from_logits(np.arange(40.0), [0.5, 2.0], reference=True)
+    assert forced.legend_ is not None and len(forced.ax_[0].collections) == 1
