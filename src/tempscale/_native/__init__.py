@@ -1,0 +1,268 @@
+"""Compiled multi-core CPU kernels for NumPy arrays (the fast path behind :func:`tempscale.softmax`).
+
+The extension ``_tskernels`` computes softmax, log-softmax and logsumexp with temperature for
+float16/float32/float64 NumPy arrays along any axis, with per-row temperatures and masks, under
+the same numerical contract as the generic Array-API path in :mod:`tempscale._softmax` (which
+stays the reference and the fallback).  It releases the GIL, splits rows over a persistent pool
+of threads and picks the best instruction set at run time (AVX-512, AVX2+FMA, or portable
+baseline code).
+
+Threads
+-------
+The kernels use ``get_num_threads()`` threads.  The default is the number of CPUs this process
+may run on (``os.sched_getaffinity``); the environment variable ``TEMPSCALE_NUM_THREADS`` (read at
+import) or :func:`set_num_threads` change it.  ``threadpoolctl.threadpool_limits(n)`` also limits
+it once :func:`register_threadpoolctl` has run (it runs automatically at import when threadpoolctl
+is importable; the controller's ``user_api`` is ``"tempscale"``).  Small inputs (under about 64k
+elements) always run on the calling thread.  Several Python threads may call the kernels at
+once: one call uses the pool, the others run on their own thread.
+
+Environment
+-----------
+``TEMPSCALE_NUM_THREADS``   default thread count.
+``TEMPSCALE_REQUIRE_NATIVE=1``   importing this package raises ``ImportError`` when the extension
+    is missing (CI sets it, so a silent fallback to the generic path fails the build).
+``TEMPSCALE_DISABLE_NATIVE=1``   never use the extension (``try_compute`` returns ``None``).
+``TEMPSCALE_ISA``   force ``avx512f``, ``avx2`` or ``baseline`` (for testing).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import numpy as np
+
+__all__ = ["available", "get_num_threads", "set_num_threads", "show_config", "try_compute"]
+
+try:
+    from . import _tskernels as _k
+except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+    _k = None
+    _import_error: BaseException | None = exc
+    if os.environ.get("TEMPSCALE_REQUIRE_NATIVE") == "1":
+        raise ImportError(
+            "TEMPSCALE_REQUIRE_NATIVE=1 but the compiled extension tempscale._native._tskernels "
+            f"could not be imported ({exc}); rebuild with `pip install .` or "
+            "`python setup.py build_ext --inplace`") from exc
+else:
+    _import_error = None
+
+_KINDS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2}
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_DISABLED = os.environ.get("TEMPSCALE_DISABLE_NATIVE") == "1"
+
+
+def _default_threads() -> int:
+    env = os.environ.get("TEMPSCALE_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(
+                f"The 'TEMPSCALE_NUM_THREADS' environment variable must be a positive integer. "
+                f"Got {env!r} instead.") from None
+        if n < 1:
+            raise ValueError(
+                f"The 'TEMPSCALE_NUM_THREADS' environment variable must be a positive integer. "
+                f"Got {env!r} instead.")
+        return n
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def available() -> bool:
+    """Whether the compiled kernels are importable and enabled."""
+    return _k is not None and not _DISABLED
+
+
+def get_num_threads() -> int:
+    """Number of threads the native kernels use for large inputs."""
+    if _k is None:
+        return 1
+    return int(_k.get_num_threads())
+
+
+def set_num_threads(n: int) -> int:
+    """Set the number of threads of the native kernels; returns the previous value.
+
+    Parameters
+    ----------
+    n : int
+        A positive integer.
+
+    Examples
+    --------
+    >>> from tempscale import _native
+    >>> old = _native.set_num_threads(1)
+    >>> _native.get_num_threads()
+    1
+    >>> _ = _native.set_num_threads(old)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(
+            f"The 'n' parameter of set_num_threads must be a positive integer. Got {n!r} instead.")
+    old = get_num_threads()
+    if _k is not None:
+        _k.set_num_threads(int(n))
+    return old
+
+
+def show_config(*, print_out: bool = True) -> dict:
+    """Describe the native path: built or not, instruction set, threads, compiler.
+
+    Returns
+    -------
+    dict
+        Keys ``native`` (bool), ``isa`` (``"avx512f"``, ``"avx2"``, ``"baseline"`` or None),
+        ``supported_isas``, ``num_threads``, ``compiler``, ``machine``, ``error`` (why the
+        extension is missing, or None).
+    """
+    cfg = {
+        "native": available(),
+        "isa": _k.isa() if _k is not None else None,
+        "supported_isas": list(_k.supported_isas()) if _k is not None else [],
+        "num_threads": get_num_threads(),
+        "compiler": getattr(_k, "compiler", None),
+        "float16_kernels": bool(getattr(_k, "has_float16", 0)),
+        "machine": platform.machine(),
+        "error": None if _import_error is None else repr(_import_error),
+    }
+    if _DISABLED:
+        cfg["error"] = "disabled by TEMPSCALE_DISABLE_NATIVE=1"
+    if print_out:
+        width = max(len(k) for k in cfg)
+        for key, val in cfg.items():
+            print(f"{key:<{width}}  {val}")
+    return cfg
+
+
+def try_compute(kind, x, temperature, axis, mask, out_dtype):
+    """Run ``kind`` natively, or return ``None`` when this case is not handled here.
+
+    Parameters
+    ----------
+    kind : {"softmax", "log_softmax", "logsumexp"}
+    x : numpy.ndarray
+        float16, float32 or float64, any strides (read-only / unaligned / negative strides fine).
+    temperature : float or numpy.ndarray
+        Validated ``T >= 0`` (0 and inf allowed), or a float32/float64 array broadcastable to
+        the keepdims shape (``x.shape`` with 1 at ``axis``).
+    axis : int
+        Normalised, non-negative.
+    mask : numpy.ndarray of bool or None
+        Broadcastable to ``x``; ``False`` excludes an entry like a ``-inf`` logit.
+    out_dtype : numpy dtype
+        The result's dtype (float16/float32 for float16/float32 input, float64 for float64).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Same shape as ``x`` (``logsumexp``: ``x.shape`` without ``axis``).
+    """
+    if _k is None or _DISABLED or kind not in _KINDS:
+        return None
+    if type(x) is not np.ndarray or x.dtype not in _FLOATS or not x.dtype.isnative:
+        return None
+    try:
+        out_dtype = np.dtype(out_dtype)
+    except TypeError:
+        return None
+    if out_dtype not in _FLOATS or not out_dtype.isnative:
+        return None
+    if x.dtype == np.float64 and out_dtype != np.float64:
+        return None
+    if x.dtype != np.float64 and out_dtype == np.float64:
+        return None
+    nd = x.ndim
+    if nd == 0 or nd > 32 or not isinstance(axis, (int, np.integer)) or not 0 <= axis < nd:
+        return None
+    if x.dtype == np.float16 and not _k.has_float16:
+        return None
+    if isinstance(temperature, np.ndarray):
+        if temperature.dtype not in (np.float32, np.float64) or not temperature.dtype.isnative:
+            return None
+        kshape = x.shape[:axis] + (1,) + x.shape[axis + 1:]
+        try:
+            T = np.broadcast_to(temperature, kshape)
+        except ValueError:
+            return None
+        T = np.broadcast_to(T, x.shape) if x.shape[axis] else T
+    elif isinstance(temperature, (float, int, np.floating, np.integer)) and not isinstance(
+            temperature, bool):
+        T = float(temperature)
+        if not T >= 0:  # NaN / negative: validation is the caller's job; stay generic
+            return None
+    else:
+        return None
+    if mask is not None:
+        if type(mask) is not np.ndarray or mask.dtype != np.bool_:
+            return None
+        try:
+            mask = np.broadcast_to(mask, x.shape)
+        except ValueError:
+            return None
+    if kind == "logsumexp":
+        out = np.empty(x.shape[:axis] + x.shape[axis + 1:], dtype=out_dtype)
+        strides = out.strides[:axis] + (0,) + out.strides[axis:]
+        view = np.lib.stride_tricks.as_strided(out, shape=x.shape, strides=strides, writeable=True)
+    else:
+        out = view = np.empty(x.shape, dtype=out_dtype)
+    if x.shape[axis] == 0 and isinstance(T, np.ndarray):
+        T = 1.0  # no entries: the temperature is never read
+    with np.errstate(all="ignore"):
+        _k.compute(_KINDS[kind], x, T, mask, view, int(axis), 0)
+    return out
+
+
+def register_threadpoolctl() -> bool:
+    """Let ``threadpoolctl.threadpool_limits`` control this library's thread pool.
+
+    Called at import when threadpoolctl is importable; returns whether it registered.
+    """
+    if _k is None:
+        return False
+    try:
+        import threadpoolctl
+    except ImportError:
+        return False
+    register = getattr(threadpoolctl, "register", None)
+    if register is None:  # threadpoolctl < 3.5
+        return False
+    global _REGISTERED
+    if _REGISTERED:
+        return True
+
+    class TempscaleController(threadpoolctl.LibController):
+        user_api = "tempscale"
+        internal_api = "tempscale"
+        filename_prefixes = ("_tskernels",)
+
+        def get_num_threads(self):
+            return self.dynlib.tempscale_get_num_threads()
+
+        def set_num_threads(self, num_threads):
+            self.dynlib.tempscale_set_num_threads(int(num_threads))
+
+        def get_version(self):
+            from .._version import __version__
+
+            return __version__
+
+    register(TempscaleController)
+    _REGISTERED = True
+    return True
+
+
+_REGISTERED = False
+
+if _k is not None:
+    _k.set_num_threads(_default_threads())
+    _isa = os.environ.get("TEMPSCALE_ISA", "").strip()
+    if _isa:
+        _k.set_isa(_isa)
+    if "threadpoolctl" in sys.modules:
+        register_threadpoolctl()

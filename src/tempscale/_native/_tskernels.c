@@ -1,0 +1,768 @@
+/*
+ * tempscale._native._tskernels: multi-threaded temperature softmax / log_softmax / logsumexp
+ * for NumPy float16/float32/float64 arrays.
+ *
+ * Layout of this file
+ *   1. vector kernels, compiled per instruction set from _kern_impl.h (runtime dispatch)
+ *   2. the scalar reference for rows with non-finite cases (and the portable fallback)
+ *   3. the job: rows of an N-d array along one axis, any strides / dtype / mask; the fast path is
+ *      a contiguous row of the compute dtype; narrow rows (n < NARROW) are processed in
+ *      transposed blocks of 16 (float32) or 8 (float64) rows, vectorised across rows
+ *   4. a persistent pthread pool (no per-call thread creation; fork-safe; one job at a time,
+ *      concurrent callers run on their own thread)
+ *   5. the Python module
+ * No -ffast-math anywhere: the contract lives on inf and NaN.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOG2E 1.4426950408889634
+#define KIND_SOFTMAX 0
+#define KIND_LOGSOFTMAX 1
+#define KIND_LSE 2
+
+#define T_F16 0
+#define T_F32 1
+#define T_F64 2
+
+#define NARROW 48        /* rows shorter than this go through the transposed block kernels */
+
+typedef float vf __attribute__((vector_size(64)));
+typedef double vd __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vui __attribute__((vector_size(64)));
+typedef int64_t vl __attribute__((vector_size(64)));
+typedef uint64_t vu __attribute__((vector_size(64)));
+typedef float hf __attribute__((vector_size(32)));
+
+#if defined(__FLT16_MAX__)
+#define HAVE_F16 1
+typedef _Float16 f16_t;
+#else
+#define HAVE_F16 0
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * 1. per-ISA kernels
+ * ------------------------------------------------------------------------------------------- */
+typedef struct {
+    const char *name;
+    int (*row_f32)(const float *, float *, npy_intp, double, int, double *);
+    int (*row_f64)(const double *, double *, npy_intp, double, int, double *);
+    void (*block_f32)(const float *, float *, npy_intp, const double *, int, double *, unsigned char *);
+    void (*block_f64)(const double *, double *, npy_intp, const double *, int, double *, unsigned char *);
+    void (*exp_pass)(const float *, float *, npy_intp);
+} kernels_t;
+
+#define SFX(name) name##_base
+#include "_kern_impl.h"
+#undef SFX
+static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f32_base,
+                                 block_f64_base, exp_pass_base};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_X86_DISPATCH 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define SFX(name) name##_avx2
+#include "_kern_impl.h"
+#undef SFX
+#pragma GCC pop_options
+static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_avx2,
+                                 block_f64_avx2, exp_pass_avx2};
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
+#define SFX(name) name##_avx512
+#include "_kern_impl.h"
+#undef SFX
+#pragma GCC pop_options
+static const kernels_t K_avx512 = {"avx512f", row_f32_avx512, row_f64_avx512, block_f32_avx512,
+                                   block_f64_avx512, exp_pass_avx512};
+#else
+#define HAVE_X86_DISPATCH 0
+#endif
+
+static const kernels_t *K_active = &K_base;
+
+static int isa_supported(const char *name) {
+    if (strcmp(name, "baseline") == 0) return 1;
+#if HAVE_X86_DISPATCH
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(name, "avx2") == 0) return avx2;
+    if (strcmp(name, "avx512f") == 0)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+#endif
+    return 0;
+}
+
+static const kernels_t *isa_kernels(const char *name) {
+#if HAVE_X86_DISPATCH
+    if (strcmp(name, "avx512f") == 0) return &K_avx512;
+    if (strcmp(name, "avx2") == 0) return &K_avx2;
+#endif
+    (void)name;
+    return &K_base;
+}
+
+static const kernels_t *best_kernels(void) {
+    if (isa_supported("avx512f")) return isa_kernels("avx512f");
+    if (isa_supported("avx2")) return isa_kernels("avx2");
+    return &K_base;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 2. scalar reference (all contract cases); x / o are strided in elements
+ * ------------------------------------------------------------------------------------------- */
+#define DEFINE_SPECIAL(NAME, CT)                                                                 \
+    static void NAME(const CT *x, npy_intp xs, npy_intp n, double T, int kind, CT *o,         \
+                     npy_intp os, double *lse) {                                               \
+        int nan = 0;                                                                           \
+        CT m = -INFINITY;                                                                      \
+        for (npy_intp i = 0; i < n; i++) {                                                     \
+            CT v = x[i * xs];                                                                  \
+            if (v != v) nan = 1;                                                               \
+            else if (v > m) m = v;                                                             \
+        }                                                                                      \
+        if (nan) {                                                                             \
+            if (kind == KIND_LSE) *lse = NAN;                                                  \
+            else for (npy_intp i = 0; i < n; i++) o[i * os] = NAN;                             \
+            return;                                                                            \
+        }                                                                                      \
+        if (m == -INFINITY) { /* empty or fully masked */                                      \
+            if (kind == KIND_LSE) *lse = -INFINITY;                                            \
+            else for (npy_intp i = 0; i < n; i++)                                              \
+                o[i * os] = kind == KIND_SOFTMAX ? (CT)0 : (CT)-INFINITY;                      \
+            return;                                                                            \
+        }                                                                                      \
+        double c = (2.0 * LOG2E) / T;                                                          \
+        int tie = m == INFINITY || T == 0.0 || !(c < INFINITY);                                \
+        if (tie || T == INFINITY) {                                                            \
+            npy_intp cnt = 0;                                                                  \
+            for (npy_intp i = 0; i < n; i++) {                                                 \
+                CT v = x[i * xs];                                                              \
+                cnt += tie ? v == m : v > -INFINITY;                                           \
+            }                                                                                  \
+            if (kind == KIND_LSE) {                                                            \
+                *lse = tie || cnt == 1 ? (double)m : INFINITY;                                 \
+                return;                                                                        \
+            }                                                                                  \
+            CT p = (CT)1 / (CT)cnt;                                                            \
+            CT lp = (CT)(-log((double)cnt));                                                   \
+            for (npy_intp i = 0; i < n; i++) {                                                 \
+                CT v = x[i * xs];                                                              \
+                int on = tie ? v == m : v > -INFINITY;                                         \
+                o[i * os] = kind == KIND_SOFTMAX ? (on ? p : (CT)0) : (on ? lp : (CT)-INFINITY); \
+            }                                                                                  \
+            return;                                                                            \
+        }                                                                                      \
+        /* finite maximum, 0 < T < inf (only reached by the portable fallback) */              \
+        double mh = 0.5 * (double)m, ih = 1.0 / (0.5 * T), s = 0.0;                            \
+        for (npy_intp i = 0; i < n; i++) s += exp((0.5 * (double)x[i * xs] - mh) * ih);        \
+        double ls = log(s);                                                                    \
+        if (kind == KIND_LSE) { *lse = (double)m + T * ls; return; }                           \
+        for (npy_intp i = 0; i < n; i++) {                                                     \
+            double y = (0.5 * (double)x[i * xs] - mh) * ih;                                    \
+            o[i * os] = kind == KIND_SOFTMAX ? (CT)(exp(y) / s) : (CT)(y - ls);                \
+        }                                                                                      \
+    }
+DEFINE_SPECIAL(special_f32, float)
+DEFINE_SPECIAL(special_f64, double)
+
+/* ---------------------------------------------------------------------------------------------
+ * 3. the job
+ * ------------------------------------------------------------------------------------------- */
+typedef struct {
+    int kind, xt, ot, ct, tt; /* tt: T array type, -1 for a scalar */
+    double T;
+    npy_intp n, nrows;
+    int nd;
+    npy_intp shape[NPY_MAXDIMS];
+    npy_intp sx[NPY_MAXDIMS], sm[NPY_MAXDIMS], st[NPY_MAXDIMS], so[NPY_MAXDIMS];
+    npy_intp rx, rm, ro; /* strides along the row, bytes */
+    char *x, *m, *t, *o;
+    int contig, narrow, xfast, ofast;
+    npy_intp rows_per_task;
+    const kernels_t *K;
+    int err;
+} job_t;
+
+static inline void row_ptrs(const job_t *J, npy_intp r, char **px, char **pm, char **pt, char **po) {
+    npy_intp ox = 0, om = 0, ot = 0, oo = 0;
+    if (J->nd == 1) {
+        ox = r * J->sx[0]; om = r * J->sm[0]; ot = r * J->st[0]; oo = r * J->so[0];
+    } else {
+        for (int d = J->nd - 1; d >= 0; d--) {
+            npy_intp i = r % J->shape[d];
+            r /= J->shape[d];
+            ox += i * J->sx[d]; om += i * J->sm[d]; ot += i * J->st[d]; oo += i * J->so[d];
+        }
+    }
+    *px = J->x + ox;
+    *pm = J->m ? J->m + om : NULL;
+    *pt = J->t ? J->t + ot : NULL;
+    *po = J->o + oo;
+}
+
+static inline double read_T(const job_t *J, const char *pt) {
+    if (J->tt < 0) return J->T;
+    if (J->tt == T_F32) { float v; memcpy(&v, pt, 4); return v; }
+    double v; memcpy(&v, pt, 8); return v;
+}
+
+static inline double load_as_double(const char *p, int t) {
+    if (t == T_F32) { float v; memcpy(&v, p, 4); return v; }
+    if (t == T_F64) { double v; memcpy(&v, p, 8); return v; }
+#if HAVE_F16
+    f16_t h; memcpy(&h, p, 2); return (double)(float)h;
+#else
+    return NAN;
+#endif
+}
+
+static inline void store_from_double(char *p, int t, double v) {
+    if (t == T_F32) { float f = (float)v; memcpy(p, &f, 4); return; }
+    if (t == T_F64) { memcpy(p, &v, 8); return; }
+#if HAVE_F16
+    f16_t h = (f16_t)(float)v; memcpy(p, &h, 2);
+#endif
+}
+
+/* one row of x (and mask) -> dst[j * ds], as the compute type */
+static void gather_f32(const job_t *J, const char *px, const char *pm, float *dst, npy_intp ds) {
+    npy_intp n = J->n;
+    if (J->xfast && !pm) {
+        const float *x = (const float *)px;
+        for (npy_intp j = 0; j < n; j++) dst[j * ds] = x[j];
+        return;
+    }
+    for (npy_intp j = 0; j < n; j++) {
+        float v;
+        if (J->xt == T_F32) memcpy(&v, px + j * J->rx, 4);
+        else v = (float)load_as_double(px + j * J->rx, J->xt);
+        if (pm && !pm[j * J->rm]) v = -INFINITY;
+        dst[j * ds] = v;
+    }
+}
+
+static void gather_f64(const job_t *J, const char *px, const char *pm, double *dst, npy_intp ds) {
+    npy_intp n = J->n;
+    if (J->xfast && !pm) {
+        const double *x = (const double *)px;
+        for (npy_intp j = 0; j < n; j++) dst[j * ds] = x[j];
+        return;
+    }
+    for (npy_intp j = 0; j < n; j++) {
+        double v;
+        memcpy(&v, px + j * J->rx, 8);
+        if (pm && !pm[j * J->rm]) v = -INFINITY;
+        dst[j * ds] = v;
+    }
+}
+
+static void scatter_f32(const job_t *J, char *po, const float *src, npy_intp ss) {
+    npy_intp n = J->n;
+    if (J->ofast) {
+        float *o = (float *)po;
+        for (npy_intp j = 0; j < n; j++) o[j] = src[j * ss];
+        return;
+    }
+    for (npy_intp j = 0; j < n; j++) {
+        if (J->ot == T_F32) memcpy(po + j * J->ro, &src[j * ss], 4);
+        else store_from_double(po + j * J->ro, J->ot, src[j * ss]);
+    }
+}
+
+static void scatter_f64(const job_t *J, char *po, const double *src, npy_intp ss) {
+    npy_intp n = J->n;
+    if (J->ofast) {
+        double *o = (double *)po;
+        for (npy_intp j = 0; j < n; j++) o[j] = src[j * ss];
+        return;
+    }
+    for (npy_intp j = 0; j < n; j++) store_from_double(po + j * J->ro, J->ot, src[j * ss]);
+}
+
+static void run_wide(job_t *J, npy_intp r0, npy_intp r1) {
+    npy_intp n = J->n;
+    int f32 = J->ct == T_F32;
+    size_t es = f32 ? 4 : 8;
+    char *xb = NULL, *ob = NULL;
+    if (!J->contig) {
+        xb = malloc(es * (size_t)(n ? n : 1));
+        ob = malloc(es * (size_t)(n ? n : 1));
+        if (!xb || !ob) { free(xb); free(ob); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    }
+    for (npy_intp r = r0; r < r1; r++) {
+        char *px, *pm, *pt, *po;
+        row_ptrs(J, r, &px, &pm, &pt, &po);
+        double T = read_T(J, pt), lse = 0.0;
+        if (f32) {
+            const float *xr;
+            float *orow;
+            if (J->contig) { xr = (const float *)px; orow = J->kind == KIND_LSE ? NULL : (float *)po; }
+            else { gather_f32(J, px, pm, (float *)xb, 1); xr = (float *)xb; orow = (float *)ob; }
+            if (J->K->row_f32(xr, orow, n, T, J->kind, &lse)) special_f32(xr, 1, n, T, J->kind, orow, 1, &lse);
+            if (J->kind == KIND_LSE) store_from_double(po, J->ot, lse);
+            else if (!J->contig) scatter_f32(J, po, orow, 1);
+        } else {
+            const double *xr;
+            double *orow;
+            if (J->contig) { xr = (const double *)px; orow = J->kind == KIND_LSE ? NULL : (double *)po; }
+            else { gather_f64(J, px, pm, (double *)xb, 1); xr = (double *)xb; orow = (double *)ob; }
+            if (J->K->row_f64(xr, orow, n, T, J->kind, &lse)) special_f64(xr, 1, n, T, J->kind, orow, 1, &lse);
+            if (J->kind == KIND_LSE) store_from_double(po, J->ot, lse);
+            else if (!J->contig) scatter_f64(J, po, orow, 1);
+        }
+    }
+    free(xb);
+    free(ob);
+}
+
+static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
+    npy_intp n = J->n;
+    int f32 = J->ct == T_F32;
+    int BR = f32 ? 16 : 8;
+    size_t es = f32 ? 4 : 8;
+    char *XT = malloc(es * BR * (size_t)n), *PT = malloc(es * BR * (size_t)n);
+    if (!XT || !PT) { free(XT); free(PT); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    double Tr[16], lse[16];
+    unsigned char spec[16];
+    char *po_r[16];
+    /* one outer dim, contiguous rows of the compute type, no mask, scalar T */
+    int fast = J->nd == 1 && J->xfast && !J->m && J->tt < 0 && (J->kind == KIND_LSE || J->ofast);
+    for (npy_intp rb = r0; rb < r1; rb += BR) {
+        int nr = (int)(r1 - rb < BR ? r1 - rb : BR);
+        if (fast && nr == BR) {
+            /* contiguous rows: transpose column by column (sequential writes into XT, so the
+               block kernel's vector loads never wait on pending scalar stores) */
+            const char *xb = J->x + rb * J->sx[0];
+            npy_intp rs = J->sx[0];
+            for (int r = 0; r < BR; r++) Tr[r] = J->T;
+            if (f32) {
+                float *X = (float *)XT;
+                for (npy_intp j = 0; j < n; j++)
+                    for (int r = 0; r < 16; r++) X[j * 16 + r] = ((const float *)(xb + r * rs))[j];
+                J->K->block_f32(X, (float *)PT, n, Tr, J->kind, lse, spec);
+            } else {
+                double *X = (double *)XT;
+                for (npy_intp j = 0; j < n; j++)
+                    for (int r = 0; r < 8; r++) X[j * 8 + r] = ((const double *)(xb + r * rs))[j];
+                J->K->block_f64(X, (double *)PT, n, Tr, J->kind, lse, spec);
+            }
+            int anyspec = 0;
+            for (int r = 0; r < BR; r++) anyspec |= spec[r];
+            if (!anyspec && J->kind != KIND_LSE) {
+                char *ob = J->o + rb * J->so[0];
+                npy_intp os = J->so[0];
+                if (f32) {
+                    const float *P = (const float *)PT;
+                    for (npy_intp j = 0; j < n; j++)
+                        for (int r = 0; r < 16; r++) ((float *)(ob + r * os))[j] = P[j * 16 + r];
+                } else {
+                    const double *P = (const double *)PT;
+                    for (npy_intp j = 0; j < n; j++)
+                        for (int r = 0; r < 8; r++) ((double *)(ob + r * os))[j] = P[j * 8 + r];
+                }
+                continue;
+            }
+            for (int r = 0; r < BR; r++) po_r[r] = J->o + (rb + r) * J->so[0];
+            goto finish;
+        }
+        for (int r = 0; r < BR; r++) {
+            if (r < nr) {
+                char *px, *pm, *pt;
+                row_ptrs(J, rb + r, &px, &pm, &pt, &po_r[r]);
+                Tr[r] = read_T(J, pt);
+                if (f32) gather_f32(J, px, pm, (float *)XT + r, BR);
+                else gather_f64(J, px, pm, (double *)XT + r, BR);
+            } else {
+                Tr[r] = 1.0;
+                for (npy_intp j = 0; j < n; j++) {
+                    if (f32) ((float *)XT)[j * BR + r] = 0.0f;
+                    else ((double *)XT)[j * BR + r] = 0.0;
+                }
+            }
+        }
+        if (f32) J->K->block_f32((float *)XT, (float *)PT, n, Tr, J->kind, lse, spec);
+        else J->K->block_f64((double *)XT, (double *)PT, n, Tr, J->kind, lse, spec);
+    finish:
+        for (int r = 0; r < nr; r++) {
+            if (spec[r]) {
+                if (f32) special_f32((float *)XT + r, BR, n, Tr[r], J->kind, (float *)PT + r, BR, &lse[r]);
+                else special_f64((double *)XT + r, BR, n, Tr[r], J->kind, (double *)PT + r, BR, &lse[r]);
+            }
+            if (J->kind == KIND_LSE) store_from_double(po_r[r], J->ot, lse[r]);
+            else if (f32) scatter_f32(J, po_r[r], (float *)PT + r, BR);
+            else scatter_f64(J, po_r[r], (double *)PT + r, BR);
+        }
+    }
+    free(XT);
+    free(PT);
+}
+
+static void job_task(void *ctx, npy_intp task) {
+    job_t *J = ctx;
+    npy_intp r0 = task * J->rows_per_task;
+    npy_intp r1 = r0 + J->rows_per_task;
+    if (r1 > J->nrows) r1 = J->nrows;
+    if (J->narrow) run_narrow(J, r0, r1);
+    else run_wide(J, r0, r1);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 4. thread pool
+ * ------------------------------------------------------------------------------------------- */
+#define MAX_WORKERS 255
+static int g_nthreads = 1;
+static pthread_mutex_t P_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t P_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t P_done = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t P_use = PTHREAD_MUTEX_INITIALIZER;
+static int P_nworkers = 0;
+static unsigned long P_gen = 0;
+static unsigned long P_seen0[MAX_WORKERS];
+static int P_want = 0, P_running = 0;
+static void (*P_fn)(void *, npy_intp);
+static void *P_ctx;
+static npy_intp P_ntasks, P_next;
+
+static void drain(void (*fn)(void *, npy_intp), void *ctx, npy_intp ntasks) {
+    npy_intp t;
+    while ((t = __atomic_fetch_add(&P_next, 1, __ATOMIC_RELAXED)) < ntasks) fn(ctx, t);
+}
+
+static void *worker_main(void *arg) {
+    int id = (int)(intptr_t)arg;
+    pthread_mutex_lock(&P_mu);
+    unsigned long seen = P_seen0[id];
+    for (;;) {
+        while (P_gen == seen) pthread_cond_wait(&P_cv, &P_mu);
+        seen = P_gen;
+        if (id >= P_want) continue;
+        void (*fn)(void *, npy_intp) = P_fn;
+        void *ctx = P_ctx;
+        npy_intp nt = P_ntasks;
+        pthread_mutex_unlock(&P_mu);
+        drain(fn, ctx, nt);
+        pthread_mutex_lock(&P_mu);
+        if (--P_running == 0) pthread_cond_signal(&P_done);
+    }
+    return NULL;
+}
+
+static void pool_atfork_child(void) {
+    /* the workers do not exist in a forked child: start over */
+    pthread_mutex_init(&P_mu, NULL);
+    pthread_mutex_init(&P_use, NULL);
+    pthread_cond_init(&P_cv, NULL);
+    pthread_cond_init(&P_done, NULL);
+    P_nworkers = 0;
+    P_want = P_running = 0;
+}
+
+static void parallel_run(void (*fn)(void *, npy_intp), void *ctx, npy_intp ntasks, int nthreads) {
+    if (nthreads > ntasks) nthreads = (int)ntasks;
+    if (nthreads > MAX_WORKERS + 1) nthreads = MAX_WORKERS + 1;
+    if (nthreads <= 1 || pthread_mutex_trylock(&P_use) != 0) {
+        /* single-threaded, or another Python thread holds the pool: run on this thread */
+        for (npy_intp t = 0; t < ntasks; t++) fn(ctx, t);
+        return;
+    }
+    pthread_mutex_lock(&P_mu);
+    int want = nthreads - 1;
+    while (P_nworkers < want) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        P_seen0[P_nworkers] = P_gen;
+        int rc = pthread_create(&th, &attr, worker_main, (void *)(intptr_t)P_nworkers);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        P_nworkers++;
+    }
+    if (want > P_nworkers) want = P_nworkers;
+    P_fn = fn;
+    P_ctx = ctx;
+    P_ntasks = ntasks;
+    __atomic_store_n(&P_next, 0, __ATOMIC_RELAXED);
+    P_want = want;
+    P_running = want;
+    P_gen++;
+    pthread_cond_broadcast(&P_cv);
+    pthread_mutex_unlock(&P_mu);
+    drain(fn, ctx, ntasks);
+    pthread_mutex_lock(&P_mu);
+    while (P_running > 0) pthread_cond_wait(&P_done, &P_mu);
+    pthread_mutex_unlock(&P_mu);
+    pthread_mutex_unlock(&P_use);
+}
+
+/* exported for threadpoolctl-style controllers (ctypes) */
+__attribute__((visibility("default"))) int tempscale_get_num_threads(void) {
+    return __atomic_load_n(&g_nthreads, __ATOMIC_RELAXED);
+}
+__attribute__((visibility("default"))) void tempscale_set_num_threads(int n) {
+    if (n < 1) n = 1;
+    if (n > MAX_WORKERS + 1) n = MAX_WORKERS + 1;
+    __atomic_store_n(&g_nthreads, n, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 5. Python module
+ * ------------------------------------------------------------------------------------------- */
+static int type_code(PyArrayObject *a) {
+    if (!PyArray_ISNBO(PyArray_DESCR(a)->byteorder)) return -1;
+    switch (PyArray_TYPE(a)) {
+        case NPY_HALF: return HAVE_F16 ? T_F16 : -1;
+        case NPY_FLOAT: return T_F32;
+        case NPY_DOUBLE: return T_F64;
+        default: return -1;
+    }
+}
+
+static const size_t type_size[3] = {2, 4, 8};
+
+/* compute(kind, x, T, mask, out, axis, nthreads); T float or array broadcast to x.shape,
+   mask None or bool array broadcast to x.shape, out: x.shape (stride 0 along axis for
+   logsumexp), all validated by the Python wrapper. */
+static PyObject *py_compute(PyObject *self, PyObject *args) {
+    int kind, axis, nthreads;
+    PyObject *xo, *To, *mo, *oo;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iO!OOO!ii", &kind, &PyArray_Type, &xo, &To, &mo, &PyArray_Type, &oo,
+                          &axis, &nthreads))
+        return NULL;
+    PyArrayObject *x = (PyArrayObject *)xo, *o = (PyArrayObject *)oo, *m = NULL, *t = NULL;
+    job_t J;
+    memset(&J, 0, sizeof J);
+    J.kind = kind;
+    int nd = PyArray_NDIM(x);
+    if (kind < 0 || kind > 2 || axis < 0 || axis >= nd || PyArray_NDIM(o) != nd) {
+        PyErr_SetString(PyExc_ValueError, "bad kind / axis / out");
+        return NULL;
+    }
+    J.xt = type_code(x);
+    J.ot = type_code(o);
+    if (J.xt < 0 || J.ot < 0 || !PyArray_ISWRITEABLE(o)) {
+        PyErr_SetString(PyExc_TypeError, "unsupported dtype");
+        return NULL;
+    }
+    J.ct = J.xt == T_F64 ? T_F64 : T_F32;
+    if (J.ct == T_F64 && J.ot != T_F64) {
+        PyErr_SetString(PyExc_TypeError, "float64 input needs float64 output");
+        return NULL;
+    }
+    if (mo != Py_None) {
+        if (!PyArray_Check(mo) || PyArray_TYPE((PyArrayObject *)mo) != NPY_BOOL ||
+            PyArray_NDIM((PyArrayObject *)mo) != nd) {
+            PyErr_SetString(PyExc_TypeError, "mask must be a bool array of x's ndim");
+            return NULL;
+        }
+        m = (PyArrayObject *)mo;
+    }
+    if (PyArray_Check(To)) {
+        t = (PyArrayObject *)To;
+        J.tt = type_code(t);
+        if (J.tt != T_F32 && J.tt != T_F64) {
+            PyErr_SetString(PyExc_TypeError, "temperature array must be float32/float64");
+            return NULL;
+        }
+        if (PyArray_NDIM(t) != nd) {
+            PyErr_SetString(PyExc_ValueError, "temperature array must have x's ndim");
+            return NULL;
+        }
+    } else {
+        J.tt = -1;
+        J.T = PyFloat_AsDouble(To);
+        if (J.T == -1.0 && PyErr_Occurred()) return NULL;
+    }
+    npy_intp *shape = PyArray_SHAPE(x);
+    for (int d = 0; d < nd; d++) {
+        if (PyArray_DIM(o, d) != shape[d] || (m && PyArray_DIM(m, d) != shape[d]) ||
+            (t && d != axis && PyArray_DIM(t, d) != shape[d])) {
+            PyErr_SetString(PyExc_ValueError, "shape mismatch");
+            return NULL;
+        }
+    }
+    J.n = shape[axis];
+    J.rx = PyArray_STRIDE(x, axis);
+    J.ro = PyArray_STRIDE(o, axis);
+    J.rm = m ? PyArray_STRIDE(m, axis) : 0;
+    J.x = PyArray_BYTES(x);
+    J.o = PyArray_BYTES(o);
+    J.m = m ? PyArray_BYTES(m) : NULL;
+    J.t = t ? PyArray_BYTES(t) : NULL;
+    /* outer dims (all but axis), coalesced where every array allows it */
+    J.nd = 0;
+    J.nrows = 1;
+    for (int d = 0; d < nd; d++) {
+        if (d == axis) continue;
+        npy_intp sh = shape[d];
+        J.nrows *= sh;
+        if (sh == 1) continue;
+        npy_intp sx = PyArray_STRIDE(x, d), so = PyArray_STRIDE(o, d);
+        npy_intp sm = m ? PyArray_STRIDE(m, d) : 0, st = t ? PyArray_STRIDE(t, d) : 0;
+        int k = J.nd - 1;
+        if (k >= 0 && J.sx[k] == sx * sh && J.so[k] == so * sh && J.sm[k] == sm * sh &&
+            J.st[k] == st * sh) {
+            J.shape[k] *= sh;
+            J.sx[k] = sx; J.so[k] = so; J.sm[k] = sm; J.st[k] = st;
+        } else {
+            J.shape[J.nd] = sh;
+            J.sx[J.nd] = sx; J.so[J.nd] = so; J.sm[J.nd] = sm; J.st[J.nd] = st;
+            J.nd++;
+        }
+    }
+    if (J.nd == 0) { J.nd = 1; J.shape[0] = 1; J.sx[0] = J.so[0] = J.sm[0] = J.st[0] = 0; }
+    if (J.nrows == 0) Py_RETURN_NONE;
+    size_t cs = type_size[J.ct];
+    J.xfast = J.xt == J.ct && J.rx == (npy_intp)cs && PyArray_ISALIGNED(x);
+    J.ofast = J.ot == J.ct && J.ro == (npy_intp)cs && PyArray_ISALIGNED(o);
+    J.contig = J.xfast && !m && (kind == KIND_LSE || J.ofast);
+    J.narrow = J.n < NARROW;
+    J.K = K_active;
+    npy_intp per = J.n > 0 ? J.n : 1;
+    npy_intp rpt = (npy_intp)65536 / per;
+    if (rpt < 1) rpt = 1;
+    if (J.narrow) rpt = (rpt + 15) / 16 * 16;
+    J.rows_per_task = rpt;
+    npy_intp ntasks = (J.nrows + rpt - 1) / rpt;
+    int nth = nthreads > 0 ? nthreads : tempscale_get_num_threads();
+    if (J.n == 0) {
+        if (kind == KIND_LSE) {
+            for (npy_intp r = 0; r < J.nrows; r++) {
+                char *px, *pm, *pt, *po;
+                row_ptrs(&J, r, &px, &pm, &pt, &po);
+                store_from_double(po, J.ot, -INFINITY);
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    parallel_run(job_task, &J, ntasks, nth);
+    Py_END_ALLOW_THREADS
+    if (J.err) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+typedef struct { const float *x; float *o; npy_intp n, chunk; const kernels_t *K; } exp_job_t;
+
+static void exp_task(void *ctx, npy_intp task) {
+    exp_job_t *E = ctx;
+    npy_intp a = task * E->chunk, b = a + E->chunk;
+    if (b > E->n) b = E->n;
+    E->K->exp_pass(E->x + a, E->o + a, b - a);
+}
+
+/* exp_pass(x, out, nthreads): out = exp(x) for C-contiguous float32 (the benchmark's limit) */
+static PyObject *py_exp_pass(PyObject *self, PyObject *args) {
+    PyArrayObject *x, *o;
+    int nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!i", &PyArray_Type, &x, &PyArray_Type, &o, &nthreads)) return NULL;
+    if (PyArray_TYPE(x) != NPY_FLOAT || PyArray_TYPE(o) != NPY_FLOAT || !PyArray_IS_C_CONTIGUOUS(x) ||
+        !PyArray_IS_C_CONTIGUOUS(o) || PyArray_SIZE(x) != PyArray_SIZE(o) || !PyArray_ISWRITEABLE(o)) {
+        PyErr_SetString(PyExc_TypeError, "exp_pass needs C-contiguous float32 arrays of one size");
+        return NULL;
+    }
+    exp_job_t E = {(const float *)PyArray_DATA(x), (float *)PyArray_DATA(o), PyArray_SIZE(x), 65536, K_active};
+    npy_intp ntasks = (E.n + E.chunk - 1) / E.chunk;
+    Py_BEGIN_ALLOW_THREADS
+    parallel_run(exp_task, &E, ntasks, nthreads > 0 ? nthreads : tempscale_get_num_threads());
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    return PyLong_FromLong(tempscale_get_num_threads());
+}
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg) {
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    tempscale_set_num_threads((int)(n < 1 ? 1 : n > 100000 ? 100000 : n));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    return PyUnicode_FromString(K_active->name);
+}
+
+/* set_isa(name): switch the dispatched kernels (tests use it to cover every level) */
+static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    if (strcmp(name, "best") == 0) { K_active = best_kernels(); return PyUnicode_FromString(K_active->name); }
+    if (!isa_supported(name)) {
+        PyErr_Format(PyExc_ValueError, "instruction set %s is not supported on this CPU/build", name);
+        return NULL;
+    }
+    K_active = isa_kernels(name);
+    return PyUnicode_FromString(K_active->name);
+}
+
+static PyObject *py_supported_isas(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    PyObject *l = PyList_New(0);
+    const char *names[] = {"avx512f", "avx2", "baseline"};
+    for (int i = 0; i < 3; i++) {
+        if (isa_supported(names[i])) {
+            PyObject *s = PyUnicode_FromString(names[i]);
+            PyList_Append(l, s);
+            Py_DECREF(s);
+        }
+    }
+    return l;
+}
+
+static PyMethodDef methods[] = {
+    {"compute", py_compute, METH_VARARGS, "compute(kind, x, T, mask, out, axis, nthreads)"},
+    {"exp_pass", py_exp_pass, METH_VARARGS, "exp_pass(x, out, nthreads): out = exp(x), float32"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "threads used by the kernels"},
+    {"set_num_threads", py_set_num_threads, METH_O, "set the threads used by the kernels"},
+    {"isa", py_isa, METH_NOARGS, "the instruction set in use"},
+    {"set_isa", py_set_isa, METH_O, "select an instruction set ('best' for automatic)"},
+    {"supported_isas", py_supported_isas, METH_NOARGS, "instruction sets usable here"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_tskernels", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__tskernels(void) {
+    import_array();
+    static int once = 0;
+    if (!once) {
+        pthread_atfork(NULL, NULL, pool_atfork_child);
+        once = 1;
+    }
+    K_active = best_kernels();
+    PyObject *mod = PyModule_Create(&moddef);
+    if (!mod) return NULL;
+#if defined(__clang__)
+    PyModule_AddStringConstant(mod, "compiler", "clang " __clang_version__);
+#elif defined(__GNUC__)
+    PyModule_AddStringConstant(mod, "compiler", "gcc " __VERSION__);
+#else
+    PyModule_AddStringConstant(mod, "compiler", "unknown");
+#endif
+    PyModule_AddIntConstant(mod, "has_float16", HAVE_F16);
+    PyModule_AddIntConstant(mod, "narrow_threshold", NARROW);
+    return mod;
+}
