@@ -211,7 +211,7 @@ def _solve_beta(evaluate, beta0, *, tol, max_iter, precise_from, checks, loose=N
             precise = True
         beta = new
     warnings.warn(f"{func}: no convergence in max_iter={max_iter} iterations; returning the last "
-                  "iterate", CalibrationWarning, stacklevel=4)
+                  "iterate", CalibrationWarning, stacklevel=6)
     return beta
 
 
@@ -219,12 +219,12 @@ def _degenerate_checks(separable, single_class, func):
     def checks(g, h):
         if h == 0.0:
             warnings.warn(f"{func}: every row of logits is constant, so the NLL does not depend on "
-                          "T; returning T = 1.0", CalibrationWarning, stacklevel=5)
+                          "T; returning T = 1.0", CalibrationWarning, stacklevel=7)
             raise _Outcome(1.0)
         if separable():
             warnings.warn(f"{func}: every label is at its row's maximum logit (perfectly separable "
                           "data); the NLL decreases all the way to T = 0, returning T = 0.0",
-                          CalibrationWarning, stacklevel=5)
+                          CalibrationWarning, stacklevel=7)
             raise _Outcome(math.inf)
     return checks
 
@@ -488,6 +488,19 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
     tol = check_scalar(tol, "tol", func, lo=0.0, lo_open=True, hi=1.0)
     max_iter = check_scalar(max_iter, "max_iter", func, lo=1, integer=True)
     check_bool(as_array, "as_array", func)
+
+    T, _info = _fit(logits, labels, sample_weight, tol, max_iter, threads, func)
+    if as_array:
+        xp = array_namespace(logits)
+        z = _compat.as_array(logits, xp)
+        if not xp.isdtype(z.dtype, "real floating"):
+            z = xp.astype(z, _compat.default_float_dtype(xp, _compat.device(z)))
+        return xp.asarray(T, dtype=z.dtype, device=_compat.device(z))
+    return T
+
+
+def _fit(logits, labels, sample_weight, tol, max_iter, threads, func):
+    """(T, info) with info["n_iter"] the passes over the full data."""
     xp, z, y, w, _binary = _prepare_logits(logits, labels, sample_weight, func)
     if not is_concrete(z) and not _compat.is_dask_namespace(xp):
         raise param_error("logits", func, "a concrete array (the fit iterates on values)",
@@ -496,15 +509,13 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
     if labels_used.size and labels_used.min() == labels_used.max():
         warnings.warn(f"{func}: all labels are the same class ({int(labels_used[0])}); the "
                       "temperature will only sharpen or flatten that class", CalibrationWarning,
-                      stacklevel=2)
-    beta = _fit_beta(xp, z, y, w, tol=tol, max_iter=max_iter, threads=threads, func=func)
-    T = 1.0 / beta if beta > 0 else math.inf
-    if as_array:
-        return xp.asarray(T, dtype=z.dtype, device=_compat.device(z))
-    return T
+                      stacklevel=3)
+    info: dict = {}
+    beta = _fit_beta(xp, z, y, w, tol=tol, max_iter=max_iter, threads=threads, func=func, info=info)
+    return (1.0 / beta if beta > 0 else math.inf), info
 
 
-def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func):
+def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func, info):
     n, k = z.shape
     if _compat.is_numpy_namespace(xp):
         zn = np.ascontiguousarray(z)
@@ -526,7 +537,7 @@ def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func):
         prob = _NumpyProblem(zn, y, w, threads=threads)
         try:
             return _run(prob, beta0, tol, max_iter, precise_from=1 if zn.dtype == np.float32 else 0,
-                        func=func)
+                        func=func, info=info)
         except _NonFinite:
             pass  # -inf (masked) entries, NaN or +inf: the generic path sorts them out
         finally:
@@ -534,18 +545,24 @@ def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func):
     yx = _compat.as_array(y.astype(np.int64), xp, like=z)
     wx = None if w is None else _compat.as_array(w, xp, like=z)
     prob = _XpProblem(z, yx, wx, xp, func)
-    return _run(prob, 1.0, tol, max_iter, precise_from=0, func=func)
+    info["n_iter"] = 0
+    return _run(prob, 1.0, tol, max_iter, precise_from=0, func=func, info=info)
 
 
-def _run(prob, beta0, tol, max_iter, *, precise_from, func):
+def _run(prob, beta0, tol, max_iter, *, precise_from, func, info):
     checks = _degenerate_checks(prob.separable, None, func)
+
+    def evaluate(beta, precise):
+        info["n_iter"] = info.get("n_iter", 0) + 1
+        return prob.evaluate(beta, precise)
+
     try:
-        return _solve_beta(prob.evaluate, beta0, tol=tol, max_iter=max_iter,
+        return _solve_beta(evaluate, beta0, tol=tol, max_iter=max_iter,
                            precise_from=precise_from, checks=checks, func=func)
     except _Outcome as out:
         if out.beta == 0.0:
             warnings.warn(f"{func}: the logits do no better than a uniform guess (the NLL falls as "
-                          "T grows); returning T = inf", CalibrationWarning, stacklevel=4)
+                          "T grows); returning T = inf", CalibrationWarning, stacklevel=5)
         return out.beta
 
 
@@ -601,7 +618,6 @@ def _edges(conf, n_bins, strategy, w):
         idx = np.searchsorted(cw, q[1:-1], side="left")
         e = np.concatenate([[conf[order[0]]], conf[order[np.minimum(idx, len(order) - 1)]],
                             [conf[order[-1]]]])
-    e[0], e[-1] = min(e[0], 0.0) if e[0] <= 0 else e[0], e[-1]
     return e
 
 
@@ -929,6 +945,8 @@ classes_ : ndarray, shape (n_classes,)
     Class labels, in column order of the logits.
 n_features_in_ : int
     Number of logit columns seen in ``fit``.
+n_iter_ : int
+    Passes over the data the fit took.
 
 Notes
 -----
@@ -967,10 +985,10 @@ __test__ = {"TemperatureScaler": _SCALER_DOC}
 
 
 def _make_scaler_class():
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
     from sklearn.utils.validation import check_is_fitted, validate_data
 
-    class TemperatureScaler(ClassifierMixin, BaseEstimator):
+    class TemperatureScaler(ClassifierMixin, TransformerMixin, BaseEstimator):
         __doc__ = _SCALER_DOC
 
         def __init__(self, *, tol=1e-12, max_iter=100):
@@ -1000,8 +1018,9 @@ def _make_scaler_class():
             if k == 1 and codes.max() > 1:
                 raise ValueError("TemperatureScaler: one logit column is a binary problem, but y "
                                  f"has {len(classes)} classes")
-            self.temperature_ = fit_temperature(X, codes, sample_weight=sample_weight,
-                                                tol=self.tol, max_iter=self.max_iter)
+            self.temperature_, info = _fit(X, codes, sample_weight, self.tol, self.max_iter,
+                                           None, "TemperatureScaler.fit")
+            self.n_iter_ = max(1, int(info.get("n_iter", 1)))
             return self
 
         def _tempered(self, X, log):
@@ -1023,14 +1042,6 @@ def _make_scaler_class():
         def transform(self, X):
             """Calibrated log-probabilities ``log_softmax(X / temperature_)``."""
             return self._tempered(X, True)
-
-        def decision_function(self, X):
-            """The tempered logits ``X / temperature_``."""
-            check_is_fitted(self)
-            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-            T = self.temperature_
-            out = X / T if T > 0 else np.where(X == X.max(axis=1, keepdims=True), np.inf, -np.inf)
-            return out[:, 0] if X.shape[1] == 1 else out
 
         def predict(self, X):
             """The most probable class (temperature scaling never changes it)."""
