@@ -187,16 +187,6 @@ class TemperatureDisplay:
     Build it with :meth:`from_logits` (or :meth:`from_probabilities`); the constructor only
     stores precomputed numbers, as scikit-learn's displays do.
 
-    Logits or probabilities?
-        ``softmax(x, T)`` expects *logits*: unbounded scores whose differences matter.  A classic
-        mistake (the one in the note this project grew from) is to feed it *probabilities* as if
-        they were logits.  Probabilities lie in ``[0, 1]``, so their differences are tiny and
-        ``softmax(p)`` is already nearly uniform at ``T = 1``: the ten-class N(4, 1) density,
-        whose top probability is 0.40, comes out with a top probability of 0.13 at ``T = 1``.
-        To re-temper probabilities use ``input="probabilities"``, which computes
-        ``temper(p, T) = p**(1/T) / sum(p**(1/T))`` (``softmax(log p, T)``): ``T = 1`` gives ``p``
-        back, ``T < 1`` sharpens it and ``T > 1`` flattens it.
-
     Parameters
     ----------
     probabilities : ndarray of shape (n_temperatures, n_classes)
@@ -223,6 +213,19 @@ class TemperatureDisplay:
         The bars of each temperature.
     colorbar_ : matplotlib Colorbar or None
         The temperature colour bar (panels layout).
+    legend_ : matplotlib Legend or None
+        The ``T = 1`` reference key (panels) or the temperature legend (grouped).
+
+    Notes
+    -----
+    **Logits or probabilities?**  ``softmax(x, T)`` expects *logits*: unbounded scores whose
+    differences matter.  A classic mistake (the one in the note this project grew from) is to
+    feed it *probabilities* as if they were logits.  Probabilities lie in ``[0, 1]``, so their
+    differences are tiny and ``softmax(p)`` is already nearly uniform at ``T = 1``: the ten-class
+    N(4, 1) density, whose top probability is 0.40, comes out with a top probability of 0.13 at
+    ``T = 1``.  To re-temper probabilities use ``input="probabilities"``, which computes
+    ``temper(p, T) = p**(1/T) / sum(p**(1/T))`` (``softmax(log p, T)``): ``T = 1`` gives ``p``
+    back, ``T < 1`` sharpens it and ``T > 1`` flattens it.
 
     Examples
     --------
