@@ -379,6 +379,38 @@ def test_demo_outdir_and_format(capsys):
     assert_one_line_error(rc, err, "entropy-vs-temperature.svg")
 
 
+@needs_mpl
+def test_demo_hands_the_seed_to_the_explorer(capsys, monkeypatch):
+    """The demo's call into ``write_explorer`` (a stand-in here; the real page has its own tests)."""
+    import types
+
+    calls = []
+
+    def write_explorer(path, logits=None, labels=None, temperature=1.0, *, overwrite=False):
+        calls.append({"path": Path(path), "logits": logits, "labels": labels,
+                      "temperature": temperature, "overwrite": overwrite})
+        Path(path).write_text("<!doctype html><html><body>stub</body></html>")
+        return Path(path)
+
+    fake = types.ModuleType("tempscale.explorer")
+    fake.write_explorer = write_explorer
+    monkeypatch.setitem(sys.modules, "tempscale.explorer", fake)
+    monkeypatch.setattr(tempscale, "explorer", fake, raising=False)
+    rc, out, _ = run_cli(capsys, "demo", "--outdir", "d")
+    assert rc == 0
+    (call,) = calls
+    assert call["path"] == Path("d/explorer.html")
+    np.testing.assert_allclose(call["logits"], SEED_P, rtol=1e-15)
+    assert list(call["labels"]) == [str(i) for i in range(10)] and call["temperature"] == 1.0
+    assert "wrote d/explorer.html" in out
+    # only the page left from an earlier run still blocks a new one
+    for f in Path("d").glob("*.png"):
+        f.unlink()
+    rc, _, err = run_cli(capsys, "demo", "--outdir", "d")
+    assert_one_line_error(rc, err, "explorer.html", "--force")
+    assert len(calls) == 1
+
+
 def test_demo_outdir_is_a_file(capsys):
     Path("taken").write_text("x")
     rc, _, err = run_cli(capsys, "demo", "--outdir", "taken")
