@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build tempscale's native extension with AddressSanitizer + UndefinedBehaviorSanitizer into a
+# temporary directory and run tests/test_native.py against that build.  Any ASan report or UB
+# aborts the run (non-zero exit).  Needs only gcc, the Python in use (with numpy, pytest,
+# hypothesis) and the repository; the working tree's own build is not touched.
+#
+#   usage: .ci/sanitize.sh [extra pytest args]      (PYTHON=/path/to/python to pick the interpreter)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python}"
+CC="${CC:-gcc}"
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/tempscale-asan.XXXXXX")"
+trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
+
+mkdir -p "$TMP/pkg"
+cp -r "$ROOT/src/tempscale" "$TMP/pkg/tempscale"
+find "$TMP/pkg" -name '*.so' -delete
+find "$TMP/pkg" -name '__pycache__' -prune -exec rm -rf {} +
+
+NP_INC="$("$PY" -c 'import numpy; print(numpy.get_include())')"
+PY_INC="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+SUFFIX="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+OUT="$TMP/pkg/tempscale/_native/_tskernels$SUFFIX"
+
+echo "[sanitize] building $OUT with -fsanitize=address,undefined"
+"$CC" -shared -fPIC -std=gnu11 -O1 -g -fno-omit-frame-pointer -Wall -Wno-psabi \
+    -fsanitize=address,undefined -fno-sanitize-recover=all \
+    -DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION -I"$NP_INC" -I"$PY_INC" \
+    "$ROOT/src/tempscale/_native/_tskernels.c" -o "$OUT" -lm -pthread
+
+LIBASAN="$("$CC" -print-file-name=libasan.so)"
+if [ ! -e "$LIBASAN" ]; then
+    echo "[sanitize] libasan.so not found (install gcc's libasan)" >&2
+    exit 2
+fi
+
+export LD_PRELOAD="$LIBASAN${LD_PRELOAD:+:$LD_PRELOAD}"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_string_checks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export PYTHONPATH="$TMP/pkg${PYTHONPATH:+:$PYTHONPATH}"
+export TEMPSCALE_REQUIRE_NATIVE=1
+export PYTHONMALLOC=malloc   # let ASan see Python's allocations too
+
+"$PY" - "$OUT" <<'PYEOF'
+import sys
+import tempscale._native._tskernels as k
+assert k.__file__ == sys.argv[1], (k.__file__, sys.argv[1])
+print("[sanitize] using", k.__file__)
+PYEOF
+
+# every instruction set the CPU offers is exercised by the tests' `isa` fixture
+cd "$ROOT"
+"$PY" -m pytest tests/test_native.py -q -p no:cacheprovider -o addopts="--strict-markers" "$@"
+echo "[sanitize] clean: no AddressSanitizer / UBSan reports"
