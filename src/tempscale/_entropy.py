@@ -287,6 +287,7 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
     inf_row = xp.reshape(m == math.inf, (B,))
     c = xp.where(valid, xs - m_safe, xp.zeros_like(x))   # centred logits, <= 0, finite
     c = xp.where(xp.isnan(c), xp.zeros_like(c), c)
+    c_in = xp.where(valid, c, xp.full_like(c, -math.inf))  # masked entries stay masked
 
     # the target in its natural variable: f(u) increasing in u = log T, f = 0 at the solution
     one = xp.ones_like(t)
@@ -331,14 +332,13 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
     active = xp.logical_and(reach, xp.logical_not(xp.logical_or(at_zero, at_inf)))
     active = xp.logical_and(active, xp.logical_not(nan_t))
 
-    # initial point: T = the row's standard deviation of its logits (where the shape changes)
-    nn = xp.where(n > 0, n, one)
-    mean = xp.sum(c, axis=-1) / nn
-    var0 = xp.sum(xp.where(valid, (c - mean[:, None]) ** 2, xp.zeros_like(c)), axis=-1) / nn
-    sd = xp.sqrt(var0)
-    u = xp.log(xp.where(sd > 0, sd, one))
+    # initial point: T = the row's range of logits (where the shape changes); no squares, so
+    # no underflow for tiny logits
+    rng_row = 0.0 - xp.min(c, axis=-1)
+    u = xp.log(xp.where(rng_row > 0, rng_row, one))
     lo = xp.full_like(u, -math.inf)
     hi = xp.full_like(u, math.inf)
+    grow = xp.full_like(u, 2.0)                # expansion step in log T, doubled on each use
     umax = 700.0 if wd == xp.float64 else 80.0
     ones_row = xp.ones_like(u)
     done = xp.logical_not(active)
@@ -346,21 +346,21 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
         if is_concrete(done) and bool(xp.all(done)):
             break
         T = xp.exp(u)
-        lp = log_softmax(c, T[:, None], axis=-1)
+        lp = log_softmax(c_in, T[:, None], axis=-1)
         fin = lp > -math.inf
         lp_s = xp.where(fin, lp, xp.zeros_like(lp))
         p = xp.where(fin, xp.exp(lp_s), xp.zeros_like(lp))
-        mu = xp.sum(p * c, axis=-1)
         beta = 1.0 / T
+        cb = c * beta[:, None]                 # the tempered logits: finite at every scale
+        mu = xp.sum(p * cb, axis=-1)
         if kind == "max_prob":
             lpmax = xp.max(lp, axis=-1)
             f = q - lpmax                       # increasing in u
-            fp = beta * (0.0 - mu)              # d(q - log pmax)/du = beta (x_max - E[x]) (c_max=0)
+            fp = 0.0 - mu                       # d(q - log p_max)/du = beta (x_max - E[x])
         else:
             h = -xp.sum(p * lp_s, axis=-1)
-            dev2 = xp.sum(p * (c - mu[:, None]) ** 2, axis=-1)
             f = h - q
-            fp = beta * beta * dev2
+            fp = xp.sum(p * (cb - mu[:, None]) ** 2, axis=-1)   # dH/du = beta^2 Var_p(x)
         conv = xp.abs(f) <= ftol
         done = xp.logical_or(done, conv)
         lo = xp.where(xp.logical_and(f < 0, xp.logical_not(done)), u, lo)
@@ -373,11 +373,12 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
         hi_s = xp.where(xp.isfinite(hi), hi, u)
         # a step leaving the bracket: bisect, or expand by 2 (log T) toward the missing end
         fallback = xp.where(both, (lo_s + hi_s) / 2,
-                            xp.where(xp.isfinite(lo), u + 2.0, u - 2.0))
+                            xp.where(xp.isfinite(lo), u + grow, u - grow))
         step_ok = xp.logical_and(inside, xp.isfinite(newton))
         # a Newton step that is too bold (beyond 8 in log T) is replaced as well
         step_ok = xp.logical_and(step_ok, xp.abs(newton - u) <= 8.0)
         new = xp.where(step_ok, newton, fallback)
+        grow = xp.where(xp.logical_or(step_ok, both), grow, 2.0 * grow)
         new = xp.clip(new, -umax, umax)
         pinned = xp.logical_and(both, (hi_s - lo_s) <= 4e-16 * xp.maximum(ones_row, xp.abs(u)))
         done = xp.logical_or(done, pinned)
