@@ -231,8 +231,12 @@ def test_solve_dask():
     da = pytest.importorskip("dask.array")
     x = np.random.default_rng(3).normal(size=(20, 7))
     T = solve_temperature(da.from_array(x, chunks=(5, 7)), entropy=1.2)
-    np.testing.assert_allclose(np.asarray(T.compute() if hasattr(T, "compute") else T),
-                               solve_temperature(x, entropy=1.2), rtol=1e-10)
+    assert isinstance(T, da.Array)   # lazy: rows are solved block by block
+    np.testing.assert_allclose(T.compute(), solve_temperature(x, entropy=1.2), rtol=1e-12)
+    tg = np.linspace(0.5, 1.5, 20)
+    T = solve_temperature(da.from_array(x.T, chunks=(3, 5)), entropy=da.from_array(tg, chunks=4),
+                          axis=0)
+    np.testing.assert_allclose(T.compute(), solve_temperature(x, entropy=tg), rtol=1e-12)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

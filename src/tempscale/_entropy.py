@@ -231,6 +231,10 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
         raise param_error("x", func, "an array of real numbers", f"dtype {x.dtype}", TypeError)
     if x.ndim == 0:
         raise param_error("x", func, "an array with at least one dimension", "a scalar")
+    if _compat.is_dask_namespace(xp):
+        # rows are independent: solve each block with NumPy (an iterative loop on a lazy graph
+        # would re-evaluate the whole history at every step)
+        return _solve_dask(x, kind, target, axis, mask, base, tol, max_iter, on_unreachable)
     out_dtype = x.dtype if xp.isdtype(x.dtype, "real floating") else \
         _compat.default_float_dtype(xp, _compat.device(x))
     ax = check_axis(axis, x.ndim, func)
@@ -393,3 +397,25 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
     T = xp.where(xp.logical_or(unreachable, nan_t), nan, T)
     T = xp.astype(T, out_dtype)
     return xp.reshape(T, batch)
+
+
+def _solve_dask(x, kind, target, axis, mask, base, tol, max_iter, on_unreachable):
+    import dask.array as da
+
+    ax = check_axis(axis, x.ndim, "solve_temperature")
+    kw = dict(axis=-1, base=base, tol=tol, max_iter=max_iter, on_unreachable=on_unreachable)
+    if mask is not None:
+        x = da.where(da.asarray(mask), x, -math.inf)
+    x = da.moveaxis(x, ax, -1)
+    x = x.rechunk({x.ndim - 1: -1})
+    if is_python_scalar(target):
+        def block(b):
+            return solve_temperature(np.asarray(b), **{kind: target}, **kw)
+        return da.map_blocks(block, x, drop_axis=x.ndim - 1,
+                             dtype=x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
+    t = da.broadcast_to(da.asarray(target), x.shape[:-1]).rechunk(x.chunks[:-1])
+
+    def block_t(b, tb):
+        return solve_temperature(np.asarray(b), **{kind: np.asarray(tb)[..., 0]}, **kw)
+    return da.map_blocks(block_t, x, t[..., None], drop_axis=x.ndim - 1,
+                         dtype=x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
