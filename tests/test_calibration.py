@@ -514,3 +514,45 @@ def test_calibration_imports_no_sklearn_or_scipy():
             "print(','.join(m for m in ('sklearn', 'scipy', 'torch', 'jax') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------------------------
+def test_cli_calibrate(tmp_path, capsys):
+    import json
+
+    from tempscale.cli import main
+
+    z, y = make_problem(400, 4, seed=41)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "t.json"
+    assert main(["calibrate", str(tmp_path / "z.npy"), str(tmp_path / "y.npy"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "NLL" in text and "ECE" in text and "Brier" in text and "accuracy" in text
+    doc = json.loads(out.read_text())
+    assert doc["temperature"] == pytest.approx(ref_fit(z, y), rel=1e-8)
+    assert doc["after"]["nll"] == pytest.approx(ref_nll(z, y, doc["temperature"]), rel=1e-10)
+    assert doc["after"]["nll"] < doc["before"]["nll"]
+    assert doc["after"]["accuracy"] == doc["before"]["accuracy"]
+    # no overwrite without --force
+    assert main(["calibrate", str(tmp_path / "z.npy"), str(tmp_path / "y.npy"), "--json", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_cli_calibrate_errors(tmp_path, capsys):
+    from tempscale.cli import main
+
+    z, y = make_problem(50, 3, seed=43)
+    np.save(tmp_path / "z.npy", z)
+    np.save(tmp_path / "short.npy", y[:-1])
+    np.save(tmp_path / "oob.npy", y + 3)
+    np.savetxt(tmp_path / "z.csv", z[:, 1] - z[:, 0], delimiter=",")
+    np.savetxt(tmp_path / "y.csv", (y == 1).astype(int), delimiter=",", fmt="%d")
+    for labels, msg in (("short.npy", "50 rows but LABELS has 49"), ("oob.npy", "[0, 2]")):
+        assert main(["calibrate", str(tmp_path / "z.npy"), str(tmp_path / labels)]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1
+    assert main(["calibrate", str(tmp_path / "z.csv"), str(tmp_path / "y.csv")]) == 0   # binary
+    assert "2 classes" in capsys.readouterr().out

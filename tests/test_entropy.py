@@ -274,3 +274,20 @@ def test_solve_property_monotone(seed, a, b):
     T_hi = solve_temperature(x, entropy=hi * h)
     assert np.all(T_lo < T_hi)
     assert np.all(solve_temperature(x, max_prob=0.3) <= solve_temperature(x, max_prob=0.2))
+
+
+def test_cli_solve(tmp_path, capsys):
+    from tempscale.cli import main
+
+    assert main(["solve", "--entropy", "1", "--", "1", "2", "3", "4"]) == 0
+    assert "1.09239" in capsys.readouterr().out
+    x = np.random.default_rng(5).normal(size=(30, 6)) * 2
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "T.npy"
+    assert main(["solve", "--max-prob", "0.5", str(tmp_path / "x.npy"), "-o", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), solve_temperature(x, max_prob=0.5), rtol=1e-12)
+    assert main(["solve", "--perplexity", "9", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and len(err.strip().splitlines()) == 1
+    assert main(["solve", "--perplexity", "9", "--nan", str(tmp_path / "x.npy")]) == 0
+    assert "30 rows" in capsys.readouterr().out
