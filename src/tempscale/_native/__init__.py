@@ -50,6 +50,7 @@ else:
     _import_error = None
 
 _KINDS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2}
+_CACHE_MIN = 1 << 20
 _FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 _DISABLED = os.environ.get("TEMPSCALE_DISABLE_NATIVE") == "1"
 
@@ -209,6 +210,8 @@ def try_compute(kind, x, temperature, axis, mask, out_dtype):
         out = np.empty(x.shape[:axis] + x.shape[axis + 1:], dtype=out_dtype)
         strides = out.strides[:axis] + (0,) + out.strides[axis:]
         view = np.lib.stride_tricks.as_strided(out, shape=x.shape, strides=strides, writeable=True)
+    elif x.size * out_dtype.itemsize >= _CACHE_MIN:
+        out = view = _k.empty(x.shape, out_dtype)
     else:
         out = view = np.empty(x.shape, dtype=out_dtype)
     if x.shape[axis] == 0 and isinstance(T, np.ndarray):

@@ -30,6 +30,44 @@ AI void SFX(st8f)(float *p, vd v) { hf h = __builtin_convertvector(v, hf); memcp
 AI vf SFX(maxf)(vf a, vf b) { vi k = (vi)(a > b); return (vf)(((vi)a & k) | ((vi)b & ~k)); }
 AI vd SFX(maxd)(vd a, vd b) { vl k = (vl)(a > b); return (vd)(((vl)a & k) | ((vl)b & ~k)); }
 
+/* 16 floats <-> two halves of 8 doubles; max without NaN care; int64 -> int32 truncation */
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+AI vd SFX(lo2d)(vf v) { return (vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)v)); }
+AI vd SFX(hi2d)(vf v) { return (vd)_mm512_cvtps_pd(_mm512_extractf32x8_ps((__m512)v, 1)); }
+AI vf SFX(d2f)(vd a, vd b) {
+    return (vf)_mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps((__m512d)a)),
+                                  _mm512_cvtpd_ps((__m512d)b), 1);
+}
+AI vi SFX(l2i)(vl a, vl b) {
+    return (vi)_mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32((__m512i)a)),
+                                  _mm512_cvtepi64_epi32((__m512i)b), 1);
+}
+AI vd SFX(fmaxd)(vd a, vd b) { return (vd)_mm512_max_pd((__m512d)a, (__m512d)b); }
+#else
+AI vd SFX(lo2d)(vf v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), vd); }
+AI vd SFX(hi2d)(vf v) { return __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), vd); }
+AI vf SFX(d2f)(vd a, vd b) {
+    hf x = __builtin_convertvector(a, hf), y = __builtin_convertvector(b, hf);
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+AI vi SFX(l2i)(vl a, vl b) {
+    hi x = __builtin_convertvector(a, hi), y = __builtin_convertvector(b, hi);
+    return __builtin_shufflevector(x, y, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+#if defined(__AVX__)
+AI vd SFX(fmaxd)(vd a, vd b) {
+    __m256d a0, a1, b0, b1;
+    memcpy(&a0, &a, 32); memcpy(&a1, (char *)&a + 32, 32);
+    memcpy(&b0, &b, 32); memcpy(&b1, (char *)&b + 32, 32);
+    a0 = _mm256_max_pd(a0, b0); a1 = _mm256_max_pd(a1, b1);
+    vd r; memcpy(&r, &a0, 32); memcpy((char *)&r + 32, &a1, 32);
+    return r;
+}
+#else
+AI vd SFX(fmaxd)(vd a, vd b) { vl k = (vl)(a > b); return (vd)(((vl)a & k) | ((vl)b & ~k)); }
+#endif
+#endif
+
 #define SHIFTER 6755399441055744.0 /* 1.5 * 2^52: t + SHIFTER rounds t to an integer */
 
 /* 2^t for t <= 0 (or NaN), accurate to ~1e-9 relative; exactly 0 for t < -200. */
@@ -51,6 +89,31 @@ AI vd SFX(exp2_lo)(vd t) {
     vu b = ((vu)kd + 1023) << 52;
     vd e = p * (vd)b;
     return (vd)((vl)e & ~below);                       /* exact 0 below -200 (and for -inf) */
+}
+
+/* float 2^t for 16 lanes given as two double halves, t <= 0 (NaN gives garbage: callers detect
+   NaN separately).  The reduction t = k + f is exact in double; f (|f| <= 1/2) is rounded to
+   float (error <= 2^-25) and 2^f comes from a degree-6 near-minimax polynomial evaluated in
+   float (<= 0.9 ulp); 2^k is applied in two steps so results below 2^-126 are correctly
+   subnormal and t <= -200 (including -inf) gives exactly 0. */
+AI vf SFX(exp2_mixed)(vd t0, vd t1) {
+    vd lo = (vd){0} - 200.0;
+    t0 = SFX(fmaxd)(t0, lo);
+    t1 = SFX(fmaxd)(t1, lo);
+    vd kd0 = t0 + SHIFTER, kd1 = t1 + SHIFTER;
+    vd f0 = t0 - (kd0 - SHIFTER), f1 = t1 - (kd1 - SHIFTER);
+    vf f = SFX(d2f)(f0, f1);
+    vi k = SFX(l2i)((vl)kd0, (vl)kd1);   /* low 32 bits of kd's bits are k */
+    vf p = (vf){0} + 1.5353357593994588e-04f;
+    p = p * f + 1.339887734502554e-03f;
+    p = p * f + 9.618437848985195e-03f;
+    p = p * f + 5.5503323674201965e-02f;
+    p = p * f + 2.4022647738456726e-01f;
+    p = p * f + 6.931471824645996e-01f;
+    p = p * f + 1.0f;
+    vi k1 = k >> 1, k2 = k - k1;
+    vf s1 = (vf)((vui)(k1 + 127) << 23), s2 = (vf)((vui)(k2 + 127) << 23);
+    return (p * s1) * s2;
 }
 
 /* 2^t for t <= 0 (or NaN), double accuracy (~2 ulp); subnormal / zero results below -1022. */
@@ -109,68 +172,100 @@ AI vf SFX(expf_fast)(vf x) {
 /* ------------------------------------------------------------------------------------------ */
 /* wide rows, float32, contiguous                                                             */
 /* ------------------------------------------------------------------------------------------ */
-AI float SFX(rowmax_f32)(const float *x, npy_intp n) {
+/* row maximum ignoring NaN; *nan set when a NaN is present */
+AI float SFX(rowmax_f32)(const float *x, npy_intp n, int *nan) {
     vf ninf = (vf){0} - INFINITY;
     vf a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
+    vi bad = (vi){0};
     npy_intp i = 0;
     for (; i + 64 <= n; i += 64) {
-        a0 = SFX(maxf)(SFX(ldf)(x + i), a0);
-        a1 = SFX(maxf)(SFX(ldf)(x + i + 16), a1);
-        a2 = SFX(maxf)(SFX(ldf)(x + i + 32), a2);
-        a3 = SFX(maxf)(SFX(ldf)(x + i + 48), a3);
+        vf v0 = SFX(ldf)(x + i), v1 = SFX(ldf)(x + i + 16), v2 = SFX(ldf)(x + i + 32), v3 = SFX(ldf)(x + i + 48);
+        a0 = SFX(maxf)(v0, a0);
+        a1 = SFX(maxf)(v1, a1);
+        a2 = SFX(maxf)(v2, a2);
+        a3 = SFX(maxf)(v3, a3);
+        bad |= (vi)(v0 != v0) | (vi)(v1 != v1) | (vi)(v2 != v2) | (vi)(v3 != v3);
     }
-    for (; i + 16 <= n; i += 16) a0 = SFX(maxf)(SFX(ldf)(x + i), a0);
+    for (; i + 16 <= n; i += 16) {
+        vf v = SFX(ldf)(x + i);
+        a0 = SFX(maxf)(v, a0);
+        bad |= (vi)(v != v);
+    }
     a0 = SFX(maxf)(a1, a0);
     a2 = SFX(maxf)(a3, a2);
     a0 = SFX(maxf)(a2, a0);
     float m = -INFINITY;
-    for (int l = 0; l < 16; l++) if (a0[l] > m) m = a0[l];
-    for (; i < n; i++) if (x[i] > m) m = x[i];
+    int nn = 0;
+    for (int l = 0; l < 16; l++) {
+        if (a0[l] > m) m = a0[l];
+        nn |= bad[l];
+    }
+    for (; i < n; i++) {
+        if (x[i] > m) m = x[i];
+        nn |= x[i] != x[i];
+    }
+    *nan = nn != 0;
     return m;
 }
 
-/* sum of 2^((x - m) c); with store, also writes the (unnormalised) values to o */
+/* sum (in double) of 2^((x - m) c); with store, also writes the unnormalised values to o */
 AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double c, int store) {
     vd s0 = (vd){0}, s1 = (vd){0};
     npy_intp i = 0;
-    for (; i + 16 <= n; i += 16) {
-        vd e0 = SFX(exp2_lo)((SFX(ld8f)(x + i) - m) * c);
-        vd e1 = SFX(exp2_lo)((SFX(ld8f)(x + i + 8) - m) * c);
-        s0 += e0;
-        s1 += e1;
+#define EXPV(v) SFX(exp2_mixed)((SFX(lo2d)(v) - m) * c, (SFX(hi2d)(v) - m) * c)
+    for (; i + 64 <= n; i += 64) {
+        vf e0 = EXPV(SFX(ldf)(x + i));
+        vf e1 = EXPV(SFX(ldf)(x + i + 16));
+        vf e2 = EXPV(SFX(ldf)(x + i + 32));
+        vf e3 = EXPV(SFX(ldf)(x + i + 48));
         if (store) {
-            SFX(st8f)(o + i, e0);
-            SFX(st8f)(o + i + 8, e1);
+            SFX(stf)(o + i, e0);
+            SFX(stf)(o + i + 16, e1);
+            SFX(stf)(o + i + 32, e2);
+            SFX(stf)(o + i + 48, e3);
         }
+        vf fs = (e0 + e1) + (e2 + e3);
+        s0 += SFX(lo2d)(fs);
+        s1 += SFX(hi2d)(fs);
+    }
+    for (; i + 16 <= n; i += 16) {
+        vf e0 = EXPV(SFX(ldf)(x + i));
+        if (store) SFX(stf)(o + i, e0);
+        s0 += SFX(lo2d)(e0);
+        s1 += SFX(hi2d)(e0);
     }
     if (i < n) {
         float buf[16], ob[16];
         npy_intp r = n - i;
         for (int l = 0; l < 16; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
-        vd e0 = SFX(exp2_lo)((SFX(ld8f)(buf) - m) * c);
-        vd e1 = SFX(exp2_lo)((SFX(ld8f)(buf + 8) - m) * c);
-        s0 += e0;
-        s1 += e1;
+        vf e0 = EXPV(SFX(ldf)(buf));
+        s0 += SFX(lo2d)(e0);
+        s1 += SFX(hi2d)(e0);
         if (store) {
-            SFX(st8f)(ob, e0);
-            SFX(st8f)(ob + 8, e1);
+            SFX(stf)(ob, e0);
             for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
         }
     }
+#undef EXPV
     s0 += s1;
     double s = 0.0;
     for (int l = 0; l < 8; l++) s += s0[l];
     return s;
 }
 
-AI void SFX(scale_f32)(float *o, npy_intp n, float a) {
+/* o *= a, the product formed in double and rounded once */
+AI void SFX(scale_f32)(float *o, npy_intp n, double a) {
     npy_intp i = 0;
     for (; i + 32 <= n; i += 32) {
-        SFX(stf)(o + i, SFX(ldf)(o + i) * a);
-        SFX(stf)(o + i + 16, SFX(ldf)(o + i + 16) * a);
+        vf v0 = SFX(ldf)(o + i), v1 = SFX(ldf)(o + i + 16);
+        SFX(stf)(o + i, SFX(d2f)(SFX(lo2d)(v0) * a, SFX(hi2d)(v0) * a));
+        SFX(stf)(o + i + 16, SFX(d2f)(SFX(lo2d)(v1) * a, SFX(hi2d)(v1) * a));
     }
-    for (; i + 16 <= n; i += 16) SFX(stf)(o + i, SFX(ldf)(o + i) * a);
-    for (; i < n; i++) o[i] *= a;
+    for (; i + 16 <= n; i += 16) {
+        vf v0 = SFX(ldf)(o + i);
+        SFX(stf)(o + i, SFX(d2f)(SFX(lo2d)(v0) * a, SFX(hi2d)(v0) * a));
+    }
+    for (; i < n; i++) o[i] = (float)((double)o[i] * a);
 }
 
 /* o = (x - m) * invT - ls, in double, rounded once */
@@ -182,14 +277,15 @@ AI void SFX(logsm_f32)(const float *x, float *o, npy_intp n, double m, double in
 
 /* returns 0 when handled, 1 when the row needs the scalar reference (non-finite cases) */
 static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind, double *lse) {
-    float mf = SFX(rowmax_f32)(x, n);
+    int nan;
+    float mf = SFX(rowmax_f32)(x, n, &nan);
     double c = LOG2E / T;
-    if (!(isfinite(mf) && c > 0.0 && c < INFINITY && T < INFINITY)) return 1;
+    if (nan || !(isfinite(mf) && c > 0.0 && c < INFINITY && T < INFINITY)) return 1;
     double m = mf;
     if (kind == KIND_SOFTMAX) {
         double s = SFX(expsum_f32)(x, o, n, m, c, 1);
         if (!isfinite(s)) return 1;
-        SFX(scale_f32)(o, n, (float)(1.0 / s));
+        SFX(scale_f32)(o, n, 1.0 / s);
     } else {
         double s = SFX(expsum_f32)(x, NULL, n, m, c, 0);
         if (!isfinite(s)) return 1;
@@ -292,7 +388,12 @@ static int SFX(row_f64)(const double *x, double *o, npy_intp n, double T, int ki
 static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double *Tr, int kind,
                            double *lse, unsigned char *spec) {
     vf mv = (vf){0} - INFINITY;
-    for (npy_intp j = 0; j < n; j++) mv = SFX(maxf)(SFX(ldf)(XT + j * 16), mv);
+    vi bad = (vi){0};
+    for (npy_intp j = 0; j < n; j++) {
+        vf v = SFX(ldf)(XT + j * 16);
+        mv = SFX(maxf)(v, mv);
+        bad |= (vi)(v != v);
+    }
     hf mlo = __builtin_shufflevector(mv, mv, 0, 1, 2, 3, 4, 5, 6, 7);
     hf mhi = __builtin_shufflevector(mv, mv, 8, 9, 10, 11, 12, 13, 14, 15);
     vd m0 = __builtin_convertvector(mlo, vd), m1 = __builtin_convertvector(mhi, vd);
@@ -300,14 +401,11 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
     vd c0 = LOG2E / T0, c1 = LOG2E / T1;
     vd s0 = (vd){0}, s1 = (vd){0};
     for (npy_intp j = 0; j < n; j++) {
-        vd e0 = SFX(exp2_lo)((SFX(ld8f)(XT + j * 16) - m0) * c0);
-        vd e1 = SFX(exp2_lo)((SFX(ld8f)(XT + j * 16 + 8) - m1) * c1);
-        s0 += e0;
-        s1 += e1;
-        if (kind == KIND_SOFTMAX) {
-            SFX(st8f)(PT + j * 16, e0);
-            SFX(st8f)(PT + j * 16 + 8, e1);
-        }
+        vf v = SFX(ldf)(XT + j * 16);
+        vf e = SFX(exp2_mixed)((SFX(lo2d)(v) - m0) * c0, (SFX(hi2d)(v) - m1) * c1);
+        s0 += SFX(lo2d)(e);
+        s1 += SFX(hi2d)(e);
+        if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * 16, e);
     }
     double sl[16], ml[16];
     SFX(std_)(sl, s0); SFX(std_)(sl + 8, s1);
@@ -315,12 +413,13 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
     double cl[16];
     SFX(std_)(cl, c0); SFX(std_)(cl + 8, c1);
     for (int r = 0; r < 16; r++)
-        spec[r] = !(isfinite(ml[r]) && cl[r] > 0.0 && cl[r] < INFINITY && Tr[r] < INFINITY && isfinite(sl[r]));
+        spec[r] = bad[r] || !(isfinite(ml[r]) && cl[r] > 0.0 && cl[r] < INFINITY && Tr[r] < INFINITY);
     if (kind == KIND_SOFTMAX) {
         vd i0 = 1.0 / s0, i1 = 1.0 / s1;
-        hf f0 = __builtin_convertvector(i0, hf), f1 = __builtin_convertvector(i1, hf);
-        vf inv = __builtin_shufflevector(f0, f1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        for (npy_intp j = 0; j < n; j++) SFX(stf)(PT + j * 16, SFX(ldf)(PT + j * 16) * inv);
+        for (npy_intp j = 0; j < n; j++) {
+            vf v = SFX(ldf)(PT + j * 16);
+            SFX(stf)(PT + j * 16, SFX(d2f)(SFX(lo2d)(v) * i0, SFX(hi2d)(v) * i1));
+        }
     } else {
         double ls[16];
         for (int r = 0; r < 16; r++) ls[r] = spec[r] ? 0.0 : log(sl[r]);
@@ -341,7 +440,12 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
 static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const double *Tr, int kind,
                            double *lse, unsigned char *spec) {
     vd mv = (vd){0} - INFINITY;
-    for (npy_intp j = 0; j < n; j++) mv = SFX(maxd)(SFX(ldd)(XT + j * 8), mv);
+    vl bad = (vl){0};
+    for (npy_intp j = 0; j < n; j++) {
+        vd v = SFX(ldd)(XT + j * 8);
+        mv = SFX(maxd)(v, mv);
+        bad |= (vl)(v != v);
+    }
     vd T0 = SFX(ldd)(Tr);
     vd c2 = (2.0 * LOG2E) / T0;
     vd mh = mv * 0.5;
@@ -357,7 +461,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
     double cl[8];
     SFX(std_)(cl, c2);
     for (int r = 0; r < 8; r++)
-        spec[r] = !(isfinite(ml[r]) && cl[r] > 0.0 && cl[r] < INFINITY && Tr[r] < INFINITY && isfinite(sl[r]));
+        spec[r] = bad[r] || !(isfinite(ml[r]) && cl[r] > 0.0 && cl[r] < INFINITY && Tr[r] < INFINITY);
     if (kind == KIND_SOFTMAX) {
         vd inv = 1.0 / s0;
         for (npy_intp j = 0; j < n; j++) SFX(std_)(PT + j * 8, SFX(ldd)(PT + j * 8) * inv);
