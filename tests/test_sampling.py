@@ -706,3 +706,28 @@ def test_gumbel_softmax_jax_gradients():
     np.testing.assert_allclose(h, np.eye(5)[np.asarray(gumbel_softmax(x, T, rng=key)).argmax(-1)], atol=1e-12)
     y = jax.jit(lambda x, k: gumbel_softmax(x, 0.5, rng=k, hard=True))(x, key)
     np.testing.assert_array_equal(y, gumbel_softmax(x, 0.5, rng=key, hard=True))
+
+
+# ------------------------------------------------------------------------------------------
+# the command line
+# ------------------------------------------------------------------------------------------
+def test_cli_sample(capsys, tmp_path):
+    from tempscale.cli import main
+
+    assert main(["sample", "-T", "0.7", "--top-k", "3", "-n", "20", "--seed", "0", "--", "2", "1", "0", "-1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 4" in out and "tokens kept" in out and "draws:" in out
+    draws = [int(t) for t in out.split("draws:")[1].split()]
+    np.testing.assert_array_equal(draws, sample(np.array([[2.0, 1, 0, -1]]), 0.7, top_k=3, num_samples=20,
+                                                seed=0)[0])
+    assert main(["sample", "-T", "0", "-n", "3", "--", "1", "3", "3", "0"]) == 0
+    assert "draws: 1 1 1" in capsys.readouterr().out
+    np.save(tmp_path / "l.npy", np.random.default_rng(0).standard_normal((3, 30)))
+    assert main(["sample", "--top-p", "0.5", "--order", "temperature-last", "-n", "5", "--seed", "1",
+                 str(tmp_path / "l.npy"), "-o", str(tmp_path / "d.npy")]) == 0
+    d = np.load(tmp_path / "d.npy")
+    assert d.shape == (3, 5)
+    assert main(["sample", "-n", "5", str(tmp_path / "l.npy"), "-o", str(tmp_path / "d.npy")]) == 2  # no --force
+    assert main(["sample", "--top-p", "1.5", "--", "1", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "The 'top_p' parameter of warp must be a float in (0, 1]" in err

@@ -1,0 +1,122 @@
+"""``tempscale sample``: the warped sampling distribution of some logits, and draws from it."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ._common import CLIError, add_output_args, check_output, load_input, parse_float, print_table, write_array
+
+EPILOG = """\
+examples:
+  tempscale sample -T 0.7 --top-k 3 -n 20 --seed 0 -- 2 1 0 -1     20 draws from 4 logits
+  tempscale sample -T 1.5 --top-p 0.9 --order temperature-last logits.npy
+  tempscale sample -T 0 -- 1 3 3 0                                 greedy: index 1
+  tempscale sample --min-p 0.1 -n 1000 --seed 1 logits.csv -o draws.npy
+
+The table lists the kept tokens of each row, most probable first, with their logit, the
+probability after temperature and truncation, and how often they were drawn.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="sample tokens with temperature, top-k, top-p and min-p",
+        description="Warp logits with a temperature and top-k / top-p / min-p truncation, print the "
+                    "resulting distribution and draw from it (reproducibly with --seed).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
+                   help="logits as numbers (comma or space separated), or one .npy/.npz/.csv file "
+                        "(one distribution per row)")
+    p.add_argument("-f", "--file", help="read the logits from this file instead (.npy, .npz[:key], .csv)")
+    p.add_argument("-T", "--temperature", default="1", metavar="T",
+                   help="temperature in [0, inf]; 0 = greedy (default 1)")
+    p.add_argument("-k", "--top-k", type=int, metavar="K", help="keep the K most probable tokens (ties kept)")
+    p.add_argument("-p", "--top-p", type=float, metavar="P",
+                   help="keep the smallest set of tokens with probability mass >= P, in (0, 1]")
+    p.add_argument("--min-p", type=float, metavar="P",
+                   help="drop tokens with probability < P times the largest, P in [0, 1]")
+    p.add_argument("--order", choices=("temperature-first", "temperature-last"), default="temperature-first",
+                   help="apply the temperature before the filters (transformers, vLLM; default) or "
+                        "after them (llama.cpp)")
+    p.add_argument("--min-tokens-to-keep", type=int, default=1, metavar="N",
+                   help="never truncate below N tokens (default 1)")
+    p.add_argument("-n", "--num-samples", type=int, default=10, metavar="N",
+                   help="draws per row (default 10; 0 prints the distribution only)")
+    p.add_argument("--no-replacement", action="store_true", help="draw without replacement")
+    p.add_argument("--seed", type=int, help="random seed for reproducible draws")
+    p.add_argument("--labels", help="comma-separated token labels for the table")
+    p.add_argument("--show", type=int, default=20, metavar="N",
+                   help="tokens listed per row (default 20)")
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..sampling import sample, warp
+
+    x = load_input(args.values, args.file, what="logits")
+    if x.ndim == 0:
+        x = x.reshape(1)
+    if x.ndim > 2:
+        raise CLIError(f"expected one row of logits or a 2-d array, got shape {x.shape}")
+    T = parse_float(args.temperature, "temperature")
+    if not T >= 0:  # also NaN
+        raise CLIError(f"temperature must be in [0, inf], got {args.temperature}")
+    if args.num_samples < 0:
+        raise CLIError(f"--num-samples must be >= 0, got {args.num_samples}")
+    if args.show < 1:
+        raise CLIError(f"--show must be >= 1, got {args.show}")
+    kw = dict(top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, order=args.order,
+              min_tokens_to_keep=args.min_tokens_to_keep)
+    rows = np.atleast_2d(x).astype(np.float64)
+    probs = np.asarray(warp(rows, T, **kw))
+    draws = None
+    if args.num_samples:
+        draws = np.asarray(sample(rows, T, num_samples=args.num_samples, replacement=not args.no_replacement,
+                                  seed=args.seed, **kw))
+    n = rows.shape[-1]
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else [str(i) for i in range(n)]
+    if len(labels) != n:
+        raise CLIError(f"--labels has {len(labels)} names for {n} tokens")
+    if args.output:
+        if draws is None:
+            raise CLIError("-o writes the draws; give --num-samples >= 1")
+        path = check_output(args.output, args.force)
+        out = draws[0] if x.ndim == 1 else draws
+        write_array(path, out)
+        print(f"wrote {out.shape} draws to {path}")
+        return 0
+    multi = rows.shape[0] > 1
+    columns = (["row"] if multi else []) + ["token", "logit", "probability"]
+    if draws is not None:
+        columns += ["draws", "frequency"]
+    table = []
+    for r in range(rows.shape[0]):
+        p = probs[r]
+        order = [i for i in np.argsort(-p, kind="stable") if p[i] > 0][: args.show]
+        counts = None if draws is None else np.bincount(draws[r][draws[r] >= 0], minlength=n)
+        for i in order:
+            line = ([str(r)] if multi else []) + [labels[i], f"{rows[r, i]:.6g}", f"{p[i]:.6g}"]
+            if counts is not None:
+                line += [str(int(counts[i])), f"{counts[i] / max(1, draws.shape[-1]):.3g}"]
+            table.append(line)
+        if not order:
+            table.append(([str(r)] if multi else []) + ["(none)", "", "all masked"]
+                         + (["", ""] if counts is not None else []))
+    kept = (probs > 0).sum(-1)
+    title = (f"T = {T:g}, {args.order}" + "".join(
+        f", {name} = {v}" for name, v in (("top-k", args.top_k), ("top-p", args.top_p), ("min-p", args.min_p))
+        if v is not None) + f": {', '.join(str(int(k)) for k in kept[:8])}{' ...' if len(kept) > 8 else ''}"
+        f" of {n} tokens kept")
+    print_table(title, columns, table)
+    if draws is not None:
+        for r in range(min(rows.shape[0], 8)):
+            shown = " ".join(labels[i] if i >= 0 else "-" for i in draws[r][:40])
+            more = " ..." if draws.shape[-1] > 40 else ""
+            print(f"draws{f' row {r}' if multi else ''}: {shown}{more}")
+    return 0
