@@ -329,13 +329,15 @@ def _distribution(a, log):
     xp = a.xp
     f = log_softmax if log else softmax
     fast = _fast_parts(a) if _FAST_OK else None
+    c = a  # the arguments (and namespace) the computation runs in
     if fast is not None:
-        ci, cf, Tf, keepc, nan_row = fast
-        zf, keep = _scatter_full(a, ci, cf, keepc)
+        c, (ci, cf, Tf, keepc, nan_row) = fast
+        zf, keep = _scatter_full(c, ci, cf, keepc)
     else:
         zf, Tf, keep, nan_row = _warp_parts(a)
     r = f(zf, Tf, axis=-1, mask=keep)
-    return xp.where(nan_row, _full(xp, r, math.nan, shape=()), r)
+    r = c.xp.where(nan_row, _full(c.xp, r, math.nan, shape=()), r)
+    return r if c is a else _to_torch(r)
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,9 +513,10 @@ def _fast_ops(a):
 def _fast_parts(a):
     """The warped distribution on a compact candidate set, without a full sort.
 
-    Returns ``(ci, cf, Tf, keepc, nan_row)``: per row the candidate token indices ``ci`` (B, W)
-    in increasing order, their final logits ``cf`` (softmax at ``Tf`` under ``mask=keepc`` is
-    the result), or None when the generic path must run.  Exact: top-k from the k largest values
+    Returns ``(args, (ci, cf, Tf, keepc, nan_row))``: per row the candidate token indices ``ci``
+    (B, W) in increasing order, their final logits ``cf`` (softmax at ``Tf`` under ``mask=keepc``
+    is the result), in the namespace of ``args`` (NumPy views for CPU tensors); or None when the
+    generic path must run.  Exact: top-k from the k largest values
     (ties at the k-th value are collected too), top-p by bisecting for a logit band that brackets
     the boundary so that only a few hundred tokens are sorted, min-p from the ratio to the maximum.
     """
@@ -521,7 +524,7 @@ def _fast_parts(a):
     if ops is None or a.mtk != 1:
         return None
     if ops is _TorchOps and _TORCH_CPU_VIA_NUMPY and a.x.device.type == "cpu":
-        return _torch_cpu_via_numpy(a)
+        return _fast_parts(_numpy_view(a))
     xp, x, T = a.xp, a.x, a.T
     if is_python_scalar(T) and math.isinf(T) or not is_python_scalar(T) and bool(xp.any(T == math.inf)):
         return None  # T = inf: the limit rules live in the generic path
@@ -604,7 +607,7 @@ def _fast_parts(a):
         cf = xp.take_along_axis(a.x, ci, axis=-1)
         cf = xp.where(keepc, cf, ninf)
         _zf, Tf = _final(a, None, None)
-    return ci, cf, Tf, keepc, nan_row
+    return a, (ci, cf, Tf, keepc, nan_row)
 
 
 def _maybe_compact(a, ops, z, keep):
@@ -616,13 +619,12 @@ def _maybe_compact(a, ops, z, keep):
     return ci, xp.where(keep, z, _full(xp, z, -math.inf, shape=()))
 
 
-def _torch_cpu_via_numpy(a):
-    """CPU tensors: run the selection on zero-copy NumPy views (faster elementwise and boolean
-    passes on CPU than torch's), hand the small candidate arrays back as tensors."""
+def _numpy_view(a):
+    """CPU tensors: the same arguments as zero-copy NumPy views.  The selection's elementwise and
+    boolean passes run faster through NumPy on a CPU; the draws still use the torch generator."""
     import copy
 
     import array_api_compat.numpy as npx
-    import torch
 
     b = copy.copy(a)
     b.xp = npx
@@ -632,14 +634,17 @@ def _torch_cpu_via_numpy(a):
         v = getattr(a, name)
         if v is not None and not is_python_scalar(v):
             setattr(b, name, v.detach().numpy())
-    r = _fast_parts(b)
-    if r is None:
-        return None
-    ci, cf, Tf, keepc, nan_row = r
-    Tf = Tf if is_python_scalar(Tf) else torch.from_numpy(np.ascontiguousarray(Tf))
-    ci = torch.from_numpy(ci) if ci.strides[0] else torch.arange(a.V).expand(a.B, a.V)
-    return (ci, torch.from_numpy(cf), Tf, torch.from_numpy(keepc),
-            torch.from_numpy(nan_row))
+    return b
+
+
+def _to_torch(v):
+    import torch
+
+    if not isinstance(v, np.ndarray):
+        return v
+    if not v.flags.writeable or not v.flags.c_contiguous:
+        v = np.array(v)
+    return torch.from_numpy(v)
 
 
 _TORCH_CPU_VIA_NUMPY = True  # the torch-only path (used on GPUs) is tested by switching this off
@@ -936,26 +941,34 @@ def sample(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     if not replacement and n > a.V:
         raise param_error("num_samples", func,
                           f"at most the vocabulary size {a.V} when replacement=False", n)
-    xp = a.xp
     fast = _fast_parts(a) if _FAST_OK else None
+    c = a  # the arguments (and namespace) the draws run in
     if fast is not None:
-        ci, zf, Tf, keep, nan_row = fast
+        c, (ci, zf, Tf, keep, nan_row) = fast
     else:
         zf, Tf, keep, nan_row = _warp_parts(a)
     if replacement:
-        u = _uniform(xp, (a.B, n), _u64(xp, a.x), a.x, seed, rng, func)
-        idx, lp = _draw_inverse_cdf(a, zf, Tf, keep, u, None if fast is None else _fast_ops(a))
+        u = _uniform(a.xp, (a.B, n), _u64(a.xp, a.x), a.x, seed, rng, func)
+        if c is not a:
+            u = u.numpy()
+        idx, lp = _draw_inverse_cdf(c, zf, Tf, keep, u, None if fast is None else _fast_ops(c))
+        if fast is not None:
+            idx = c.xp.take_along_axis(ci, idx, axis=-1)
     else:
         if fast is not None:
-            zf, keep = _scatter_full(a, ci, zf, keep)
-            ci = None
-        idx, lp = _draw_without(a, zf, Tf, keep, n, seed, rng, func)
-    if fast is not None and ci is not None:
-        idx = xp.take_along_axis(ci, idx, axis=-1)
+            zf, keep = _scatter_full(c, ci, zf, keep)
+            if c is not a:
+                zf, Tf, keep, nan_row = map(_to_torch, (zf, Tf, keep, nan_row))
+                c = a
+        idx, lp = _draw_without(c, zf, Tf, keep, n, seed, rng, func)
+    xp = c.xp
     bad = xp.logical_or(nan_row, xp.logical_not(xp.any(keep, axis=-1, keepdims=True)))
     idx = xp.where(bad, -xp.ones_like(idx), idx)
     lp = xp.where(xp.logical_and(bad, xp.logical_not(nan_row)), _full(xp, lp, -math.inf, shape=()), lp)
     lp = xp.where(nan_row, _full(xp, lp, math.nan, shape=()), lp)
+    if c is not a:
+        idx, lp = _to_torch(idx), _to_torch(lp)
+    xp = a.xp
     if lp.dtype != a.out:
         lp = xp.astype(lp, a.out)
     idx = xp.reshape(idx, a.batch_shape + (n,))
