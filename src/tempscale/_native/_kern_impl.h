@@ -116,6 +116,35 @@ AI vf SFX(exp2_mixed)(vd t0, vd t1) {
     return (p * s1) * s2;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define HAVE_TSUM 1
+/* AVX-512: 2^((x - m) c) in float arithmetic only, as accurate as exp2_mixed.  x - m is kept
+   exactly as d + err (TwoSum), c = ch + cl is a float pair, and t = (d + err) c is formed as
+   th + tl with th = d*ch rounded (an opaque multiply, so -ffp-contract cannot fuse it) and
+   tl = fma(d, ch, -th) + d cl + err ch; f = (th - k) + tl is then accurate to 2^-25.  Results
+   for th < -200 (including -inf and any overflowed x - m) are exactly 0. */
+AI vf SFX(exp2_tsum)(vf xv, vf mv, vf nmv, vf chv, vf clv) {
+    __m512 x = (__m512)xv, m = (__m512)mv, nm = (__m512)nmv, ch = (__m512)chv, cl = (__m512)clv;
+    __m512 d = _mm512_sub_ps(x, m);
+    __m512 bv = _mm512_sub_ps(d, x);
+    __m512 err = _mm512_add_ps(_mm512_sub_ps(x, _mm512_sub_ps(d, bv)), _mm512_sub_ps(nm, bv));
+    __m512 th = _mm512_mul_round_ps(d, ch, _MM_FROUND_CUR_DIRECTION);
+    __m512 te = _mm512_fmsub_ps(d, ch, th);
+    __m512 tl = _mm512_fmadd_ps(err, ch, _mm512_fmadd_ps(d, cl, te));
+    __mmask16 ok = _mm512_cmp_ps_mask(th, _mm512_set1_ps(-200.0f), _CMP_GE_OQ);
+    __m512 kf = _mm512_roundscale_ps(th, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_add_ps(_mm512_sub_round_ps(th, kf, _MM_FROUND_CUR_DIRECTION), tl);
+    __m512 p = _mm512_set1_ps(1.5353357593994588e-04f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887734502554e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437848985195e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503323674201965e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022647738456726e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return (vf)_mm512_maskz_scalef_ps(ok, p, kf);
+}
+#endif
+
 /* 2^t for t <= 0 (or NaN), double accuracy (~2 ulp); subnormal / zero results below -1022. */
 AI vd SFX(exp2_hi)(vd t) {
     vd lo = (vd){0} - 1100.0;
@@ -212,7 +241,14 @@ AI float SFX(rowmax_f32)(const float *x, npy_intp n, int *nan) {
 AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double c, int store) {
     vd s0 = (vd){0}, s1 = (vd){0};
     npy_intp i = 0;
+#ifdef HAVE_TSUM
+    float chs = (float)c;
+    vf mv = (vf){0} + (float)m, nmv = (vf){0} - (float)m;
+    vf chv = (vf){0} + chs, clv = (vf){0} + (float)(c - (double)chs);
+#define EXPV(v) SFX(exp2_tsum)(v, mv, nmv, chv, clv)
+#else
 #define EXPV(v) SFX(exp2_mixed)((SFX(lo2d)(v) - m) * c, (SFX(hi2d)(v) - m) * c)
+#endif
     for (; i + 64 <= n; i += 64) {
         vf e0 = EXPV(SFX(ldf)(x + i));
         vf e1 = EXPV(SFX(ldf)(x + i + 16));
@@ -253,17 +289,19 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
     return s;
 }
 
-/* o *= a, the product formed in double and rounded once */
+/* o *= a, with a = ah + al a float pair: o*ah + o*al, one rounding when FMA contracts it */
 AI void SFX(scale_f32)(float *o, npy_intp n, double a) {
+    float ahs = (float)a, als = (float)(a - (double)ahs);
+    vf ah = (vf){0} + ahs, al = (vf){0} + als;
     npy_intp i = 0;
     for (; i + 32 <= n; i += 32) {
         vf v0 = SFX(ldf)(o + i), v1 = SFX(ldf)(o + i + 16);
-        SFX(stf)(o + i, SFX(d2f)(SFX(lo2d)(v0) * a, SFX(hi2d)(v0) * a));
-        SFX(stf)(o + i + 16, SFX(d2f)(SFX(lo2d)(v1) * a, SFX(hi2d)(v1) * a));
+        SFX(stf)(o + i, v0 * ah + v0 * al);
+        SFX(stf)(o + i + 16, v1 * ah + v1 * al);
     }
     for (; i + 16 <= n; i += 16) {
         vf v0 = SFX(ldf)(o + i);
-        SFX(stf)(o + i, SFX(d2f)(SFX(lo2d)(v0) * a, SFX(hi2d)(v0) * a));
+        SFX(stf)(o + i, v0 * ah + v0 * al);
     }
     for (; i < n; i++) o[i] = (float)((double)o[i] * a);
 }
@@ -400,25 +438,40 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
     vd T0 = SFX(ldd)(Tr), T1 = SFX(ldd)(Tr + 8);
     vd c0 = LOG2E / T0, c1 = LOG2E / T1;
     vd s0 = (vd){0}, s1 = (vd){0};
+#ifdef HAVE_TSUM
+    vf chv = SFX(d2f)(c0, c1);
+    vf clv = SFX(d2f)(c0 - SFX(lo2d)(chv), c1 - SFX(hi2d)(chv));
+    vf nmv = -mv;
+#endif
     for (npy_intp j = 0; j < n; j++) {
         vf v = SFX(ldf)(XT + j * 16);
+#ifdef HAVE_TSUM
+        vf e = SFX(exp2_tsum)(v, mv, nmv, chv, clv);
+#else
         vf e = SFX(exp2_mixed)((SFX(lo2d)(v) - m0) * c0, (SFX(hi2d)(v) - m1) * c1);
+#endif
         s0 += SFX(lo2d)(e);
         s1 += SFX(hi2d)(e);
         if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * 16, e);
     }
+    /* rows for the scalar reference: NaN, no finite maximum, T = 0 / inf (c not in (0, inf)) */
+    vl ok0 = (vl)((m0 - m0) == 0.0) & (vl)(c0 > 0.0) & (vl)(c0 < INFINITY) & (vl)(T0 < INFINITY);
+    vl ok1 = (vl)((m1 - m1) == 0.0) & (vl)(c1 > 0.0) & (vl)(c1 < INFINITY) & (vl)(T1 < INFINITY);
+    vi okf = SFX(l2i)(ok0, ok1) & ~bad;
+    int anysp = 0;
+    for (int r = 0; r < 16; r++) anysp |= okf[r] == 0;
     double sl[16], ml[16];
     SFX(std_)(sl, s0); SFX(std_)(sl + 8, s1);
-    SFX(std_)(ml, m0); SFX(std_)(ml + 8, m1);
-    double cl[16];
-    SFX(std_)(cl, c0); SFX(std_)(cl + 8, c1);
-    for (int r = 0; r < 16; r++)
-        spec[r] = bad[r] || !(isfinite(ml[r]) && cl[r] > 0.0 && cl[r] < INFINITY && Tr[r] < INFINITY);
+    if (anysp) for (int r = 0; r < 16; r++) spec[r] = okf[r] == 0;
+    else memset(spec, 0, 16);
+    if (kind == KIND_LSE) { SFX(std_)(ml, m0); SFX(std_)(ml + 8, m1); }
     if (kind == KIND_SOFTMAX) {
         vd i0 = 1.0 / s0, i1 = 1.0 / s1;
+        vf ih = SFX(d2f)(i0, i1);
+        vf il = SFX(d2f)(i0 - SFX(lo2d)(ih), i1 - SFX(hi2d)(ih));
         for (npy_intp j = 0; j < n; j++) {
             vf v = SFX(ldf)(PT + j * 16);
-            SFX(stf)(PT + j * 16, SFX(d2f)(SFX(lo2d)(v) * i0, SFX(hi2d)(v) * i1));
+            SFX(stf)(PT + j * 16, v * ih + v * il);
         }
     } else {
         double ls[16];
@@ -479,6 +532,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
     }
 }
 
+
 /* the benchmark's limit: o = exp(x), float32, contiguous */
 static void SFX(exp_pass)(const float *x, float *o, npy_intp n) {
     npy_intp i = 0;
@@ -490,3 +544,4 @@ static void SFX(exp_pass)(const float *x, float *o, npy_intp n) {
 }
 
 #undef AI
+#undef HAVE_TSUM
