@@ -556,3 +556,18 @@ def test_cli_calibrate_errors(tmp_path, capsys):
         assert msg in err and len(err.strip().splitlines()) == 1
     assert main(["calibrate", str(tmp_path / "z.csv"), str(tmp_path / "y.csv")]) == 0   # binary
     assert "2 classes" in capsys.readouterr().out
+
+
+def test_example_calibrate_runs(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "calibrate.py"
+    spec = importlib.util.spec_from_file_location("example_calibrate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main([])
+    assert res["temperature"] > 1            # the weakly regularised model is over-confident
+    assert res["after"]["NLL"] < res["before"]["NLL"]
+    assert res["after"]["accuracy"] == res["before"]["accuracy"]
+    assert "T = " in capsys.readouterr().out

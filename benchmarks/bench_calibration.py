@@ -1,0 +1,178 @@
+"""Temperature-scaling fits: tempscale.fit_temperature vs scikit-learn and PyTorch LBFGS, one run.
+
+What is timed (same float32 logits and int64 labels for everyone, data already in memory):
+
+* ``tempscale``: ``tempscale.calibration.fit_temperature(logits, labels)``.
+* ``sklearn``: ``sklearn.calibration._TemperatureScaling().fit(logits, labels)``: the calibrator
+  that ``CalibratedClassifierCV(method="temperature")`` fits on the logits of its estimator
+  (``_fit_calibrator`` -> ``_TemperatureScaling.fit``: ``minimize_scalar`` bounded over
+  ``log(1/T)`` in [-10, 10] with ``HalfMultinomialLoss``).  Timing the calibrator directly leaves
+  out the estimator's own predictions and the cross-validation, which would only add to its time.
+* ``torch LBFGS (recipe)``: the widespread ``temperature_scaling`` recipe: ``T = nn.Parameter(1.5)``,
+  ``optim.LBFGS([T], lr=0.01, max_iter=50)``, ``cross_entropy(logits / T, labels)``.
+* ``torch LBFGS (tuned)``: LBFGS on ``log T`` with a strong-Wolfe line search, lr=1,
+  ``tolerance_grad=1e-9``, ``tolerance_change=1e-12``, ``max_iter=100`` (a careful user's fit).
+
+Every T is scored with the same exact float64 NLL; "dNLL" is its excess over tempscale's.  The
+machine may be shared: each method's time is the best of ``--repeat`` runs (sklearn and torch
+run fewer times when slow), ratios are computed in this run.
+
+Run:  python benchmarks/bench_calibration.py [--quick] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def make_logits(n, k, seed=0):
+    """Over-confident logits (optimal T about 1.7) of a k-class problem (float32).
+
+    x = noise + s * onehot(y) has Bayes logits s * x; we return 1.7 * s * x.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, size=n)
+    s = 1.5 if k <= 10 else 3.5
+    z = rng.standard_normal((n, k), dtype=np.float32)
+    z[np.arange(n), y] += np.float32(s)
+    z *= np.float32(1.7 * s)
+    return z, y
+
+
+def exact_nll(z, y, T, chunk=1 << 14):
+    """Mean NLL of softmax(z / T) in float64, chunked (independent of all fitted methods)."""
+    tot = 0.0
+    for a in range(0, len(y), chunk):
+        zc = z[a:a + chunk].astype(np.float64) / T
+        m = zc.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(zc - m).sum(axis=1))
+        tot += float(np.sum(lse - zc[np.arange(len(zc)), y[a:a + chunk]]))
+    return tot / len(y)
+
+
+def best_of(fn, repeat):
+    best, out = math.inf, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def fit_tempscale(z, y):
+    from tempscale.calibration import fit_temperature
+
+    return fit_temperature(z, y)
+
+
+def fit_sklearn(z, y):
+    from sklearn.calibration import _TemperatureScaling
+
+    cal = _TemperatureScaling().fit(z, y)
+    return 1.0 / float(cal.beta_)
+
+
+def fit_torch_recipe(zt, yt):
+    import torch
+
+    T = torch.nn.Parameter(torch.ones(1) * 1.5)
+    opt = torch.optim.LBFGS([T], lr=0.01, max_iter=50)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(zt / T, yt)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(T.detach())
+
+
+def fit_torch_tuned(zt, yt):
+    import torch
+
+    logT = torch.zeros((), requires_grad=True)
+    opt = torch.optim.LBFGS([logT], lr=1.0, max_iter=100, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(zt / torch.exp(logT), yt)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(torch.exp(logT.detach()))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the fast method (best counts)")
+    ap.add_argument("--recipe-all", action="store_true",
+                    help="also time the slow LBFGS recipe on inputs over 10M logits (minutes)")
+    args = ap.parse_args(argv)
+    sizes = [(100_000, 10), (10_000, 1000)] if args.quick else [(1_000_000, 10), (100_000, 1000)]
+
+    import sklearn
+    import torch
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = ", ".join(sorted({f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()}))
+    except Exception:  # pragma: no cover
+        blas = "?"
+    print(f"CPU: {cpu_model()}   logical CPUs: {os.cpu_count()}   load average: "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"threads: torch {torch.get_num_threads()}, thread pools [{blas}], tempscale "
+          f"{min(os.cpu_count() or 1, 8)}")
+    print(f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, torch {torch.__version__}")
+    print()
+    header = f"{'logits':>16} {'method':<22} {'T':>12} {'NLL':>12} {'dNLL':>10} {'time s':>9} {'x slower':>9}"
+    print(header)
+    print("-" * len(header))
+    for n, k in sizes:
+        z, y = make_logits(n, k)
+        zt, yt = torch.from_numpy(z), torch.from_numpy(y)
+        fit_tempscale(z[:1000], y[:1000])  # warm up (thread pool, imports)
+        slow_rep = 1 if n * k >= 10_000_000 else 2
+        rows = []
+        t_ts, T_ts = best_of(lambda: fit_tempscale(z, y), args.repeat)
+        rows.append(("tempscale", T_ts, t_ts))
+        t, T = best_of(lambda: fit_sklearn(z, y), slow_rep)
+        rows.append(("sklearn temperature", T, t))
+        if n * k <= 10_000_000 or args.recipe_all:
+            t, T = best_of(lambda: fit_torch_recipe(zt, yt), 1)
+            rows.append(("torch LBFGS (recipe)", T, t))
+        t, T = best_of(lambda: fit_torch_tuned(zt, yt), slow_rep)
+        rows.append(("torch LBFGS (tuned)", T, t))
+        nll_ts = exact_nll(z, y, T_ts)
+        for name, T, t in rows:
+            v = exact_nll(z, y, T) if T > 0 and math.isfinite(T) else math.nan
+            print(f"{f'{n:,} x {k}':>16} {name:<22} {T:>12.8f} {v:>12.8f} {v - nll_ts:>10.2e} "
+                  f"{t:>9.3f} {t / t_ts:>9.1f}")
+        print()
+    print("dNLL = NLL(method) - NLL(tempscale), both exact float64 means; x slower = time / "
+          "tempscale's time in this run.")
+
+
+if __name__ == "__main__":
+    main()
