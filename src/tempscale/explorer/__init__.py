@@ -1,0 +1,254 @@
+"""The interactive explorer: one self-contained HTML page that shows what temperature does.
+
+:func:`explorer_html` returns the page as a string and :func:`write_explorer` writes it to a file.
+The page holds everything it needs (its CSS and vanilla JavaScript are inlined, the charts are
+inline SVG), so it opens from disk in any browser, offline; a Content-Security-Policy that allows
+only the page's own script and style (by hash) and no network access is part of it.
+
+What it shows: a log-scale temperature slider (0.01 to 100) with a number box that also takes
+``0`` (argmax) and ``inf`` (uniform), editable inputs read either as logits (``softmax(x / T)``)
+or as probabilities (``temper(p, T) = p**(1/T) / sum(p**(1/T))``), bars that update live, the
+entropy (nats and bits), perplexity, top probability and effective number of classes
+(``1 / sum(p**2)``), preset temperatures, and an entropy-against-T curve.  Its JavaScript softmax
+follows the library's contract: the maximum is subtracted as ``(x/2 - m/2) / (T/2)`` (no overflow
+for any finite input), ``T = 0`` splits the mass among tied maxima, ``-inf`` entries are masked,
+an all ``-inf`` row gives zeros, ``+inf`` entries share the mass and NaN makes the row NaN.
+
+Everything the caller supplies is escaped: the title is HTML-escaped and the data travel as JSON
+inside ``<script type="application/json">`` with ``<``, ``>``, ``&`` and U+2028/U+2029 written
+as ``\\u`` escapes; the page builds its DOM with ``textContent`` and ``setAttribute`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import os
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .._validation import check_choice, check_scalar, param_error
+
+__all__ = ["explorer_html", "write_explorer"]
+
+#: the page title when none is given
+DEFAULT_TITLE = "Softmax temperature explorer"
+#: the most classes a page takes (the curve recomputes the whole row 161 times per update)
+MAX_CLASSES = 5000
+_MODES = ("logits", "probabilities")
+_PLACEHOLDER = re.compile(r"\{\{(CSP|VERSION|TITLE|STYLE|SCRIPT|DATA)\}\}")
+
+
+@lru_cache(maxsize=None)
+def _asset(name: str) -> str:
+    return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
+
+
+def seed_vector() -> np.ndarray:
+    """The seed example: ``p_i`` = the N(4, 1) density at ``i = 0..9`` (sums to 0.99999)."""
+    i = np.arange(10, dtype=np.float64)
+    return np.exp(-0.5 * (i - 4.0) ** 2) / math.sqrt(2.0 * math.pi)
+
+
+def _json_for_script(obj: Any) -> str:
+    """JSON that is inert inside an HTML ``<script>`` element.
+
+    ``<``, ``>`` and ``&`` become ``\\u003c``/``\\u003e``/``\\u0026`` (so no ``</script>``,
+    ``<!--`` or entity can end or confuse the element) and U+2028/U+2029 become escapes too.
+    ``JSON.parse`` reads the escapes back as the original characters.
+    """
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def _encode_float(v: float) -> float | str:
+    """JSON has no inf/NaN: those travel as the strings the page's parser reads."""
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return float(v)
+
+
+def _check_values(values, mode: str, func: str) -> np.ndarray:
+    expect = f"a 1-D sequence of 1 to {MAX_CLASSES} real numbers, or None"
+    try:
+        arr = np.asarray(values)
+    except Exception:  # noqa: BLE001 - anything array-like may raise anything
+        raise param_error("logits", func, expect, values, TypeError) from None
+    if arr.dtype.kind not in "biuf":
+        raise param_error("logits", func, expect, values, TypeError)
+    arr = arr.astype(np.float64)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 1 or not 1 <= arr.size <= MAX_CLASSES:
+        raise param_error("logits", func, expect, f"an array of shape {arr.shape}")
+    if mode == "probabilities" and bool(np.any(arr < 0)):
+        raise param_error("logits", func, "non-negative probabilities when mode='probabilities'",
+                          "an array with negative entries")
+    return arr
+
+
+def _check_labels(labels, n: int, func: str) -> list[str]:
+    if labels is None:
+        return []
+    expect = f"None or a sequence of {n} labels (one per class)"
+    if isinstance(labels, (str, bytes)):
+        raise param_error("labels", func, expect, labels, TypeError)
+    try:
+        out = [str(v) for v in labels]
+    except TypeError:
+        raise param_error("labels", func, expect, labels, TypeError) from None
+    if len(out) != n:
+        raise param_error("labels", func, expect, f"{len(out)} labels")
+    return out
+
+
+def explorer_html(
+    logits: Sequence[float] | Any = None,
+    labels: Sequence[Any] | None = None,
+    temperature: float = 1.0,
+    *,
+    title: str = DEFAULT_TITLE,
+    mode: str | None = None,
+) -> str:
+    """The interactive temperature explorer as one self-contained HTML page.
+
+    Parameters
+    ----------
+    logits : 1-D array_like, optional
+        The numbers the page opens with (at most 5000).  ``-inf`` entries are masked classes.
+        By default the seed example: the N(4, 1) density at classes ``0..9``.
+    labels : sequence, optional
+        One label per class (turned into text with ``str``; shown escaped, never as HTML).
+        By default the classes are numbered from 0.
+    temperature : float, default 1.0
+        The temperature the page opens at, in ``[0, inf]``.
+    title : str, default "Softmax temperature explorer"
+        The page title (HTML-escaped).
+    mode : {"logits", "probabilities"}, optional
+        How the page reads the numbers at first (the user can switch): ``"logits"`` shows
+        ``softmax(x / T)``, ``"probabilities"`` shows ``temper(p, T) = p**(1/T) / sum(p**(1/T))``
+        and requires non-negative numbers.  By default ``"probabilities"`` for the seed example
+        (it *is* a distribution; the seed note's mistake was to feed it to softmax as logits,
+        which the page explains) and ``"logits"`` when ``logits`` is given.
+
+    Returns
+    -------
+    str
+        The HTML document: no external resources, no network access.
+
+    See Also
+    --------
+    write_explorer : write the page to a file.
+
+    Examples
+    --------
+    >>> from tempscale.explorer import explorer_html
+    >>> page = explorer_html([-1.0, 0.0, 1.0], labels=["cat", "dog", "<bird>"], temperature=0.5)
+    >>> page.startswith("<!doctype html>")
+    True
+    >>> "<bird>" in page, "\\\\u003cbird\\\\u003e" in page
+    (False, True)
+    """
+    func = "explorer_html"
+    if mode is None:
+        mode = "probabilities" if logits is None else "logits"
+    check_choice(mode, _MODES, "mode", func)
+    values = seed_vector() if logits is None else _check_values(logits, mode, func)
+    labels_out = _check_labels(labels, values.size, func)
+    t = check_scalar(temperature, "temperature", func, lo=0.0)
+    if not isinstance(title, str):
+        raise param_error("title", func, "a str", title, TypeError)
+
+    from .._version import __version__
+
+    style = _asset("explorer.css")
+    script = _asset("explorer.js")
+    # both are inlined verbatim: neither may close its element early
+    if "</style" in style.lower() or "</script" in script.lower():  # pragma: no cover
+        raise RuntimeError("the explorer's assets must not contain '</style' or '</script'")
+    data = {
+        "values": [_encode_float(v) for v in values.tolist()],
+        "labels": labels_out,
+        "temperature": _encode_float(t),
+        "mode": mode,
+    }
+    csp = ("default-src 'none'; base-uri 'none'; form-action 'none'; img-src data:; "
+           f"style-src {_csp_hash(style)}; script-src {_csp_hash(script)}")
+    parts = {
+        "CSP": csp,
+        "VERSION": html.escape(__version__, quote=True),
+        "TITLE": html.escape(title, quote=True),
+        "STYLE": style,
+        "SCRIPT": script,
+        "DATA": _json_for_script(data),
+    }
+    # one pass: nothing substituted is scanned again for placeholders
+    return _PLACEHOLDER.sub(lambda m: parts[m.group(1)], _asset("explorer.html"))
+
+
+def write_explorer(
+    path: str | os.PathLike,
+    logits: Sequence[float] | Any = None,
+    labels: Sequence[Any] | None = None,
+    temperature: float = 1.0,
+    *,
+    title: str = DEFAULT_TITLE,
+    mode: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the interactive explorer page (see :func:`explorer_html`) to ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write the page (UTF-8).  Its folder must exist.
+    logits, labels, temperature, title, mode
+        As in :func:`explorer_html`.
+    overwrite : bool, default False
+        Replace an existing file.  Without it an existing ``path`` raises ``FileExistsError``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from tempscale.explorer import write_explorer
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> write_explorer(folder / "page.html", [2.0, 1.0, 0.1]).name
+    'page.html'
+    >>> write_explorer(folder / "page.html", [2.0, 1.0, 0.1])
+    Traceback (most recent call last):
+    ...
+    FileExistsError: ... exists; pass overwrite=True to replace it
+    """
+    if not isinstance(overwrite, bool):
+        raise param_error("overwrite", "write_explorer", "a bool", overwrite, TypeError)
+    p = Path(path)
+    page = explorer_html(logits, labels, temperature, title=title, mode=mode)
+    if p.is_dir():
+        raise IsADirectoryError(f"{str(p)!r} is a folder; give write_explorer a file path")
+    try:
+        with open(p, "w" if overwrite else "x", encoding="utf-8", newline="\n") as fh:
+            fh.write(page)
+    except FileExistsError:
+        raise FileExistsError(f"{str(p)!r} exists; pass overwrite=True to replace it") from None
+    return p

@@ -1,0 +1,661 @@
+/* tempscale explorer: vanilla JS, no dependencies, no network.
+ * User-supplied text only ever reaches the page through textContent / setAttribute /
+ * createElementNS; the page never assigns HTML strings to the DOM. */
+(function () {
+  "use strict";
+
+  var SVG_NS = "http" + "://www.w3.org/2000/svg";  // the SVG namespace name, not a URL to fetch
+  var LOG10_MIN = -2, LOG10_MAX = 2;
+  var LN2 = Math.LN2;
+
+  // ------------------------------------------------------------------------------------------
+  // numerics: the library contract (tempscale.softmax / tempscale.temper)
+  // ------------------------------------------------------------------------------------------
+  /** log-softmax of x at temperature T (0 <= T <= inf); returns {lp, p, nan, empty}. */
+  function softmax(x, T) {
+    var n = x.length, i, m = -Infinity, nan = false;
+    var lp = new Array(n), p = new Array(n);
+    for (i = 0; i < n; i++) {
+      if (x[i] !== x[i]) nan = true;
+      else if (x[i] > m) m = x[i];
+    }
+    if (nan || T !== T) {
+      for (i = 0; i < n; i++) { lp[i] = NaN; p[i] = NaN; }
+      return { lp: lp, p: p, nan: true, empty: false };
+    }
+    if (m === -Infinity) {  // every entry masked: zeros, never NaN
+      for (i = 0; i < n; i++) { lp[i] = -Infinity; p[i] = 0; }
+      return { lp: lp, p: p, nan: false, empty: true };
+    }
+    // T = 0 (argmax) and a +inf maximum both split the mass among the maxima
+    var tie = (m === Infinity) || T === 0;
+    var mh = m / 2, th = T / 2, y = new Array(n), s = 0;
+    for (i = 0; i < n; i++) {
+      var v = x[i];
+      if (v === -Infinity) y[i] = -Infinity;
+      else if (tie) y[i] = (v === m) ? 0 : -Infinity;
+      // (x - m)/T without overflow for any finite x and T: (x/2 - m/2)/(T/2)
+      else y[i] = (v / 2 - mh) / th;
+      if (y[i] === 0) y[i] = 0;  // -0 (T = inf) -> 0
+      s += Math.exp(y[i]);
+    }
+    var ls = Math.log(s);
+    for (i = 0; i < n; i++) {
+      lp[i] = y[i] - ls;
+      p[i] = y[i] === -Infinity ? 0 : Math.exp(lp[i]);
+    }
+    return { lp: lp, p: p, nan: false, empty: false };
+  }
+
+  /** probabilities -> log space (temper(p, T) = softmax(log p, T)); zeros stay zero. */
+  function logOfProbabilities(p) {
+    return p.map(function (v) { return v > 0 ? Math.log(v) : (v === 0 ? -Infinity : v); });
+  }
+
+  function stats(r) {
+    var n = r.p.length;
+    if (r.nan) return { entropy: NaN, perplexity: NaN, top: NaN, effective: NaN, argmax: [] };
+    if (r.empty) return { entropy: NaN, perplexity: NaN, top: 0, effective: NaN, argmax: [] };
+    var h = 0, sq = 0, top = -1, i;
+    for (i = 0; i < n; i++) {
+      if (r.p[i] > 0 && r.lp[i] > -Infinity) h -= r.p[i] * r.lp[i];
+      sq += r.p[i] * r.p[i];
+      if (r.p[i] > top) top = r.p[i];
+    }
+    if (h < 0) h = 0;
+    var argmax = [];
+    for (i = 0; i < n; i++) if (r.p[i] === top) argmax.push(i);
+    return { entropy: h, perplexity: Math.exp(h), top: top, effective: 1 / sq, argmax: argmax };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // parsing and formatting
+  // ------------------------------------------------------------------------------------------
+  var NUM_RE = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+  function parseNumber(tok) {
+    var t = tok.trim().replace(/\u2212/g, "-").toLowerCase();
+    if (t === "inf" || t === "+inf" || t === "infinity" || t === "+infinity" || t === "\u221e" || t === "+\u221e") return Infinity;
+    if (t === "-inf" || t === "-infinity" || t === "-\u221e") return -Infinity;
+    if (t === "nan") return NaN;
+    if (NUM_RE.test(t)) return Number(t);
+    return undefined;
+  }
+
+  function parseValues(text) {
+    var toks = text.split(/[\s,;]+/).filter(function (s) { return s.length > 0; });
+    if (toks.length === 0) return { error: "Enter at least one number." };
+    var out = [];
+    for (var i = 0; i < toks.length; i++) {
+      var v = parseNumber(toks[i]);
+      if (v === undefined) {
+        var shown = toks[i].length > 24 ? toks[i].slice(0, 24) + "\u2026" : toks[i];
+        return { error: "Entry " + (i + 1) + " (\u201c" + shown + "\u201d) is not a number." };
+      }
+      out.push(v);
+    }
+    if (out.length > 5000) return { error: "At most 5000 classes (got " + out.length + ")." };
+    return { values: out };
+  }
+
+  function parseLabels(text) {
+    if (!text.trim()) return [];
+    return text.split(/[,\n]/).map(function (s) { return s.trim(); });
+  }
+
+  function fmtInput(v) {
+    if (v === Infinity) return "inf";
+    if (v === -Infinity) return "-inf";
+    if (v !== v) return "nan";
+    return String(v);
+  }
+
+  function fmtT(T) {
+    if (T === Infinity) return "inf";
+    return String(T);
+  }
+
+  /** n significant digits, no trailing zeros; exponent form for tiny/huge values. */
+  function fmt(v, digits) {
+    if (v !== v) return "NaN";
+    if (v === Infinity) return "\u221e";
+    if (v === -Infinity) return "\u2212\u221e";
+    if (v === 0) return "0";
+    var a = Math.abs(v);
+    if (a < 1e-4 || a >= 1e6) {
+      var e = v.toExponential(Math.max(0, digits - 1)).replace(/\.?0+e/, "e");
+      return e.replace("e+", "e").replace("e-", "e\u2212");
+    }
+    if (a >= Math.pow(10, digits)) return v.toFixed(0);
+    var s = v.toPrecision(digits);
+    if (s.indexOf(".") >= 0) s = s.replace(/0+$/, "").replace(/\.$/, "");
+    return s;
+  }
+
+  function fmtBarValue(p, wide) {
+    if (p !== p) return "NaN";
+    if (p === 0) return "0";
+    if (p === 1) return "1";
+    if (p >= 0.995) return "\u22481";
+    if (p < 0.001) return wide ? "<0.001" : "<.001";
+    var s = p.toFixed(p < 0.01 ? 3 : 2);
+    return wide ? s : s.replace(/^0\./, ".");
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // state
+  // ------------------------------------------------------------------------------------------
+  var SEED = [];
+  for (var k = 0; k < 10; k++) SEED.push(Math.exp(-0.5 * (k - 4) * (k - 4)) / Math.sqrt(2 * Math.PI));
+
+  var EXAMPLES = {
+    "seed-probabilities": { values: SEED, labels: [], mode: "probabilities", T: 1 },
+    "seed-logits": { values: SEED, labels: [], mode: "logits", T: 1 },
+    "three": { values: [-1, 0, 1], labels: [], mode: "logits", T: 0.5 },
+    "ties": { values: [2, 2, 1, 0.5, -Infinity], labels: ["tie A", "tie B", "third", "fourth", "masked"], mode: "logits", T: 0.5 }
+  };
+
+  function decode(v) {
+    if (typeof v === "number") return v;
+    var p = parseNumber(String(v));
+    return p === undefined ? NaN : p;
+  }
+
+  var raw = {};
+  try { raw = JSON.parse(document.getElementById("tempscale-data").textContent) || {}; } catch (e) { raw = {}; }
+
+  var state = {
+    values: Array.isArray(raw.values) && raw.values.length ? raw.values.map(decode) : SEED.slice(),
+    labels: Array.isArray(raw.labels) ? raw.labels.map(String) : [],
+    mode: raw.mode === "logits" || raw.mode === "probabilities" ? raw.mode : "probabilities",
+    T: raw.temperature !== undefined ? decode(raw.temperature) : 1,
+    error: null,
+    zoom: false
+  };
+  if (!(state.T >= 0)) state.T = 1;
+
+  // URL fragment (shareable state): #x=1,2,3&labels=a,b,c&T=0.5&mode=logits&title=...
+  var titleOverride = null;
+  (function readHash() {
+    var h = window.location.hash.replace(/^#/, "");
+    if (!h) return;
+    h.split("&").forEach(function (kv) {
+      var i = kv.indexOf("="), key, val;
+      if (i < 0) return;
+      key = kv.slice(0, i);
+      try { val = decodeURIComponent(kv.slice(i + 1).replace(/\+/g, " ")); } catch (e) { return; }
+      if (key === "x") {
+        var r = parseValues(val);
+        if (r.values) state.values = r.values;
+      } else if (key === "labels") {
+        state.labels = parseLabels(val);
+      } else if (key === "T") {
+        var t = parseNumber(val);
+        if (t !== undefined && t >= 0) state.T = t;
+      } else if (key === "mode" && (val === "logits" || val === "probabilities")) {
+        state.mode = val;
+      } else if (key === "title") {
+        titleOverride = val;
+      }
+    });
+  })();
+
+  // ------------------------------------------------------------------------------------------
+  // DOM helpers
+  // ------------------------------------------------------------------------------------------
+  function $(id) { return document.getElementById(id); }
+  function svgEl(name, attrs, parent) {
+    var el = document.createElementNS(SVG_NS, name);
+    if (attrs) for (var a in attrs) if (Object.prototype.hasOwnProperty.call(attrs, a)) el.setAttribute(a, String(attrs[a]));
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+  function svgText(parent, str, attrs) {
+    var t = svgEl("text", attrs, parent);
+    t.textContent = str;
+    return t;
+  }
+  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); }
+  function setText(id, s) { $(id).textContent = s; }
+  function sizeOf(svg, fallbackW, fallbackH) {
+    var r = svg.getBoundingClientRect();
+    return { w: Math.max(240, Math.round(r.width || fallbackW)), h: Math.max(160, Math.round(r.height || fallbackH)) };
+  }
+  function truncate(s, n) { return s.length > n ? s.slice(0, Math.max(1, n - 1)) + "\u2026" : s; }
+
+  var slider = $("t-slider"), tInput = $("t-input"), valuesBox = $("values"), labelsBox = $("labels");
+  var root = $("explorer");
+
+  if (titleOverride !== null) {
+    document.title = titleOverride;
+    setText("page-title", titleOverride);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // computation for the current state
+  // ------------------------------------------------------------------------------------------
+  function logits() {
+    return state.mode === "probabilities" ? logOfProbabilities(state.values) : state.values;
+  }
+  function labelOf(i) {
+    var l = state.labels[i];
+    return (l !== undefined && l !== "") ? l : String(i);
+  }
+  function validate() {
+    if (state.mode === "probabilities") {
+      for (var i = 0; i < state.values.length; i++) {
+        if (state.values[i] < 0) {
+          return "Probabilities must be \u2265 0: entry " + (i + 1) + " is " + fmtInput(state.values[i]) +
+            ". Switch to \u201clogits\u201d if these are scores.";
+        }
+      }
+    }
+    return null;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // rendering
+  // ------------------------------------------------------------------------------------------
+  function niceMax(v) {
+    if (!(v > 0)) return 1;
+    var steps = [0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1];
+    for (var i = 0; i < steps.length; i++) if (v <= steps[i] * 1.0001) return steps[i];
+    return 1;
+  }
+
+  function renderBars(r, ref, st) {
+    var svg = $("bars");
+    clear(svg);
+    var sz = sizeOf(svg, 760, 330), W = sz.w, H = sz.h;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    var n = r.p.length;
+    var labels = [], maxLab = 0, i;
+    for (i = 0; i < n; i++) { labels.push(labelOf(i)); maxLab = Math.max(maxLab, labels[i].length); }
+    var left = 44, right = 8, top = 22;
+    var slot0 = (W - left - right) / n;
+    var rotate = n > 1 && slot0 < Math.min(110, 7.5 * Math.min(maxLab, 14) + 10);
+    var bottom = rotate ? Math.min(96, 18 + 6.2 * Math.min(maxLab, 14)) : 30;
+    var pw = W - left - right, ph = H - top - bottom;
+    var slot = pw / n;
+    var ymax = 1;
+    if (state.zoom && !r.nan) {
+      var mx = 0;
+      for (i = 0; i < n; i++) { mx = Math.max(mx, r.p[i] || 0, ref.p[i] || 0); }
+      ymax = niceMax(mx);
+    }
+    var ys = function (v) { return top + ph * (1 - Math.min(v, ymax) / ymax); };
+    // grid and y ticks
+    var ticks = [0, 0.25, 0.5, 0.75, 1].map(function (f) { return f * ymax; });
+    ticks.forEach(function (t) {
+      svgEl("line", { x1: left, x2: W - right, y1: ys(t), y2: ys(t), "class": t === 0 ? "axis" : "gridline" }, svg);
+      svgText(svg, fmt(t, 3), { x: left - 6, y: ys(t) + 4, "text-anchor": "end", "class": "tick" });
+    });
+    var yl = svgText(svg, "probability", { x: 12, y: top + ph / 2, "text-anchor": "middle", "class": "tick",
+      transform: "rotate(-90 12 " + (top + ph / 2) + ")" });
+    yl.setAttribute("aria-hidden", "true");
+
+    if (state.error) {
+      svgText(svg, "Fix the input to see the distribution.", { x: left + pw / 2, y: top + ph / 2, "text-anchor": "middle", "class": "empty-msg" });
+      return;
+    }
+    var bw = Math.max(1, slot * (n > 60 ? 0.9 : 0.72));
+    var showVals = slot >= 30;
+    var labelEvery = Math.max(1, Math.ceil((rotate ? 13 : 8 * Math.min(maxLab, 14) + 8) / slot));
+    var group = svgEl("g", { "class": "bars" }, svg);
+    var topSet = {};
+    st.argmax.forEach(function (j) { topSet[j] = true; });
+    for (i = 0; i < n; i++) {
+      var x0 = left + slot * i + (slot - bw) / 2, p = r.p[i];
+      var masked = logits()[i] === -Infinity;
+      var hp = p === p ? p : 0;
+      var rect = svgEl("rect", {
+        x: x0, y: ys(hp), width: bw, height: Math.max(0, ys(0) - ys(hp)), rx: Math.min(3, bw / 4),
+        "class": "bar" + (topSet[i] && !r.empty ? " top" : ""),
+        "data-index": i, "data-p": String(p), "data-masked": masked ? "true" : "false"
+      }, group);
+      rect.setAttribute("data-label", labels[i]);
+      var tip = svgEl("title", null, rect);
+      tip.textContent = labels[i] + ": p = " + fmt(p, 6) + (masked ? " (masked, \u2212inf)" : "");
+      if (ref.p[i] === ref.p[i] && ref.p[i] > 0) {
+        svgEl("rect", { x: x0, y: ys(ref.p[i]), width: bw, height: Math.max(0, ys(0) - ys(ref.p[i])), "class": "ref" }, svg);
+      }
+      if (masked) {
+        svgText(svg, "\u00d7", { x: x0 + bw / 2, y: ys(0) - 5, "text-anchor": "middle", "class": "masked" });
+      } else if (showVals) {
+        svgText(svg, fmtBarValue(p, slot >= 46), { x: x0 + bw / 2, y: Math.max(12, ys(hp) - 5), "text-anchor": "middle", "class": "val" });
+      }
+      if (i % labelEvery === 0) {
+        var cx = x0 + bw / 2, ly = ys(0) + 15;
+        var lab = svgText(svg, truncate(labels[i], 14), rotate
+          ? { x: cx, y: ly - 4, "text-anchor": "end", "class": "xlabel", transform: "rotate(-40 " + cx + " " + (ly - 4) + ")" }
+          : { x: cx, y: ly + 2, "text-anchor": "middle", "class": "xlabel" });
+        lab.setAttribute("data-label-index", String(i));
+      }
+    }
+    if (r.empty) {
+      svgText(svg, "Every class is masked (\u2212inf): all probabilities are 0.", { x: left + pw / 2, y: top + ph / 2, "text-anchor": "middle", "class": "empty-msg" });
+    } else if (r.nan) {
+      svgText(svg, "A NaN input makes every probability NaN.", { x: left + pw / 2, y: top + ph / 2, "text-anchor": "middle", "class": "empty-msg" });
+    }
+  }
+
+  var CURVE_N = 161;
+  function curveData(x) {
+    var pts = [];
+    for (var i = 0; i < CURVE_N; i++) {
+      var lt = LOG10_MIN + (LOG10_MAX - LOG10_MIN) * i / (CURVE_N - 1);
+      pts.push([lt, stats(softmax(x, Math.pow(10, lt))).entropy]);
+    }
+    return pts;
+  }
+
+  var curveGeom = null;
+  function renderCurve(x, st) {
+    var svg = $("curve");
+    clear(svg);
+    var sz = sizeOf(svg, 420, 230), W = sz.w, H = sz.h;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
+    var left = 50, right = 14, top = 14, bottom = 34;
+    var pw = W - left - right, ph = H - top - bottom;
+    var nValid = 0;
+    x.forEach(function (v) { if (v > -Infinity) nValid++; });
+    var hmax = nValid > 1 ? Math.log(nValid) : 1;
+    var xs = function (lt) { return left + pw * (lt - LOG10_MIN) / (LOG10_MAX - LOG10_MIN); };
+    var ys = function (h) { return top + ph * (1 - h / (hmax * 1.08)); };
+    curveGeom = { left: left, pw: pw, W: W };
+    for (var d = LOG10_MIN; d <= LOG10_MAX; d++) {
+      svgEl("line", { x1: xs(d), x2: xs(d), y1: top, y2: top + ph, "class": "gridline" }, svg);
+      svgText(svg, fmt(Math.pow(10, d), 2), { x: xs(d), y: top + ph + 16, "text-anchor": "middle", "class": "tick" });
+    }
+    svgText(svg, "T (log scale)", { x: left + pw / 2, y: H - 2, "text-anchor": "middle", "class": "curve-note" });
+    [0, 0.5, 1].forEach(function (f) {
+      var h = f * hmax;
+      svgEl("line", { x1: left, x2: left + pw, y1: ys(h), y2: ys(h), "class": f === 0 ? "axis" : "gridline" }, svg);
+      svgText(svg, fmt(h, 3), { x: left - 6, y: ys(h) + 4, "text-anchor": "end", "class": "tick" });
+    });
+    var hl = svgText(svg, "H (nats)", { x: 9, y: top + ph / 2, "text-anchor": "middle", "class": "tick",
+      transform: "rotate(-90 9 " + (top + ph / 2) + ")" });
+    hl.setAttribute("aria-hidden", "true");
+    if (state.error || st.entropy !== st.entropy) {
+      svgText(svg, state.error ? "Fix the input to see the curve." : "No entropy to draw for this input.",
+        { x: left + pw / 2, y: top + ph / 2, "text-anchor": "middle", "class": "empty-msg" });
+      return;
+    }
+    if (nValid > 1) {
+      svgEl("line", { x1: left, x2: left + pw, y1: ys(hmax), y2: ys(hmax), "class": "curve-uniform" }, svg);
+      svgText(svg, "uniform: ln " + nValid + " = " + fmt(hmax, 3), { x: left + pw - 4, y: ys(hmax) - 5, "text-anchor": "end", "class": "curve-note" });
+    }
+    var pts = curveData(x), dstr = "";
+    pts.forEach(function (pt, i) {
+      if (pt[1] !== pt[1]) return;
+      dstr += (dstr ? "L" : "M") + xs(pt[0]).toFixed(2) + "," + ys(pt[1]).toFixed(2);
+    });
+    svgEl("path", { d: dstr, "class": "curve-line" }, svg);
+    // the current T (pinned to an edge outside 0.01 .. 100)
+    var T = state.T, lt = T > 0 ? Math.log(T) / Math.LN10 : -Infinity;
+    var cl = Math.min(LOG10_MAX, Math.max(LOG10_MIN, lt));
+    var cx = xs(cl), cy = ys(st.entropy);
+    svgEl("line", { x1: cx, x2: cx, y1: top, y2: top + ph, "class": "curve-now" }, svg);
+    svgEl("circle", { cx: cx, cy: cy, r: 5.5, "class": "curve-dot", id: "curve-marker",
+      "data-t": String(T), "data-entropy": String(st.entropy) }, svg);
+    var label = "T = " + fmt(T, 3) + (lt < LOG10_MIN ? " \u2190" : lt > LOG10_MAX ? " \u2192" : "");
+    var right_side = cx < left + pw * 0.7;
+    svgText(svg, label, { x: cx + (right_side ? 8 : -8), y: Math.min(top + ph - 6, Math.max(top + 10, cy - 9)),
+      "text-anchor": right_side ? "start" : "end", "class": "curve-note" });
+  }
+
+  function renderTable(r, ref) {
+    var body = $("table-body");
+    clear(body);
+    setText("col-input", state.mode === "probabilities" ? "probability given" : "logit");
+    for (var i = 0; i < state.values.length; i++) {
+      var tr = document.createElement("tr");
+      var cells = [labelOf(i), fmtInput(state.values[i]), fmt(ref.p[i], 6), fmt(r.p[i], 6)];
+      cells.forEach(function (c, j) {
+        var td = document.createElement(j === 0 ? "th" : "td");
+        if (j === 0) td.setAttribute("scope", "row");
+        td.textContent = c;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    }
+  }
+
+  function setStat(id, v, text) {
+    var el = $(id);
+    el.textContent = text;
+    el.setAttribute("data-value", String(v));
+  }
+
+  function renderStats(r, st) {
+    if (state.error) {
+      ["stat-entropy", "stat-perplexity", "stat-top", "stat-effective"].forEach(function (id) { setStat(id, NaN, "\u2013"); });
+      setText("stat-entropy-bits", "\u2013"); setText("stat-perplexity-sub", "\u2013"); setText("stat-top-label", "\u2013");
+      return;
+    }
+    var none = r.empty ? "\u2013" : null;
+    setStat("stat-entropy", st.entropy, none || fmt(st.entropy, 4) + " nats");
+    var bits = st.entropy / LN2;
+    var be = $("stat-entropy-bits");
+    be.textContent = none || "= " + fmt(bits, 4) + " bits";
+    be.setAttribute("data-value", String(bits));
+    setStat("stat-perplexity", st.perplexity, none || fmt(st.perplexity, 4));
+    setText("stat-perplexity-sub", none || "of " + r.p.length + " classes");
+    setStat("stat-top", st.top, none || fmt(st.top, 4));
+    var tl = $("stat-top-label");
+    if (none || st.argmax.length === 0) tl.textContent = r.empty ? "every class masked" : "\u2013";
+    else if (st.argmax.length === 1) tl.textContent = "class " + truncate(labelOf(st.argmax[0]), 40);
+    else tl.textContent = st.argmax.length + " tied: " + truncate(st.argmax.map(labelOf).join(", "), 40);
+    setStat("stat-effective", st.effective, none || fmt(st.effective, 4));
+  }
+
+  function renderModeText() {
+    var probs = state.mode === "probabilities";
+    $("mode-logits").checked = !probs;
+    $("mode-probabilities").checked = probs;
+    setText("values-label", probs ? "Probabilities" : "Logits");
+    setText("mode-help", probs
+      ? "Shown: temper(p, T) = p\u1d62^(1/T) / \u03a3 p\u2096^(1/T), computed as softmax(log p / T). T = 1 gives p back (normalised)."
+      : "Shown: softmax(x / T). Only differences between logits matter; adding a constant changes nothing.");
+    setText("values-help", probs
+      ? "Comma or space separated non-negative weights (normalised for you). A 0 stays 0 at every T."
+      : "Comma or space separated; -inf masks a class (probability 0 at every T), inf takes all the mass.");
+    // the seed note's mistake: probabilities read as logits
+    var show = false, spread = 0;
+    if (!probs && !state.error && state.values.length > 1) {
+      var sum = 0, lo = Infinity, hi = -Infinity, ok = true;
+      state.values.forEach(function (v) {
+        if (!(v >= 0 && v <= 1)) ok = false;
+        sum += v; lo = Math.min(lo, v); hi = Math.max(hi, v);
+      });
+      show = ok && Math.abs(sum - 1) < 0.02;
+      spread = hi - lo;
+    }
+    $("mistake-callout").hidden = !show;
+    if (show) {
+      setText("mistake-text", "These numbers look like probabilities (all in [0, 1], summing to about 1). " +
+        "Read as logits they differ by at most " + fmt(spread, 3) + ", and e^" + fmt(spread, 3) + " \u2248 " +
+        fmt(Math.exp(spread), 3) + ", so at T = 1 softmax is nearly uniform. That is what the seed note did.");
+    }
+  }
+
+  function syncTControls(fromSlider) {
+    var T = state.T;
+    if (!fromSlider) {
+      var lt = T > 0 ? Math.log(T) / Math.LN10 : -Infinity;
+      slider.value = String(Math.min(LOG10_MAX, Math.max(LOG10_MIN, lt)));
+    }
+    slider.setAttribute("aria-valuetext", "T = " + fmtT(T));
+    setText("t-out", T === Infinity ? "\u221e" : fmt(T, 4));
+    Array.prototype.forEach.call(document.querySelectorAll(".presets button"), function (b) {
+      b.setAttribute("aria-pressed", parseNumber(b.getAttribute("data-t")) === T ? "true" : "false");
+    });
+  }
+
+  var hashTimer = null;
+  function writeHash() {
+    if (hashTimer) clearTimeout(hashTimer);
+    hashTimer = setTimeout(function () {
+      var parts = ["x=" + encodeURIComponent(state.values.map(fmtInput).join(",")),
+        "T=" + encodeURIComponent(fmtT(state.T)), "mode=" + state.mode];
+      if (state.labels.length) parts.push("labels=" + encodeURIComponent(state.labels.join(",")));
+      if (titleOverride !== null) parts.push("title=" + encodeURIComponent(titleOverride));
+      try { history.replaceState(null, "", "#" + parts.join("&")); } catch (e) { /* file:// may refuse */ }
+    }, 250);
+  }
+
+  function update(opts) {
+    opts = opts || {};
+    state.error = validate();
+    var ve = $("values-error");
+    if (state.error && !opts.keepValueError) {
+      ve.textContent = state.error; ve.hidden = false; valuesBox.setAttribute("aria-invalid", "true");
+    } else if (!opts.keepValueError) {
+      ve.hidden = true; ve.textContent = ""; valuesBox.setAttribute("aria-invalid", "false");
+    }
+    var x = logits();
+    var r = softmax(x, state.T), ref = softmax(x, 1), st = stats(r);
+    if (state.error) { r.p = r.p.map(function () { return NaN; }); }
+    root.setAttribute("data-temperature", String(state.T));
+    root.setAttribute("data-mode", state.mode);
+    root.setAttribute("data-n", String(state.values.length));
+    root.setAttribute("data-error", state.error ? "true" : "false");
+    renderModeText();
+    syncTControls(!!opts.fromSlider);
+    renderBars(r, ref, st);
+    renderStats(r, st);
+    renderCurve(x, st);
+    renderTable(r, ref);
+    var desc = state.error ? state.error : (r.empty ? "Every class is masked." : r.nan ? "The input holds NaN." :
+      "Largest probability " + fmt(st.top, 3) + "; entropy " + fmt(st.entropy, 3) + " nats over " + r.p.length + " classes.");
+    setText("chart-desc", desc);
+    writeHash();
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // events
+  // ------------------------------------------------------------------------------------------
+  function setT(T, source) {
+    state.T = T;
+    if (source !== "box") { tInput.value = fmtT(T); tInput.setAttribute("aria-invalid", "false"); $("t-error").hidden = true; }
+    update({ fromSlider: source === "slider" });
+  }
+
+  slider.addEventListener("input", function () {
+    var v = Number(slider.value);
+    // three significant digits, so the number shown is the number used
+    setT(Number(Math.pow(10, v).toPrecision(3)), "slider");
+  });
+  slider.addEventListener("keydown", function (ev) {
+    if (ev.key === "PageUp" || ev.key === "PageDown") {
+      ev.preventDefault();
+      var v = Number(slider.value) + (ev.key === "PageUp" ? 0.1 : -0.1);
+      v = Math.min(LOG10_MAX, Math.max(LOG10_MIN, Math.round(v * 100) / 100));
+      slider.value = String(v);
+      setT(Number(Math.pow(10, v).toPrecision(3)), "slider");
+    }
+  });
+
+  function onBox() {
+    var t = parseNumber(tInput.value), err = $("t-error");
+    if (t === undefined || t !== t || t < 0) {
+      err.textContent = tInput.value.trim() === "" ? "Enter a temperature." :
+        "T must be a number \u2265 0 (or inf); got \u201c" + truncate(tInput.value.trim(), 24) + "\u201d.";
+      err.hidden = false;
+      tInput.setAttribute("aria-invalid", "true");
+      return;
+    }
+    err.hidden = true;
+    tInput.setAttribute("aria-invalid", "false");
+    setT(t, "box");
+  }
+  tInput.addEventListener("input", onBox);
+  tInput.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter") { ev.preventDefault(); onBox(); }
+  });
+
+  Array.prototype.forEach.call(document.querySelectorAll(".presets button"), function (b) {
+    b.addEventListener("click", function () { setT(parseNumber(b.getAttribute("data-t")), "preset"); });
+  });
+
+  function onValues() {
+    var r = parseValues(valuesBox.value), ve = $("values-error");
+    if (r.error) {
+      ve.textContent = r.error; ve.hidden = false;
+      valuesBox.setAttribute("aria-invalid", "true");
+      return;
+    }
+    state.values = r.values;
+    update();
+  }
+  valuesBox.addEventListener("input", onValues);
+
+  labelsBox.addEventListener("input", function () {
+    state.labels = parseLabels(labelsBox.value);
+    update();
+  });
+
+  ["mode-logits", "mode-probabilities"].forEach(function (id) {
+    $(id).addEventListener("change", function () {
+      if ($(id).checked) { state.mode = $(id).value; update(); }
+    });
+  });
+  $("mistake-fix").addEventListener("click", function () {
+    state.mode = "probabilities";
+    update();
+    $("mode-probabilities").focus();
+  });
+  $("zoom").addEventListener("change", function () { state.zoom = $("zoom").checked; update(); });
+
+  Array.prototype.forEach.call(document.querySelectorAll("[data-example]"), function (b) {
+    b.addEventListener("click", function () {
+      var ex = EXAMPLES[b.getAttribute("data-example")];
+      state.values = ex.values.slice();
+      state.labels = ex.labels.slice();
+      state.mode = ex.mode;
+      fillBoxes();
+      setT(ex.T, "example");
+    });
+  });
+
+  // the entropy curve doubles as a control
+  var dragging = false;
+  function curvePointer(ev) {
+    if (!curveGeom) return;
+    var svg = $("curve"), rect = svg.getBoundingClientRect();
+    var px = (ev.clientX - rect.left) * (curveGeom.W / rect.width);
+    var f = (px - curveGeom.left) / curveGeom.pw;
+    var v = Math.round((LOG10_MIN + f * (LOG10_MAX - LOG10_MIN)) * 100) / 100;
+    v = Math.min(LOG10_MAX, Math.max(LOG10_MIN, v));
+    slider.value = String(v);
+    setT(Number(Math.pow(10, v).toPrecision(3)), "curve");
+  }
+  $("curve").addEventListener("pointerdown", function (ev) {
+    dragging = true;
+    try { $("curve").setPointerCapture(ev.pointerId); } catch (e) { /* ignore */ }
+    curvePointer(ev);
+  });
+  $("curve").addEventListener("pointermove", function (ev) { if (dragging) curvePointer(ev); });
+  $("curve").addEventListener("pointerup", function () { dragging = false; });
+  $("curve").addEventListener("pointercancel", function () { dragging = false; });
+
+  function fillBoxes() {
+    valuesBox.value = state.values.map(fmtInput).join(", ");
+    labelsBox.value = state.labels.join(", ");
+    $("values-error").hidden = true;
+  }
+
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    if (resizeTimer) clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () { update({ keepValueError: true }); }, 60);
+  });
+
+  fillBoxes();
+  tInput.value = fmtT(state.T);
+  update();
+  root.setAttribute("data-ready", "true");
+
+  // exposed for tests and the curious (read-only helpers, no state)
+  window.tempscaleExplorer = { softmax: softmax, temper: function (p, T) { return softmax(logOfProbabilities(p), T); } };
+})();
