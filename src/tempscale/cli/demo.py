@@ -148,7 +148,7 @@ def run(args) -> int:
             if kind == "figure" and have_mpl:
                 _write_figure(path, p, labels, temps, args.dpi, save_figure)
             elif kind == "page":
-                _write_page(write_explorer, path, p, labels)
+                _write_page(write_explorer, path)
             written.append((path, what))
             advance()
 
@@ -179,15 +179,9 @@ def _write_figure(path: Path, p, labels, temps, dpi, save_figure) -> None:
     save_figure(disp.figure_, path, dpi)
 
 
-def _write_page(write_explorer, path: Path, p, labels) -> None:
+def _write_page(write_explorer, path: Path) -> None:
+    """The explorer opens on the seed example by default (read as probabilities, with a switch to
+    the seed note's logits reading), so the demo passes nothing but the path."""
     params = inspect.signature(write_explorer).parameters
-    kw = {}
-    if "logits" in params:
-        kw["logits"] = [float(v) for v in p]
-    if "labels" in params:
-        kw["labels"] = labels
-    if "temperature" in params:
-        kw["temperature"] = 1.0
-    if "overwrite" in params:
-        kw["overwrite"] = True  # the demo already refused unless --force
+    kw = {"overwrite": True} if "overwrite" in params else {}  # the demo refused already
     write_explorer(path, **kw)
