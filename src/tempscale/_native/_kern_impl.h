@@ -533,6 +533,59 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
 }
 
 
+#ifdef HAVE_TSUM
+/* 16 x 16 float transpose in registers (unpack / unpack / shuffle / shuffle) */
+AI void SFX(tr16)(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 2; i++) {
+        for (int k = 0; k < 4; k++) {
+            t[8 * i + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0x88);
+            t[8 * i + 4 + k] = _mm512_shuffle_f32x4(r[8 * i + k], r[8 * i + 4 + k], 0xdd);
+        }
+    }
+    for (int k = 0; k < 8; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0x88);
+        r[8 + k] = _mm512_shuffle_f32x4(t[k], t[8 + k], 0xdd);
+    }
+}
+
+/* 16 rows (row r at xb + r*rs bytes, n contiguous floats) -> XT[j*16 + r] */
+static void SFX(tr_in_f32)(const char *xb, npy_intp rs, npy_intp n, float *XT) {
+    for (npy_intp j0 = 0; j0 < n; j0 += 16) {
+        int w = (int)(n - j0 < 16 ? n - j0 : 16);
+        __mmask16 k = (__mmask16)((1u << w) - 1u);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(k, (const float *)(xb + i * rs) + j0);
+        SFX(tr16)(r);
+        for (int j = 0; j < w; j++) _mm512_storeu_ps(XT + (j0 + j) * 16, r[j]);
+    }
+}
+
+/* PT[j*16 + r] -> 16 rows (row r at ob + r*os bytes) */
+static void SFX(tr_out_f32)(const float *PT, npy_intp n, char *ob, npy_intp os) {
+    for (npy_intp j0 = 0; j0 < n; j0 += 16) {
+        int w = (int)(n - j0 < 16 ? n - j0 : 16);
+        __mmask16 k = (__mmask16)((1u << w) - 1u);
+        __m512 r[16];
+        for (int j = 0; j < 16; j++) r[j] = j < w ? _mm512_loadu_ps(PT + (j0 + j) * 16) : _mm512_setzero_ps();
+        SFX(tr16)(r);
+        for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps((float *)(ob + i * os) + j0, k, r[i]);
+    }
+}
+#endif
+
 /* the benchmark's limit: o = exp(x), float32, contiguous */
 static void SFX(exp_pass)(const float *x, float *o, npy_intp n) {
     npy_intp i = 0;

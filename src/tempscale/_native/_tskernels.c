@@ -68,13 +68,15 @@ typedef struct {
     void (*block_f32)(const float *, float *, npy_intp, const double *, int, double *, unsigned char *);
     void (*block_f64)(const double *, double *, npy_intp, const double *, int, double *, unsigned char *);
     void (*exp_pass)(const float *, float *, npy_intp);
+    void (*tr_in_f32)(const char *, npy_intp, npy_intp, float *);   /* NULL: scalar transposes */
+    void (*tr_out_f32)(const float *, npy_intp, char *, npy_intp);
 } kernels_t;
 
 #define SFX(name) name##_base
 #include "_kern_impl.h"
 #undef SFX
 static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f32_base,
-                                 block_f64_base, exp_pass_base};
+                                 block_f64_base, exp_pass_base, NULL, NULL};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_X86_DISPATCH 1
@@ -85,7 +87,7 @@ static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f
 #undef SFX
 #pragma GCC pop_options
 static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_avx2,
-                                 block_f64_avx2, exp_pass_avx2};
+                                 block_f64_avx2, exp_pass_avx2, NULL, NULL};
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
@@ -94,7 +96,8 @@ static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_a
 #undef SFX
 #pragma GCC pop_options
 static const kernels_t K_avx512 = {"avx512f", row_f32_avx512, row_f64_avx512, block_f32_avx512,
-                                   block_f64_avx512, exp_pass_avx512};
+                                   block_f64_avx512, exp_pass_avx512,
+                                   tr_in_f32_avx512, tr_out_f32_avx512};
 #else
 #define HAVE_X86_DISPATCH 0
 #endif
@@ -359,8 +362,10 @@ static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
             for (int r = 0; r < BR; r++) Tr[r] = J->T;
             if (f32) {
                 float *X = (float *)XT;
-                for (npy_intp j = 0; j < n; j++)
-                    for (int r = 0; r < 16; r++) X[j * 16 + r] = ((const float *)(xb + r * rs))[j];
+                if (J->K->tr_in_f32) J->K->tr_in_f32(xb, rs, n, X);
+                else
+                    for (npy_intp j = 0; j < n; j++)
+                        for (int r = 0; r < 16; r++) X[j * 16 + r] = ((const float *)(xb + r * rs))[j];
                 J->K->block_f32(X, (float *)PT, n, Tr, J->kind, lse, spec);
             } else {
                 double *X = (double *)XT;
@@ -373,7 +378,9 @@ static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
             if (!anyspec && J->kind != KIND_LSE) {
                 char *ob = J->o + rb * J->so[0];
                 npy_intp os = J->so[0];
-                if (f32) {
+                if (f32 && J->K->tr_out_f32) {
+                    J->K->tr_out_f32((const float *)PT, n, ob, os);
+                } else if (f32) {
                     const float *P = (const float *)PT;
                     for (npy_intp j = 0; j < n; j++)
                         for (int r = 0; r < 16; r++) ((float *)(ob + r * os))[j] = P[j * 16 + r];
