@@ -5,7 +5,6 @@ Every user error must end as one line on stderr, exit status 2 and no traceback.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -721,7 +721,7 @@ class EntropyCurveDisplay:
 # --------------------------------------------------------------------------------------------
 # ReliabilityDisplay
 # --------------------------------------------------------------------------------------------
-def _two_columns(z: np.ndarray, kind: str = "logits") -> np.ndarray:
+def _two_columns(z: np.ndarray) -> np.ndarray:
     """Binary problems given as one logit per sample become two columns ``[0, z]``."""
     if z.ndim == 2 and z.shape[1] == 1:
         z = z[:, 0]
@@ -845,7 +845,7 @@ class ReliabilityDisplay:
         >>> plt.close(disp.figure_)
         """
         func = "ReliabilityDisplay.from_logits"
-        z = _two_columns(_to_numpy(logits, "logits", func), "logits")
+        z = _two_columns(_to_numpy(logits, "logits", func))
         if isinstance(temperature, str):
             check_choice(temperature, ("fit",), "temperature", func)
             from .calibration import fit_temperature

@@ -137,8 +137,8 @@ def run(args) -> int:
     except CLIError:
         have_mpl = False
         jobs = [j for j in jobs if j[1] != "figure"]
-        console().print("[yellow]matplotlib is not installed: no figures "
-                        "(pip install 'tempscale[plot]')[/yellow]")
+        out.print("[yellow]matplotlib is not installed: no figures "
+                  "(pip install 'tempscale[plot]')[/yellow]")
 
     labels = [str(i) for i in range(p.size)]
     written = []
