@@ -513,6 +513,40 @@ def test_threadpoolctl_limits_the_pool():
         _native.set_num_threads(old)
 
 
+def test_output_block_cache():
+    x = np.random.default_rng(13).standard_normal((1000, 600)).astype(np.float32)  # 2.4 MB
+    _native.release_memory()
+    assert _K.cache_info()["blocks"] == 0
+    a = native("softmax", x, 0.5)
+    assert a.flags.c_contiguous and a.flags.writeable and a.flags.owndata
+    want = a.copy()
+    del a
+    assert _K.cache_info()["blocks"] == 1
+    assert _K.cache_info()["cached_bytes"] == x.nbytes
+    b = native("softmax", x, 0.5)      # reuses the block
+    assert _K.cache_info()["blocks"] == 0
+    np.testing.assert_array_equal(b, want)
+    c = native("softmax", x, 0.5)      # a second, distinct buffer
+    assert not np.shares_memory(b, c)
+    del b, c
+    assert _K.cache_info()["blocks"] == 2
+    _native.release_memory()
+    assert _K.cache_info()["cached_bytes"] == 0
+    old = _K.cache_info()["limit_bytes"]
+    try:
+        _native.set_cache_limit(0)
+        d = native("softmax", x, 0.5)
+        del d
+        assert _K.cache_info()["blocks"] == 0
+    finally:
+        _native.set_cache_limit(old)
+    with pytest.raises(ValueError, match="'nbytes' parameter of set_cache_limit"):
+        _native.set_cache_limit(-1)
+    r = _run("from tempscale import _native; print(_native.show_config(print_out=False)"
+             "['output_cache']['limit_bytes'])", TEMPSCALE_CACHE_MB="3")
+    assert r.stdout.strip() == str(3 * 2**20), r.stderr
+
+
 def test_fork_after_pool_started():
     code = """
         import os, numpy as np

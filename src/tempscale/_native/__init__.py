@@ -24,6 +24,16 @@ Environment
     is missing (CI sets it, so a silent fallback to the generic path fails the build).
 ``TEMPSCALE_DISABLE_NATIVE=1``   never use the extension (``try_compute`` returns ``None``).
 ``TEMPSCALE_ISA``   force ``avx512f``, ``avx2`` or ``baseline`` (for testing).
+``TEMPSCALE_CACHE_MB``   byte cap (MiB) of the output-block cache (default min(2048, RAM/8 MiB);
+    0 disables it).
+
+Output memory
+-------------
+A fresh multi-megabyte ``np.empty`` pays page faults and kernel zeroing when first written, which
+on a VM costs about as much as the softmax itself.  Outputs of 1 MiB or more are therefore
+allocated through a NumPy memory handler that keeps up to 8 freed blocks (up to the cap above) and
+hands a block back to the next output of exactly the same size.  :func:`release_memory` frees the
+kept blocks; :func:`set_cache_limit` changes the cap (``0`` turns the cache off).
 """
 
 from __future__ import annotations
@@ -34,7 +44,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["available", "get_num_threads", "set_num_threads", "show_config", "try_compute"]
+__all__ = ["available", "get_num_threads", "release_memory", "set_cache_limit", "set_num_threads",
+           "show_config", "try_compute"]
 
 try:
     from . import _tskernels as _k
@@ -112,6 +123,22 @@ def set_num_threads(n: int) -> int:
     return old
 
 
+def release_memory() -> None:
+    """Free the output blocks kept for reuse (see "Output memory" in the module docstring)."""
+    if _k is not None:
+        _k.release_memory()
+
+
+def set_cache_limit(nbytes: int) -> None:
+    """Cap, in bytes, of the kept output blocks; ``0`` disables the cache."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
+        raise ValueError(
+            "The 'nbytes' parameter of set_cache_limit must be a non-negative integer. "
+            f"Got {nbytes!r} instead.")
+    if _k is not None:
+        _k.set_cache_limit(int(nbytes))
+
+
 def show_config(*, print_out: bool = True) -> dict:
     """Describe the native path: built or not, instruction set, threads, compiler.
 
@@ -119,7 +146,8 @@ def show_config(*, print_out: bool = True) -> dict:
     -------
     dict
         Keys ``native`` (bool), ``isa`` (``"avx512f"``, ``"avx2"``, ``"baseline"`` or None),
-        ``supported_isas``, ``num_threads``, ``compiler``, ``machine``, ``error`` (why the
+        ``supported_isas``, ``num_threads``, ``compiler``, ``float16_kernels``,
+        ``output_cache`` (cached bytes, limit, blocks), ``machine``, ``error`` (why the
         extension is missing, or None).
     """
     cfg = {
@@ -129,6 +157,7 @@ def show_config(*, print_out: bool = True) -> dict:
         "num_threads": get_num_threads(),
         "compiler": getattr(_k, "compiler", None),
         "float16_kernels": bool(getattr(_k, "has_float16", 0)),
+        "output_cache": dict(_k.cache_info()) if _k is not None else None,
         "machine": platform.machine(),
         "error": None if _import_error is None else repr(_import_error),
     }
@@ -264,6 +293,14 @@ _REGISTERED = False
 
 if _k is not None:
     _k.set_num_threads(_default_threads())
+    _cache_mb = os.environ.get("TEMPSCALE_CACHE_MB", "").strip()
+    if _cache_mb:
+        try:
+            _k.set_cache_limit(max(0, int(float(_cache_mb) * 2**20)))
+        except ValueError:
+            raise ValueError(
+                "The 'TEMPSCALE_CACHE_MB' environment variable must be a number of MiB. "
+                f"Got {_cache_mb!r} instead.") from None
     _isa = os.environ.get("TEMPSCALE_ISA", "").strip()
     if _isa:
         _k.set_isa(_isa)

@@ -27,7 +27,11 @@ AI vd SFX(ld8f)(const float *p) { hf h; memcpy(&h, p, sizeof h); return __builti
 AI void SFX(st8f)(float *p, vd v) { hf h = __builtin_convertvector(v, hf); memcpy(p, &h, sizeof h); }
 
 /* a > b ? a : b, keeping b when a is NaN (so NaN never becomes the maximum) */
+#if defined(__AVX512F__)
+AI vf SFX(maxf)(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); } /* NaN a -> b */
+#else
 AI vf SFX(maxf)(vf a, vf b) { vi k = (vi)(a > b); return (vf)(((vi)a & k) | ((vi)b & ~k)); }
+#endif
 AI vd SFX(maxd)(vd a, vd b) { vl k = (vl)(a > b); return (vd)(((vl)a & k) | ((vl)b & ~k)); }
 
 /* 16 floats <-> two halves of 8 doubles; max without NaN care; int64 -> int32 truncation */
