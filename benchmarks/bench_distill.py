@@ -6,11 +6,12 @@ Compares, per shape (tokens x vocab) at T = 2, float32:
 * ``kd_loss`` -- ``tempscale.distill.kd_loss`` on torch tensors (generic Array-API + autograd);
 * ``naive``   -- ``F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T``.
 
-Each (method, shape) runs in a fresh child process: the inputs are made, one small warm-up call
-runs, the peak-RSS mark is reset (``/proc/self/clear_refs``), then one forward + backward runs
-and ``VmHWM - VmRSS(before)`` is its peak extra memory (the student's ``.grad`` included: one
-tokens x vocab buffer is the floor).  Then ``--repeat`` timed forward + backward calls give the
-median.  Run::
+Memory: each (method, shape) runs in a fresh child process: the inputs are made, one small
+warm-up call runs, the peak-RSS mark is reset (``/proc/self/clear_refs``), then one forward +
+backward runs and ``VmHWM - VmRSS(before)`` is its peak extra memory (the student's ``.grad``
+included: one tokens x vocab buffer is the floor).  Time: one child per shape runs ``--repeat``
+rounds in which the methods take turns (so a burst of load on a shared machine hits them all),
+and the median and minimum wall time are reported.  Run::
 
     python benchmarks/bench_distill.py                 # both shapes of the issue
     python benchmarks/bench_distill.py --quick         # small shapes, seconds
@@ -72,36 +73,66 @@ def _make_fn(method):
     raise ValueError(method)
 
 
-def child(method: str, n: int, v: int, repeat: int, threads: int) -> dict:
+def _inputs(n, v):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    s = (torch.randn(n, v, generator=g) * 3).requires_grad_()
+    t = torch.randn(n, v, generator=g) * 3
+    return s, t
+
+
+def _warm_up(fn):
+    import torch
+
+    ws = torch.randn(64, 1000, requires_grad=True)
+    fn(ws, torch.randn(64, 1000)).backward()
+
+
+def child_memory(method: str, n: int, v: int, threads: int) -> dict:
+    """Peak extra memory of one forward + backward, in this (fresh) process."""
     import torch
 
     torch.set_num_threads(threads)
     fn = _make_fn(method)
-    # warm-up on a small problem (thread pools, lazy initialisation), then free it
-    ws = torch.randn(64, 1000, requires_grad=True)
-    fn(ws, torch.randn(64, 1000)).backward()
-    del ws
-    g = torch.Generator().manual_seed(0)
-    s = (torch.randn(n, v, generator=g) * 3).requires_grad_()
-    t = torch.randn(n, v, generator=g) * 3
+    _warm_up(fn)
+    s, t = _inputs(n, v)
     base = _status("VmRSS")
     ok = _reset_peak()
     loss = fn(s, t)
     loss.backward()
     peak = _status("VmHWM") if ok else float("nan")
-    value = float(loss.detach())
-    del loss
-    times = []
-    for _ in range(repeat):
-        s.grad = None
-        t0 = time.perf_counter()
-        loss = fn(s, t)
-        loss.backward()
-        times.append(time.perf_counter() - t0)
-        del loss
     return {"method": method, "n": n, "v": v, "extra_bytes": peak - base,
-            "buffer_bytes": n * v * 4, "median_s": statistics.median(times), "loss": value,
-            "times": times}
+            "buffer_bytes": n * v * 4, "loss": float(loss.detach())}
+
+
+def child_time(methods, n: int, v: int, repeat: int, threads: int) -> dict:
+    """Wall times of forward + backward, the methods taking turns (fair under varying load)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    fns = {m: _make_fn(m) for m in methods}
+    for fn in fns.values():
+        _warm_up(fn)
+    s, t = _inputs(n, v)
+    times = {m: [] for m in methods}
+    for _ in range(repeat):
+        for m, fn in fns.items():
+            s.grad = None
+            t0 = time.perf_counter()
+            loss = fn(s, t)
+            loss.backward()
+            times[m].append(time.perf_counter() - t0)
+            del loss
+    return {"n": n, "v": v, "times": times}
+
+
+def _run_child(args: list) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__)] + [str(a) for a in args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def cpu_model() -> str:
@@ -118,42 +149,49 @@ def cpu_model() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small shapes (a smoke run)")
-    ap.add_argument("--repeat", type=int, default=5, help="timed calls per case (default 5)")
+    ap.add_argument("--repeat", type=int, default=7, help="timed rounds per shape (default 7)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    ap.add_argument("--child", nargs=3, metavar=("METHOD", "N", "V"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-memory", nargs=3, metavar=("METHOD", "N", "V"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-time", nargs=3, metavar=("METHODS", "N", "V"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        m, n, v = args.child
-        print(json.dumps(child(m, int(n), int(v), args.repeat, args.threads)))
+    if args.child_memory:
+        m, n, v = args.child_memory
+        print(json.dumps(child_memory(m, int(n), int(v), args.threads)))
+        return 0
+    if args.child_time:
+        ms, n, v = args.child_time
+        print(json.dumps(child_time(ms.split(","), int(n), int(v), args.repeat, args.threads)))
         return 0
 
     import torch
 
     shapes = QUICK_SHAPES if args.quick else SHAPES
     methods = args.methods.split(",")
-    print(f"CPU: {cpu_model()}; torch {torch.__version__}; threads: {args.threads}; "
-          f"T = {T}; float32; forward + backward; median of {args.repeat}")
+    header = (f"CPU: {cpu_model()}; torch {torch.__version__}; threads: {args.threads}; "
+              f"T = {T}; float32; forward + backward; {args.repeat} timed rounds")
+    print(header)
     results = []
     for n, v in shapes:
+        mem = {}
         for m in methods:
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", m, str(n), str(v),
-                   "--repeat", str(args.repeat), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"{m} {n}x{v} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            r = results[-1]
-            print(f"  {m:8s} {n}x{v}: {r['median_s']:.3f} s, "
-                  f"{r['extra_bytes'] / 2**20:.0f} MiB extra", file=sys.stderr)
+            mem[m] = _run_child(["--child-memory", m, n, v, "--threads", args.threads])
+            print(f"  memory {m:8s} {n}x{v}: {mem[m]['extra_bytes'] / 2**20:.0f} MiB extra",
+                  file=sys.stderr)
+        tm = _run_child(["--child-time", ",".join(methods), n, v, "--repeat", args.repeat,
+                         "--threads", args.threads])
+        for m in methods:
+            ts = tm["times"][m]
+            results.append(dict(mem[m], median_s=statistics.median(ts), min_s=min(ts), times=ts))
+            print(f"  time   {m:8s} {n}x{v}: median {statistics.median(ts):.3f} s", file=sys.stderr)
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="distillation loss, forward + backward (CPU, float32, T = 2)")
-    for c in ("tokens x vocab", "method", "median time", "time / naive", "peak extra",
-              "extra / one buffer", "loss"):
+    table = Table(title=f"distillation loss, forward + backward (CPU, float32, T = {T}, "
+                        f"{args.threads} threads)")
+    for c in ("tokens x vocab", "method", "median time", "min time", "median / naive",
+              "peak extra", "extra / one buffer", "loss"):
         table.add_column(c, justify="left" if c in ("method", "tokens x vocab") else "right")
     for n, v in shapes:
         rows = [r for r in results if (r["n"], r["v"]) == (n, v)]
@@ -161,15 +199,16 @@ def main(argv=None) -> int:
         for r in rows:
             ratio = r["median_s"] / naive["median_s"] if naive else float("nan")
             table.add_row(f"{n} x {v}", r["method"], f"{r['median_s'] * 1e3:.0f} ms",
-                          f"{ratio:.2f}", f"{r['extra_bytes'] / 2**20:.0f} MiB",
+                          f"{r['min_s'] * 1e3:.0f} ms", f"{ratio:.2f}",
+                          f"{r['extra_bytes'] / 2**20:.0f} MiB",
                           f"{r['extra_bytes'] / r['buffer_bytes']:.2f}", f"{r['loss']:.6g}")
-    Console(width=120).print(table)
+    Console(width=140).print(table)
     print("one buffer = tokens x vocab x 4 bytes (float32); the student's gradient alone is "
-          "one buffer.")
+          "one buffer.  Peak extra: fresh process per case, VmHWM - VmRSS around one "
+          "forward + backward.")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_model(), "threads": args.threads, "results": results}, f,
-                      indent=1)
+            json.dump({"header": header, "results": results}, f, indent=1)
     return 0
 
 

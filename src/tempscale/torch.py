@@ -19,6 +19,8 @@ autograd implementation :func:`tempscale.distill.kd_loss` -- correct, but not me
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -45,31 +47,51 @@ class _FusedKD(torch.autograd.Function):
         alpha, divergence, beta, t2_scale, ignore_index, reduction, chunk, compute, inplace = cfg
         n, v = s.shape
         need_grad = bool(ctx.needs_input_grad[0])
-        grad = torch.empty_like(s, memory_format=torch.contiguous_format) if need_grad else None
+        grad = torch.empty((n, v), dtype=s.dtype, device=s.device) if need_grad else None
         rows = torch.empty(n, dtype=compute, device=s.device)
-        if valid is None:
-            n_valid = n
-        else:
-            n_valid = int(valid.sum())
+        n_valid = n if valid is None else int(valid.sum())
         w = 1.0 / max(n_valid, 1) if reduction == "batchmean" else 1.0
         special_t = _special_teacher_temperature(Tt)
-        for i in range(0, n, chunk):
+        starts = list(range(0, n, chunk))
+        workers = _workers(len(starts), s.device)
+        local = threading.local()
+
+        def run(i):
+            with torch.no_grad():  # grad mode is thread-local: worker threads start with it on
+                _run(i)
+
+        def _run(i):
             j = min(n, i + chunk)
-            sc = s[i:j]
-            tc = t[i:j]
             Tc = T if is_python_scalar(T) else T[i:j]
             Ttc = Tt if is_python_scalar(Tt) else Tt[i:j]
             lab = None if labels is None else labels[i:j]
             val = None if valid is None else valid[i:j]
-            if special_t or not _finite_chunk(sc, tc):
-                r, g = _chunk_generic(sc, tc, Tc, Ttc, lab, val, cfg, w, need_grad)
-            else:
-                r, g = _chunk_fast(sc.to(compute), tc.to(compute), Tc, Ttc, lab, val, cfg, w,
-                                   need_grad)
-            rows[i:j] = r
-            if need_grad:
-                grad[i:j] = g
-            del g
+            out = grad[i:j] if need_grad else None
+            done = False
+            if not special_t:
+                ws = getattr(local, "ws", None)
+                if ws is None:
+                    ws = local.ws = _Workspace(min(chunk, n), v, compute, s.device, divergence)
+                done = _chunk_fast(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, ws, rows[i:j], out)
+            if not done:
+                r, g = _chunk_generic(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, need_grad)
+                rows[i:j] = r
+                if need_grad:
+                    out.copy_(g)
+
+        if workers <= 1:
+            for i in starts:
+                run(i)
+        else:
+            # one chunk per thread at a time, single-threaded kernels: no barrier per kernel
+            saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    list(pool.map(run, starts))
+            finally:
+                torch.set_num_threads(saved)
+        del local
         ctx.grad = grad
         ctx.reduction = reduction
         ctx.inplace = inplace
@@ -101,84 +123,120 @@ class _FusedKD(torch.autograd.Function):
         return g, None, None, None, None, None, None
 
 
+def _workers(n_chunks: int, device) -> int:
+    """Threads that walk the chunks: torch's intra-op thread count, on CPU."""
+    if device.type != "cpu" or n_chunks < 2:
+        return 1
+    return max(1, min(torch.get_num_threads(), n_chunks))
+
+
 def _special_teacher_temperature(Tt) -> bool:
     if is_python_scalar(Tt):
         return Tt == 0 or math.isinf(Tt)
     return bool(torch.any((Tt == 0) | torch.isinf(Tt)))
 
 
-def _finite_chunk(sc, tc) -> bool:
-    """Every row has a finite maximum (no NaN, no +inf, not fully masked) in both inputs."""
-    return bool(torch.isfinite(sc.amax(dim=-1)).all()) and bool(torch.isfinite(tc.amax(dim=-1)).all())
+class _Workspace:
+    """Chunk-sized float buffers, allocated once per call and reused by every chunk."""
+
+    def __init__(self, rows, v, dtype, device, divergence):
+        k = 6 if divergence == "jsd" else 5
+        self._bufs = torch.empty((k, rows, v), dtype=dtype, device=device)
+        self.max_neg = -torch.finfo(dtype).max
+
+    def take(self, c):
+        return [b[:c] for b in self._bufs]
 
 
-def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
-    """Loss rows and weighted gradient of one chunk of ordinary rows (finite maxima)."""
-    alpha, divergence, beta, t2_scale, _ii, _red, _chunk, _compute, _inplace = cfg
+def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
+    """Loss rows (into ``rows_out``) and weighted gradient (into ``grad_out``) of one chunk.
+
+    Uses only torch's vectorised kernels and the workspace buffers.  Returns False, having
+    written nothing that matters, when a row is special (NaN, +inf, fully masked: the
+    log-softmax of such a row is NaN); the caller then uses the generic path for the chunk.
+    """
+    alpha, divergence, beta, t2_scale, _ii, _red, _chunk, compute, _inplace = cfg
     if divergence == "jsd" and beta == 0.0:
         divergence = "forward"
     elif divergence == "jsd" and beta == 1.0:
         divergence = "reverse"
+    c = sc.shape[0]
+    bufs = ws.take(c)
+    Z, LQ, LP, Q, B = bufs[:5]
+    need_grad = grad_out is not None
+    if need_grad and grad_out.dtype == compute:
+        B = grad_out                       # write the gradient in place
     scalar_T = is_python_scalar(T)
-    logq = torch.log_softmax(sc if (scalar_T and T == 1.0) else sc / T, dim=-1)
-    logp = torch.log_softmax(tc if (is_python_scalar(Tt) and Tt == 1.0) else tc / Tt, dim=-1)
-    q = torch.exp(logq)
-    p = torch.exp(logp)
+    # log q = log_softmax(s / T), log p = log_softmax(t / T_t), in the compute dtype
+    for x, temp, dst in ((sc, T, LQ), (tc, Tt, LP)):
+        src = x
+        if x.dtype != compute:
+            Z.copy_(x)
+            src = Z
+        if not (is_python_scalar(temp) and temp == 1.0):
+            torch.div(src, temp, out=Z)
+            src = Z
+        torch.log_softmax(src, -1, out=dst)
+    if bool(torch.isnan(LQ[:, 0]).any()) or bool(torch.isnan(LP[:, 0]).any()):
+        return False
+    torch.exp(LQ, out=Q)
+    P = torch.exp(LP, out=Z)
     if divergence == "forward":
         # KL(p || q) = sum p (log p - log q); gradient (q * sum p - p) / T
-        buf = torch.sub(logp, logq)
-        buf.mul_(p).masked_fill_(p == 0, 0.0)
-        soft = buf.sum(dim=-1)
-        del logp
+        torch.sub(LP, LQ, out=B)
+        B.mul_(P).nan_to_num_(0.0, math.inf, -math.inf)      # 0 log 0 = 0
+        soft = B.sum(dim=-1)
         if need_grad:
-            torch.mul(q, p.sum(dim=-1, keepdim=True), out=buf)
-            buf.sub_(p)
-        del p
+            torch.mul(Q, P.sum(dim=-1, keepdim=True), out=B)
+            B.sub_(P)
     elif divergence == "reverse":
-        # KL(q || p) = sum q (log q - log p); gradient q (f - KL) / T with f = log q - log p
-        buf = torch.sub(logq, logp)
-        buf.masked_fill_(q == 0, 0.0)
-        del logp, p
-        soft = torch.linalg.vecdot(q, buf)
+        # KL(q || p) = sum q f, f = log q - log p; gradient q (f - KL) / T
+        torch.sub(LQ, LP, out=B)
+        B.nan_to_num_(0.0, math.inf, ws.max_neg)             # q = 0 entries carry no weight
+        soft = torch.linalg.vecdot(Q, B)
         if need_grad:
-            buf.sub_(soft.unsqueeze(-1)).mul_(q)
+            B.sub_(soft.unsqueeze(-1)).mul_(Q)
     else:
         # beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q;
         # d/dq = (1 - beta)(log q - log m), so the gradient is (1 - beta) q (g - E_q g) / T
-        logm = torch.mul(p, beta)
-        logm.add_(q, alpha=1.0 - beta).log_()
-        buf = torch.sub(logp, logm)
-        buf.mul_(p).masked_fill_(p == 0, 0.0)
-        kl_p = buf.sum(dim=-1)
-        del logp, p
-        torch.sub(logq, logm, out=buf)
-        del logm
-        buf.masked_fill_(q == 0, 0.0)
-        kl_q = torch.linalg.vecdot(q, buf)
+        LM = bufs[5]
+        torch.mul(P, beta, out=LM)
+        LM.add_(Q, alpha=1.0 - beta).log_()
+        torch.sub(LP, LM, out=B)
+        B.mul_(P).nan_to_num_(0.0, math.inf, -math.inf)
+        kl_p = B.sum(dim=-1)
+        torch.sub(LQ, LM, out=B)
+        B.nan_to_num_(0.0, math.inf, ws.max_neg)
+        kl_q = torch.linalg.vecdot(Q, B)
         soft = beta * kl_p + (1.0 - beta) * kl_q
         if need_grad:
-            buf.sub_(kl_q.unsqueeze(-1)).mul_(q).mul_(1.0 - beta)
-    # soft-term weight per row: alpha * (T^2 if t2_scale) ; its gradient carries a 1/T
+            B.sub_(kl_q.unsqueeze(-1)).mul_(Q)
+    # soft-term weight per row: alpha * (T^2 if t2_scale); its gradient carries a 1/T
+    jsd_f = (1.0 - beta) if divergence == "jsd" else 1.0
     if scalar_T:
         k = T * T if t2_scale else 1.0
-        gcoef = alpha * k / T * w
+        gcoef = alpha * k / T * w * jsd_f
     else:
-        k = (T * T).squeeze(-1) if t2_scale else torch.ones_like(T).squeeze(-1)
-        gcoef = (alpha * w) * (T if t2_scale else 1.0 / T)
+        k = (T * T).squeeze(-1) if t2_scale else 1.0
+        gcoef = (alpha * w * jsd_f) * (T if t2_scale else 1.0 / T)
     soft = soft * k
     if lab is None:
         r = soft
         if need_grad:
-            buf.mul_(gcoef)
+            B.mul_(gcoef)
     else:
         safe = lab if val is None else torch.where(val, lab, torch.zeros_like(lab))
         idx = safe.unsqueeze(-1)
         if scalar_T and T == 1.0:
-            logq1, q1 = logq, q
+            LQ1, Q1 = LQ, Q
         else:
-            logq1 = torch.log_softmax(sc, dim=-1)
-            q1 = torch.exp(logq1)
-        hard = -torch.gather(logq1, -1, idx).squeeze(-1)
+            src = sc
+            if sc.dtype != compute:
+                Z.copy_(sc)
+                src = Z
+            LQ1 = torch.log_softmax(src, -1, out=LP)
+            Q1 = torch.exp(LQ1, out=Z) if need_grad else None
+        hard = -torch.gather(LQ1, -1, idx).squeeze(-1)
         if alpha == 1.0:
             r = soft
         elif alpha == 0.0:
@@ -188,15 +246,18 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
         if need_grad:
             hw = (1.0 - alpha) * w
             if alpha == 0.0:
-                buf.copy_(q1).mul_(hw)
+                torch.mul(Q1, hw, out=B)
             else:
-                buf.mul_(gcoef).add_(q1, alpha=hw)
-            buf.scatter_add_(-1, idx, torch.full(idx.shape, -hw, dtype=buf.dtype, device=buf.device))
+                B.mul_(gcoef).add_(Q1, alpha=hw)
+            B.scatter_add_(-1, idx, torch.full(idx.shape, -hw, dtype=B.dtype, device=B.device))
     if val is not None and not bool(val.all()):
         r = torch.where(val, r, torch.zeros_like(r))
         if need_grad:
-            buf.masked_fill_(~val.unsqueeze(-1), 0.0)
-    return r, (buf if need_grad else None)
+            B.masked_fill_(~val.unsqueeze(-1), 0.0)
+    rows_out.copy_(r)
+    if need_grad and B is not grad_out:
+        grad_out.copy_(B)
+    return True
 
 
 def _chunk_generic(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
