@@ -222,6 +222,12 @@
     return { w: Math.max(240, Math.round(r.width || fallbackW)), h: Math.max(160, Math.round(r.height || fallbackH)) };
   }
   function truncate(s, n) { return s.length > n ? s.slice(0, Math.max(1, n - 1)) + "\u2026" : s; }
+  /** keeps both ends ("class n\u202639"): labels often share a prefix and differ at the end */
+  function truncateMiddle(s, n) {
+    if (s.length <= n) return s;
+    var tail = Math.floor((n - 1) / 2), head = n - 1 - tail;
+    return s.slice(0, head) + "\u2026" + (tail > 0 ? s.slice(s.length - tail) : "");
+  }
 
   var slider = $("t-slider"), tInput = $("t-input"), valuesBox = $("values"), labelsBox = $("labels");
   var root = $("explorer");
@@ -271,10 +277,13 @@
     var n = r.p.length;
     var labels = [], maxLab = 0, i;
     for (i = 0; i < n; i++) { labels.push(labelOf(i)); maxLab = Math.max(maxLab, labels[i].length); }
-    var left = 44, right = 8, top = 22;
+    var left = 50, right = 8, top = 22;
     var slot0 = (W - left - right) / n;
     var rotate = n > 1 && slot0 < Math.min(110, 7.5 * Math.min(maxLab, 14) + 10);
-    var bottom = rotate ? Math.min(96, 18 + 6.2 * Math.min(maxLab, 14)) : 30;
+    // crowded: vertical labels; otherwise slanted, short enough not to run off the left edge
+    var vertical = rotate && slot0 < 18;
+    var maxChars = rotate && !vertical ? Math.max(3, Math.min(14, Math.floor((left + slot0 / 2) / 5.2))) : 14;
+    var bottom = rotate ? Math.min(96, 18 + (vertical ? 7 : 5.2) * Math.min(maxLab, maxChars)) : 30;
     var pw = W - left - right, ph = H - top - bottom;
     var slot = pw / n;
     var ymax = 1;
@@ -290,17 +299,17 @@
       svgEl("line", { x1: left, x2: W - right, y1: ys(t), y2: ys(t), "class": t === 0 ? "axis" : "gridline" }, svg);
       svgText(svg, fmt(t, 3), { x: left - 6, y: ys(t) + 4, "text-anchor": "end", "class": "tick" });
     });
-    var yl = svgText(svg, "probability", { x: 12, y: top + ph / 2, "text-anchor": "middle", "class": "tick",
-      transform: "rotate(-90 12 " + (top + ph / 2) + ")" });
+    var yl = svgText(svg, "probability", { x: 9, y: top + ph / 2, "text-anchor": "middle", "class": "tick",
+      transform: "rotate(-90 9 " + (top + ph / 2) + ")" });
     yl.setAttribute("aria-hidden", "true");
 
     if (state.error) {
       svgText(svg, "Fix the input to see the distribution.", { x: left + pw / 2, y: top + ph / 2, "text-anchor": "middle", "class": "empty-msg" });
       return;
     }
-    var bw = Math.max(1, slot * (n > 60 ? 0.9 : 0.72));
+    var bw = Math.min(150, Math.max(1, slot * (n > 60 ? 0.9 : 0.72)));
     var showVals = slot >= 30;
-    var labelEvery = Math.max(1, Math.ceil((rotate ? 13 : 8 * Math.min(maxLab, 14) + 8) / slot));
+    var labelEvery = Math.max(1, Math.ceil((rotate ? 15 : 8 * Math.min(maxLab, 14) + 8) / slot));
     var group = svgEl("g", { "class": "bars" }, svg);
     var topSet = {};
     st.argmax.forEach(function (j) { topSet[j] = true; });
@@ -326,7 +335,9 @@
       }
       if (i % labelEvery === 0) {
         var cx = x0 + bw / 2, ly = ys(0) + 15;
-        var lab = svgText(svg, truncate(labels[i], 14), rotate
+        var lab = svgText(svg, truncateMiddle(labels[i], maxChars), vertical
+          ? { x: cx + 4, y: ly - 8, "text-anchor": "end", "class": "xlabel", transform: "rotate(-90 " + (cx + 4) + " " + (ly - 8) + ")" }
+          : rotate
           ? { x: cx, y: ly - 4, "text-anchor": "end", "class": "xlabel", transform: "rotate(-40 " + cx + " " + (ly - 4) + ")" }
           : { x: cx, y: ly + 2, "text-anchor": "middle", "class": "xlabel" });
         lab.setAttribute("data-label-index", String(i));
@@ -421,9 +432,15 @@
     }
   }
 
-  function setStat(id, v, text) {
+  function setStat(id, v, text, unit) {
     var el = $(id);
     el.textContent = text;
+    if (unit) {
+      var u = document.createElement("span");
+      u.className = "unit";
+      u.textContent = unit;
+      el.appendChild(u);
+    }
     el.setAttribute("data-value", String(v));
   }
 
@@ -434,7 +451,7 @@
       return;
     }
     var none = r.empty ? "\u2013" : null;
-    setStat("stat-entropy", st.entropy, none || fmt(st.entropy, 4) + " nats");
+    setStat("stat-entropy", st.entropy, none || fmt(st.entropy, 4), none ? "" : "nats");
     var bits = st.entropy / LN2;
     var be = $("stat-entropy-bits");
     be.textContent = none || "= " + fmt(bits, 4) + " bits";
@@ -444,7 +461,10 @@
     setStat("stat-top", st.top, none || fmt(st.top, 4));
     var tl = $("stat-top-label");
     if (none || st.argmax.length === 0) tl.textContent = r.empty ? "every class masked" : "\u2013";
-    else if (st.argmax.length === 1) tl.textContent = "class " + truncate(labelOf(st.argmax[0]), 40);
+    else if (st.argmax.length === 1) {
+      var lab = labelOf(st.argmax[0]);
+      tl.textContent = /^\d+$/.test(lab) ? "class " + lab : truncate(lab, 40);
+    }
     else tl.textContent = st.argmax.length + " tied: " + truncate(st.argmax.map(labelOf).join(", "), 40);
     setStat("stat-effective", st.effective, none || fmt(st.effective, 4));
   }

@@ -1,0 +1,124 @@
+"""``tempscale explore``: write the interactive temperature explorer (one self-contained HTML file)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ._common import CLIError, check_output, load_input, parse_float
+
+DEFAULT_OUTPUT = "tempscale-explorer.html"
+
+EPILOG = """\
+examples:
+  tempscale explore                          the seed example (N(4, 1) density at classes 0..9)
+  tempscale explore --open                   ... and open it in a web browser, if there is one
+  tempscale explore -T 0.5 -- -1 0 1          your logits (-- before negative numbers)
+  tempscale explore --labels cat,dog,bird 2.0 1.0 0.1
+  tempscale explore --mode probabilities 0.7 0.2 0.1
+  tempscale explore --file logits.npy --row 3 -o row3.html --force
+
+The page needs no network: open it from disk in any browser.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "explore",
+        help="write the interactive explorer page (slider, live bars, entropy curve)",
+        description="Write the interactive temperature explorer: one self-contained HTML file "
+                    "(no network) with a log-scale temperature slider, editable logits or "
+                    "probabilities, live bars, entropy / perplexity / top probability and an "
+                    "entropy-against-T curve. Without numbers it opens on the seed example.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
+                   help="the numbers (comma or space separated), or one .npy/.npz/.csv file")
+    p.add_argument("-f", "--file", help="read the numbers from this file (.npy, .npz[:key], .csv)")
+    p.add_argument("--row", type=int, default=None,
+                   help="which row of a 2-D file to show (default: the file must hold one row)")
+    p.add_argument("--labels", metavar="A,B,...", help="comma-separated class labels")
+    p.add_argument("-T", "--temperature", default="1", metavar="T",
+                   help="the temperature the page opens at, in [0, inf] (default 1)")
+    p.add_argument("--mode", choices=("logits", "probabilities"), default=None,
+                   help="read the numbers as logits (softmax) or probabilities (temper); "
+                        "default: probabilities for the seed example, logits otherwise")
+    p.add_argument("--title", default=None, help="the page title")
+    p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="PATH",
+                   help=f"where to write the page (default ./{DEFAULT_OUTPUT})")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("--open", action="store_true", dest="open_browser",
+                   help="open the page in a web browser when one is available")
+    p.set_defaults(func=run)
+
+
+def _pick_row(x: np.ndarray, row: int | None) -> np.ndarray:
+    if x.ndim == 0:
+        x = x.reshape(1)
+    if x.ndim == 1:
+        if row not in (None, 0):
+            raise CLIError(f"--row {row}: the input is a single row")
+        return x
+    if x.ndim != 2:
+        raise CLIError(f"the explorer shows one row of numbers; got an array of shape {x.shape}")
+    if row is None:
+        if x.shape[0] != 1:
+            raise CLIError(f"the input has {x.shape[0]} rows; pick one with --row")
+        row = 0
+    if not -x.shape[0] <= row < x.shape[0]:
+        raise CLIError(f"--row {row} is out of range for {x.shape[0]} rows")
+    return x[row]
+
+
+def _open_in_browser(path: Path) -> bool:
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    try:
+        return bool(webbrowser.open(path.resolve().as_uri()))
+    except webbrowser.Error:
+        return False
+
+
+def run(args) -> int:
+    from ..explorer import DEFAULT_TITLE, write_explorer
+
+    temperature = parse_float(args.temperature, "temperature")
+    if not temperature >= 0:  # NaN too
+        raise CLIError(f"temperature must be in [0, inf], got {args.temperature}")
+    if args.values or args.file is not None:
+        x = _pick_row(load_input(args.values, args.file, what="logits"), args.row)
+    else:
+        if args.row is not None:
+            raise CLIError("--row needs numbers from a file")
+        x = None
+    labels = None
+    if args.labels is not None:
+        labels = [s.strip() for s in args.labels.split(",")]
+        n = 10 if x is None else x.size
+        if len(labels) != n:
+            raise CLIError(f"--labels gives {len(labels)} labels for {n} classes")
+    if args.mode == "probabilities" and x is not None and bool(np.any(x < 0)):
+        raise CLIError("--mode probabilities needs non-negative numbers")
+    path = check_output(args.output, args.force)
+    try:
+        write_explorer(path, None if x is None else x, labels,
+                       math.inf if math.isinf(temperature) else temperature,
+                       title=args.title if args.title is not None else DEFAULT_TITLE,
+                       mode=args.mode, overwrite=args.force)
+    except FileExistsError:
+        raise CLIError(f"{str(path)!r} exists; pass --force to overwrite it") from None
+    print(f"wrote {path}  (open it in a web browser; it needs no network)")
+    if args.open_browser:
+        if _open_in_browser(path):
+            print(f"opened {path.resolve().as_uri()}")
+        else:
+            print(f"no web browser found here; open {path.resolve().as_uri()} yourself")
+    return 0

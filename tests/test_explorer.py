@@ -1,0 +1,384 @@
+"""Browser tests of the explorer page: headless Debian Chromium driven by Playwright (sync API).
+
+The page is loaded from disk (file://), driven the way a user drives it (keyboard on the slider,
+typing in the boxes, clicking presets, examples and the mode switch), and the probabilities it
+renders (each bar's ``data-p`` holds the exact double) are compared with ``tempscale.softmax`` /
+``tempscale.temper``; the displayed statistics with ``tempscale.entropy`` and friends.  Every test
+also checks that the page made no request other than its own file, raised no JavaScript error and
+opened no dialog.  A screenshot goes to ``test-artifacts/explorer.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+
+from tempscale import softmax, temper
+from tempscale.explorer import explorer_html, seed_vector
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+XSS = "<script>alert(1)</script>"
+XSS_IMG = '<img src=x onerror="alert(2)">'
+TOL = dict(rtol=1e-6, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+class Explorer:
+    """One loaded page plus what it did: requests, dialogs, console errors."""
+
+    def __init__(self, context, page):
+        self.context, self.page = context, page
+        self.requests: list[str] = []
+        self.blocked: list[str] = []
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+
+    # reading -------------------------------------------------------------------------
+    def attr(self, selector: str, name: str) -> str:
+        return self.page.get_attribute(selector, name)
+
+    @property
+    def T(self) -> float:
+        return float(self.attr("#explorer", "data-temperature"))  # "Infinity" parses too
+
+    def probs(self) -> np.ndarray:
+        vals = self.page.eval_on_selector_all("#bars rect.bar", "els => els.map(e => e.getAttribute('data-p'))")
+        return np.array([float(v) for v in vals])
+
+    def stat(self, name: str) -> float:
+        return float(self.attr(f"#stat-{name}", "data-value"))
+
+    def text(self, selector: str) -> str:
+        return self.page.text_content(selector)
+
+    def visible(self, selector: str) -> bool:
+        return self.page.is_visible(selector)
+
+    # acting --------------------------------------------------------------------------
+    def set_T(self, text: str) -> None:
+        self.page.fill("#t-input", text)
+
+    def set_values(self, text: str) -> None:
+        self.page.fill("#values", text)
+
+    def set_mode(self, mode: str) -> None:
+        self.page.click(f"label[for=mode-{mode}]")
+
+    def check_clean(self) -> None:
+        assert self.dialogs == [], f"the page opened dialogs: {self.dialogs}"
+        assert self.errors == [], f"JavaScript errors: {self.errors}"
+        assert self.blocked == [], f"the page tried the network: {self.blocked}"
+        assert self.requests and all(u.startswith("file://") for u in self.requests), self.requests
+
+
+@pytest.fixture
+def open_page(browser, tmp_path):
+    opened: list[Explorer] = []
+
+    def _open(html: str | None = None, *, fragment: str = "", viewport=(1280, 900), **kwargs) -> Explorer:
+        path = tmp_path / f"explorer{len(opened)}.html"
+        path.write_text(explorer_html(**kwargs) if html is None else html, encoding="utf-8")
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        ex = Explorer(context, context.new_page())
+
+        def route(r):
+            if r.request.url.startswith("file://"):
+                r.continue_()
+            else:
+                ex.blocked.append(r.request.url)
+                r.abort()
+
+        context.route("**/*", route)
+        ex.page.on("request", lambda req: ex.requests.append(req.url))
+        ex.page.on("dialog", lambda d: (ex.dialogs.append(d.message), d.dismiss()))
+        ex.page.on("pageerror", lambda e: ex.errors.append(str(e)))
+        ex.page.on("console", lambda m: ex.errors.append(m.text) if m.type == "error" else None)
+        ex.page.goto(path.as_uri() + fragment)
+        ex.page.wait_for_selector("#explorer[data-ready=true]", state="attached")
+        opened.append(ex)
+        return ex
+
+    yield _open
+    for ex in opened:
+        try:
+            ex.check_clean()
+        finally:
+            ex.context.close()
+
+
+def reference(values, T, mode="logits"):
+    x = np.asarray(values, dtype=np.float64)
+    return np.asarray(temper(x, T) if mode == "probabilities" else softmax(x, T))
+
+
+def entropy_ref(p):
+    q = p[p > 0]
+    return float(-(q * np.log(q)).sum())
+
+
+def assert_bars(ex: Explorer, values, mode="logits"):
+    got, T = ex.probs(), ex.T
+    want = reference(values, T, mode)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, equal_nan=True, **TOL, err_msg=f"T = {T}, x = {values}")
+    return got, T
+
+
+# ------------------------------------------------------------------------------------------
+def test_default_page_is_the_seed_read_as_probabilities(open_page):
+    ex = open_page()
+    seed = seed_vector()
+    assert ex.attr("#explorer", "data-mode") == "probabilities" and ex.T == 1.0
+    assert ex.page.is_checked("#mode-probabilities")
+    p, _ = assert_bars(ex, seed, "probabilities")
+    np.testing.assert_allclose(p, seed / seed.sum(), rtol=1e-12)  # T = 1 gives p back
+    labels = ex.page.eval_on_selector_all("#bars rect.bar", "els => els.map(e => e.dataset.label)")
+    assert labels == [str(i) for i in range(10)]
+    # the statistics, against the library and plain float64 formulas
+    from tempscale._entropy import entropy, perplexity
+
+    h = float(entropy(np.log(seed)))
+    np.testing.assert_allclose(ex.stat("entropy"), h, rtol=1e-9)
+    np.testing.assert_allclose(ex.stat("entropy"), entropy_ref(p), rtol=1e-9)
+    np.testing.assert_allclose(float(ex.attr("#stat-entropy-bits", "data-value")), h / math.log(2), rtol=1e-9)
+    np.testing.assert_allclose(ex.stat("perplexity"), float(perplexity(np.log(seed))), rtol=1e-9)
+    np.testing.assert_allclose(ex.stat("top"), p.max(), rtol=1e-12)
+    np.testing.assert_allclose(ex.stat("effective"), 1.0 / np.sum(p**2), rtol=1e-9)
+    assert "nats" in ex.text("#stat-entropy") and "bits" in ex.text("#stat-entropy-bits")
+    assert ex.text("#stat-top-label") == "class 4"
+    assert "1 / " in ex.text(".stats") and "Effective classes" in ex.text(".stats")
+    assert not ex.visible("#mistake-callout")
+    # the curve and its marker
+    assert ex.page.get_attribute("#curve path.curve-line", "d").count("L") > 100
+    assert float(ex.attr("#curve-marker", "data-t")) == 1.0
+    np.testing.assert_allclose(float(ex.attr("#curve-marker", "data-entropy")), h, rtol=1e-9)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    ex.page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
+    assert (ARTIFACTS / "explorer.png").stat().st_size > 10_000
+
+    # the seed note's reading: the same numbers as logits are nearly flat at T = 1
+    ex.set_mode("logits")
+    assert ex.attr("#explorer", "data-mode") == "logits"
+    p_logits, _ = assert_bars(ex, seed, "logits")
+    assert p_logits.max() < 0.14
+    assert ex.visible("#mistake-callout") and "seed note" in ex.text("#mistake-callout")
+    ex.page.click("#mistake-fix")
+    assert ex.attr("#explorer", "data-mode") == "probabilities"
+    assert_bars(ex, seed, "probabilities")
+
+
+def test_slider_by_keyboard(open_page):
+    x = [2.0, 1.0, 0.1, -3.0, 0.5]
+    ex = open_page(logits=x, labels=list("abcde"))
+    assert ex.attr("#explorer", "data-mode") == "logits"
+    assert_bars(ex, x)
+    ex.page.focus("#t-slider")
+    for key, want in [("ArrowRight", 1.02), ("ArrowRight", 1.05), ("ArrowLeft", 1.02), ("PageDown", 0.813),
+                      ("PageUp", 1.02), ("Home", 0.01), ("End", 100.0), ("PageDown", 79.4)]:
+        ex.page.keyboard.press(key)
+        assert ex.T == want, key
+        assert ex.page.input_value("#t-input") == repr(want).removesuffix(".0")
+        assert ex.attr("#t-slider", "aria-valuetext") == f"T = {ex.page.input_value('#t-input')}"
+        assert_bars(ex, x)
+    ex.page.keyboard.press("Home")
+    p, _ = assert_bars(ex, x)
+    assert p[0] == pytest.approx(1.0, abs=1e-15) and 0 < p[1] < 1e-40  # T = 0.01: all but one-hot
+    assert ex.text("#t-out") == "0.01"
+
+
+def test_number_box_takes_zero_inf_and_extremes(open_page):
+    x = [3.0, 3.0, 1.0, -2.0, -math.inf]
+    ex = open_page(logits=x)
+    cases = [("0.25", 0.25, -0.6), ("0", 0.0, -2), ("inf", math.inf, 2), ("1e-300", 1e-300, -2),
+             ("1e300", 1e300, 2), ("Infinity", math.inf, 2), ("2", 2.0, 0.3)]
+    for text, T, slider in cases:
+        ex.set_T(text)
+        assert ex.T == T, text
+        assert float(ex.page.input_value("#t-slider")) == pytest.approx(slider, abs=1e-9)  # snapped
+        assert ex.attr("#t-input", "aria-invalid") == "false"
+        p, _ = assert_bars(ex, x)
+        assert p[4] == 0.0
+    ex.set_T("0")
+    np.testing.assert_array_equal(ex.probs(), [0.5, 0.5, 0, 0, 0])  # argmax split among the tie
+    assert ex.attr("#t-input", "aria-invalid") == "false"
+    ex.set_T("inf")
+    np.testing.assert_allclose(ex.probs(), [0.25, 0.25, 0.25, 0.25, 0], rtol=1e-15)
+    for bad in ["-1", "abc", "", "nan", "0x10"]:
+        ex.set_T(bad)
+        assert ex.attr("#t-input", "aria-invalid") == "true", bad
+        assert ex.visible("#t-error")
+        assert ex.T == math.inf  # unchanged
+    ex.set_T("0.5")
+    assert not ex.visible("#t-error") and ex.T == 0.5
+    # typed key by key, like a person
+    ex.page.fill("#t-input", "")
+    ex.page.locator("#t-input").press_sequentially("0.125")
+    assert ex.T == 0.125
+    assert_bars(ex, x)
+
+
+# rows the JavaScript must get exactly as the library does (typed into the logits box)
+CONTRACT_ROWS = [
+    ("1e308, -1e308, 1e308, -inf", [1e308, -1e308, 1e308, -math.inf]),
+    ("1.7976931348623157e308 -1.7976931348623157e308 0", [1.7976931348623157e308, -1.7976931348623157e308, 0.0]),
+    ("-inf, -inf, -inf", [-math.inf] * 3),
+    ("inf, 1, inf, -inf", [math.inf, 1.0, math.inf, -math.inf]),
+    ("nan, 1, 2", [math.nan, 1.0, 2.0]),
+    ("1e-320; 0; -5e-324", [1e-320, 0.0, -5e-324]),
+    ("−2 \u22121.5 0.25e1 +4", [-2.0, -1.5, 2.5, 4.0]),
+    ("100 200 300 1000.5", [100.0, 200.0, 300.0, 1000.5]),
+    ("7", [7.0]),
+]
+
+
+def test_javascript_softmax_follows_the_contract(open_page):
+    ex = open_page(logits=[0.0, 1.0])
+    for text, x in CONTRACT_ROWS:
+        ex.set_values(text)
+        assert ex.attr("#values", "aria-invalid") == "false", text
+        for T in ["1", "0.5", "1e-3", "0", "inf", "100", "1e-30"]:
+            ex.set_T(T)
+            p, _ = assert_bars(ex, x)
+            if all(v == -math.inf for v in x):
+                assert np.all(p == 0) and not np.isnan(p).any()
+                assert "masked" in ex.text("#bars")
+                assert ex.text("#stat-entropy") == "\u2013"
+            elif any(math.isnan(v) for v in x):
+                assert np.isnan(p).all() and "NaN" in ex.text("#bars")
+                assert math.isnan(ex.stat("entropy")) and ex.text("#stat-entropy").startswith("NaN")
+            else:
+                np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-12)
+                np.testing.assert_allclose(ex.stat("entropy"), entropy_ref(p), rtol=1e-9, atol=1e-12)
+    ex.set_values("1, 2, oops, 4")
+    assert ex.attr("#values", "aria-invalid") == "true" and "oops" in ex.text("#values-error")
+
+
+def test_probabilities_mode_tempers(open_page):
+    ex = open_page(logits=[0.1, 0.2, 0.7, 0.0], mode="probabilities")
+    rows = [[0.1, 0.2, 0.7, 0.0], [0.0, 0.0], [2.0, 2.0, 1.0], [1e-300, 1e-310, 0.5], [math.inf, 1.0, 0.0]]
+    for x in rows:
+        ex.set_values(", ".join(map(repr, x)))
+        for T in ["1", "0.5", "0", "inf", "3.7", "0.02"]:
+            ex.set_T(T)
+            p, _ = assert_bars(ex, x, "probabilities")
+            if x[-1] == 0.0 and any(x):
+                assert p[-1] == 0.0  # zeros stay zero
+    ex.set_values("0.5, -0.1, 0.6")
+    assert ex.attr("#explorer", "data-error") == "true"
+    assert "\u2265 0" in ex.text("#values-error") and "entry 2" in ex.text("#values-error")
+    assert ex.page.eval_on_selector_all("#bars rect.bar", "els => els.length") == 0
+    ex.set_mode("logits")
+    assert ex.attr("#explorer", "data-error") == "false"
+    assert_bars(ex, [0.5, -0.1, 0.6])
+
+
+def test_presets_and_examples(open_page):
+    ex = open_page()
+    for t in ["0.1", "0.5", "1", "2", "10", "0", "inf"]:
+        ex.page.click(f".presets button[data-t='{t}']")
+        assert ex.T == float(t)
+        assert ex.attr(f".presets button[data-t='{t}']", "aria-pressed") == "true"
+        assert ex.page.eval_on_selector_all(".presets button[aria-pressed=true]", "e => e.length") == 1
+        assert_bars(ex, seed_vector(), "probabilities")
+    ex.page.click("[data-example=three]")
+    assert ex.T == 0.5 and ex.page.input_value("#values") == "-1, 0, 1"
+    np.testing.assert_allclose(ex.probs(), [0.01587624, 0.11731043, 0.86681333], atol=5e-9)
+    ex.page.click("[data-example=ties]")
+    p, _ = assert_bars(ex, [2, 2, 1, 0.5, -math.inf])
+    assert "2 tied" in ex.text("#stat-top-label")
+    assert ex.attr("#bars rect.bar[data-index='4']", "data-masked") == "true"
+    ex.page.click("[data-example=seed-logits]")
+    assert ex.attr("#explorer", "data-mode") == "logits" and ex.visible("#mistake-callout")
+    assert_bars(ex, seed_vector())
+
+
+def test_entropy_curve_marks_and_sets_T(open_page):
+    x = [4.0, 1.0, 0.0, -1.0]
+    ex = open_page(logits=x, temperature=0.1)
+    cx1 = float(ex.attr("#curve-marker", "cx"))
+    ex.set_T("10")
+    cx2 = float(ex.attr("#curve-marker", "cx"))
+    assert cx2 > cx1
+    np.testing.assert_allclose(float(ex.attr("#curve-marker", "data-entropy")), entropy_ref(reference(x, 10.0)), rtol=1e-9)
+    box = ex.page.locator("#curve").bounding_box()
+    ex.page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+    assert 0.01 < ex.T < 10
+    assert_bars(ex, x)
+
+
+def _assert_escaped(ex: Explorer, labels, title=None):
+    shown = ex.page.eval_on_selector_all("#bars rect.bar", "els => els.map(e => e.dataset.label)")
+    assert shown[: len(labels)] == labels
+    ticks = ex.page.eval_on_selector_all("#bars text.xlabel", "els => els.map(e => e.textContent)")
+    assert any(t.startswith(XSS[:6]) and "\u2026" in t for t in ticks)  # drawn as text (shortened to fit)
+    rows = ex.page.eval_on_selector_all("#table-body th", "els => els.map(e => e.textContent)")
+    assert rows[: len(labels)] == labels
+    assert ex.page.eval_on_selector_all("script", "e => e.length") == 2  # only the page's own
+    assert ex.page.eval_on_selector_all("img, iframe, object, embed", "e => e.length") == 0
+    if title is not None:
+        assert ex.text("#page-title") == title and ex.page.title() == title
+    assert ex.dialogs == []
+
+
+def test_labels_and_title_escaped_from_python(open_page):
+    labels = [XSS, XSS_IMG, "a & b", "\u2028line\u2029sep", "</script><!--", '"quoted"']
+    title = "</title>" + XSS
+    ex = open_page(logits=[1, 2, 3, 4, 5, 6], labels=labels, title=title)
+    _assert_escaped(ex, labels, title)
+    ex.set_T("0")  # re-render with the labels in the "top" label
+    assert ex.text("#stat-top-label") == '"quoted"'
+
+
+def test_labels_and_title_escaped_from_the_url(open_page):
+    labels = [XSS, XSS_IMG, "plain"]
+    frag = ("#x=" + quote("1,2,-inf") + "&T=0.5&mode=logits&labels=" + quote(",".join(labels))
+            + "&title=" + quote(XSS))
+    ex = open_page(fragment=frag)
+    _assert_escaped(ex, labels, XSS)
+    assert ex.T == 0.5 and ex.attr("#explorer", "data-mode") == "logits"
+    assert_bars(ex, [1, 2, -math.inf])
+    assert ex.page.input_value("#labels") == ", ".join(labels)
+
+
+def test_labels_typed_into_the_box_are_text(open_page):
+    ex = open_page(logits=[0.0, 1.0, 2.0])
+    ex.page.fill("#labels", f"{XSS}, {XSS_IMG}")
+    _assert_escaped(ex, [XSS, XSS_IMG, "2"])
+    # the state goes to the URL fragment, from which a reload restores it
+    ex.page.wait_for_function("() => location.hash.includes('labels=')")
+    ex.page.reload()
+    ex.page.wait_for_selector("#explorer[data-ready=true]", state="attached")
+    _assert_escaped(ex, [XSS, XSS_IMG, "2"])
+
+
+def test_narrow_screen_has_no_horizontal_scroll(open_page):
+    ex = open_page(viewport=(390, 800), logits=np.linspace(-3, 3, 40).tolist(),
+                   labels=[f"class number {i}" for i in range(40)])
+    assert ex.page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert_bars(ex, np.linspace(-3, 3, 40))
+    # the chart comes right after the controls on one column
+    controls = ex.page.locator(".controls").bounding_box()
+    chart = ex.page.locator("#bars").bounding_box()
+    examples = ex.page.locator(".examples-panel").bounding_box()
+    assert controls["y"] < chart["y"] < examples["y"]
