@@ -17,7 +17,11 @@ Every T is scored with the same exact float64 NLL; "dNLL" is its excess over tem
 machine may be shared: each method's time is the best of ``--repeat`` runs (sklearn and torch
 run fewer times when slow), ratios are computed in this run.
 
-Run:  python benchmarks/bench_calibration.py [--quick] [--repeat 3]
+With ``--device cuda`` the logits are torch tensors on the GPU: tempscale runs its Array-API path
+there (float64 accumulation on the device), both LBFGS fits run on the GPU, and scikit-learn
+(CPU only) gets the same logits as NumPy.
+
+Run:  python benchmarks/bench_calibration.py [--quick] [--repeat 3] [--device cuda]
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the fast method (best counts)")
+    ap.add_argument("--device", default="cpu", help="torch device of the logits (cpu, cuda)")
     ap.add_argument("--recipe-all", action="store_true",
                     help="also time the slow LBFGS recipe on inputs over 10M logits (minutes)")
     args = ap.parse_args(argv)
@@ -145,17 +150,23 @@ def main(argv=None):
     print(f"threads: torch {torch.get_num_threads()}, thread pools [{blas}], tempscale "
           f"{min(os.cpu_count() or 1, 8)}")
     print(f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, torch {torch.__version__}")
+    gpu = args.device != "cpu"
+    if gpu:
+        print(f"device: {torch.cuda.get_device_name(args.device)} (tempscale and torch on the GPU, "
+              "sklearn on the CPU)")
     print()
     header = f"{'logits':>16} {'method':<22} {'T':>12} {'NLL':>12} {'dNLL':>10} {'time s':>9} {'x slower':>9}"
     print(header)
     print("-" * len(header))
     for n, k in sizes:
         z, y = make_logits(n, k)
-        zt, yt = torch.from_numpy(z), torch.from_numpy(y)
-        fit_tempscale(z[:1000], y[:1000])  # warm up (thread pool, imports)
+        zt, yt = torch.from_numpy(z).to(args.device), torch.from_numpy(y).to(args.device)
+        zin, yin = (zt, yt) if gpu else (z, y)
+        fit_tempscale(zin[:1000], yin[:1000])  # warm up (thread pool, imports, CUDA context)
+        fit_torch_tuned(zt[:1000], yt[:1000])
         slow_rep = 1 if n * k >= 10_000_000 else 2
         rows = []
-        t_ts, T_ts = best_of(lambda: fit_tempscale(z, y), args.repeat)
+        t_ts, T_ts = best_of(lambda: fit_tempscale(zin, yin), args.repeat)
         rows.append(("tempscale", T_ts, t_ts))
         t, T = best_of(lambda: fit_sklearn(z, y), slow_rep)
         rows.append(("sklearn temperature", T, t))
@@ -170,6 +181,7 @@ def main(argv=None):
             print(f"{f'{n:,} x {k}':>16} {name:<22} {T:>12.8f} {v:>12.8f} {v - nll_ts:>10.2e} "
                   f"{t:>9.3f} {t / t_ts:>9.1f}")
         print()
+        del zt, yt, zin, yin
     print("dNLL = NLL(method) - NLL(tempscale), both exact float64 means; x slower = time / "
           "tempscale's time in this run.")
 

@@ -344,49 +344,30 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
     hi = xp.full_like(u, math.inf)
     grow = xp.full_like(u, 2.0)                # expansion step in log T, doubled on each use
     umax = 700.0 if wd == xp.float64 else 80.0
-    ones_row = xp.ones_like(u)
     done = xp.logical_not(active)
+    concrete = is_concrete(done)
     for _ in range(max_iter):
-        if is_concrete(done) and bool(xp.all(done)):
-            break
-        T = xp.exp(u)
-        lp = log_softmax(c_in, T[:, None], axis=-1)
-        fin = lp > -math.inf
-        lp_s = xp.where(fin, lp, xp.zeros_like(lp))
-        p = xp.where(fin, xp.exp(lp_s), xp.zeros_like(lp))
-        beta = 1.0 / T
-        cb = c * beta[:, None]                 # the tempered logits: finite at every scale
-        mu = xp.sum(p * cb, axis=-1)
-        if kind == "max_prob":
-            lpmax = xp.max(lp, axis=-1)
-            f = q - lpmax                       # increasing in u
-            fp = 0.0 - mu                       # d(q - log p_max)/du = beta (x_max - E[x])
+        if concrete:
+            n_active = int(xp.sum(xp.astype(xp.logical_not(done), xp.int64)))
+            if n_active == 0:
+                break
         else:
-            h = -xp.sum(p * lp_s, axis=-1)
-            f = h - q
-            fp = xp.sum(p * (cb - mu[:, None]) ** 2, axis=-1)   # dH/du = beta^2 Var_p(x)
-        conv = xp.abs(f) <= ftol
-        done = xp.logical_or(done, conv)
-        lo = xp.where(xp.logical_and(f < 0, xp.logical_not(done)), u, lo)
-        hi = xp.where(xp.logical_and(f > 0, xp.logical_not(done)), u, hi)
-        fp_safe = xp.where(fp > 0, fp, ones_row)
-        newton = xp.where(fp > 0, u - f / fp_safe, xp.full_like(u, math.nan))
-        inside = xp.logical_and(newton > lo, newton < hi)
-        both = xp.logical_and(xp.isfinite(lo), xp.isfinite(hi))
-        lo_s = xp.where(xp.isfinite(lo), lo, u)
-        hi_s = xp.where(xp.isfinite(hi), hi, u)
-        # a step leaving the bracket: bisect, or expand by 2 (log T) toward the missing end
-        fallback = xp.where(both, (lo_s + hi_s) / 2,
-                            xp.where(xp.isfinite(lo), u + grow, u - grow))
-        step_ok = xp.logical_and(inside, xp.isfinite(newton))
-        # a Newton step that is too bold (beyond 8 in log T) is replaced as well
-        step_ok = xp.logical_and(step_ok, xp.abs(newton - u) <= 8.0)
-        new = xp.where(step_ok, newton, fallback)
-        grow = xp.where(xp.logical_or(step_ok, both), grow, 2.0 * grow)
-        new = xp.clip(new, -umax, umax)
-        pinned = xp.logical_and(both, (hi_s - lo_s) <= 4e-16 * xp.maximum(ones_row, xp.abs(u)))
-        done = xp.logical_or(done, pinned)
-        u = xp.where(done, u, new)
+            n_active = B
+        if concrete and n_active < B:
+            # work on the unfinished rows only (gather them; results are gathered back)
+            act = xp.logical_not(done)
+            idx = xp.nonzero(act)[0]
+            pos = xp.cumulative_sum(xp.astype(act, xp.int64)) - 1
+            pos = xp.where(act, pos, xp.zeros_like(pos))
+            sub = [xp.take(a, idx, axis=0) for a in (c_in, c, u, lo, hi, grow, q, ftol)]
+            res = _newton_step(xp, kind, *sub, umax)
+            back = [xp.take(r, pos, axis=0) for r in res]
+            u, lo, hi, grow = (xp.where(act, nb, old) for nb, old in zip(back[:4], (u, lo, hi, grow)))
+            done = xp.where(act, back[4], done)
+        else:
+            u_new, lo, hi, grow, fin = _newton_step(xp, kind, c_in, c, u, lo, hi, grow, q, ftol, umax)
+            u = xp.where(done, u, u_new)
+            done = xp.logical_or(done, fin)
 
     T = xp.exp(u)
     zero = xp.zeros_like(T)
@@ -397,6 +378,51 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
     T = xp.where(xp.logical_or(unreachable, nan_t), nan, T)
     T = xp.astype(T, out_dtype)
     return xp.reshape(T, batch)
+
+
+def _newton_step(xp, kind, c_in, c, u, lo, hi, grow, q, ftol, umax):
+    """One safeguarded Newton step in u = log T for every given row.
+
+    Returns (new u, lo, hi, grow, finished); a finished row keeps its u.
+    """
+    T = xp.exp(u)
+    lp = log_softmax(c_in, T[:, None], axis=-1)
+    p = xp.exp(lp)                         # 0 at masked entries
+    beta = 1.0 / T
+    cb = c * beta[:, None]                 # tempered logits: finite at every scale, 0 if masked
+    pcb = p * cb
+    mu = xp.sum(pcb, axis=-1)              # E_p[x / T] (the row max is at 0)
+    lpmax = xp.max(lp, axis=-1)            # log p_max = -log Z
+    if kind == "max_prob":
+        f = q - lpmax                       # increasing in u
+        fp = 0.0 - mu                       # d(q - log p_max)/du = beta (x_max - E[x])
+    else:
+        h = 0.0 - lpmax - mu                # H = log Z - E_p[x / T]
+        h = xp.where(h > 0, h, xp.zeros_like(h))
+        f = h - q
+        fp = xp.sum(pcb * cb, axis=-1) - mu * mu   # dH/du = beta^2 Var_p(x)
+    ones_row = xp.ones_like(u)
+    conv = xp.abs(f) <= ftol
+    live = xp.logical_not(conv)
+    lo = xp.where(xp.logical_and(f < 0, live), u, lo)
+    hi = xp.where(xp.logical_and(f > 0, live), u, hi)
+    fp_safe = xp.where(fp > 0, fp, ones_row)
+    newton = xp.where(fp > 0, u - f / fp_safe, xp.full_like(u, math.nan))
+    inside = xp.logical_and(newton > lo, newton < hi)
+    both = xp.logical_and(xp.isfinite(lo), xp.isfinite(hi))
+    lo_s = xp.where(xp.isfinite(lo), lo, u)
+    hi_s = xp.where(xp.isfinite(hi), hi, u)
+    # a step leaving the bracket: bisect, or expand (by a growing step in log T) toward the
+    # missing end of the bracket
+    fallback = xp.where(both, (lo_s + hi_s) / 2, xp.where(xp.isfinite(lo), u + grow, u - grow))
+    step_ok = xp.logical_and(inside, xp.isfinite(newton))
+    step_ok = xp.logical_and(step_ok, xp.abs(newton - u) <= 8.0)   # too bold: replaced as well
+    new = xp.where(step_ok, newton, fallback)
+    grow = xp.where(xp.logical_or(step_ok, both), grow, 2.0 * grow)
+    new = xp.clip(new, -umax, umax)
+    pinned = xp.logical_and(both, (hi_s - lo_s) <= 4e-16 * xp.maximum(ones_row, xp.abs(u)))
+    fin = xp.logical_or(conv, pinned)
+    return xp.where(fin, u, new), lo, hi, grow, fin
 
 
 def _solve_dask(x, kind, target, axis, mask, base, tol, max_iter, on_unreachable):
