@@ -199,9 +199,7 @@ def _full(xp, like, value, shape=None, dtype=None):
 
 
 def _is_zero_T(a):
-    """(B, 1) bool: greedy rows (or a Python bool)."""
-    if is_python_scalar(a.T):
-        return a.T == 0
+    """Greedy rows: a Python bool for a scalar temperature, else a (B, 1) bool array."""
     return a.T == 0
 
 
@@ -698,6 +696,27 @@ def _fast_top_p(a, ops, z, m_safe, nonempty, tp):
     hi = xp.where(nonempty, xp.nextafter(m_safe, _full(xp, m_safe, math.inf, shape=())), m_safe)
     cnt_hi = xp.zeros_like(cnt_lo)
     mass_hi = xp.zeros_like(s)
+    if int(xp.max(xp.where(active, cnt_lo, xp.zeros_like(cnt_lo)))) * 4 > z.shape[-1]:
+        # a wide band (flat rows): narrow it with a bracket estimated from a strided sample,
+        # each edge checked exactly (a row whose check fails keeps its old edge)
+        stride = max(1, z.shape[-1] // 4096)
+        zs = xp.sort(z[:, ::stride], axis=-1, descending=True)
+        est = ops.cumsum64(xp.exp(zs - m_safe)) * stride  # ~ mass of the tokens >= each value
+        pos = ops.count(est < target)
+        L = zs.shape[-1]
+        at = lambda i: xp.take_along_axis(  # noqa: E731
+            zs, xp.astype(xp.clip(i, 0, L - 1), xp.int64), axis=-1)
+        lo_c, hi_c = at(pos + 16), at(pos - 16)
+        sel = z >= lo_c
+        ok = xp.logical_and(xp.logical_and(lo_c > lo, lo_c > ninf), ops.msum(e, sel) >= target)
+        lo = xp.where(ok, lo_c, lo)
+        cnt_lo = xp.where(ok, ops.count(sel), cnt_lo)
+        sel = z >= hi_c
+        ms = ops.msum(e, sel)
+        ok = xp.logical_and(xp.logical_and(hi_c < hi, hi_c > lo), ms < target)
+        hi = xp.where(ok, hi_c, hi)
+        cnt_hi = xp.where(ok, ops.count(sel), cnt_hi)
+        mass_hi = xp.where(ok, ms, mass_hi)
     W, We, base_m, base_c = z, e, None, None  # the working set (full rows, later compacted)
     for _ in range(80):
         cnt = cnt_lo - cnt_hi
@@ -951,7 +970,10 @@ def sample(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
         u = _uniform(a.xp, (a.B, n), _u64(a.xp, a.x), a.x, seed, rng, func)
         if c is not a:
             u = u.numpy()
-        idx, lp = _draw_inverse_cdf(c, zf, Tf, keep, u, None if fast is None else _fast_ops(c))
+        if fast is None:
+            idx, lp = _draw_inverse_cdf(c, zf, Tf, keep, u)
+        else:
+            idx, lp = _draw_blocked(c, zf, Tf, keep, u)
         if fast is not None:
             idx = c.xp.take_along_axis(ci, idx, axis=-1)
     else:
@@ -978,12 +1000,11 @@ def sample(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     return (idx, lp) if return_logprobs else idx
 
 
-def _draw_inverse_cdf(a, zf, Tf, keep, u, ops):
-    """Inverse CDF: per draw, the first token whose cumulative mass exceeds ``u * total``.
+def _draw_inverse_cdf(a, zf, Tf, keep, u):
+    """Inverse CDF with xp operations: per draw, the number of CDF entries <= ``u * total``.
 
-    ``zf``/``keep`` are (B, W) -- the full vocabulary or a compact candidate set; positions are
-    returned along that last axis.  With ``ops`` (NumPy, torch) a binary search per draw;
-    otherwise a count over the CDF with xp operations (chunked over draws).
+    ``zf``/``keep`` are (B, W); positions along that axis are returned (chunked over draws to
+    bound the (B, n, W) comparison).
     """
     xp = a.xp
     logp = log_softmax(zf, Tf, axis=-1, mask=keep)
@@ -991,23 +1012,57 @@ def _draw_inverse_cdf(a, zf, Tf, keep, u, ops):
     wide = u.dtype
     cdf = xp.cumulative_sum(xp.astype(p, wide) if p.dtype != wide else p, axis=-1)
     total = cdf[:, -1:]
-    last = xp.argmax(cdf, axis=-1, keepdims=True)  # the last token with positive mass
-    if ops is not None:
-        cdf = cdf / xp.where(total > 0, total, xp.ones_like(total))
-        idx = ops.searchsorted(cdf, u)
-    else:
-        n, W = u.shape[-1], cdf.shape[-1]
-        step = max(1, (1 << 23) // max(1, a.B * W))
-        outs = []
-        for s0 in range(0, n, step):
-            t = u[:, s0:min(n, s0 + step)] * total
-            outs.append(xp.sum(xp.astype(cdf[:, None, :] <= t[:, :, None], xp.int64), axis=-1))
-        idx = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
-    idx = xp.astype(idx, xp.int64)
-    last = xp.astype(last, xp.int64)
+    last = xp.astype(xp.argmax(cdf, axis=-1, keepdims=True), xp.int64)  # last token with mass
+    n, W = u.shape[-1], cdf.shape[-1]
+    step = max(1, (1 << 23) // max(1, a.B * W))
+    outs = []
+    for s0 in range(0, n, step):
+        t = u[:, s0:min(n, s0 + step)] * total
+        outs.append(xp.sum(xp.astype(cdf[:, None, :] <= t[:, :, None], xp.int64), axis=-1))
+    idx = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
     idx = xp.where(idx > last, xp.broadcast_to(last, idx.shape), idx)
     lp = xp.take_along_axis(logp, idx, axis=-1)
     return idx, lp
+
+
+def _draw_blocked(a, zf, Tf, keep, u, bs=1024):
+    """The same inverse CDF for NumPy / torch in two levels: block sums locate each draw's
+    block, a cumulative sum inside that block only locates the token (one pass over the row)."""
+    xp = a.xp
+    ops = _fast_ops(a)
+    B, W = zf.shape
+    ninf = _full(xp, zf, -math.inf, shape=())
+    M = xp.max(xp.where(keep, zf, ninf), axis=-1, keepdims=True)
+    M = xp.where(M > ninf, M, xp.zeros_like(M))
+    y = zf - M if is_python_scalar(Tf) and Tf == 1 else (zf - M) / Tf
+    w = xp.exp(y) * xp.astype(keep, y.dtype)
+    bs = min(bs, W)
+    for d in range(bs, bs // 2, -1):  # a block size dividing W avoids padding
+        if W % d == 0:
+            bs = d
+            break
+    nb = -(-W // bs)
+    if nb * bs != W:
+        w = xp.concat([w, xp.zeros((B, nb * bs - W), dtype=w.dtype, device=_compat.device(w))], axis=-1)
+    w3 = xp.reshape(w, (B, nb, bs))
+    cb = ops.cumsum64(ops.f64(xp.sum(w3, axis=-1)))  # (B, nb)
+    total = cb[:, -1:]
+    t = u * total
+    blk = ops.searchsorted(cb / xp.where(total > 0, total, xp.ones_like(total)), u)
+    last_blk = xp.argmax(cb, axis=-1, keepdims=True)  # the last block with mass
+    blk = xp.where(blk > last_blk, xp.broadcast_to(last_blk, blk.shape), blk)
+    prev = xp.take_along_axis(cb, xp.where(blk > 0, blk - 1, xp.zeros_like(blk)), axis=-1)
+    rem = t - xp.where(blk > 0, prev, xp.zeros_like(prev))
+    rows = xp.reshape(xp.arange(B, device=_compat.device(w)), (B, 1))
+    wb = ops.f64(w3[rows, blk])  # (B, n, bs): the chosen blocks
+    cw = ops.cumsum64(wb)
+    pos = xp.sum(xp.astype(cw <= rem[..., None], xp.int64), axis=-1)
+    last = xp.argmax(cw, axis=-1)  # the last token with mass in the block
+    pos = xp.where(pos > last, last, pos)
+    idx = blk * bs + pos
+    wsel = xp.take_along_axis(xp.reshape(wb, (-1, bs)), xp.reshape(pos, (-1, 1)), axis=-1)
+    lp = xp.log(xp.reshape(wsel, pos.shape)) - xp.log(xp.where(total > 0, total, xp.ones_like(total)))
+    return xp.astype(idx, xp.int64), xp.astype(lp, zf.dtype)
 
 
 def _draw_without(a, zf, Tf, keep, n, seed, rng, func):
