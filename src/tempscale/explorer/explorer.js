@@ -520,7 +520,7 @@
         "T=" + encodeURIComponent(fmtT(state.T)), "mode=" + state.mode];
       if (state.labels.length) parts.push("labels=" + encodeURIComponent(state.labels.join(",")));
       if (titleOverride !== null) parts.push("title=" + encodeURIComponent(titleOverride));
-      try { history.replaceState(null, "", "#" + parts.join("&")); } catch (e) { /* file:// may refuse */ }
+      try { history.replaceState(null, "", "#" + parts.join("&")); } catch (e) { /* a file URL may refuse */ }
     }, 250);
   }
 
