@@ -331,7 +331,9 @@
       if (masked) {
         svgText(svg, "\u00d7", { x: x0 + bw / 2, y: ys(0) - 5, "text-anchor": "middle", "class": "masked" });
       } else if (showVals) {
-        svgText(svg, fmtBarValue(p, slot >= 46), { x: x0 + bw / 2, y: Math.max(12, ys(hp) - 5), "text-anchor": "middle", "class": "val" });
+        // above the bar and above its dashed T = 1 outline
+        var refTop = ref.p[i] === ref.p[i] ? ys(ref.p[i]) : ys(0);
+        svgText(svg, fmtBarValue(p, slot >= 46), { x: x0 + bw / 2, y: Math.max(12, Math.min(ys(hp), refTop) - 5), "text-anchor": "middle", "class": "val" });
       }
       if (i % labelEvery === 0) {
         var cx = x0 + bw / 2, ly = ys(0) + 15;
