@@ -422,7 +422,7 @@ class _NumpyOps:
         B, W = cdf.shape
         off = np.arange(B, dtype=np.float64)[:, None] * 2.0  # rows lie in [0, 1]: shift apart
         pos = np.searchsorted((cdf + off).reshape(-1), (t + off).reshape(-1), side="right")
-        return pos.reshape(t.shape) - np.arange(B)[:, None] * W
+        return np.clip(pos.reshape(t.shape) - np.arange(B)[:, None] * W, 0, W)
 
 
 class _TorchOps:
@@ -1046,6 +1046,7 @@ def _draw_blocked(a, zf, Tf, keep, u, bs=1024):
         w = xp.concat([w, xp.zeros((B, nb * bs - W), dtype=w.dtype, device=_compat.device(w))], axis=-1)
     w3 = xp.reshape(w, (B, nb, bs))
     cb = ops.cumsum64(ops.f64(xp.sum(w3, axis=-1)))  # (B, nb)
+    cb = xp.where(xp.isnan(cb), xp.zeros_like(cb), cb)  # NaN rows: answered by the caller
     total = cb[:, -1:]
     t = u * total
     blk = ops.searchsorted(cb / xp.where(total > 0, total, xp.ones_like(total)), u)
