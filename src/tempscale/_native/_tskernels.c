@@ -7,7 +7,8 @@
  *   2. the scalar reference for rows with non-finite cases (and the portable fallback)
  *   3. the job: rows of an N-d array along one axis, any strides / dtype / mask; the fast path is
  *      a contiguous row of the compute dtype; narrow rows (n < NARROW) are processed in
- *      transposed blocks of 16 (float32) or 8 (float64) rows, vectorised across rows
+ *      transposed blocks of VF (float32) or VF/2 (float64) rows (16 / 8 with AVX-512),
+ *      vectorised across rows
  *   4. a persistent pthread pool (no per-call thread creation; fork-safe; one job at a time,
  *      concurrent callers run on their own thread)
  *   5. the Python module
@@ -38,15 +39,6 @@
 
 #define NARROW 48        /* rows shorter than this go through the transposed block kernels */
 
-typedef float vf __attribute__((vector_size(64)));
-typedef double vd __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-typedef uint32_t vui __attribute__((vector_size(64)));
-typedef int64_t vl __attribute__((vector_size(64)));
-typedef uint64_t vu __attribute__((vector_size(64)));
-typedef float hf __attribute__((vector_size(32)));
-typedef int32_t hi __attribute__((vector_size(32)));
-
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
@@ -70,34 +62,41 @@ typedef struct {
     void (*exp_pass)(const float *, float *, npy_intp);
     void (*tr_in_f32)(const char *, npy_intp, npy_intp, float *);   /* NULL: scalar transposes */
     void (*tr_out_f32)(const float *, npy_intp, char *, npy_intp);
+    int brf, brd; /* rows per narrow block: float32 (VF), float64 (VF / 2) */
 } kernels_t;
 
 #define SFX(name) name##_base
+#define VF 4
 #include "_kern_impl.h"
 #undef SFX
+#undef VF
 static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f32_base,
-                                 block_f64_base, exp_pass_base, NULL, NULL};
+                                 block_f64_base, exp_pass_base, NULL, NULL, 4, 2};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_X86_DISPATCH 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #define SFX(name) name##_avx2
+#define VF 8
 #include "_kern_impl.h"
 #undef SFX
+#undef VF
 #pragma GCC pop_options
 static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_avx2,
-                                 block_f64_avx2, exp_pass_avx2, NULL, NULL};
+                                 block_f64_avx2, exp_pass_avx2, NULL, NULL, 8, 4};
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
 #define SFX(name) name##_avx512
+#define VF 16
 #include "_kern_impl.h"
 #undef SFX
+#undef VF
 #pragma GCC pop_options
 static const kernels_t K_avx512 = {"avx512f", row_f32_avx512, row_f64_avx512, block_f32_avx512,
                                    block_f64_avx512, exp_pass_avx512,
-                                   tr_in_f32_avx512, tr_out_f32_avx512};
+                                   tr_in_f32_avx512, tr_out_f32_avx512, 16, 8};
 #else
 #define HAVE_X86_DISPATCH 0
 #endif
@@ -343,7 +342,7 @@ static void run_wide(job_t *J, npy_intp r0, npy_intp r1) {
 static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
     npy_intp n = J->n;
     int f32 = J->ct == T_F32;
-    int BR = f32 ? 16 : 8;
+    int BR = f32 ? J->K->brf : J->K->brd;
     size_t es = f32 ? 4 : 8;
     char *XT = malloc(es * BR * (size_t)n), *PT = malloc(es * BR * (size_t)n);
     if (!XT || !PT) { free(XT); free(PT); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
@@ -365,12 +364,12 @@ static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
                 if (J->K->tr_in_f32) J->K->tr_in_f32(xb, rs, n, X);
                 else
                     for (npy_intp j = 0; j < n; j++)
-                        for (int r = 0; r < 16; r++) X[j * 16 + r] = ((const float *)(xb + r * rs))[j];
+                        for (int r = 0; r < BR; r++) X[j * BR + r] = ((const float *)(xb + r * rs))[j];
                 J->K->block_f32(X, (float *)PT, n, Tr, J->kind, lse, spec);
             } else {
                 double *X = (double *)XT;
                 for (npy_intp j = 0; j < n; j++)
-                    for (int r = 0; r < 8; r++) X[j * 8 + r] = ((const double *)(xb + r * rs))[j];
+                    for (int r = 0; r < BR; r++) X[j * BR + r] = ((const double *)(xb + r * rs))[j];
                 J->K->block_f64(X, (double *)PT, n, Tr, J->kind, lse, spec);
             }
             int anyspec = 0;
@@ -383,11 +382,11 @@ static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
                 } else if (f32) {
                     const float *P = (const float *)PT;
                     for (npy_intp j = 0; j < n; j++)
-                        for (int r = 0; r < 16; r++) ((float *)(ob + r * os))[j] = P[j * 16 + r];
+                        for (int r = 0; r < BR; r++) ((float *)(ob + r * os))[j] = P[j * BR + r];
                 } else {
                     const double *P = (const double *)PT;
                     for (npy_intp j = 0; j < n; j++)
-                        for (int r = 0; r < 8; r++) ((double *)(ob + r * os))[j] = P[j * 8 + r];
+                        for (int r = 0; r < BR; r++) ((double *)(ob + r * os))[j] = P[j * BR + r];
                 }
                 continue;
             }
@@ -810,7 +809,7 @@ static PyObject *py_compute(PyObject *self, PyObject *args) {
     npy_intp per = J.n > 0 ? J.n : 1;
     npy_intp rpt = (npy_intp)65536 / per;
     if (rpt < 1) rpt = 1;
-    if (J.narrow) rpt = (rpt + 15) / 16 * 16;
+    if (J.narrow) rpt = (rpt + 15) / 16 * 16; /* a multiple of every block size */
     J.rows_per_task = rpt;
     npy_intp ntasks = (J.nrows + rpt - 1) / rpt;
     int nth = nthreads > 0 ? nthreads : tempscale_get_num_threads();
