@@ -731,3 +731,9 @@ def test_cli_sample(capsys, tmp_path):
     assert main(["sample", "--top-p", "1.5", "--", "1", "2"]) == 2
     err = capsys.readouterr().err
     assert "The 'top_p' parameter of warp must be a float in (0, 1]" in err
+
+
+def test_dask_is_refused_clearly():
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match="The 'logits' parameter of sample must be an in-memory array"):
+        sample(da.zeros((2, 3)))

@@ -95,6 +95,9 @@ def _prepare(logits, temperature, top_k, top_p, min_p, order, mtk, axis, mask, f
     a = _Args()
     a.func = func
     xp = array_namespace(logits)
+    if _compat.is_dask_namespace(xp):
+        raise param_error("logits", func, "an in-memory array (call .compute() on a Dask array; "
+                          "sampling needs take_along_axis)", "a Dask array", TypeError)
     x = _compat.as_array(logits, xp)
     if x.ndim == 0:
         raise param_error("logits", func, "an array with at least one dimension", "a 0-d array")
@@ -252,7 +255,7 @@ def _generic_keep(a, z, valid):
             kth = srt[:, k - 1:k]
         else:
             k = xp.clip(k, a.mtk, V) if hasattr(xp, "clip") else xp.where(k < a.mtk, a.mtk, k)
-            kth = xp.take_along_axis(srt, xp.astype(k - 1, xp.int64), axis=-1)
+            kth = xp.take_along_axis(srt, xp.astype(k - 1, _idx(xp)), axis=-1)
         keep = xp.logical_and(keep, z >= kth)
         z = xp.where(keep, z, ninf)
     if need_order:
@@ -820,6 +823,15 @@ def _is_jax_key(key) -> bool:
     return key.dtype == np.uint32 and key.shape == (2,)
 
 
+def _idx(xp):
+    """The index dtype: int64, or int32 where JAX runs without x64."""
+    if _compat.is_jax_namespace(xp):
+        import jax
+
+        return xp.int64 if jax.config.jax_enable_x64 else xp.int32
+    return xp.int64
+
+
 def _u64(xp, like):
     """The widest float the backend draws in (float64 unless JAX runs without x64)."""
     if _compat.is_jax_namespace(xp):
@@ -1012,13 +1024,13 @@ def _draw_inverse_cdf(a, zf, Tf, keep, u):
     wide = u.dtype
     cdf = xp.cumulative_sum(xp.astype(p, wide) if p.dtype != wide else p, axis=-1)
     total = cdf[:, -1:]
-    last = xp.astype(xp.argmax(cdf, axis=-1, keepdims=True), xp.int64)  # last token with mass
+    last = xp.astype(xp.argmax(cdf, axis=-1, keepdims=True), _idx(xp))  # last token with mass
     n, W = u.shape[-1], cdf.shape[-1]
     step = max(1, (1 << 23) // max(1, a.B * W))
     outs = []
     for s0 in range(0, n, step):
         t = u[:, s0:min(n, s0 + step)] * total
-        outs.append(xp.sum(xp.astype(cdf[:, None, :] <= t[:, :, None], xp.int64), axis=-1))
+        outs.append(xp.sum(xp.astype(cdf[:, None, :] <= t[:, :, None], _idx(xp)), axis=-1))
     idx = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
     idx = xp.where(idx > last, xp.broadcast_to(last, idx.shape), idx)
     lp = xp.take_along_axis(logp, idx, axis=-1)
@@ -1075,7 +1087,7 @@ def _draw_without(a, zf, Tf, keep, n, seed, rng, func):
     order_ = xp.argsort(keys, axis=-1, descending=True, stable=True)[:, :n]
     lp = xp.take_along_axis(logp, order_, axis=-1)
     idx = xp.where(lp > -math.inf, order_, -xp.ones_like(order_))
-    return xp.astype(idx, xp.int64), lp
+    return xp.astype(idx, _idx(xp)), lp
 
 
 def _gumbel(xp, shape, dtype, like, seed, rng, func):
