@@ -304,3 +304,30 @@ def test_import_tempscale_does_not_import_torch():
             "assert 'torch' not in sys.modules and 'jax' not in sys.modules, "
             "sorted(m for m in sys.modules if m.startswith(('torch', 'jax')))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the end-to-end example through the CLI (one seed, one temperature: a few seconds)
+# ---------------------------------------------------------------------------------------------
+def test_cli_distill_quick(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    from tempscale.cli import main
+
+    out = tmp_path / "kd.json"
+    rc = main(["distill", "--quick", "--seeds", "1", "--temperatures", "4", "--no-progress",
+               "--json", str(out), "--markdown"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "student: KD T=4" in text and "| model |" in text
+    import json
+
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == {"teacher", "student: hard labels", "student: KD T=4"}
+    for vals in res.values():
+        acc, nll = vals[0]
+        assert 0.5 < acc <= 1.0 and 0.0 < nll < 2.0   # all models learn something
+    # refuses to overwrite; bad options are one-line errors with exit status 2
+    assert main(["distill", "--quick", "--json", str(out)]) == 2
+    assert main(["distill", "--quick", "--alpha", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--alpha must be in [0, 1]" in err
