@@ -54,7 +54,6 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Any
 
 import numpy as np
 
@@ -180,7 +179,7 @@ def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open
             got = np.asarray(_to_numpy(arr)).reshape(-1)[np.asarray(_to_numpy(bad)).reshape(-1)][0]
             raise param_error(name, func, expect, got.item())
     if integer:
-        arr = xp.clip(arr, None, a.V) if hasattr(xp, "clip") else xp.where(arr > a.V, a.V, arr)
+        arr = xp.clip(arr, None, a.V)
     return arr
 
 
@@ -254,13 +253,12 @@ def _generic_keep(a, z, valid):
             k = max(k, a.mtk)
             kth = srt[:, k - 1:k]
         else:
-            k = xp.clip(k, a.mtk, V) if hasattr(xp, "clip") else xp.where(k < a.mtk, a.mtk, k)
+            k = xp.clip(k, a.mtk, V)
             kth = xp.take_along_axis(srt, xp.astype(k - 1, _idx(xp)), axis=-1)
         keep = xp.logical_and(keep, z >= kth)
         z = xp.where(keep, z, ninf)
     if need_order:
         pos = xp.arange(V, device=_compat.device(z))
-        protected = None
     if a.top_p is not None:
         idx = xp.argsort(z, axis=-1, descending=True, stable=True)  # value desc, index asc
         zs = xp.take_along_axis(z, idx, axis=-1)
@@ -327,7 +325,6 @@ def _warp_parts(a):
 
 
 def _distribution(a, log):
-    xp = a.xp
     f = log_softmax if log else softmax
     fast = _fast_parts(a) if _FAST_OK else None
     c = a  # the arguments (and namespace) the computation runs in
