@@ -382,3 +382,31 @@ def test_narrow_screen_has_no_horizontal_scroll(open_page):
     chart = ex.page.locator("#bars").bounding_box()
     examples = ex.page.locator(".examples-panel").bounding_box()
     assert controls["y"] < chart["y"] < examples["y"]
+
+
+def test_controls_are_labelled_and_keyboard_reachable(open_page):
+    ex = open_page()
+    for label, selector in [("Temperature T (log scale)", "#t-slider"),
+                            ("Temperature T (type a number, 0 or inf)", "#t-input"),
+                            ("Probabilities", "#values"), ("Class labels (optional)", "#labels"),
+                            ("logits", "#mode-logits"), ("probabilities", "#mode-probabilities"),
+                            ("zoom y axis", "#zoom")]:
+        loc = ex.page.get_by_label(label, exact=True)
+        assert loc.count() == 1 and loc.evaluate("e => '#' + e.id") == selector, label
+    # Tab from the page start reaches the slider, then the box; typing there updates the bars
+    ex.page.keyboard.press("Tab")
+    assert ex.page.evaluate("document.activeElement.id") == "t-slider"
+    ex.page.keyboard.press("ArrowLeft")
+    assert ex.T == 0.977
+    ex.page.keyboard.press("Tab")
+    assert ex.page.evaluate("document.activeElement.id") == "t-input"
+    ex.page.keyboard.press("Control+A")
+    ex.page.keyboard.type("10")
+    assert ex.T == 10.0
+    assert_bars(ex, seed_vector(), "probabilities")
+    # zooming the y axis rescales the ticks, not the numbers
+    top_tick = "els => Math.max(...els.map(e => parseFloat(e.textContent)))"
+    assert ex.page.eval_on_selector_all("#bars text.tick", top_tick) == 1
+    ex.page.check("#zoom")
+    assert ex.page.eval_on_selector_all("#bars text.tick", top_tick) == 0.5  # fits the T = 1 outline (0.399)
+    assert_bars(ex, seed_vector(), "probabilities")

@@ -299,7 +299,7 @@
       svgEl("line", { x1: left, x2: W - right, y1: ys(t), y2: ys(t), "class": t === 0 ? "axis" : "gridline" }, svg);
       svgText(svg, fmt(t, 3), { x: left - 6, y: ys(t) + 4, "text-anchor": "end", "class": "tick" });
     });
-    var yl = svgText(svg, "probability", { x: 9, y: top + ph / 2, "text-anchor": "middle", "class": "tick",
+    var yl = svgText(svg, "probability", { x: 9, y: top + ph / 2, "text-anchor": "middle", "class": "axis-title",
       transform: "rotate(-90 9 " + (top + ph / 2) + ")" });
     yl.setAttribute("aria-hidden", "true");
 
@@ -386,7 +386,7 @@
       svgEl("line", { x1: left, x2: left + pw, y1: ys(h), y2: ys(h), "class": f === 0 ? "axis" : "gridline" }, svg);
       svgText(svg, fmt(h, 3), { x: left - 6, y: ys(h) + 4, "text-anchor": "end", "class": "tick" });
     });
-    var hl = svgText(svg, "H (nats)", { x: 9, y: top + ph / 2, "text-anchor": "middle", "class": "tick",
+    var hl = svgText(svg, "H (nats)", { x: 9, y: top + ph / 2, "text-anchor": "middle", "class": "axis-title",
       transform: "rotate(-90 9 " + (top + ph / 2) + ")" });
     hl.setAttribute("aria-hidden", "true");
     if (state.error || st.entropy !== st.entropy) {
