@@ -224,6 +224,9 @@ def test_number_box_takes_zero_inf_and_extremes(open_page):
     assert ex.attr("#t-input", "aria-invalid") == "false"
     ex.set_T("inf")
     np.testing.assert_allclose(ex.probs(), [0.25, 0.25, 0.25, 0.25, 0], rtol=1e-15)
+    ex.set_T("5e-324")  # the smallest positive double: T/2 underflows to 0, still no NaN
+    assert ex.T == 5e-324
+    np.testing.assert_array_equal(ex.probs(), [0.5, 0.5, 0, 0, 0])
     for bad in ["-1", "abc", "", "nan", "0x10"]:
         ex.set_T(bad)
         assert ex.attr("#t-input", "aria-invalid") == "true", bad

@@ -34,8 +34,9 @@
       var v = x[i];
       if (v === -Infinity) y[i] = -Infinity;
       else if (tie) y[i] = (v === m) ? 0 : -Infinity;
-      // (x - m)/T without overflow for any finite x and T: (x/2 - m/2)/(T/2)
-      else y[i] = (v / 2 - mh) / th;
+      // (x - m)/T without overflow for any finite x and T: (x/2 - m/2)/(T/2); for a subnormal T
+      // whose half is 0, (x - m)/T itself (it can only overflow to the right answer, -inf)
+      else y[i] = th > 0 ? (v / 2 - mh) / th : (v - m) / T;
       if (y[i] === 0) y[i] = 0;  // -0 (T = inf) -> 0
       s += Math.exp(y[i]);
     }
