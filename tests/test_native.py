@@ -513,6 +513,26 @@ def test_threadpoolctl_limits_the_pool():
         _native.set_num_threads(old)
 
 
+def test_streaming_store_path(isa):
+    """The non-temporal-store variant (off by default) computes the same values."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((7, 3001)).astype(np.float32)
+    x[1, 5] = NAN
+    x[2, :] = -INF
+    want = native("softmax", x, 0.6)
+    old = _K._set_stream_bytes(0)
+    try:
+        got = native("softmax", x, 0.6)
+        lim = np.empty_like(x)
+        _K.exp_pass(x, lim, 2)
+    finally:
+        _K._set_stream_bytes(old)
+    np.testing.assert_array_equal(got, want)
+    with np.errstate(all="ignore"):
+        fin = np.isfinite(x)
+        np.testing.assert_allclose(lim[fin], np.exp(x[fin].astype(np.float64)), rtol=4e-7)
+
+
 def test_output_block_cache():
     x = np.random.default_rng(13).standard_normal((1000, 600)).astype(np.float32)  # 2.4 MB
     _native.release_memory()

@@ -320,14 +320,44 @@ AI void SFX(logsm_f32)(const float *x, float *o, npy_intp n, double m, double in
     for (; i < n; i++) o[i] = (float)(((double)x[i] - m) * invT - ls);
 }
 
-/* returns 0 when handled, 1 when the row needs the scalar reference (non-finite cases) */
-static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind, double *lse) {
+#ifdef HAVE_TSUM
+/* o = src * a (a = ah + al) with streaming stores: the output of a large softmax bypasses the
+   caches, so it costs one write instead of a read-for-ownership plus a write */
+AI void SFX(scale_stream_f32)(const float *src, float *o, npy_intp n, double a) {
+    float ahs = (float)a, als = (float)(a - (double)ahs);
+    __m512 ah = _mm512_set1_ps(ahs), al = _mm512_set1_ps(als);
+    npy_intp i = 0;
+    for (; i < n && ((uintptr_t)(o + i) & 63); i++) o[i] = (float)((double)src[i] * a);
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(src + i);
+        _mm512_stream_ps(o + i, _mm512_fmadd_ps(v, ah, _mm512_mul_ps(v, al)));
+    }
+    for (; i < n; i++) o[i] = (float)((double)src[i] * a);
+    _mm_sfence();
+}
+#endif
+
+/* returns 0 when handled, 1 when the row needs the scalar reference (non-finite cases);
+   scratch (AVX-512 softmax only, else NULL): n floats for the unnormalised values, then the
+   result is streamed to o */
+static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind, double *lse,
+                        float *scratch) {
     int nan;
     float mf = SFX(rowmax_f32)(x, n, &nan);
     double c = LOG2E / T;
     if (nan || !(isfinite(mf) && c > 0.0 && c < INFINITY && T < INFINITY)) return 1;
     double m = mf;
     if (kind == KIND_SOFTMAX) {
+#ifdef HAVE_TSUM
+        if (scratch) {
+            double s = SFX(expsum_f32)(x, scratch, n, m, c, 1);
+            if (!isfinite(s)) return 1;
+            SFX(scale_stream_f32)(scratch, o, n, 1.0 / s);
+            return 0;
+        }
+#else
+        (void)scratch;
+#endif
         double s = SFX(expsum_f32)(x, o, n, m, c, 1);
         if (!isfinite(s)) return 1;
         SFX(scale_f32)(o, n, 1.0 / s);
@@ -598,8 +628,19 @@ static void SFX(tr_out_f32)(const float *PT, npy_intp n, char *ob, npy_intp os) 
 #endif
 
 /* the benchmark's limit: o = exp(x), float32, contiguous */
-static void SFX(exp_pass)(const float *x, float *o, npy_intp n) {
+static void SFX(exp_pass)(const float *x, float *o, npy_intp n, int nt) {
     npy_intp i = 0;
+#ifdef HAVE_TSUM
+    if (nt) {
+        for (; i < n && ((uintptr_t)(o + i) & 63); i++) o[i] = expf(x[i]);
+        for (; i + 16 <= n; i += 16) _mm512_stream_ps(o + i, (__m512)SFX(expf_fast)(SFX(ldf)(x + i)));
+        for (; i < n; i++) o[i] = expf(x[i]);
+        _mm_sfence();
+        return;
+    }
+#else
+    (void)nt;
+#endif
     for (; i + 2 * VF <= n; i += 2 * VF) {
         SFX(stf)(o + i, SFX(expf_fast)(SFX(ldf)(x + i)));
         SFX(stf)(o + i + VF, SFX(expf_fast)(SFX(ldf)(x + i + VF)));
