@@ -96,7 +96,7 @@ def fit_sklearn(z, y):
 def fit_torch_recipe(zt, yt):
     import torch
 
-    T = torch.nn.Parameter(torch.ones(1) * 1.5)
+    T = torch.nn.Parameter(torch.ones(1, device=zt.device) * 1.5)
     opt = torch.optim.LBFGS([T], lr=0.01, max_iter=50)
 
     def closure():
@@ -126,10 +126,38 @@ def fit_torch_tuned(zt, yt):
     return float(torch.exp(logT.detach()))
 
 
+def breakdown(z, y):
+    """tempscale's evaluations (rows, beta, float64?, seconds) for one fit."""
+    import tempscale.calibration as C
+
+    orig = C._NumpyProblem.evaluate
+    calls = []
+
+    def timed(self, beta, precise):
+        t0 = time.perf_counter()
+        r = orig(self, beta, precise)
+        calls.append((self.n, beta, precise or self.z.dtype == np.float64, time.perf_counter() - t0))
+        return r
+
+    C._NumpyProblem.evaluate = timed
+    try:
+        t0 = time.perf_counter()
+        C.fit_temperature(z, y)
+        total = time.perf_counter() - t0
+    finally:
+        C._NumpyProblem.evaluate = orig
+    for n, beta, f64, t in calls:
+        print(f"{'':>16}   pass over {n:>9,} rows  beta {beta:.8f}  {'float64' if f64 else 'float32'}"
+              f"  {t:.4f} s")
+    print(f"{'':>16}   total {total:.4f} s (passes {sum(c[3] for c in calls):.4f} s)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the fast method (best counts)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print tempscale's passes over the data and their times")
     ap.add_argument("--device", default="cpu", help="torch device of the logits (cpu, cuda)")
     ap.add_argument("--recipe-all", action="store_true",
                     help="also time the slow LBFGS recipe on inputs over 10M logits (minutes)")
@@ -148,7 +176,7 @@ def main(argv=None):
     print(f"CPU: {cpu_model()}   logical CPUs: {os.cpu_count()}   load average: "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"threads: torch {torch.get_num_threads()}, thread pools [{blas}], tempscale "
-          f"{min(os.cpu_count() or 1, 8)}")
+          f"{min(os.cpu_count() or 1, 4)}")
     print(f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, torch {torch.__version__}")
     gpu = args.device != "cpu"
     if gpu:
@@ -178,6 +206,8 @@ def main(argv=None):
             rows.append(("torch LBFGS (recipe)", T, t))
         t, T = best_of(lambda: fit_torch_tuned(zt, yt), slow_rep)
         rows.append(("torch LBFGS (tuned)", T, t))
+        if args.breakdown and not gpu:
+            breakdown(z, y)
         nll_ts = exact_nll(z, y, T_ts)
         for name, T, t in rows:
             v = exact_nll(z, y, T) if T > 0 and math.isfinite(T) else math.nan

@@ -153,7 +153,7 @@ class _Outcome(Exception):
 
 
 def _solve_beta(evaluate, beta0, *, tol, max_iter, precise_from, checks, loose=None,
-                func="fit_temperature"):
+                grad0=None, func="fit_temperature"):
     """Safeguarded Halley iteration for the root of the (increasing) NLL gradient in beta.
 
     ``evaluate(beta, precise) -> (g, h, k3)`` returns the mean gradient, curvature and third
@@ -179,6 +179,11 @@ def _solve_beta(evaluate, beta0, *, tol, max_iter, precise_from, checks, loose=N
             lo = beta
         elif g > 0:
             hi = beta
+            if lo == 0.0 and g0 is None:
+                # no point with a negative gradient seen yet: is the optimum above beta = 0?
+                g0 = grad0() if grad0 is not None else evaluate(0.0, True)[0]
+                if g0 >= 0:
+                    raise _Outcome(0.0)
         elif precise:
             return beta
         new = math.nan
@@ -187,16 +192,22 @@ def _solve_beta(evaluate, beta0, *, tol, max_iter, precise_from, checks, loose=N
             denom = 1.0 + 0.5 * newton * k3 / h  # Halley: (-g/h) / (1 - g k3 / (2 h^2))
             step = newton / denom if (math.isfinite(denom) and 0.5 < denom < 2.0) else newton
             new = beta + step
+            if beta > 0 and (g > 0 or not lo < new < hi):
+                # downhill (g is concave in beta) a step overshoots: take Halley's step in
+                # u = log(beta) instead, which overshoots less and never crosses 0.
+                # G(u) = g(e^u): G' = beta h, G'' = beta h + beta^2 k3
+                g1 = beta * h
+                g2 = g1 + beta * beta * k3
+                nu = -g / g1
+                den = 1.0 + 0.5 * nu * g2 / g1
+                du = nu / den if (math.isfinite(den) and 0.5 < den < 2.0) else nu
+                new = beta * math.exp(max(-4.0, min(4.0, du)))
         if not (lo < new < hi and math.isfinite(new)):
             if hi == math.inf:  # the root is above every point seen: expand
                 new = beta * 8.0 if beta > 0 else 1.0
                 if new > 1e300:
                     raise _Outcome(math.inf)
-            elif lo == 0.0:  # the root is below every point seen: is it above 0 at all?
-                if g0 is None:
-                    g0 = evaluate(0.0, True)[0]
-                    if g0 >= 0:
-                        raise _Outcome(0.0)
+            elif lo == 0.0:  # the root is below every point seen (and above 0: checked)
                 new = hi / 8.0
             else:
                 new = math.sqrt(lo * hi)
@@ -229,6 +240,10 @@ def _degenerate_checks(separable, single_class, func):
     return checks
 
 
+#: how _NumpyProblem sums rows: "auto", "blas" or "einsum" (a switch for benchmarks)
+ROWSUM = "auto"
+
+
 class _NumpyProblem:
     """The NLL derivatives of NumPy logits, in row chunks (cache-sized), over threads."""
 
@@ -240,16 +255,17 @@ class _NumpyProblem:
         self.n, self.k = n, k
         self.m = np.empty(n, np.float64)
         self.dy = np.empty(n, np.float64)
+        self.g0r = np.empty(n, np.float64)
         self.prepared = False
         self.rows = max(8, (1 << 17) // max(k, 1))  # ~1 MiB float64 chunks (measured best)
         self.starts = list(range(0, n, self.rows))
         self.W = float(n) if w is None else float(w.sum())
         if threads is None:
-            threads = min(os.cpu_count() or 1, 8)
+            threads = min(os.cpu_count() or 1, 4)  # measured: no gain beyond 4 (GIL, memory)
         self.threads = max(1, min(threads, len(self.starts)))
         self._pool = None
-        self.ones64 = np.ones(k, np.float64)
-        self.ones32 = np.ones(k, np.float32)
+        self.ones = {np.dtype(np.float64): np.ones(k, np.float64),
+                     np.dtype(np.float32): np.ones(k, np.float32)}
 
     def _chunk(self, a, beta, dt, prep):
         b = min(a + self.rows, self.n)
@@ -264,21 +280,22 @@ class _NumpyProblem:
             self.m[a:b] = mc
             self.dy[a:b] = zc[np.arange(b - a), self.y[a:b]]
             self.dy[a:b] -= self.m[a:b]
+            # the row mean minus the label's logit: the gradient at beta = 0
+            self.g0r[a:b] = self._rowsum(zc) / self.k - self.dy[a:b] - self.m[a:b]
         mc = self.m[a:b, None]
-        ones = self.ones64
         if dt == np.float32:
             mc = mc.astype(np.float32)
-            ones = self.ones32
         d = np.subtract(zc, mc, dtype=dt)
         e = np.multiply(d, dt(beta))
         np.exp(e, out=e)
-        s = (e @ ones).astype(np.float64, copy=False)   # row sums by BLAS: fast for short rows
+        rowsum = self._rowsum
+        s = rowsum(e)
         np.multiply(e, d, out=e)
-        a1 = (e @ ones).astype(np.float64, copy=False)
+        a1 = rowsum(e)
         np.multiply(e, d, out=e)
-        a2 = (e @ ones).astype(np.float64, copy=False)
+        a2 = rowsum(e)
         np.multiply(e, d, out=e)
-        a3 = (e @ ones).astype(np.float64, copy=False)
+        a3 = rowsum(e)
         mu = a1 / s
         m2 = a2 / s
         var = m2 - mu * mu
@@ -288,6 +305,15 @@ class _NumpyProblem:
             return np.array([g.sum(), var.sum(), k3.sum()])
         wc = self.w[a:b]
         return np.array([wc @ g, wc @ var, wc @ k3])
+
+    def _rowsum(self, e):
+        """Row sums as float64: a BLAS matrix-vector product (fast for short rows) when one
+        thread runs, else NumPy's own loop (BLAS threads inside our threads oversubscribe)."""
+        if ROWSUM == "blas" or (ROWSUM == "auto" and self.threads == 1):
+            r = e @ self.ones[e.dtype]
+        else:
+            r = np.einsum("ij->i", e)
+        return r.astype(np.float64, copy=False)
 
     def evaluate(self, beta, precise):
         dt = np.float64 if (precise or self.z.dtype == np.float64) else np.float32
@@ -308,6 +334,10 @@ class _NumpyProblem:
         if not np.all(np.isfinite(tot)):
             raise _NonFinite()
         return float(tot[0]), float(tot[1]), float(tot[2])
+
+    def grad0(self):
+        """Mean NLL gradient at beta = 0 (known after the first pass)."""
+        return float(np.average(self.g0r, weights=self.w))
 
     def separable(self):
         if self.w is None:
@@ -349,6 +379,8 @@ class _XpProblem:
             raise param_error("logits", func, "finite at each row's label",
                               f"-inf at the label of rows {rows}")
         self.d = d
+        nvalid = xp.sum(xp.astype(valid, dt), axis=1)
+        self.g0r = xp.sum(d, axis=1) / nvalid - self.dy   # gradient at beta = 0, per row
         self.neg = xp.where(valid, xp.zeros_like(z), xp.full_like(z, ninf))
         self.w = None if w is None else xp.astype(w, dt)
         self.W = float(n) if w is None else float(_to_numpy(xp.sum(self.w)))
@@ -376,6 +408,11 @@ class _XpProblem:
             tot = xp.sum(parts * xp.reshape(self.w, (1, -1)), axis=1)
         t = np.asarray(_to_numpy(tot), dtype=np.float64) / self.W
         return float(t[0]), float(t[1]), float(t[2])
+
+    def grad0(self):
+        xp = self.xp
+        g = self.g0r if self.w is None else self.g0r * self.w
+        return float(_to_numpy(xp.sum(g))) / self.W
 
     def separable(self):
         xp = self.xp
@@ -445,7 +482,8 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
     as_array : bool, default False
         Return a 0-d array in the namespace and floating dtype of ``logits`` instead of a float.
     threads : int, optional
-        Threads for the NumPy path (default: the number of CPUs, at most 8).
+        Threads for the NumPy path (default: the number of CPUs, at most 4, beyond which the
+        passes stopped getting faster on a 16-core machine).
 
     Returns
     -------
@@ -520,8 +558,9 @@ def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func, info):
     if _compat.is_numpy_namespace(xp):
         zn = np.ascontiguousarray(z)
         beta0 = 1.0
-        if n * k > (1 << 20) and n > 4000:
-            stride = max(1, n // max(2000, (1 << 18) // k))
+        sub_rows = max(2000, (1 << 18) // k)
+        if n >= 2 * sub_rows:  # start from the fit of an evenly spaced subsample of rows
+            stride = max(1, n // sub_rows)
             sub = _NumpyProblem(np.ascontiguousarray(zn[::stride]), y[::stride],
                                 None if w is None else np.ascontiguousarray(w[::stride]),
                                 threads=1)
@@ -558,7 +597,7 @@ def _run(prob, beta0, tol, max_iter, *, precise_from, func, info):
 
     try:
         return _solve_beta(evaluate, beta0, tol=tol, max_iter=max_iter,
-                           precise_from=precise_from, checks=checks, func=func)
+                           precise_from=precise_from, checks=checks, grad0=prob.grad0, func=func)
     except _Outcome as out:
         if out.beta == 0.0:
             warnings.warn(f"{func}: the logits do no better than a uniform guess (the NLL falls as "
