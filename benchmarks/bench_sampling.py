@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                              med * 1e3, args.batch / med, (base / med) if base else float("nan"),
                              kept, diff, disagree))
     header = ("logits", "filters", "method", "ms/call", "draws/s", "x hf", "kept (median)",
-              "max|dp| vs hf", "kept-set diffs")
+              "max abs dp vs hf", "kept-set diffs")
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
