@@ -737,3 +737,17 @@ def test_dask_is_refused_clearly():
     da = pytest.importorskip("dask.array")
     with pytest.raises(TypeError, match="The 'logits' parameter of sample must be an in-memory array"):
         sample(da.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_degenerate_shapes(fast, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(S, "_FAST_OK", fast)
+    for xx in (np.zeros((0, 5)), np.zeros((1, 1)), np.array([3.0])):
+        for x in (xx, torch.from_numpy(xx)):
+            for kw in (dict(), dict(top_k=1, top_p=0.1, min_p=0.5)):
+                w = to_numpy(warp(x, 0.5, **kw))
+                assert w.shape == xx.shape and np.all(w == 1.0)
+                i = to_numpy(sample(x, 0.5, seed=0, num_samples=2, **kw))
+                assert i.shape == xx.shape[:-1] + (2,) and np.all(i == 0)
+    assert gumbel_softmax(np.zeros((0, 4)), seed=0).shape == (0, 4)

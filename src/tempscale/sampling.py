@@ -519,7 +519,7 @@ def _fast_parts(a):
     the boundary so that only a few hundred tokens are sorted, min-p from the ratio to the maximum.
     """
     ops = _fast_ops(a)
-    if ops is None or a.mtk != 1:
+    if ops is None or a.mtk != 1 or a.B == 0:
         return None
     if ops is _TorchOps and _TORCH_CPU_VIA_NUMPY and a.x.device.type == "cpu":
         return _fast_parts(_numpy_view(a))
