@@ -22,7 +22,8 @@ EPILOG = """\
 examples:
   tempscale demo                          reproduce the seed example into ./tempscale-demo/
   tempscale softmax -T 0.5 -- -1 0 1      softmax of three logits at T = 0.5
-  tempscale softmax -T 0.1 1 10 logits.npy -o probs.npy
+  tempscale softmax -T 0.1,1,10 logits.npy -o probs.npy
+  tempscale plot -T 0.1,0.5,1,2,10 -- -1 0 1   bars at five temperatures (PNG)
   tempscale explore -o explorer.html      write the interactive page
 """
 
@@ -30,14 +31,14 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tempscale",
         description="Softmax with temperature: compute, choose and see what T does.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tempscale {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMANDS:
         try:
             mod = importlib.import_module(f"{__name__}.{name}")
@@ -50,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Parser(argparse.ArgumentParser):
-    pass
+    """argparse with one-line usage errors (exit status 2, no usage dump)."""
+
+    def error(self, message):  # noqa: D401 - argparse's hook
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

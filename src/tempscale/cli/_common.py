@@ -151,9 +151,10 @@ def load_input(values: Sequence[str] | None, file: str | None, *, what: str = "l
         return load_array(src, key=key, what=what)
     if not values:
         raise CLIError(f"give the {what} as numbers or with a file (see --help)")
-    if len(values) == 1 and Path(values[0]).suffix.lower() in (".npy", ".npz", ".csv", ".txt", ".tsv"):
+    if len(values) == 1:
         src, key = split_key(values[0])
-        return load_array(src, key=key, what=what)
+        if Path(src).suffix.lower() in (".npy", ".npz", ".csv", ".txt", ".tsv"):
+            return load_array(src, key=key, what=what)
     return np.asarray(parse_floats(values, "entry"), dtype=np.float64)
 
 
