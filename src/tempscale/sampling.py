@@ -46,7 +46,8 @@ library's own generator: a :class:`numpy.random.Generator` for NumPy (and array-
 :class:`torch.Generator` (on the tensor's device) for PyTorch, a PRNG key
 (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``) for JAX.  With neither, NumPy and PyTorch use
 fresh OS entropy / the global torch generator and JAX draws a fresh key from OS entropy (pass a key
-under ``jax.jit``).  The same seed gives the same draws on the fast and the generic path.
+under ``jax.jit``).  The same seed gives the same draws; the fast and the generic path use the
+same uniforms and agree draw for draw except where rounding of the CDF differs.
 """
 
 from __future__ import annotations
