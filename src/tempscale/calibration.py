@@ -169,6 +169,7 @@ def _solve_beta(evaluate, beta0, *, tol, max_iter, precise_from, checks, loose=N
     step_tol = max(tol ** (1.0 / 3.0), 4e-16)
     beta = beta0
     precise = precise_from <= 0
+    downhill = 0
     for it in range(max_iter):
         g, h, k3 = evaluate(beta, precise)
         if it == 0:
@@ -179,8 +180,9 @@ def _solve_beta(evaluate, beta0, *, tol, max_iter, precise_from, checks, loose=N
             lo = beta
         elif g > 0:
             hi = beta
-            if lo == 0.0 and g0 is None:
-                # no point with a negative gradient seen yet: is the optimum above beta = 0?
+            downhill += 1
+            if lo == 0.0 and g0 is None and (downhill >= 3 or beta < 1e-6):
+                # still no point with a negative gradient: is the optimum above beta = 0 at all?
                 g0 = grad0() if grad0 is not None else evaluate(0.0, True)[0]
                 if g0 >= 0:
                     raise _Outcome(0.0)
@@ -255,7 +257,6 @@ class _NumpyProblem:
         self.n, self.k = n, k
         self.m = np.empty(n, np.float64)
         self.dy = np.empty(n, np.float64)
-        self.g0r = np.empty(n, np.float64)
         self.prepared = False
         self.rows = max(8, (1 << 17) // max(k, 1))  # ~1 MiB float64 chunks (measured best)
         self.starts = list(range(0, n, self.rows))
@@ -280,8 +281,6 @@ class _NumpyProblem:
             self.m[a:b] = mc
             self.dy[a:b] = zc[np.arange(b - a), self.y[a:b]]
             self.dy[a:b] -= self.m[a:b]
-            # the row mean minus the label's logit: the gradient at beta = 0
-            self.g0r[a:b] = self._rowsum(zc) / self.k - self.dy[a:b] - self.m[a:b]
         mc = self.m[a:b, None]
         if dt == np.float32:
             mc = mc.astype(np.float32)
@@ -336,8 +335,8 @@ class _NumpyProblem:
         return float(tot[0]), float(tot[1]), float(tot[2])
 
     def grad0(self):
-        """Mean NLL gradient at beta = 0 (known after the first pass)."""
-        return float(np.average(self.g0r, weights=self.w))
+        """Mean NLL gradient at beta = 0 (a pass with exp(0) = 1: the row means)."""
+        return self.evaluate(0.0, True)[0]
 
     def separable(self):
         if self.w is None:
