@@ -335,6 +335,9 @@ def _assert_escaped(ex: Explorer, labels, title=None):
     assert shown[: len(labels)] == labels
     ticks = ex.page.eval_on_selector_all("#bars text.xlabel", "els => els.map(e => e.textContent)")
     assert any(t.startswith(XSS[:6]) and "\u2026" in t for t in ticks)  # drawn as text (shortened to fit)
+    if not ex.page.evaluate("document.getElementById('numbers').open"):
+        ex.page.click("#numbers summary")  # the table of numbers is filled when opened
+        ex.page.wait_for_function("() => document.querySelectorAll('#table-body tr').length > 0")
     rows = ex.page.eval_on_selector_all("#table-body th", "els => els.map(e => e.textContent)")
     assert rows[: len(labels)] == labels
     assert ex.page.eval_on_selector_all("script", "e => e.length") == 2  # only the page's own

@@ -270,7 +270,7 @@
     return 1;
   }
 
-  function renderBars(r, ref, st) {
+  function renderBars(x, r, ref, st) {
     var svg = $("bars");
     clear(svg);
     var sz = sizeOf(svg, 760, 330), W = sz.w, H = sz.h;
@@ -311,12 +311,12 @@
     var bw = Math.min(150, Math.max(1, slot * (n > 60 ? 0.9 : 0.72)));
     var showVals = slot >= 30;
     var labelEvery = Math.max(1, Math.ceil((rotate ? 15 : 8 * Math.min(maxLab, 14) + 8) / slot));
-    var group = svgEl("g", { "class": "bars" }, svg);
+    var group = svgEl("g", { "class": "bars" }, svg), refPath = "";
     var topSet = {};
     st.argmax.forEach(function (j) { topSet[j] = true; });
     for (i = 0; i < n; i++) {
       var x0 = left + slot * i + (slot - bw) / 2, p = r.p[i];
-      var masked = logits()[i] === -Infinity;
+      var masked = x[i] === -Infinity;
       var hp = p === p ? p : 0;
       var rect = svgEl("rect", {
         x: x0, y: ys(hp), width: bw, height: Math.max(0, ys(0) - ys(hp)), rx: Math.min(3, bw / 4),
@@ -324,10 +324,13 @@
         "data-index": i, "data-p": String(p), "data-masked": masked ? "true" : "false"
       }, group);
       rect.setAttribute("data-label", labels[i]);
-      var tip = svgEl("title", null, rect);
-      tip.textContent = labels[i] + ": p = " + fmt(p, 6) + (masked ? " (masked, \u2212inf)" : "");
-      if (ref.p[i] === ref.p[i] && ref.p[i] > 0) {
-        svgEl("rect", { x: x0, y: ys(ref.p[i]), width: bw, height: Math.max(0, ys(0) - ys(ref.p[i])), "class": "ref" }, svg);
+      if (n <= 200) {  // tooltips; many bars are read from the table instead
+        var tip = svgEl("title", null, rect);
+        tip.textContent = labels[i] + ": p = " + fmt(p, 6) + (masked ? " (masked, \u2212inf)" : "");
+      }
+      if (ref.p[i] === ref.p[i] && ref.p[i] > 0) {  // the T = 1 outline, one path for all bars
+        var ry = ys(ref.p[i]), rb = ys(0);
+        refPath += "M" + x0.toFixed(2) + "," + rb.toFixed(2) + "V" + ry.toFixed(2) + "H" + (x0 + bw).toFixed(2) + "V" + rb.toFixed(2);
       }
       if (masked) {
         svgText(svg, "\u00d7", { x: x0 + bw / 2, y: ys(0) - 5, "text-anchor": "middle", "class": "masked" });
@@ -346,6 +349,7 @@
         lab.setAttribute("data-label-index", String(i));
       }
     }
+    if (refPath) svgEl("path", { d: refPath, "class": "ref" }, svg);
     if (r.empty) {
       svgText(svg, "Every class is masked (\u2212inf): all probabilities are 0.", { x: left + pw / 2, y: top + ph / 2, "text-anchor": "middle", "class": "empty-msg" });
     } else if (r.nan) {
@@ -353,13 +357,17 @@
     }
   }
 
-  var CURVE_N = 161;
+  var CURVE_N = 161, curveCache = { key: null, pts: null };
   function curveData(x) {
+    // the curve depends on the numbers only: recompute it when they change, not as T moves
+    var key = state.mode + "|" + x.join(",");
+    if (curveCache.key === key) return curveCache.pts;
     var pts = [];
     for (var i = 0; i < CURVE_N; i++) {
       var lt = LOG10_MIN + (LOG10_MAX - LOG10_MIN) * i / (CURVE_N - 1);
       pts.push([lt, stats(softmax(x, Math.pow(10, lt))).entropy]);
     }
+    curveCache = { key: key, pts: pts };
     return pts;
   }
 
@@ -421,6 +429,7 @@
   function renderTable(r, ref) {
     var body = $("table-body");
     clear(body);
+    if (!$("numbers").open) return;  // filled when opened
     setText("col-input", state.mode === "probabilities" ? "probability given" : "logit");
     for (var i = 0; i < state.values.length; i++) {
       var tr = document.createElement("tr");
@@ -545,7 +554,7 @@
     root.setAttribute("data-error", state.error ? "true" : "false");
     renderModeText();
     syncTControls(!!opts.fromSlider);
-    renderBars(r, ref, st);
+    renderBars(x, r, ref, st);
     renderStats(r, st);
     renderCurve(x, st);
     renderTable(r, ref);
@@ -629,6 +638,7 @@
     $("mode-probabilities").focus();
   });
   $("zoom").addEventListener("change", function () { state.zoom = $("zoom").checked; update(); });
+  $("numbers").addEventListener("toggle", function () { update({ keepValueError: true }); });
 
   Array.prototype.forEach.call(document.querySelectorAll("[data-example]"), function (b) {
     b.addEventListener("click", function () {
