@@ -377,7 +377,7 @@
     clear(svg);
     var sz = sizeOf(svg, 420, 230), W = sz.w, H = sz.h;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-    var left = 50, right = 14, top = 14, bottom = 34;
+    var left = 58, right = 14, top = 14, bottom = 34;
     var pw = W - left - right, ph = H - top - bottom;
     var nValid = 0;
     x.forEach(function (v) { if (v > -Infinity) nValid++; });
