@@ -383,11 +383,12 @@ def test_narrow_screen_has_no_horizontal_scroll(open_page):
                    labels=[f"class number {i}" for i in range(40)])
     assert ex.page.evaluate("document.documentElement.scrollWidth") <= 390
     assert_bars(ex, np.linspace(-3, 3, 40))
-    # the chart comes right after the controls on one column
-    controls = ex.page.locator(".controls").bounding_box()
+    # one column: the chart first, the slider right under it, the examples further down
     chart = ex.page.locator("#bars").bounding_box()
+    slider = ex.page.locator("#t-slider").bounding_box()
     examples = ex.page.locator(".examples-panel").bounding_box()
-    assert controls["y"] < chart["y"] < examples["y"]
+    assert chart["y"] < slider["y"] < examples["y"]
+    assert slider["y"] + slider["height"] - chart["y"] < 800  # both fit on one phone screen
 
 
 def test_controls_are_labelled_and_keyboard_reachable(open_page):
