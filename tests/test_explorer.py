@@ -367,6 +367,15 @@ def test_labels_and_title_escaped_from_the_url(open_page):
     assert ex.page.input_value("#labels") == ", ".join(labels)
 
 
+def test_labels_with_commas_survive_a_reload(open_page):
+    labels = ["a, b", XSS, "[not json"]
+    ex = open_page(logits=[0.0, 1.0, 2.0], labels=labels)
+    ex.page.wait_for_function("() => location.hash.includes('labels=')")
+    ex.page.reload()
+    ex.page.wait_for_selector("#explorer[data-ready=true]", state="attached")
+    _assert_escaped(ex, labels)
+
+
 def test_labels_typed_into_the_box_are_text(open_page):
     ex = open_page(logits=[0.0, 1.0, 2.0])
     ex.page.fill("#labels", f"{XSS}, {XSS_IMG}")

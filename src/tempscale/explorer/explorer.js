@@ -189,7 +189,10 @@
         var r = parseValues(val);
         if (r.values) state.values = r.values;
       } else if (key === "labels") {
-        state.labels = parseLabels(val);
+        // a JSON array of strings (what the page writes: labels may hold commas) or "a,b,c"
+        var arr = null;
+        if (val.charAt(0) === "[") { try { arr = JSON.parse(val); } catch (e) { arr = null; } }
+        state.labels = Array.isArray(arr) ? arr.map(function (v) { return String(v); }) : parseLabels(val);
       } else if (key === "T") {
         var t = parseNumber(val);
         if (t !== undefined && t >= 0) state.T = t;
@@ -530,7 +533,7 @@
     hashTimer = setTimeout(function () {
       var parts = ["x=" + encodeURIComponent(state.values.map(fmtInput).join(",")),
         "T=" + encodeURIComponent(fmtT(state.T)), "mode=" + state.mode];
-      if (state.labels.length) parts.push("labels=" + encodeURIComponent(state.labels.join(",")));
+      if (state.labels.length) parts.push("labels=" + encodeURIComponent(JSON.stringify(state.labels)));
       if (titleOverride !== null) parts.push("title=" + encodeURIComponent(titleOverride));
       try { history.replaceState(null, "", "#" + parts.join("&")); } catch (e) { /* a file URL may refuse */ }
     }, 250);
