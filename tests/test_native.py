@@ -254,6 +254,18 @@ def test_contract_edge_rows(isa, dtype, width, T, kind):
     assert_contract_equal(got, reference(kind, x, T), rtol=rtol)
 
 
+@pytest.mark.parametrize("width", [1, 3, 4, 10, 16, 17])
+@pytest.mark.parametrize("T", [0.0, INF, 0.5])
+def test_contract_edge_rows_in_full_blocks(isa, width, T):
+    """Edge rows inside full 16-row blocks (the register-resident narrow kernel)."""
+    rng = np.random.default_rng(15)
+    x = np.tile(_edge_array(max(width, 4), np.float32)[:, :width], (5, 1))  # 50 rows
+    x = x[rng.permutation(len(x))]
+    x[::7] = rng.standard_normal((len(x[::7]), width)).astype(np.float32)
+    for kind in KINDS:
+        assert_contract_equal(native(kind, x, T), reference(kind, x, T), rtol=2e-6)
+
+
 def _generic():
     mod = pytest.importorskip("tempscale._softmax")
     gen = getattr(mod, "_generic", None)

@@ -602,6 +602,43 @@ AI void SFX(tr16)(__m512 r[16]) {
     }
 }
 
+/* Softmax of 16 contiguous-row float32 rows of n <= 16 values, all in registers: masked row
+   loads, transpose, vertical max / exp / sum / scale, transpose back, masked row stores.
+   c = log2(e)/T as the float pair (chv, clv).  Returns 1 (nothing written) when a row needs the
+   scalar reference (NaN, no finite maximum). */
+static int SFX(nblock16_sm_f32)(const char *xb, npy_intp rs, int n, char *ob, npy_intp os,
+                                const float *cpair) {
+    __mmask16 k = (__mmask16)((1u << n) - 1u);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(k, (const float *)(xb + i * rs));
+    SFX(tr16)(r);
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    __mmask16 bad = 0;
+    for (int j = 0; j < n; j++) {
+        bad |= _mm512_cmp_ps_mask(r[j], r[j], _CMP_UNORD_Q);
+        m = _mm512_max_ps(r[j], m);
+    }
+    __m512 am = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(m), _mm512_set1_epi32(0x7fffffff)));
+    bad |= _mm512_cmp_ps_mask(am, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
+    if (bad) return 1;
+    vf mv = (vf)m, nmv = -(vf)m, chv = (vf){0} + cpair[0], clv = (vf){0} + cpair[1];
+    vd s0 = (vd){0}, s1 = (vd){0};
+    for (int j = 0; j < n; j++) {
+        vf e = SFX(exp2_tsum)((vf)r[j], mv, nmv, chv, clv);
+        r[j] = (__m512)e;
+        s0 += SFX(lo2d)(e);
+        s1 += SFX(hi2d)(e);
+    }
+    vd i0 = 1.0 / s0, i1 = 1.0 / s1;
+    __m512 ih = (__m512)SFX(d2f)(i0, i1);
+    __m512 il = (__m512)SFX(d2f)(i0 - SFX(lo2d)((vf)ih), i1 - SFX(hi2d)((vf)ih));
+    for (int j = 0; j < 16; j++)
+        r[j] = j < n ? _mm512_fmadd_ps(r[j], ih, _mm512_mul_ps(r[j], il)) : _mm512_setzero_ps();
+    SFX(tr16)(r);
+    for (int i = 0; i < 16; i++) _mm512_mask_storeu_ps((float *)(ob + i * os), k, r[i]);
+    return 0;
+}
+
 /* 16 rows (row r at xb + r*rs bytes, n contiguous floats) -> XT[j*16 + r] */
 static void SFX(tr_in_f32)(const char *xb, npy_intp rs, npy_intp n, float *XT) {
     for (npy_intp j0 = 0; j0 < n; j0 += 16) {

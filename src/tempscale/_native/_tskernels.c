@@ -67,6 +67,8 @@ typedef struct {
     void (*tr_out_f32)(const float *, npy_intp, char *, npy_intp);
     int brf, brd; /* rows per narrow block: float32 (VF), float64 (VF / 2) */
     int stream;   /* row_f32 / exp_pass can stream their output (non-temporal stores) */
+    /* AVX-512: softmax of 16 rows of n <= 16 contiguous float32 entirely in registers */
+    int (*nblock16_sm_f32)(const char *, npy_intp, int, char *, npy_intp, const float *);
 } kernels_t;
 
 #define SFX(name) name##_base
@@ -75,7 +77,7 @@ typedef struct {
 #undef SFX
 #undef VF
 static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f32_base,
-                                 block_f64_base, exp_pass_base, NULL, NULL, 4, 2, 0};
+                                 block_f64_base, exp_pass_base, NULL, NULL, 4, 2, 0, NULL};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define HAVE_X86_DISPATCH 1
@@ -88,7 +90,7 @@ static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f
 #undef VF
 #pragma GCC pop_options
 static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_avx2,
-                                 block_f64_avx2, exp_pass_avx2, NULL, NULL, 8, 4, 0};
+                                 block_f64_avx2, exp_pass_avx2, NULL, NULL, 8, 4, 0, NULL};
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,f16c")
@@ -100,7 +102,8 @@ static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_a
 #pragma GCC pop_options
 static const kernels_t K_avx512 = {"avx512f", row_f32_avx512, row_f64_avx512, block_f32_avx512,
                                    block_f64_avx512, exp_pass_avx512,
-                                   tr_in_f32_avx512, tr_out_f32_avx512, 16, 8, 1};
+                                   tr_in_f32_avx512, tr_out_f32_avx512, 16, 8, 1,
+                                   nblock16_sm_f32_avx512};
 #else
 #define HAVE_X86_DISPATCH 0
 #endif
@@ -362,8 +365,18 @@ static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
     char *po_r[16];
     /* one outer dim, contiguous rows of the compute type, no mask, scalar T */
     int fast = J->nd == 1 && J->xfast && !J->m && J->tt < 0 && (J->kind == KIND_LSE || J->ofast);
+    /* all-in-registers AVX-512 softmax blocks for n <= 16 */
+    double cT = LOG2E / J->T;
+    int reg16 = fast && f32 && J->kind == KIND_SOFTMAX && J->K->nblock16_sm_f32 && n <= 16 &&
+                cT > 0.0 && cT < INFINITY && J->T < INFINITY;
+    float cpair[2] = {(float)cT, 0.0f};
+    cpair[1] = (float)(cT - (double)cpair[0]);
     for (npy_intp rb = r0; rb < r1; rb += BR) {
         int nr = (int)(r1 - rb < BR ? r1 - rb : BR);
+        if (reg16 && nr == BR &&
+            !J->K->nblock16_sm_f32(J->x + rb * J->sx[0], J->sx[0], (int)n, J->o + rb * J->so[0],
+                                   J->so[0], cpair))
+            continue;
         if (fast && nr == BR) {
             /* contiguous rows: transpose column by column (sequential writes into XT, so the
                block kernel's vector loads never wait on pending scalar stores) */
