@@ -296,19 +296,26 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
     return s;
 }
 
-/* o *= a, with a = ah + al a float pair: o*ah + o*al, one rounding when FMA contracts it */
+/* v*ah + v*al: one rounding with FMA (explicit on AVX-512, by contraction elsewhere) */
+#ifdef HAVE_TSUM
+AI vf SFX(mul2)(vf v, vf ah, vf al) { return (vf)_mm512_fmadd_ps((__m512)v, (__m512)ah, _mm512_mul_ps((__m512)v, (__m512)al)); }
+#else
+AI vf SFX(mul2)(vf v, vf ah, vf al) { return v * ah + v * al; }
+#endif
+
+/* o *= a, with a = ah + al a float pair */
 AI void SFX(scale_f32)(float *o, npy_intp n, double a) {
     float ahs = (float)a, als = (float)(a - (double)ahs);
     vf ah = (vf){0} + ahs, al = (vf){0} + als;
     npy_intp i = 0;
     for (; i + 2 * VF <= n; i += 2 * VF) {
         vf v0 = SFX(ldf)(o + i), v1 = SFX(ldf)(o + i + VF);
-        SFX(stf)(o + i, v0 * ah + v0 * al);
-        SFX(stf)(o + i + VF, v1 * ah + v1 * al);
+        SFX(stf)(o + i, SFX(mul2)(v0, ah, al));
+        SFX(stf)(o + i + VF, SFX(mul2)(v1, ah, al));
     }
     for (; i + VF <= n; i += VF) {
         vf v0 = SFX(ldf)(o + i);
-        SFX(stf)(o + i, v0 * ah + v0 * al);
+        SFX(stf)(o + i, SFX(mul2)(v0, ah, al));
     }
     for (; i < n; i++) o[i] = (float)((double)o[i] * a);
 }
@@ -512,7 +519,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
         vf il = SFX(d2f)(i0 - SFX(lo2d)(ih), i1 - SFX(hi2d)(ih));
         for (npy_intp j = 0; j < n; j++) {
             vf v = SFX(ldf)(PT + j * VF);
-            SFX(stf)(PT + j * VF, v * ih + v * il);
+            SFX(stf)(PT + j * VF, SFX(mul2)(v, ih, il));
         }
     } else {
         double ls[VF];
