@@ -161,8 +161,13 @@ def test_matches_naive_formulation_float32():
 # ---------------------------------------------------------------------------------------------
 # the contract's edge cases go through the generic path chunk by chunk
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
-def test_special_rows(divergence):
+def test_special_rows(divergence, deferred, monkeypatch):
+    import tempscale.torch as tt
+
+    # deferred=True: the GPU code path (one host sync after the loop), run on CPU
+    monkeypatch.setattr(tt, "_DEFER_CHECKS", deferred)
     s, t = _logits(n=8, v=5, seed=7)
     s[1] = -INF                  # a fully masked student row (masked out below)
     t[2, 0] = INF                # +inf logits take the limit (one-hot here)

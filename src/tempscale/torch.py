@@ -31,12 +31,20 @@ from ._validation import check_bool, check_scalar, param_error
 
 __all__ = ["KDLoss", "fused_kd_loss"]
 
-#: elements per chunk (float32): 2**20 = 4 MiB, so a chunk's few temporaries stay in cache
+#: elements per chunk (float32): 2**20 = 4 MiB on CPU, so a chunk's few temporaries stay in
+#: cache; 2**22 on GPUs (fewer kernel launches), capped so the workspace stays small
 _CHUNK_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS_GPU = 1 << 22
+
+#: the tests set this to exercise, on CPU, the GPU's deferred check of special chunks
+_DEFER_CHECKS = False
 
 
-def _auto_chunk(n_rows: int, n_classes: int) -> int:
-    return max(1, min(max(n_rows, 1), _CHUNK_ELEMENTS // max(n_classes, 1)))
+def _auto_chunk(n_rows: int, n_classes: int, device=None) -> int:
+    elements = _CHUNK_ELEMENTS
+    if device is not None and device.type != "cpu":
+        elements = max(_CHUNK_ELEMENTS, min(_CHUNK_ELEMENTS_GPU, n_rows * n_classes // 30))
+    return max(1, min(max(n_rows, 1), elements // max(n_classes, 1)))
 
 
 class _FusedKD(torch.autograd.Function):
@@ -55,12 +63,13 @@ class _FusedKD(torch.autograd.Function):
         starts = list(range(0, n, chunk))
         workers = _workers(len(starts), s.device)
         local = threading.local()
+        deferred = []   # (start, flag tensor) of chunks whose check stays on the device
 
-        def run(i):
+        def run(i, generic=False):
             with torch.no_grad():  # grad mode is thread-local: worker threads start with it on
-                _run(i)
+                _run(i, generic)
 
-        def _run(i):
+        def _run(i, generic):
             j = min(n, i + chunk)
             Tc = T if is_python_scalar(T) else T[i:j]
             Ttc = Tt if is_python_scalar(Tt) else Tt[i:j]
@@ -68,11 +77,15 @@ class _FusedKD(torch.autograd.Function):
             val = None if valid is None else valid[i:j]
             out = grad[i:j] if need_grad else None
             done = False
-            if not special_t:
+            if not (special_t or generic):
                 ws = getattr(local, "ws", None)
                 if ws is None:
                     ws = local.ws = _Workspace(min(chunk, n), v, compute, s.device, divergence)
                 done = _chunk_fast(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, ws, rows[i:j], out)
+                if isinstance(done, torch.Tensor):
+                    # GPU: no host sync per chunk; special chunks are redone after the loop
+                    deferred.append((i, done))
+                    done = True
             if not done:
                 r, g = _chunk_generic(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, need_grad)
                 rows[i:j] = r
@@ -91,6 +104,11 @@ class _FusedKD(torch.autograd.Function):
                     list(pool.map(run, starts))
             finally:
                 torch.set_num_threads(saved)
+        if deferred:
+            flags = torch.stack([f for _, f in deferred]).cpu().tolist()
+            for (i, _), bad in zip(deferred, flags):
+                if bad:
+                    run(i, generic=True)
         del local
         ctx.grad = grad
         ctx.reduction = reduction
@@ -151,9 +169,11 @@ class _Workspace:
 def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
     """Loss rows (into ``rows_out``) and weighted gradient (into ``grad_out``) of one chunk.
 
-    Uses only torch's vectorised kernels and the workspace buffers.  Returns False, having
-    written nothing that matters, when a row is special (NaN, +inf, fully masked: the
-    log-softmax of such a row is NaN); the caller then uses the generic path for the chunk.
+    Uses only torch's vectorised kernels and the workspace buffers.  A row is special (NaN,
+    +inf, fully masked) when its log-softmax is NaN; the generic path must then redo the chunk.
+    On CPU this returns False at once (having written nothing that matters) or True; on other
+    devices it finishes the chunk and returns the flag as a device tensor, so that the caller
+    can check all chunks with one host synchronisation.
     """
     alpha, divergence, beta, t2_scale, _ii, _red, _chunk, compute, _inplace = cfg
     if divergence == "jsd" and beta == 0.0:
@@ -177,7 +197,9 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
             torch.div(src, temp, out=Z)
             src = Z
         torch.log_softmax(src, -1, out=dst)
-    if bool(torch.isnan(LQ[:, 0]).any()) or bool(torch.isnan(LP[:, 0]).any()):
+    on_cpu = sc.device.type == "cpu" and not _DEFER_CHECKS
+    bad = torch.isnan(LQ[:, 0]).any() | torch.isnan(LP[:, 0]).any()
+    if on_cpu and bool(bad):
         return False
     torch.exp(LQ, out=Q)
     P = torch.exp(LP, out=Z)
@@ -250,14 +272,14 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
             else:
                 B.mul_(gcoef).add_(Q1, alpha=hw)
             B.scatter_add_(-1, idx, torch.full(idx.shape, -hw, dtype=B.dtype, device=B.device))
-    if val is not None and not bool(val.all()):
+    if val is not None and (not on_cpu or not bool(val.all())):
         r = torch.where(val, r, torch.zeros_like(r))
         if need_grad:
             B.masked_fill_(~val.unsqueeze(-1), 0.0)
     rows_out.copy_(r)
     if need_grad and B is not grad_out:
         grad_out.copy_(B)
-    return True
+    return True if on_cpu else bad
 
 
 def _chunk_generic(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
@@ -371,7 +393,7 @@ def fused_kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=Non
     Tt2 = Tt if is_python_scalar(Tt) else Tt.detach().reshape(n, 1)
     lab2 = None if labels is None else labels.reshape(n)
     val2 = None if valid is None else valid.reshape(n)
-    chunk = chunk_size if chunk_size is not None else _auto_chunk(n, v)
+    chunk = chunk_size if chunk_size is not None else _auto_chunk(n, v, s.device)
     cfg = (alpha_r, divergence, beta_r, t2_scale, ignore_index, reduction, chunk, compute,
            inplace_backward)
     if n == 0 or v == 0:
