@@ -175,12 +175,15 @@ def _core(xp, x, T, ax, mask):
     m_safe = xp.where(m_fin, m, xp.zeros_like(m))
     if is_python_scalar(T):
         tie = xp.logical_or(m == math.inf, xp.asarray(T == 0, device=_compat.device(x)))
-        t_half = T / 2 if T not in (0.0,) else 0.5
+        # below the dtype's smallest normal, T/2 would underflow to 0 (0/0 = NaN at the max):
+        # clamp there; the result is already the argmax limit for every representable gap
+        t_half = max(T / 2, float(xp.finfo(x.dtype).smallest_normal)) if T != 0 else 0.5
     else:
         tie = xp.logical_or(m == math.inf, T == 0)
         t_half = xp.where(T == 0, xp.ones_like(T), T) / 2
         # a negative or NaN temperature that could not be checked eagerly (traced) gives NaN
         t_half = xp.where(T >= 0, t_half, xp.full_like(T, math.nan))
+        t_half = xp.maximum(t_half, xp.full_like(t_half, float(xp.finfo(x.dtype).smallest_normal)))
     use = xp.logical_and(valid, xp.logical_not(tie))
     x_safe = xp.where(use, x, m_safe)
     y_gen = (x_safe / 2 - m_safe / 2) / t_half
@@ -233,7 +236,7 @@ def _torch_fused(kind, xp, x, T, ax, mask, out, keepdims=False):
     import torch
 
     if isinstance(T, float):
-        if not 0.0 < T < math.inf:
+        if not torch.finfo(x.dtype).smallest_normal <= T < math.inf:
             return None
     elif T.requires_grad or not bool(torch.all(torch.isfinite(T) & (T > 0))):
         # d/dT of a masked entry is 0 * inf in the fused form: learnable T takes the generic path
