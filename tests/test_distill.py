@@ -340,6 +340,13 @@ def test_token_shaped_input_and_axis(xp):
     ta = np.moveaxis(t, -1, 0)
     got = kd_loss(xp.asarray(sa), xp.asarray(ta), 2.0, labels=xp.asarray(labels), axis=0)
     assert_close(got, flat.sum() / 4, xp=xp, shape=())
+    # per-row temperatures with the class axis first: row shape, or keepdims form
+    Ts = np.array([[0.5, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    ref = _ref_rows(s.reshape(6, 5), t.reshape(6, 5), Ts.reshape(6), labels=labels.reshape(6))
+    for T in (Ts, Ts[None]):
+        got = kd_loss(xp.asarray(sa), xp.asarray(ta), xp.asarray(T), labels=xp.asarray(labels),
+                      axis=0, reduction="none")
+        assert_close(got, ref.reshape(2, 3), xp=xp)
     # a single row
     got = kd_loss(xp.asarray(s[0, 0]), xp.asarray(t[0, 0]), 2.0)
     assert_close(got, _ref_rows(s[0, :1], t[0, :1], 2.0)[0], xp=xp, shape=())

@@ -218,6 +218,12 @@ def test_shapes_axis_and_scaled_backward():
     (l1, g1), (l2, g2) = _both(sm, tm, 2.0, labels=labels, alpha=0.5, axis=1)
     _close(l1, l2, 1e-12)
     _close(g1, g2, 1e-12)
+    Tk = torch.rand(2, 1, 5, dtype=torch.float64) + 0.5      # keepdims form at axis 1
+    (l1, g1), (l2, g2) = _both(sm, tm, Tk, axis=1, reduction="none")
+    (l3, g3), _ = _both(s, t, Tk[:, 0, :], reduction="none")
+    _close(l1, l2, 1e-12)
+    _close(l1, l3, 1e-12)
+    _close(g1, g2, 1e-12)
     # the incoming gradient scales the stored one
     a = s.clone().requires_grad_()
     (3.0 * KDLoss(2.0)(a, t)).backward()

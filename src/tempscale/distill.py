@@ -101,6 +101,17 @@ def _to_numpy(a):
     return np.asarray(a)
 
 
+def _move_class_axis(temperature, ax, ndim, xp, like):
+    """A keepdims-form per-row temperature array with its size-1 axis moved last, like the logits."""
+    if temperature is None or is_python_scalar(temperature) or ax == ndim - 1:
+        return temperature
+    T = _compat.as_array(temperature, xp, like=like)
+    if T.ndim == ndim and T.shape[ax] == 1:
+        perm = tuple(i for i in range(ndim) if i != ax) + (ax,)
+        T = xp.permute_dims(T, perm)
+    return T
+
+
 def _prepare_rows(labels, mask, batch_shape, n_classes, ignore_index, xp, like, func):
     """Labels (int array, batch shape) and the valid-row mask (bool, batch shape or None)."""
     valid = None
@@ -337,7 +348,9 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=None, alp
     alpha, beta = _check_options(func, alpha=alpha, labels=labels, divergence=divergence,
                                  beta=beta, t2_scale=t2_scale, ignore_index=ignore_index,
                                  reduction=reduction)
-    xp, s, t, _ax, compute, out = _prepare_logits(student_logits, teacher_logits, axis, func)
+    xp, s, t, ax, compute, out = _prepare_logits(student_logits, teacher_logits, axis, func)
+    temperature = _move_class_axis(temperature, ax, s.ndim, xp, s)
+    teacher_temperature = _move_class_axis(teacher_temperature, ax, s.ndim, xp, s)
     batch_shape = tuple(s.shape[:-1])
     n_classes = s.shape[-1]
     labels, valid = _prepare_rows(labels, mask, batch_shape, n_classes, ignore_index, xp, s, func)

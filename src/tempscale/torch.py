@@ -375,7 +375,9 @@ def fused_kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=Non
             divergence=divergence, beta=beta, teacher_temperature=teacher_temperature,
             t2_scale=t2_scale, ignore_index=ignore_index, mask=mask, reduction=reduction,
             axis=axis)
-    xp, s, t, _ax, compute, out = _distill._prepare_logits(student_logits, teacher_logits, axis, func)
+    xp, s, t, ax, compute, out = _distill._prepare_logits(student_logits, teacher_logits, axis, func)
+    temperature = _distill._move_class_axis(temperature, ax, s.ndim, xp, s)
+    teacher_temperature = _distill._move_class_axis(teacher_temperature, ax, s.ndim, xp, s)
     batch_shape = tuple(s.shape[:-1])
     v = s.shape[-1]
     labels, valid = _distill._prepare_rows(labels, mask, batch_shape, v, ignore_index, xp, s, func)
