@@ -245,8 +245,7 @@ def try_compute(kind, x, temperature, axis, mask, out_dtype):
         out = view = np.empty(x.shape, dtype=out_dtype)
     if x.shape[axis] == 0 and isinstance(T, np.ndarray):
         T = 1.0  # no entries: the temperature is never read
-    with np.errstate(all="ignore"):
-        _k.compute(_KINDS[kind], x, T, mask, view, int(axis), 0)
+    _k.compute(_KINDS[kind], x, T, mask, view, int(axis), 0)  # C: no NumPy FP-flag checks
     return out
 
 
