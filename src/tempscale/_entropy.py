@@ -11,6 +11,7 @@ One Array-API implementation: NumPy, PyTorch, JAX, Dask, array-api-strict.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -368,6 +369,15 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
             u_new, lo, hi, grow, fin = _newton_step(xp, kind, c_in, c, u, lo, hi, grow, q, ftol, umax)
             u = xp.where(done, u, u_new)
             done = xp.logical_or(done, fin)
+
+    if concrete:
+        left = xp.logical_and(xp.logical_not(done), active)
+        if bool(xp.any(left)):
+            rows = np.flatnonzero(_to_numpy(left))[:8].tolist()
+            warnings.warn(f"solve_temperature: rows {rows} did not reach the target within "
+                          f"max_iter={max_iter} iterations (or the solution lies outside the "
+                          "representable temperatures); their T is the last iterate",
+                          RuntimeWarning, stacklevel=3)
 
     T = xp.exp(u)
     zero = xp.zeros_like(T)
