@@ -354,7 +354,8 @@ def solve_temperature(x, *, entropy=None, perplexity=None, max_prob=None, axis=-
                 break
         else:
             n_active = B
-        if concrete and n_active < B:
+        if concrete and n_active < B and not _compat.is_jax_namespace(xp):
+            # (JAX recompiles every op for each new shape: it keeps the full rows)
             # work on the unfinished rows only (gather them; results are gathered back)
             act = xp.logical_not(done)
             idx = xp.nonzero(act)[0]
