@@ -6,11 +6,15 @@ is uniform, ``-inf`` logits are masked, fully masked rows give zeros (never NaN)
 overflows.  See the README for a tour.
 """
 
+from ._native import get_num_threads, set_num_threads, show_config
 from ._softmax import log_softmax, logsumexp, softmax, temper
 from ._version import __version__
 
 __all__ = sorted([
     "__version__",
+    "get_num_threads",
+    "set_num_threads",
+    "show_config",
     "log_softmax",
     "logsumexp",
     "softmax",

@@ -136,6 +136,23 @@ def _is_torch_fake(x) -> bool:
         return False
 
 
+def to_numpy(x: Any) -> np.ndarray:
+    """A concrete array of any backend as a NumPy array (a copy off the CPU)."""
+    if isinstance(x, np.ndarray):
+        return x
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return x.get()
+    if mod.startswith("torch"):
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        return x.numpy()
+    if mod.startswith("array_api_strict"):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
 def to_float(x: Any) -> float:
     """A concrete 0-d array or scalar as a Python float."""
     if is_python_scalar(x):

@@ -76,10 +76,12 @@ def _prepare(x, temperature, axis, mask, dtype, func):
         ax = check_axis(axis, x.ndim, func)
         if mask is not None:
             mask = _as_mask(mask, x, xp, func)
-    if x.dtype != compute:
-        x = xp.astype(x, compute)
     T = _prepare_temperature(temperature, x, ax, xp, compute, func, flat=axis is None)
-    return xp, x, T, ax, mask, out, shape
+    return xp, x, T, ax, mask, out, shape, compute
+
+
+def _compute_cast(xp, x, compute):
+    return x if x.dtype == compute else xp.astype(x, compute)
 
 
 def _as_mask(mask, x, xp, func):
@@ -137,18 +139,10 @@ def _broadcasts(src, dst) -> bool:
 
 
 def _first_bad(T, bad, xp):
-    try:
-        t = np.asarray(_to_numpy(T)).reshape(-1)
-        b = np.asarray(_to_numpy(bad)).reshape(-1)
-        return float(t[b][0])
-    except Exception:  # pragma: no cover
-        return "an array with a negative or NaN entry"
-
-
-def _to_numpy(a):
-    if hasattr(a, "detach"):
-        a = a.detach().cpu()
-    return np.asarray(a)
+    """The first negative or NaN temperature, for the error message."""
+    t = _compat.to_numpy(T).reshape(-1)
+    b = _compat.to_numpy(bad).reshape(-1)
+    return float(t[b][0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,6 +210,8 @@ def _native(kind, xp, x, T, ax, mask, out):
     try_compute = getattr(nat, "try_compute", None)
     if try_compute is None:
         return None
+    if x.dtype.kind != "f":  # integers and bools: the kernel takes floats
+        x = x.astype(out)
     if T is not None and not isinstance(T, float):
         T = np.broadcast_to(T, tuple(1 if i == ax else n for i, n in enumerate(x.shape)))
     return try_compute(kind, x, T, ax, mask, np.dtype(out))
@@ -358,8 +354,9 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     >>> softmax(np.array([[-np.inf, -np.inf]]))        # fully masked: zeros, not NaN
     array([[0., 0.]])
     """
-    xp, x, T, ax, mask, out, shape = _prepare(x, temperature, axis, mask, dtype, "softmax")
-    r = _native("softmax", xp, x, T, ax, mask, out)
+    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype, "softmax")
+    r = _native("softmax", xp, x, T, ax, mask, out)  # converts float16 itself
+    x = _compute_cast(xp, x, compute)
     if r is None:
         r = _torch_fused("softmax", xp, x, T, ax, mask, out)
     if r is not None:
@@ -386,8 +383,9 @@ def log_softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     >>> log_softmax(np.array([0.0, 5.0, 5.0]), 0)
     array([   -inf, -0.6931, -0.6931])
     """
-    xp, x, T, ax, mask, out, shape = _prepare(x, temperature, axis, mask, dtype, "log_softmax")
-    r = _native("log_softmax", xp, x, T, ax, mask, out)
+    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype, "log_softmax")
+    r = _native("log_softmax", xp, x, T, ax, mask, out)  # converts float16 itself
+    x = _compute_cast(xp, x, compute)
     if r is None:
         r = _torch_fused("log_softmax", xp, x, T, ax, mask, out)
     if r is not None:
@@ -428,8 +426,9 @@ def logsumexp(x, temperature=1.0, *, axis=-1, mask=None, keepdims=False):
     >>> float(logsumexp(x, 0)), float(logsumexp(x, 0.1))
     (3.0, 3.0000045...)
     """
-    xp, x, T, ax, mask, out, shape = _prepare(x, temperature, axis, mask, None, "logsumexp")
+    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, None, "logsumexp")
     r = _native("logsumexp", xp, x, T, ax, mask, out)  # reduced over ax
+    x = _compute_cast(xp, x, compute)
     if r is not None:
         r = xp.expand_dims(r, axis=ax) if r.ndim < x.ndim else r
     else:

@@ -92,7 +92,18 @@ def available() -> bool:
 
 
 def get_num_threads() -> int:
-    """Number of threads the native kernels use for large inputs."""
+    """Number of threads the native kernels use for large inputs.
+
+    The default is the number of CPUs this process may run on; ``TEMPSCALE_NUM_THREADS`` or
+    :func:`set_num_threads` change it.  Inputs under about 64k elements always run on the
+    calling thread.
+
+    Examples
+    --------
+    >>> import tempscale
+    >>> tempscale.get_num_threads() >= 1
+    True
+    """
     if _k is None:
         return 1
     return int(_k.get_num_threads())
@@ -149,6 +160,13 @@ def show_config(*, print_out: bool = True) -> dict:
         ``supported_isas``, ``num_threads``, ``compiler``, ``float16_kernels``,
         ``output_cache`` (cached bytes, limit, blocks), ``machine``, ``error`` (why the
         extension is missing, or None).
+
+    Examples
+    --------
+    >>> import tempscale
+    >>> cfg = tempscale.show_config(print_out=False)
+    >>> sorted(cfg)[:3]
+    ['compiler', 'error', 'float16_kernels']
     """
     cfg = {
         "native": available(),
