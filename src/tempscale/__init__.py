@@ -6,12 +6,26 @@ is uniform, ``-inf`` logits are masked, fully masked rows give zeros (never NaN)
 overflows.  See the README for a tour.
 """
 
+from . import calibration, distill, sampling
+from ._entropy import entropy, perplexity, solve_temperature
 from ._native import get_num_threads, set_num_threads, show_config
 from ._softmax import log_softmax, logsumexp, softmax, temper
 from ._version import __version__
+from .calibration import calibration_error, fit_temperature
+from .distill import kd_loss
+from .sampling import gumbel_softmax, sample, warp
 
 __all__ = sorted([
     "__version__",
+    "calibration_error",
+    "entropy",
+    "fit_temperature",
+    "gumbel_softmax",
+    "kd_loss",
+    "perplexity",
+    "sample",
+    "solve_temperature",
+    "warp",
     "get_num_threads",
     "set_num_threads",
     "show_config",
