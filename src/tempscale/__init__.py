@@ -11,12 +11,17 @@ from ._entropy import entropy, perplexity, solve_temperature
 from ._native import get_num_threads, set_num_threads, show_config
 from ._softmax import log_softmax, logsumexp, softmax, temper
 from ._version import __version__
-from .calibration import calibration_error, fit_temperature
+from .calibration import CalibrationWarning, brier_score, calibration_error, fit_temperature, nll, reliability_curve
 from .distill import kd_loss
 from .sampling import gumbel_softmax, sample, warp
 
 __all__ = sorted([
+    "CalibrationWarning",
+    "TemperatureScaler",
     "__version__",
+    "brier_score",
+    "nll",
+    "reliability_curve",
     "calibration_error",
     "entropy",
     "fit_temperature",
@@ -34,3 +39,10 @@ __all__ = sorted([
     "softmax",
     "temper",
 ])
+
+
+def __getattr__(name):
+    # TemperatureScaler subclasses scikit-learn's BaseEstimator: import sklearn only when asked
+    if name == "TemperatureScaler":
+        return calibration.TemperatureScaler
+    raise AttributeError(f"module 'tempscale' has no attribute {name!r}")
