@@ -7,6 +7,7 @@ the user hands us one of its arrays.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from typing import Any
@@ -137,10 +138,14 @@ def _is_torch_fake(x) -> bool:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A concrete array of any backend as a NumPy array (a copy off the CPU)."""
+    """A concrete array of any backend as a NumPy array (a copy off the CPU; computes Dask)."""
     if isinstance(x, np.ndarray):
         return x
+    if isinstance(x, (list, tuple, np.generic, int, float, bool)):
+        return np.asarray(x)
     mod = type(x).__module__
+    if mod.startswith("dask"):
+        return np.asarray(x.compute())
     if mod.startswith("cupy"):
         return x.get()
     if mod.startswith("torch"):
@@ -151,6 +156,21 @@ def to_numpy(x: Any) -> np.ndarray:
     if mod.startswith("array_api_strict"):
         return np.from_dlpack(x)
     return np.asarray(x)
+
+
+def quiet(func):
+    """Run ``func`` with NumPy's floating-point warnings off.
+
+    The contract relies on IEEE overflow to ``-inf`` and on ``exp(-inf) = 0``; NumPy-backed
+    namespaces would warn about both.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def to_float(x: Any) -> float:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 
 from . import _compat
 from ._compat import array_namespace, is_concrete, is_python_scalar
+from ._compat import to_numpy as _to_numpy
 from ._softmax import _quiet, log_softmax
 from ._validation import check_axis, check_choice, check_scalar, param_error
 
@@ -123,19 +123,6 @@ def _work_dtype(xp, x):
         return xp.float64
     except Exception:
         return xp.float32
-
-
-def _to_numpy(a):
-    if isinstance(a, np.ndarray):
-        return a
-    if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
-    mod = type(a).__module__
-    if mod.startswith("dask"):
-        return np.asarray(a.compute())
-    if mod.startswith("array_api_strict"):
-        return np.from_dlpack(a)
-    return np.asarray(a)
 
 
 @_quiet

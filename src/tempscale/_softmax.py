@@ -20,14 +20,13 @@ The numerical contract
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any
 
 import numpy as np
 
 from . import _compat
 from ._compat import array_namespace, is_concrete, is_python_scalar
+from ._compat import quiet as _quiet
 from ._validation import check_axis, param_error
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "temper"]
@@ -280,17 +279,6 @@ def _generic(kind, x, temperature=1.0, *, axis=-1, mask=None, dtype=None, keepdi
         return func(x, temperature, axis=axis, mask=mask, dtype=dtype)
     finally:
         _NATIVE_OK = saved
-
-
-def _quiet(func):
-    """NumPy-backed namespaces warn on the overflow to ``-inf`` that the contract relies on."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-            return func(*args, **kwargs)
-
-    return wrapper
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,12 +20,12 @@ import math
 import os
 import warnings
 from collections import namedtuple
-from typing import Any
 
 import numpy as np
 
 from . import _compat
 from ._compat import array_namespace, is_concrete
+from ._compat import to_numpy as _to_numpy
 from ._softmax import log_softmax, softmax
 from ._validation import check_bool, check_choice, check_scalar, param_error
 
@@ -77,20 +77,6 @@ full data, ``(low, high)`` the percentile interval of the bootstrap replicates.
 # ============================================================================================
 # small helpers
 # ============================================================================================
-def _to_numpy(a: Any) -> np.ndarray:
-    """A concrete array of any supported library as NumPy (computes lazy Dask arrays)."""
-    if isinstance(a, np.ndarray):
-        return a
-    if isinstance(a, (list, tuple, np.generic, int, float, bool)):
-        return np.asarray(a)
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch
-        return a.detach().cpu().numpy()
-    mod = type(a).__module__
-    if mod.startswith("dask"):
-        return np.asarray(a.compute())
-    if mod.startswith("array_api_strict"):
-        return np.from_dlpack(a)
-    return np.asarray(a)
 
 
 def _work_dtype(xp, like):

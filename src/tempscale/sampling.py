@@ -52,7 +52,6 @@ same uniforms and agree draw for draw except where rounding of the CDF differs.
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
@@ -60,6 +59,8 @@ import numpy as np
 
 from . import _compat
 from ._compat import array_namespace, is_concrete, is_python_scalar
+from ._compat import quiet as _quiet
+from ._compat import to_numpy as _to_numpy
 from ._softmax import _as_mask, _float_dtypes, _prepare_temperature, log_softmax, softmax
 from ._validation import check_axis, check_bool, check_choice, check_scalar, param_error
 
@@ -70,15 +71,6 @@ ORDERS = ("temperature-first", "temperature-last")
 #: the fast top-p search stops bisecting once a row's undecided band holds at most this many tokens
 _GAP = 256
 _FAST_OK = True  # tests switch this off to compare the fast paths against the generic one
-
-
-def _quiet(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-            return func(*args, **kwargs)
-
-    return wrapper
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,14 +178,6 @@ def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open
 
 def _bcast(src, dst) -> bool:
     return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst))
-
-
-def _to_numpy(a):
-    if hasattr(a, "detach"):
-        a = a.detach().cpu()
-    if type(a).__module__.startswith("array_api_strict"):
-        return np.from_dlpack(a)
-    return np.asarray(a)
 
 
 def _full(xp, like, value, shape=None, dtype=None):
