@@ -29,21 +29,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 
 import numpy as np
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 
 def make_logits(n, k, seed=0):

@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 SHAPES = [(4096, 32000), (1024, 128256)]
 QUICK_SHAPES = [(512, 8000), (128, 32000)]
@@ -133,17 +134,6 @@ def _run_child(args: list) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> int:

@@ -26,27 +26,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
 
+from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
+
 T = 0.7
 TOP_P = 0.9
 TOP_K = 50
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def hf_chain(top_k):

@@ -25,29 +25,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
 
+from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
+
 SHAPES = [(4096, 1024), (512, 32768), (64, 262144), (8192, 32000), (1_000_000, 10),
           (1_000_000, 3), (200_000, 100)]
 QUICK_SHAPES = [(4096, 1024), (512, 32768), (64, 262144), (1024, 32000), (1_000_000, 10),
                 (1_000_000, 3), (200_000, 100)]
 T = 0.7
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_methods(args, nthreads):
