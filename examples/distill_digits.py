@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import math
 import statistics
 import sys
@@ -210,27 +211,19 @@ def print_table(out: dict) -> None:
 
 
 def build_parser(parser=None):
+    from tempscale.cli.distill import add_arguments  # the options `tempscale distill` takes
+
     p = parser or argparse.ArgumentParser(
         description="Distil a teacher MLP into a small student on scikit-learn's digits.")
-    p.add_argument("--quick", action="store_true",
-                   help="2 seeds and fewer epochs (a smoke run of a few seconds)")
-    p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; quick: 2)")
-    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0],
-                   metavar="T", help="KD temperatures (default: 1 2 4 8)")
-    p.add_argument("--alpha", type=float, default=0.9,
-                   help="weight of the soft (KD) term; 1 - alpha goes to the labels (default 0.9)")
-    p.add_argument("--student-hidden", type=int, default=16, help="student hidden units (16)")
-    p.add_argument("--train-size", type=float, default=0.3,
-                   help="fraction of the digits used for training (default 0.3)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--json", metavar="PATH", help="write the raw per-seed results as JSON")
-    p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     return p
 
 
 def run_from_args(args) -> int:
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
+    if args.json and os.path.exists(args.json) and not getattr(args, "force", False):
+        raise ValueError(f"{args.json!r} exists; pass --force to overwrite it")
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     if not 0.0 <= args.alpha <= 1.0:

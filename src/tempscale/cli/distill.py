@@ -52,12 +52,8 @@ def load_example():
         "checkout or set TEMPSCALE_EXAMPLES to the folder that holds it")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "distill", help="distil a teacher MLP into a small student on the digits data",
-        description="Knowledge distillation with tempscale.torch.KDLoss on scikit-learn's "
-                    "handwritten digits: hard labels only vs KD at several temperatures.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The experiment's options, shared with ``examples/distill_digits.py``."""
     p.add_argument("--quick", action="store_true",
                    help="2 seeds and fewer epochs (a smoke run of a few seconds)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; quick: 2)")
@@ -70,6 +66,15 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="fraction of the digits used for training (default 0.3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", metavar="PATH", help="write the raw per-seed results as JSON")
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "distill", help="distil a teacher MLP into a small student on the digits data",
+        description="Knowledge distillation with tempscale.torch.KDLoss on scikit-learn's "
+                    "handwritten digits: hard labels only vs KD at several temperatures.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
