@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "CLIError",
+    "add_input_args",
     "add_output_args",
     "check_output",
     "console",
@@ -144,8 +145,19 @@ def split_key(source: str) -> tuple[str, str | None]:
     return source, None
 
 
+def add_input_args(p: argparse.ArgumentParser, *, what: str = "logits", rows: str = "") -> None:
+    """The positional numbers-or-file argument and ``-f/--file`` every array command takes."""
+    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
+                   help=f"{what} as numbers (comma or space separated), or one .npy/.npz/.csv file{rows}")
+    p.add_argument("-f", "--file", help=f"read the {what} from this file instead (.npy, .npz[:key], .csv)")
+
+
 def load_input(values: Sequence[str] | None, file: str | None, *, what: str = "logits") -> np.ndarray:
-    """Numbers from the command line, or an array from ``--file``/a path argument."""
+    """Numbers from the command line, or an array from ``--file``/a path argument (at least 1-D)."""
+    return np.atleast_1d(_load_input(values, file, what=what))
+
+
+def _load_input(values, file, *, what):
     if file is not None:
         src, key = split_key(file)
         return load_array(src, key=key, what=what)

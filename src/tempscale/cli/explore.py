@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, check_output, load_input, parse_float
+from ._common import CLIError, add_input_args, check_output, load_input, parse_float
 
 DEFAULT_OUTPUT = "tempscale-explorer.html"
 
@@ -36,9 +36,7 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
-                   help="the numbers (comma or space separated), or one .npy/.npz/.csv file")
-    p.add_argument("-f", "--file", help="read the numbers from this file (.npy, .npz[:key], .csv)")
+    add_input_args(p, what="numbers")
     p.add_argument("--row", type=int, default=None,
                    help="which row of a 2-D file to show (default: the file must hold one row)")
     p.add_argument("--labels", metavar="A,B,...", help="comma-separated class labels")
@@ -57,8 +55,6 @@ def register(sub) -> None:
 
 
 def _pick_row(x: np.ndarray, row: int | None) -> np.ndarray:
-    if x.ndim == 0:
-        x = x.reshape(1)
     if x.ndim == 1:
         if row not in (None, 0):
             raise CLIError(f"--row {row}: the input is a single row")

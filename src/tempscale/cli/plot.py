@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, check_output, load_input, parse_floats
+from ._common import CLIError, add_input_args, check_output, load_input, parse_floats
 
 FORMATS = (".png", ".svg", ".pdf")
 DEFAULT_TEMPERATURES = "0.1,0.5,1,2,10"
@@ -33,9 +33,7 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
-                   help="logits as numbers (comma or space separated), or one .npy/.npz/.csv file")
-    p.add_argument("-f", "--file", help="read the logits from this file instead (.npy, .npz[:key], .csv)")
+    add_input_args(p)
     p.add_argument("-T", "--temperature", action="append", metavar="T",
                    help="temperature(s) in [0, inf], comma-separated or repeated "
                         f"(default {DEFAULT_TEMPERATURES})")
@@ -116,8 +114,6 @@ def run(args) -> int:
         if not -x.shape[0] <= args.row < x.shape[0]:
             raise CLIError(f"--row {args.row} is out of range for {x.shape[0]} rows")
         x = x[args.row]
-    if x.ndim == 0:
-        x = x.reshape(1)
     if not np.all(np.isfinite(x) | (x == -np.inf)):
         raise CLIError("the values must be finite numbers (or -inf for masked classes)")
     if args.input == "probabilities" and np.any(x < 0):

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from ._common import CLIError, add_output_args, check_output, load_input, parse_float, print_table, write_array
+from ._common import CLIError, add_input_args, add_output_args, check_output, load_input, parse_float, print_table, write_array
 
 EPILOG = """\
 examples:
@@ -29,10 +29,7 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
-                   help="logits as numbers (comma or space separated), or one .npy/.npz/.csv file "
-                        "(one distribution per row)")
-    p.add_argument("-f", "--file", help="read the logits from this file instead (.npy, .npz[:key], .csv)")
+    add_input_args(p, rows=" (one distribution per row)")
     p.add_argument("-T", "--temperature", default="1", metavar="T",
                    help="temperature in [0, inf]; 0 = greedy (default 1)")
     p.add_argument("-k", "--top-k", type=int, metavar="K", help="keep the K most probable tokens (ties kept)")
@@ -60,8 +57,6 @@ def run(args) -> int:
     from ..sampling import sample, warp
 
     x = load_input(args.values, args.file, what="logits")
-    if x.ndim == 0:
-        x = x.reshape(1)
     if x.ndim > 2:
         raise CLIError(f"expected one row of logits or a 2-d array, got shape {x.shape}")
     T = parse_float(args.temperature, "temperature")

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from ._common import CLIError, add_output_args, check_output, load_input, parse_floats, print_table, write_array
+from ._common import CLIError, add_input_args, add_output_args, check_output, load_input, parse_floats, print_table, write_array
 
 EPILOG = """\
 examples:
@@ -25,12 +25,10 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
-                   help="logits as numbers (comma or space separated), or one .npy/.npz/.csv file")
+    add_input_args(p)
     p.add_argument("-T", "--temperature", action="append", metavar="T",
                    help="temperature(s) in [0, inf] (0 = argmax, inf = uniform); comma-separated or "
                         "repeated for several, one row each; default 1")
-    p.add_argument("-f", "--file", help="read the logits from this file instead (.npy, .npz[:key], .csv)")
     p.add_argument("--log", action="store_true", help="print log-probabilities (log_softmax)")
     p.add_argument("--labels", help="comma-separated class labels for the table")
     p.add_argument("--precision", type=int, default=6, help="significant digits printed (default 6)")
@@ -47,8 +45,6 @@ def run(args) -> int:
         if not t >= 0:  # also catches NaN
             raise CLIError(f"temperature must be in [0, inf], got {t:g}")
     func = log_softmax if args.log else softmax
-    if x.ndim == 0:
-        x = x.reshape(1)
     results = np.stack([np.asarray(func(x, t)) for t in temps])  # (n_T, *x.shape)
     if len(temps) == 1:
         results = results[0]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ._common import CLIError, add_output_args, check_output, load_input, print_table, write_array
+from ._common import CLIError, add_input_args, add_output_args, check_output, load_input, print_table, write_array
 
 EPILOG = """\
 examples:
@@ -30,9 +30,7 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
-                   help="logits as numbers, or one .npy/.npz/.csv file (rows = distributions)")
-    p.add_argument("-f", "--file", help="read the logits from this file instead")
+    add_input_args(p, rows=" (one distribution per row)")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--entropy", type=float, metavar="H", help="target entropy (nats, or --base units)")
     g.add_argument("--perplexity", type=float, metavar="P", help="target perplexity exp(H)")
@@ -50,8 +48,6 @@ def run(args) -> int:
     from .. import softmax
 
     x = load_input(args.values, args.file, what="logits")
-    if x.ndim == 0:
-        x = x.reshape(1)
     if x.shape[-1] < 2:
         raise CLIError(f"need at least 2 logits per row, got {x.shape[-1]}")
     if args.base is not None and args.entropy is None:
