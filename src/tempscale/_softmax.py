@@ -189,11 +189,49 @@ def _core(xp, x, T, ax, mask):
     return y, s_safe, log_s, m, m_safe, empty, tie, nan_row
 
 
-def _finish(xp, r, nan_row, out, shape):
-    r = xp.where(nan_row, xp.asarray(math.nan, dtype=r.dtype, device=_compat.device(r)), r)
+def _generic_kernel(kind, xp, x, T, ax, mask):
+    """``kind`` on the generic Array-API path, keepdims form for logsumexp."""
+    y, s, log_s, m, m_safe, empty, tie, nan_row = _core(xp, x, T, ax, mask)
+    if kind == "softmax":
+        r = xp.exp(y) / s  # exp(y)/s: fewer roundings than exp(y - log s)
+    elif kind == "log_softmax":
+        r = y - log_s
+    else:
+        # T log s, with T log 1 = 0 also at T = inf and no inf * 0 in either branch's gradient
+        zero = xp.zeros_like(log_s)
+        if is_python_scalar(T):
+            t = 0.0 if T == 0 else T
+            scaled = xp.where(log_s == 0, zero, t * xp.where(log_s == 0, zero + 1, log_s))
+        else:
+            t_safe = xp.where(xp.logical_or(log_s == 0, T == 0), zero + 1, T + zero)
+            scaled = xp.where(log_s == 0, zero, t_safe * log_s)
+        # T = 0 and +inf rows: the max; fully masked rows: m = -inf
+        r = xp.where(xp.logical_or(tie, empty), m, m_safe + scaled)
+    return xp.where(nan_row, xp.asarray(math.nan, dtype=r.dtype, device=_compat.device(r)), r)
+
+
+def _compute(kind, x, temperature, axis, mask, dtype, keepdims=True):
+    """Validate, then the first path that takes the case: native, fused torch, generic.
+
+    ``kind`` is the public function's name (also used in error messages).
+    """
+    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype, kind)
+    r = _native(kind, xp, x, T, ax, mask, out)  # converts float16 itself
+    if r is not None and r.ndim < x.ndim:  # the kernel's logsumexp drops the axis
+        r = xp.expand_dims(r, axis=ax)
+    if r is None:
+        x = _compute_cast(xp, x, compute)
+        r = _torch_fused(kind, xp, x, T, ax, mask, out)
+    if r is None:
+        r = _generic_kernel(kind, xp, x, T, ax, mask)
     if r.dtype != out:
         r = xp.astype(r, out)
-    if shape is not None and r.ndim == 1:
+    if kind == "logsumexp":
+        if not keepdims:
+            r = xp.squeeze(r, axis=ax)
+        if shape is not None:  # axis=None
+            r = xp.reshape(r, (1,) * len(shape) if keepdims else ())
+    elif shape is not None:
         r = xp.reshape(r, shape)
     return r
 
@@ -219,7 +257,7 @@ def _native(kind, xp, x, T, ax, mask, out):
 _NATIVE_OK = True  # the test suite switches this off to compare against the generic path
 
 
-def _torch_fused(kind, xp, x, T, ax, mask, out, keepdims=False):
+def _torch_fused(kind, xp, x, T, ax, mask, out):
     """PyTorch fast path: torch's fused (log_)softmax/logsumexp on ``(x - m)/T``.
 
     Handles finite positive temperatures and rows whose maximum is finite or ``-inf`` (fully
@@ -263,8 +301,6 @@ def _torch_fused(kind, xp, x, T, ax, mask, out, keepdims=False):
         fill = -math.inf
     if has_empty:
         r = torch.where(empty, torch.full_like(r, fill) if kind != "logsumexp" else m, r)
-    if kind == "logsumexp" and not keepdims:
-        r = torch.squeeze(r, dim=ax)
     return r if r.dtype == out else r.to(out)
 
 
@@ -342,16 +378,7 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     >>> softmax(np.array([[-np.inf, -np.inf]]))        # fully masked: zeros, not NaN
     array([[0., 0.]])
     """
-    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype, "softmax")
-    r = _native("softmax", xp, x, T, ax, mask, out)  # converts float16 itself
-    x = _compute_cast(xp, x, compute)
-    if r is None:
-        r = _torch_fused("softmax", xp, x, T, ax, mask, out)
-    if r is not None:
-        return r.reshape(shape) if shape is not None else r
-    y, s, *_rest, nan_row = _core(xp, x, T, ax, mask)
-    r = xp.exp(y) / s  # exp(y)/s: fewer roundings than exp(y - log s)
-    return _finish(xp, r, nan_row, out, shape)
+    return _compute("softmax", x, temperature, axis, mask, dtype)
 
 
 @_quiet
@@ -371,16 +398,7 @@ def log_softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     >>> log_softmax(np.array([0.0, 5.0, 5.0]), 0)
     array([   -inf, -0.6931, -0.6931])
     """
-    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype, "log_softmax")
-    r = _native("log_softmax", xp, x, T, ax, mask, out)  # converts float16 itself
-    x = _compute_cast(xp, x, compute)
-    if r is None:
-        r = _torch_fused("log_softmax", xp, x, T, ax, mask, out)
-    if r is not None:
-        return r.reshape(shape) if shape is not None else r
-    y, _s, log_s, *_rest, nan_row = _core(xp, x, T, ax, mask)
-    r = y - log_s
-    return _finish(xp, r, nan_row, out, shape)
+    return _compute("log_softmax", x, temperature, axis, mask, dtype)
 
 
 @_quiet
@@ -414,40 +432,7 @@ def logsumexp(x, temperature=1.0, *, axis=-1, mask=None, keepdims=False):
     >>> float(logsumexp(x, 0)), float(logsumexp(x, 0.1))
     (3.0, 3.0000045...)
     """
-    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, None, "logsumexp")
-    r = _native("logsumexp", xp, x, T, ax, mask, out)  # reduced over ax
-    x = _compute_cast(xp, x, compute)
-    if r is not None:
-        r = xp.expand_dims(r, axis=ax) if r.ndim < x.ndim else r
-    else:
-        r = _torch_fused("logsumexp", xp, x, T, ax, mask, out, keepdims=True)
-    if r is not None:
-        if not keepdims:
-            r = xp.squeeze(r, axis=ax)
-        if shape is not None:
-            r = xp.reshape(r, (1,) * len(shape)) if keepdims else xp.reshape(r, ())
-        return r
-    _y, _s, log_s, m, m_safe, empty, tie, nan_row = _core(xp, x, T, ax, mask)
-    zero = xp.zeros_like(log_s)
-    if is_python_scalar(T):
-        if T == 0:
-            scaled = zero
-        elif math.isinf(T):
-            scaled = xp.where(log_s == 0, zero, math.inf * xp.ones_like(log_s))
-        else:
-            scaled = T * log_s
-    else:
-        one = xp.ones_like(T)
-        t_safe = xp.where(xp.logical_or(log_s == 0, T == 0), zero + one, T + zero)
-        scaled = xp.where(log_s == 0, zero, t_safe * log_s)
-    r = xp.where(tie, m, m_safe + xp.where(tie, zero, scaled))
-    r = xp.where(empty, m, r)
-    r = _finish(xp, r, nan_row, out, None)
-    if not keepdims:
-        r = xp.squeeze(r, axis=ax)
-    if shape is not None:
-        r = xp.reshape(r, (1,) * len(shape)) if keepdims else xp.reshape(r, ())
-    return r
+    return _compute("logsumexp", x, temperature, axis, mask, None, keepdims)
 
 
 @_quiet
