@@ -521,3 +521,14 @@ def test_subnormal_temperature_gives_the_limit_not_nan(xp, T, generic_only):
     for dt in (xp.float32, xp.float64):
         p = to_numpy(softmax(xp.asarray([[1.0, 2.0, 2.0, -1.0]], dtype=dt), T))
         np.testing.assert_array_equal(p, [[0, 0.5, 0.5, 0]])
+
+
+def test_torch_fused_fully_masked_rows_get_zero_gradient():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([[-INF, -INF, -INF], [0.5, -INF, 2.0]], dtype=torch.float64, requires_grad=True)
+    for f in (softmax, log_softmax, logsumexp):
+        out = f(x, 0.7)  # a Python-float T: the fused path
+        w = torch.ones_like(out)
+        (g,) = torch.autograd.grad(torch.where(torch.isfinite(out), out * w, 0).sum(), x)
+        assert torch.isfinite(g).all(), f.__name__
+        assert (g[0] == 0).all() and (g[1, 1] == 0), f.__name__

@@ -275,11 +275,14 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
         # d/dT of a masked entry is 0 * inf in the fused form: learnable T takes the generic path
         return None
     z = x if mask is None else x.masked_fill(~mask, -math.inf)
-    m = torch.amax(z, dim=ax, keepdim=True) if z.shape[ax] else None
-    if m is None or not bool(torch.all((m < math.inf) & ~torch.isnan(m))):
+    if not z.shape[ax]:
         return None
+    m = torch.amax(z, dim=ax, keepdim=True)
     empty = m == -math.inf
-    has_empty = bool(torch.any(empty))
+    # one host sync for both questions (each sync stalls a GPU stream)
+    ok, has_empty = torch.stack([torch.all((m < math.inf) & ~torch.isnan(m)), torch.any(empty)]).tolist()
+    if not ok:
+        return None
     m0 = torch.where(empty, torch.zeros_like(m), m) if has_empty else m
     if isinstance(T, float):
         # T < 1: (z - m)/T cannot overflow upward (and overflows downward only to a true -inf);
@@ -291,16 +294,14 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
         y = torch.where(empty, torch.zeros_like(y), y)
     if kind == "softmax":
         r = torch.softmax(y, dim=ax)
-        fill = 0.0
     elif kind == "log_softmax":
         r = torch.log_softmax(y, dim=ax)
-        fill = -math.inf
     else:
         shift = m0 if (not isinstance(T, float) or T < 1) else torch.zeros_like(m0)
         r = shift + T * torch.logsumexp(y, dim=ax, keepdim=True)
-        fill = -math.inf
-    if has_empty:
-        r = torch.where(empty, torch.full_like(r, fill) if kind != "logsumexp" else m, r)
+    if has_empty:  # fully masked rows: 0 (softmax), -inf (log_softmax and logsumexp, i.e. m)
+        fill = torch.zeros_like(r) if kind == "softmax" else m.detach().expand_as(r)  # no gradient
+        r = torch.where(empty, fill, r)
     return r if r.dtype == out else r.to(out)
 
 
