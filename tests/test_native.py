@@ -75,9 +75,13 @@ def _ref_row(kind, r, t):
     s = e.sum()
     if kind == "softmax":
         return e / s
+    # log s = log(k) + log1p(rest / k) for k maxima: log(s) alone would round 1 + 1e-40 to 1
+    top = r == m
+    k = np.longdouble(top.sum())
+    log_s = np.log(k) + np.log1p(e[~top].sum() / k)
     if kind == "log_softmax":
-        return y - np.log(s)
-    return m + np.longdouble(t) * np.log(s)
+        return y - log_s
+    return m + np.longdouble(t) * log_s
 
 
 def reference(kind, x, T=1.0, axis=-1, mask=None):
@@ -125,6 +129,7 @@ def assert_contract_equal(got, want, rtol, atol=None):
     """Same NaN / inf pattern, exact zeros where the reference is exactly 0, finite values
     within rtol (plus an absolute slack at the bottom of the output dtype's range)."""
     got = np.asarray(got)
+    sub = float(np.finfo(got.dtype).smallest_subnormal) if got.dtype.kind == "f" else 0.0
     tiny = 4 * float(np.finfo(got.dtype).tiny) if got.dtype.kind == "f" else 0.0
     with np.errstate(over="ignore"):
         want_exact = np.asarray(want)
@@ -134,7 +139,10 @@ def assert_contract_equal(got, want, rtol, atol=None):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
     np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
-    assert np.all(got[want_exact == 0] == 0)
+    # exact zeros where the reference is 0 (masked entries, underflow), up to the output dtype's
+    # smallest subnormal: a probability whose exact value is just under half of it may round up
+    # to it after the float pipeline's two roundings (measured: 6.98e-46 -> 1.4e-45 in float32)
+    assert np.all(np.abs(got[want_exact == 0]) <= sub)
     fin = np.isfinite(want)
     np.testing.assert_allclose(got[fin], want[fin], rtol=rtol, atol=tiny if atol is None else atol)
 
@@ -487,8 +495,15 @@ def test_environment_thread_count_and_default():
     assert r.returncode == 0, r.stderr
     a, b = r.stdout.split()
     assert a == b
-    r = _run("from tempscale import _native", TEMPSCALE_NUM_THREADS="zero")
-    assert r.returncode != 0 and "TEMPSCALE_NUM_THREADS" in r.stderr
+    # an unusable value warns once and keeps the default (never an import-time traceback);
+    # tests/test_native_hardening.py covers every variable and value class
+    r = _run("import os; from tempscale import _native; "
+             "print(_native.get_num_threads(), len(os.sched_getaffinity(0)))",
+             TEMPSCALE_NUM_THREADS="zero")
+    assert r.returncode == 0, r.stderr
+    a, b = r.stdout.split()
+    assert a == b
+    assert "TEMPSCALE_NUM_THREADS" in r.stderr and "RuntimeWarning" in r.stderr
 
 
 def test_require_native_raises_when_extension_missing():

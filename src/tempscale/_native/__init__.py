@@ -19,13 +19,20 @@ once: one call uses the pool, the others run on their own thread.
 
 Environment
 -----------
-``TEMPSCALE_NUM_THREADS``   default thread count.
+Read once, at import.  A value that cannot be used never stops the import: it gives one
+``RuntimeWarning`` naming the variable, the value and what is accepted, and the default is used.
+
+``TEMPSCALE_NUM_THREADS``   default thread count: a positive integer (values above
+    ``MAX_THREADS`` = 256 use 256).
 ``TEMPSCALE_REQUIRE_NATIVE=1``   importing this package raises ``ImportError`` when the extension
-    is missing (CI sets it, so a silent fallback to the generic path fails the build).
+    is missing (CI sets it, so a silent fallback to the generic path fails the build).  ``0`` or
+    unset: no requirement.
 ``TEMPSCALE_DISABLE_NATIVE=1``   never use the extension (``try_compute`` returns ``None``).
-``TEMPSCALE_ISA``   force ``avx512f``, ``avx2`` or ``baseline`` (for testing).
-``TEMPSCALE_CACHE_MB``   byte cap (MiB) of the output-block cache (default min(2048, RAM/8 MiB);
-    0 disables it).
+    ``0`` or unset: use it.
+``TEMPSCALE_ISA``   force ``avx512f``, ``avx2`` or ``baseline`` (for testing; ``best`` is the
+    default, the best level this CPU supports).
+``TEMPSCALE_CACHE_MB``   byte cap (MiB, a non-negative number) of the output-block cache (default
+    min(2048, RAM/8 MiB); 0 disables it).
 
 Output memory
 -------------
@@ -38,52 +45,136 @@ kept blocks; :func:`set_cache_limit` changes the cap (``0`` turns the cache off)
 
 from __future__ import annotations
 
+import math
+import operator
 import os
 import platform
 import sys
+import warnings
 
 import numpy as np
 
+from .._validation import param_error
+
 __all__ = ["available", "get_num_threads", "release_memory", "set_cache_limit", "set_num_threads",
            "show_config", "try_compute"]
+
+_KINDS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2}
+_CACHE_MIN = 1 << 20
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+MAX_THREADS = 256          # the pool's size limit (larger requests use this many)
+_MAX_CACHE_BYTES = 1 << 62  # larger cache limits mean "no limit" and are capped here
+
+
+class _ParamTypeError(TypeError, ValueError):
+    """A parameter of the wrong type: a TypeError, and a ValueError as these functions raised
+    before (so existing ``except ValueError`` code keeps working)."""
+
+
+def _env_warning(var: str, value: str, accepted: str, default: str) -> None:
+    msg = (f"Ignoring the environment variable {var}={value!r}: it must be {accepted}. "
+           f"Using {default} instead.")
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _env_flag(var: str) -> bool:
+    """``1`` -> True; unset, empty or ``0`` -> False; anything else warns (False)."""
+    raw = os.environ.get(var)
+    if raw is None:
+        return False
+    val = raw.strip()
+    if val in ("", "0"):
+        return False
+    if val == "1":
+        return True
+    _env_warning(var, raw, "0 or 1", "0")
+    return False
+
 
 try:
     from . import _tskernels as _k
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     _k = None
     _import_error: BaseException | None = exc
-    if os.environ.get("TEMPSCALE_REQUIRE_NATIVE") == "1":
+    if _env_flag("TEMPSCALE_REQUIRE_NATIVE"):
         raise ImportError(
             "TEMPSCALE_REQUIRE_NATIVE=1 but the compiled extension tempscale._native._tskernels "
             f"could not be imported ({exc}); rebuild with `pip install .` or "
             "`python setup.py build_ext --inplace`") from exc
 else:
     _import_error = None
+    _env_flag("TEMPSCALE_REQUIRE_NATIVE")  # only to warn about an unusable value
 
-_KINDS = {"softmax": 0, "log_softmax": 1, "logsumexp": 2}
-_CACHE_MIN = 1 << 20
-_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-_DISABLED = os.environ.get("TEMPSCALE_DISABLE_NATIVE") == "1"
+_DISABLED = _env_flag("TEMPSCALE_DISABLE_NATIVE")
 
 
-def _default_threads() -> int:
-    env = os.environ.get("TEMPSCALE_NUM_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(
-                f"The 'TEMPSCALE_NUM_THREADS' environment variable must be a positive integer. "
-                f"Got {env!r} instead.") from None
-        if n < 1:
-            raise ValueError(
-                f"The 'TEMPSCALE_NUM_THREADS' environment variable must be a positive integer. "
-                f"Got {env!r} instead.")
-        return n
+def _cpu_count() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _default_threads() -> int:
+    """``TEMPSCALE_NUM_THREADS`` when it is a positive integer, else the usable CPU count."""
+    raw = os.environ.get("TEMPSCALE_NUM_THREADS")
+    default = _cpu_count()
+    if raw is None or not raw.strip():
+        return default
+    try:
+        n = int(raw.strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        _env_warning("TEMPSCALE_NUM_THREADS", raw, "a positive integer",
+                     f"the number of CPUs ({default})")
+        return default
+    return min(n, MAX_THREADS)
+
+
+def _env_cache_bytes() -> int | None:
+    """``TEMPSCALE_CACHE_MB`` in bytes, or None (unset or unusable: keep the default)."""
+    raw = os.environ.get("TEMPSCALE_CACHE_MB")
+    if raw is None or not raw.strip():
+        return None
+    try:
+        mb = float(raw.strip())
+    except ValueError:
+        mb = math.nan
+    if not (mb >= 0 and math.isfinite(mb)):
+        _env_warning("TEMPSCALE_CACHE_MB", raw, "a non-negative number of MiB",
+                     "the default (min(2048, RAM/8) MiB)")
+        return None
+    return int(min(mb * 2**20, _MAX_CACHE_BYTES))
+
+
+def _env_isa() -> str | None:
+    """``TEMPSCALE_ISA`` when it names an instruction set this CPU supports, else None."""
+    raw = os.environ.get("TEMPSCALE_ISA")
+    if raw is None or not raw.strip() or _k is None:
+        return None
+    name = raw.strip().lower()
+    supported = list(_k.supported_isas())
+    if name in ("best", "auto"):
+        return "best"
+    if name not in supported:
+        what = ("one of " + ", ".join(repr(s) for s in supported + ["best"])
+                + (" (the instruction sets this CPU supports)"))
+        _env_warning("TEMPSCALE_ISA", raw, what, f"the best one ({supported[0]!r})")
+        return None
+    return name
+
+
+def _count_param(value, param: str, func: str, *, lo: int, hi: int) -> int:
+    """An integer >= lo (ValueError below it), capped at hi; a non-integer is a type error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        what = "a positive integer" if lo == 1 else "a non-negative integer"
+        raise param_error(param, func, what, value, _ParamTypeError)
+    n = operator.index(value)
+    if n < lo:
+        what = "a positive integer" if lo == 1 else "a non-negative integer"
+        raise param_error(param, func, what, value)
+    return min(n, hi)
 
 
 def available() -> bool:
@@ -115,7 +206,14 @@ def set_num_threads(n: int) -> int:
     Parameters
     ----------
     n : int
-        A positive integer.
+        A positive integer; values above ``MAX_THREADS`` (256) use 256.
+
+    Raises
+    ------
+    ValueError
+        ``n < 1``.
+    TypeError
+        ``n`` is not an integer (a float, ``bool``, string...); also a ``ValueError``.
 
     Examples
     --------
@@ -125,12 +223,10 @@ def set_num_threads(n: int) -> int:
     1
     >>> _ = _native.set_num_threads(old)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(
-            f"The 'n' parameter of set_num_threads must be a positive integer. Got {n!r} instead.")
+    n = _count_param(n, "n", "set_num_threads", lo=1, hi=MAX_THREADS)
     old = get_num_threads()
     if _k is not None:
-        _k.set_num_threads(int(n))
+        _k.set_num_threads(n)
     return old
 
 
@@ -141,13 +237,14 @@ def release_memory() -> None:
 
 
 def set_cache_limit(nbytes: int) -> None:
-    """Cap, in bytes, of the kept output blocks; ``0`` disables the cache."""
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 0:
-        raise ValueError(
-            "The 'nbytes' parameter of set_cache_limit must be a non-negative integer. "
-            f"Got {nbytes!r} instead.")
+    """Cap, in bytes, of the kept output blocks; ``0`` disables the cache.
+
+    ``nbytes`` is a non-negative integer (ValueError below 0, TypeError, also a ValueError, for a
+    non-integer); values above 2**62 mean "no limit" and are capped there.
+    """
+    nbytes = _count_param(nbytes, "nbytes", "set_cache_limit", lo=0, hi=_MAX_CACHE_BYTES)
     if _k is not None:
-        _k.set_cache_limit(int(nbytes))
+        _k.set_cache_limit(nbytes)
 
 
 def show_config(*, print_out: bool = True) -> dict:
@@ -197,8 +294,9 @@ def try_compute(kind, x, temperature, axis, mask, out_dtype):
     x : numpy.ndarray
         float16, float32 or float64, any strides (read-only / unaligned / negative strides fine).
     temperature : float or numpy.ndarray
-        Validated ``T >= 0`` (0 and inf allowed), or a float32/float64 array broadcastable to
-        the keepdims shape (``x.shape`` with 1 at ``axis``).
+        Validated ``T >= 0`` (0 and inf allowed), or a real array broadcastable to the keepdims
+        shape (``x.shape`` with 1 at ``axis``).  It is used as given, never narrowed to x's
+        dtype: a float64 temperature with float32 / float16 ``x`` scales at double precision.
     axis : int
         Normalised, non-negative.
     mask : numpy.ndarray of bool or None
@@ -230,9 +328,15 @@ def try_compute(kind, x, temperature, axis, mask, out_dtype):
         return None
     if x.dtype == np.float16 and not _k.has_float16:
         return None
+    if (isinstance(temperature, np.ndarray) and temperature.size == 1 and temperature.ndim <= nd
+            and temperature.dtype.kind in "fiu"):
+        temperature = float(temperature.reshape(-1)[0])  # exact for every float dtype here
     if isinstance(temperature, np.ndarray):
+        kind_t = temperature.dtype.kind
+        if kind_t not in "fiu" or temperature.dtype.itemsize > 8:
+            return None  # bool, complex, long double...: the generic path decides
         if temperature.dtype not in (np.float32, np.float64) or not temperature.dtype.isnative:
-            return None
+            temperature = temperature.astype(np.float64)  # float16 / integers: exactly
         kshape = x.shape[:axis] + (1,) + x.shape[axis + 1:]
         try:
             T = np.broadcast_to(temperature, kshape)
@@ -310,16 +414,11 @@ _REGISTERED = False
 
 if _k is not None:
     _k.set_num_threads(_default_threads())
-    _cache_mb = os.environ.get("TEMPSCALE_CACHE_MB", "").strip()
-    if _cache_mb:
-        try:
-            _k.set_cache_limit(max(0, int(float(_cache_mb) * 2**20)))
-        except ValueError:
-            raise ValueError(
-                "The 'TEMPSCALE_CACHE_MB' environment variable must be a number of MiB. "
-                f"Got {_cache_mb!r} instead.") from None
-    _isa = os.environ.get("TEMPSCALE_ISA", "").strip()
-    if _isa:
+    _cache_bytes = _env_cache_bytes()
+    if _cache_bytes is not None:
+        _k.set_cache_limit(_cache_bytes)
+    _isa = _env_isa()
+    if _isa is not None:
         _k.set_isa(_isa)
     if "threadpoolctl" in sys.modules:
         register_threadpoolctl()

@@ -221,75 +221,122 @@ AI float SFX(rowmax_f32)(const float *x, npy_intp n, int *nan) {
     return m;
 }
 
-/* sum (in double) of 2^((x - m) c); with store, also writes the unnormalised values to o */
-AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double c, int store) {
+/* sum (in double) of 2^((x - m) c); with store, also writes the unnormalised values to o.
+   With cnt (log_softmax / logsumexp), the entries equal to the maximum (whose term is exactly 1)
+   are left out of the sum and counted in *cnt instead, so that log(sum) can be formed as
+   log(k) + log1p(rest / k) without losing the small terms (log_sum in _tskernels.c).
+   AVX-512 evaluates with exp2_tsum when c is in [TSUM_LO, TSUM_HI] (the float pair (ch, cl)
+   is then normal and an overflowed x - m still means a zero term); otherwise, and on other
+   instruction sets, t = (x - m) c is formed in double (exact x - m, c un-narrowed). */
+AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double c, int store,
+                          double *cnt) {
     vd s0 = (vd){0}, s1 = (vd){0};
     npy_intp i = 0;
 #ifdef HAVE_TSUM
-    float chs = (float)c;
-    vf mv = (vf){0} + (float)m, nmv = (vf){0} - (float)m;
-    vf chv = (vf){0} + chs, clv = (vf){0} + (float)(c - (double)chs);
+    if (c >= TSUM_LO && c <= TSUM_HI) {
+        float chs = (float)c;
+        vf mv = (vf){0} + (float)m, nmv = (vf){0} - (float)m;
+        vf chv = (vf){0} + chs, clv = (vf){0} + (float)(c - (double)chs);
+        int64_t k = 0;
+        __mmask16 q;
 #define EXPV(v) SFX(exp2_tsum)(v, mv, nmv, chv, clv)
-    for (; i + 64 <= n; i += 64) {
-        vf e0 = EXPV(SFX(ldf)(x + i));
-        vf e1 = EXPV(SFX(ldf)(x + i + 16));
-        vf e2 = EXPV(SFX(ldf)(x + i + 32));
-        vf e3 = EXPV(SFX(ldf)(x + i + 48));
-        if (store) {
-            SFX(stf)(o + i, e0);
-            SFX(stf)(o + i + 16, e1);
-            SFX(stf)(o + i + 32, e2);
-            SFX(stf)(o + i + 48, e3);
+#define SPLIT(e, v)                                                                              \
+    if (cnt) {                                                                                   \
+        q = _mm512_cmp_ps_mask((__m512)(v), (__m512)mv, _CMP_EQ_OQ);                             \
+        e = (vf)_mm512_maskz_mov_ps((__mmask16)~q, (__m512)e);                                   \
+        k += __builtin_popcount((unsigned)q);                                                    \
+    }
+        for (; i + 64 <= n; i += 64) {
+            vf v0 = SFX(ldf)(x + i), v1 = SFX(ldf)(x + i + 16);
+            vf v2 = SFX(ldf)(x + i + 32), v3 = SFX(ldf)(x + i + 48);
+            vf e0 = EXPV(v0), e1 = EXPV(v1), e2 = EXPV(v2), e3 = EXPV(v3);
+            if (store) {
+                SFX(stf)(o + i, e0);
+                SFX(stf)(o + i + 16, e1);
+                SFX(stf)(o + i + 32, e2);
+                SFX(stf)(o + i + 48, e3);
+            }
+            SPLIT(e0, v0) SPLIT(e1, v1) SPLIT(e2, v2) SPLIT(e3, v3)
+            vf fs = (e0 + e1) + (e2 + e3);   /* 4 terms in float: <= 1.5 ulp on a partial sum */
+            s0 += SFX(lo2d)(fs);
+            s1 += SFX(hi2d)(fs);
         }
-        vf fs = (e0 + e1) + (e2 + e3);   /* 4 terms in float: <= 1.5 ulp on a partial sum */
-        s0 += SFX(lo2d)(fs);
-        s1 += SFX(hi2d)(fs);
-    }
-    for (; i + 16 <= n; i += 16) {
-        vf e0 = EXPV(SFX(ldf)(x + i));
-        if (store) SFX(stf)(o + i, e0);
-        s0 += SFX(lo2d)(e0);
-        s1 += SFX(hi2d)(e0);
-    }
-    if (i < n) {
-        float buf[16], ob[16];
-        npy_intp r = n - i;
-        for (int l = 0; l < 16; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
-        vf e0 = EXPV(SFX(ldf)(buf));
-        s0 += SFX(lo2d)(e0);
-        s1 += SFX(hi2d)(e0);
-        if (store) {
-            SFX(stf)(ob, e0);
-            for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
+        for (; i + 16 <= n; i += 16) {
+            vf v0 = SFX(ldf)(x + i);
+            vf e0 = EXPV(v0);
+            if (store) SFX(stf)(o + i, e0);
+            SPLIT(e0, v0)
+            s0 += SFX(lo2d)(e0);
+            s1 += SFX(hi2d)(e0);
         }
-    }
+        if (i < n) {
+            float buf[16], ob[16];
+            npy_intp r = n - i;
+            for (int l = 0; l < 16; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
+            vf v0 = SFX(ldf)(buf);
+            vf e0 = EXPV(v0);
+            if (store) {
+                SFX(stf)(ob, e0);
+                for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
+            }
+            SPLIT(e0, v0)
+            s0 += SFX(lo2d)(e0);
+            s1 += SFX(hi2d)(e0);
+        }
+#undef SPLIT
 #undef EXPV
-#else
-    for (; i + VF <= n; i += VF) {
-        vd e0 = SFX(exp2_lo)((SFX(ldhf)(x + i) - m) * c);
-        vd e1 = SFX(exp2_lo)((SFX(ldhf)(x + i + VD) - m) * c);
-        s0 += e0;
-        s1 += e1;
-        if (store) {
-            SFX(sthf)(o + i, e0);
-            SFX(sthf)(o + i + VD, e1);
-        }
-    }
-    if (i < n) {
-        float buf[VF], ob[VF];
-        npy_intp r = n - i;
-        for (int l = 0; l < VF; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
-        vd e0 = SFX(exp2_lo)((SFX(ldhf)(buf) - m) * c);
-        vd e1 = SFX(exp2_lo)((SFX(ldhf)(buf + VD) - m) * c);
-        s0 += e0;
-        s1 += e1;
-        if (store) {
-            SFX(sthf)(ob, e0);
-            SFX(sthf)(ob + VD, e1);
-            for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
-        }
-    }
+        if (cnt) *cnt = (double)k;
+    } else
 #endif
+    {
+        vl k0 = (vl){0}, k1 = (vl){0};
+        for (; i + VF <= n; i += VF) {
+            vd x0 = SFX(ldhf)(x + i), x1 = SFX(ldhf)(x + i + VD);
+            vd e0 = SFX(exp2_lo)((x0 - m) * c);
+            vd e1 = SFX(exp2_lo)((x1 - m) * c);
+            if (store) {
+                SFX(sthf)(o + i, e0);
+                SFX(sthf)(o + i + VD, e1);
+            }
+            if (cnt) {
+                vl q0 = (vl)(x0 == m), q1 = (vl)(x1 == m);
+                e0 = (vd)((vl)e0 & ~q0);
+                e1 = (vd)((vl)e1 & ~q1);
+                k0 -= q0;
+                k1 -= q1;
+            }
+            s0 += e0;
+            s1 += e1;
+        }
+        if (i < n) {
+            float buf[VF], ob[VF];
+            npy_intp r = n - i;
+            for (int l = 0; l < VF; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
+            vd x0 = SFX(ldhf)(buf), x1 = SFX(ldhf)(buf + VD);
+            vd e0 = SFX(exp2_lo)((x0 - m) * c);
+            vd e1 = SFX(exp2_lo)((x1 - m) * c);
+            if (store) {
+                SFX(sthf)(ob, e0);
+                SFX(sthf)(ob + VD, e1);
+                for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
+            }
+            if (cnt) {
+                vl q0 = (vl)(x0 == m), q1 = (vl)(x1 == m);
+                e0 = (vd)((vl)e0 & ~q0);
+                e1 = (vd)((vl)e1 & ~q1);
+                k0 -= q0;
+                k1 -= q1;
+            }
+            s0 += e0;
+            s1 += e1;
+        }
+        if (cnt) {
+            k0 += k1;
+            int64_t k = 0;
+            for (int l = 0; l < VD; l++) k += k0[l];
+            *cnt = (double)k;
+        }
+    }
     s0 += s1;
     double s = 0.0;
     for (int l = 0; l < VD; l++) s += s0[l];
@@ -344,20 +391,20 @@ AI void SFX(scale_stream_f32)(const float *src, float *o, npy_intp n, double a) 
 }
 #endif
 
-/* returns 0 when handled, 1 when the row needs the scalar reference (non-finite cases);
+/* returns 0 when handled, 1 when the row needs the scalar reference (NaN, no finite maximum,
+   T = 0 / inf / NaN, and T < TMIN_F32: there every float gap is an exact zero term);
    scratch (AVX-512 softmax only, else NULL): n floats for the unnormalised values, then the
    result is streamed to o */
 static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind, double *lse,
                         float *scratch) {
     int nan;
     float mf = SFX(rowmax_f32)(x, n, &nan);
-    double c = LOG2E / T;
-    if (nan || !(isfinite(mf) && c > 0.0 && c < INFINITY && T < INFINITY)) return 1;
-    double m = mf;
+    if (nan || !isfinite(mf) || !(T >= TMIN_F32 && T < INFINITY)) return 1;
+    double m = mf, c = LOG2E / T;
     if (kind == KIND_SOFTMAX) {
 #ifdef HAVE_TSUM
         if (scratch) {
-            double s = SFX(expsum_f32)(x, scratch, n, m, c, 1);
+            double s = SFX(expsum_f32)(x, scratch, n, m, c, 1, NULL);
             if (!isfinite(s)) return 1;
             SFX(scale_stream_f32)(scratch, o, n, 1.0 / s);
             return 0;
@@ -365,13 +412,14 @@ static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind
 #else
         (void)scratch;
 #endif
-        double s = SFX(expsum_f32)(x, o, n, m, c, 1);
+        double s = SFX(expsum_f32)(x, o, n, m, c, 1, NULL);
         if (!isfinite(s)) return 1;
         SFX(scale_f32)(o, n, 1.0 / s);
     } else {
-        double s = SFX(expsum_f32)(x, NULL, n, m, c, 0);
-        if (!isfinite(s)) return 1;
-        double ls = log(s);
+        double k;
+        double rest = SFX(expsum_f32)(x, NULL, n, m, c, 0, &k);
+        if (!isfinite(rest) || !(k >= 1.0)) return 1;
+        double ls = log_sum(k, rest);
         if (kind == KIND_LOGSOFTMAX) SFX(logsm_f32)(x, o, n, m, 1.0 / T, ls);
         else *lse = m + T * ls;
     }
@@ -401,34 +449,60 @@ AI double SFX(rowmax_f64)(const double *x, npy_intp n) {
     return m;
 }
 
-/* NaN propagates through exp2_hi into the sum, which the caller checks */
-AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, double c2, int store) {
+/* t = ((x h - m h) A) c: h = 1/2 keeps x - m finite for any two doubles; for T < F64_SMALL_T,
+   h = 1 and A = F64_SCALE instead (T h would underflow there): x - m is then rounded once and a
+   product overflowing to -inf still means a zero term.  c = log2(e) / (T h A), finite for every
+   T in (0, inf).  NaN propagates through exp2_hi into the sum, which the caller checks.  With
+   cnt, the maxima are counted instead of summed (see expsum_f32). */
+AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, double h, double A,
+                          double c, double m, int store, double *cnt) {
     vd s0 = (vd){0}, s1 = (vd){0};
+    vl k0 = (vl){0}, k1 = (vl){0};
     npy_intp i = 0;
     for (; i + 2 * VD <= n; i += 2 * VD) {
-        vd e0 = SFX(exp2_hi)((SFX(ldd)(x + i) * 0.5 - mh) * c2);
-        vd e1 = SFX(exp2_hi)((SFX(ldd)(x + i + VD) * 0.5 - mh) * c2);
-        s0 += e0;
-        s1 += e1;
+        vd x0 = SFX(ldd)(x + i), x1 = SFX(ldd)(x + i + VD);
+        vd e0 = SFX(exp2_hi)(((x0 * h - mh) * A) * c);
+        vd e1 = SFX(exp2_hi)(((x1 * h - mh) * A) * c);
         if (store) {
             SFX(std_)(o + i, e0);
             SFX(std_)(o + i + VD, e1);
         }
+        if (cnt) {
+            vl q0 = (vl)(x0 == m), q1 = (vl)(x1 == m);
+            e0 = (vd)((vl)e0 & ~q0);
+            e1 = (vd)((vl)e1 & ~q1);
+            k0 -= q0;
+            k1 -= q1;
+        }
+        s0 += e0;
+        s1 += e1;
     }
     for (; i < n; i += VD) {
         double buf[VD], ob[VD];
         npy_intp r = n - i < VD ? n - i : VD;
         for (int l = 0; l < VD; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
-        vd e0 = SFX(exp2_hi)((SFX(ldd)(buf) * 0.5 - mh) * c2);
-        s0 += e0;
+        vd x0 = SFX(ldd)(buf);
+        vd e0 = SFX(exp2_hi)(((x0 * h - mh) * A) * c);
         if (store) {
             SFX(std_)(ob, e0);
             for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
         }
+        if (cnt) {
+            vl q0 = (vl)(x0 == m);
+            e0 = (vd)((vl)e0 & ~q0);
+            k0 -= q0;
+        }
+        s0 += e0;
     }
     s0 += s1;
     double s = 0.0;
     for (int l = 0; l < VD; l++) s += s0[l];
+    if (cnt) {
+        k0 += k1;
+        int64_t k = 0;
+        for (int l = 0; l < VD; l++) k += k0[l];
+        *cnt = (double)k;
+    }
     return s;
 }
 
@@ -438,26 +512,31 @@ AI void SFX(scale_f64)(double *o, npy_intp n, double a) {
     for (; i < n; i++) o[i] *= a;
 }
 
-AI void SFX(logsm_f64)(const double *x, double *o, npy_intp n, double mh, double invTh, double ls) {
+/* o = ((x h - m h) A) / (T h A) - ls, as ((x h - mh) A) iT - ls */
+AI void SFX(logsm_f64)(const double *x, double *o, npy_intp n, double mh, double h, double A,
+                       double iT, double ls) {
     npy_intp i = 0;
-    for (; i + VD <= n; i += VD) SFX(std_)(o + i, (SFX(ldd)(x + i) * 0.5 - mh) * invTh - ls);
-    for (; i < n; i++) o[i] = (x[i] * 0.5 - mh) * invTh - ls;
+    for (; i + VD <= n; i += VD) SFX(std_)(o + i, ((SFX(ldd)(x + i) * h - mh) * A) * iT - ls);
+    for (; i < n; i++) o[i] = ((x[i] * h - mh) * A) * iT - ls;
 }
 
 static int SFX(row_f64)(const double *x, double *o, npy_intp n, double T, int kind, double *lse) {
     double m = SFX(rowmax_f64)(x, n);
-    double c2 = (2.0 * LOG2E) / T;
-    if (!(isfinite(m) && c2 > 0.0 && c2 < INFINITY && T < INFINITY)) return 1;
-    double mh = m * 0.5;
+    if (!isfinite(m) || !(T > 0.0 && T < INFINITY)) return 1;
+    double h, A;
+    f64_regime(T, &h, &A);
+    double Ts = T * h * A; /* exact: scaling by powers of two inside the normal range */
+    double mh = m * h, c = LOG2E / Ts;
     if (kind == KIND_SOFTMAX) {
-        double s = SFX(expsum_f64)(x, o, n, mh, c2, 1);
+        double s = SFX(expsum_f64)(x, o, n, mh, h, A, c, m, 1, NULL);
         if (!isfinite(s)) return 1;
         SFX(scale_f64)(o, n, 1.0 / s);
     } else {
-        double s = SFX(expsum_f64)(x, NULL, n, mh, c2, 0);
-        if (!isfinite(s)) return 1;
-        double ls = log(s);
-        if (kind == KIND_LOGSOFTMAX) SFX(logsm_f64)(x, o, n, mh, 1.0 / (T * 0.5), ls);
+        double k;
+        double rest = SFX(expsum_f64)(x, NULL, n, mh, h, A, c, m, 0, &k);
+        if (!isfinite(rest) || !(k >= 1.0)) return 1;
+        double ls = log_sum(k, rest);
+        if (kind == KIND_LOGSOFTMAX) SFX(logsm_f64)(x, o, n, mh, h, A, 1.0 / Ts, ls);
         else *lse = m + T * ls;
     }
     return 0;
@@ -466,8 +545,10 @@ static int SFX(row_f64)(const double *x, double *o, npy_intp n, double T, int ki
 /* ------------------------------------------------------------------------------------------ */
 /* narrow rows: a block of BR rows held transposed (XT[j*BR + r]), vectorised across rows      */
 /* ------------------------------------------------------------------------------------------ */
-/* float32: BR = VF rows.  Tr: per-row T (double[VF]).  Writes PT (softmax/log_softmax) or
-   lse[VF]; spec[r] = 1 for rows the scalar reference must redo. */
+/* float32: BR = VF rows.  Tr: per-row T (double[VF], used un-narrowed).  Writes PT
+   (softmax/log_softmax) or lse[VF]; spec[r] = 1 for rows the scalar reference must redo (NaN,
+   no finite maximum, T not in [TMIN_F32, inf)); such rows compute with T = 1 here, so that one
+   odd row does not move the whole block off the exp2_tsum path. */
 static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double *Tr, int kind,
                            double *lse, unsigned char *spec) {
     vf mv = (vf){0} - INFINITY;
@@ -477,42 +558,70 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
         mv = SFX(maxf)(v, mv);
         bad |= SFX(isnanf)(v);
     }
-    vd m0 = SFX(lo2d)(mv), m1 = SFX(hi2d)(mv);
-    vd T0 = SFX(ldd)(Tr), T1 = SFX(ldd)(Tr + VD);
-    vd c0 = LOG2E / T0, c1 = LOG2E / T1;
-    vd s0 = (vd){0}, s1 = (vd){0};
-#ifdef HAVE_TSUM
-    vf chv = SFX(d2f)(c0, c1);
-    vf clv = SFX(d2f)(c0 - SFX(lo2d)(chv), c1 - SFX(hi2d)(chv));
-    vf nmv = -mv;
-    for (npy_intp j = 0; j < n; j++) {
-        vf e = SFX(exp2_tsum)(SFX(ldf)(XT + j * VF), mv, nmv, chv, clv);
-        s0 += SFX(lo2d)(e);
-        s1 += SFX(hi2d)(e);
-        if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * VF, e);
+    double Tl[VF], cl[VF], ml[VF], sl[VF], kl[VF];
+    int tsum = 1;
+    for (int r = 0; r < VF; r++) {
+        double T = Tr[r];
+        int sp = bad[r] != 0 || !isfinite(mv[r]) || !(T >= TMIN_F32 && T < INFINITY);
+        spec[r] = (unsigned char)sp;
+        Tl[r] = sp ? 1.0 : T;
+        cl[r] = LOG2E / Tl[r];
+        tsum &= cl[r] >= TSUM_LO && cl[r] <= TSUM_HI;
+        kl[r] = 0.0;
     }
-#else
-    for (npy_intp j = 0; j < n; j++) {
-        vd e0 = SFX(exp2_lo)((SFX(ldhf)(XT + j * VF) - m0) * c0);
-        vd e1 = SFX(exp2_lo)((SFX(ldhf)(XT + j * VF + VD) - m1) * c1);
-        s0 += e0;
-        s1 += e1;
-        if (kind == KIND_SOFTMAX) {
-            SFX(sthf)(PT + j * VF, e0);
-            SFX(sthf)(PT + j * VF + VD, e1);
+    (void)tsum;
+    vd m0 = SFX(lo2d)(mv), m1 = SFX(hi2d)(mv);
+    vd c0 = SFX(ldd)(cl), c1 = SFX(ldd)(cl + VD);
+    vd s0 = (vd){0}, s1 = (vd){0};
+    int split = kind != KIND_SOFTMAX;
+#ifdef HAVE_TSUM
+    if (tsum) {
+        vf chv = SFX(d2f)(c0, c1);
+        vf clv = SFX(d2f)(c0 - SFX(lo2d)(chv), c1 - SFX(hi2d)(chv));
+        vf nmv = -mv;
+        vi kv = (vi){0};
+        for (npy_intp j = 0; j < n; j++) {
+            vf v = SFX(ldf)(XT + j * VF);
+            vf e = SFX(exp2_tsum)(v, mv, nmv, chv, clv);
+            if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * VF, e);
+            if (split) {
+                vi q = (vi)(v == mv);
+                e = (vf)((vi)e & ~q);
+                kv -= q;
+            }
+            s0 += SFX(lo2d)(e);
+            s1 += SFX(hi2d)(e);
+        }
+        for (int r = 0; r < VF; r++) kl[r] = (double)kv[r];
+    } else
+#endif
+    {
+        vl k0 = (vl){0}, k1 = (vl){0};
+        for (npy_intp j = 0; j < n; j++) {
+            vd x0 = SFX(ldhf)(XT + j * VF), x1 = SFX(ldhf)(XT + j * VF + VD);
+            vd e0 = SFX(exp2_lo)((x0 - m0) * c0);
+            vd e1 = SFX(exp2_lo)((x1 - m1) * c1);
+            if (kind == KIND_SOFTMAX) {
+                SFX(sthf)(PT + j * VF, e0);
+                SFX(sthf)(PT + j * VF + VD, e1);
+            }
+            if (split) {
+                vl q0 = (vl)(x0 == m0), q1 = (vl)(x1 == m1);
+                e0 = (vd)((vl)e0 & ~q0);
+                e1 = (vd)((vl)e1 & ~q1);
+                k0 -= q0;
+                k1 -= q1;
+            }
+            s0 += e0;
+            s1 += e1;
+        }
+        for (int r = 0; r < VD; r++) {
+            kl[r] = (double)k0[r];
+            kl[r + VD] = (double)k1[r];
         }
     }
-#endif
-    /* rows for the scalar reference: NaN, no finite maximum, T = 0 / inf (c not in (0, inf)) */
-    vl ok0 = (vl)((m0 - m0) == 0.0) & (vl)(c0 > 0.0) & (vl)(c0 < INFINITY) & (vl)(T0 < INFINITY);
-    vl ok1 = (vl)((m1 - m1) == 0.0) & (vl)(c1 > 0.0) & (vl)(c1 < INFINITY) & (vl)(T1 < INFINITY);
-    int anysp = 0;
-    for (int r = 0; r < VD; r++) anysp |= (ok0[r] == 0) | (ok1[r] == 0) | (bad[r] != 0) | (bad[r + VD] != 0);
-    double sl[VF], ml[VF];
     SFX(std_)(sl, s0);
     SFX(std_)(sl + VD, s1);
-    if (anysp) for (int r = 0; r < VF; r++) spec[r] = (r < VD ? ok0[r] : ok1[r - VD]) == 0 || bad[r] != 0;
-    else memset(spec, 0, VF);
     if (kind == KIND_SOFTMAX) {
         vd i0 = 1.0 / s0, i1 = 1.0 / s1;
         vf ih = SFX(d2f)(i0, i1);
@@ -522,11 +631,15 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
             SFX(stf)(PT + j * VF, SFX(mul2)(v, ih, il));
         }
     } else {
-        double ls[VF];
-        for (int r = 0; r < VF; r++) ls[r] = spec[r] ? 0.0 : log(sl[r]);
+        double ls[VF], il[VF];
+        for (int r = 0; r < VF; r++) {
+            ls[r] = spec[r] || !(kl[r] >= 1.0) ? 0.0 : log_sum(kl[r], sl[r]);
+            spec[r] |= !isfinite(sl[r]) || !(kl[r] >= 1.0);
+            il[r] = 1.0 / Tl[r];
+        }
         if (kind == KIND_LOGSOFTMAX) {
             vd l0 = SFX(ldd)(ls), l1 = SFX(ldd)(ls + VD);
-            vd i0 = 1.0 / T0, i1 = 1.0 / T1;
+            vd i0 = SFX(ldd)(il), i1 = SFX(ldd)(il + VD);
             for (npy_intp j = 0; j < n; j++) {
                 SFX(sthf)(PT + j * VF, (SFX(ldhf)(XT + j * VF) - m0) * i0 - l0);
                 SFX(sthf)(PT + j * VF + VD, (SFX(ldhf)(XT + j * VF + VD) - m1) * i1 - l1);
@@ -539,7 +652,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
     }
 }
 
-/* float64: BR = VD rows */
+/* float64: BR = VD rows; per row the (h, A) scaling of expsum_f64 */
 static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const double *Tr, int kind,
                            double *lse, unsigned char *spec) {
     vd mv = (vd){0} - INFINITY;
@@ -549,32 +662,48 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
         mv = SFX(maxd)(v, mv);
         bad |= (vl)(v != v);
     }
-    vd T0 = SFX(ldd)(Tr);
-    vd c2 = (2.0 * LOG2E) / T0;
-    vd mh = mv * 0.5;
-    vd s0 = (vd){0};
-    for (npy_intp j = 0; j < n; j++) {
-        vd e0 = SFX(exp2_hi)((SFX(ldd)(XT + j * VD) * 0.5 - mh) * c2);
-        s0 += e0;
-        if (kind == KIND_SOFTMAX) SFX(std_)(PT + j * VD, e0);
-    }
-    double sl[VD], ml[VD], cl[VD];
-    SFX(std_)(sl, s0);
+    double hl[VD], Al[VD], cl[VD], il[VD], sl[VD], ml[VD], kl[VD];
     SFX(std_)(ml, mv);
-    SFX(std_)(cl, c2);
-    for (int r = 0; r < VD; r++)
-        spec[r] = bad[r] || !(isfinite(ml[r]) && cl[r] > 0.0 && cl[r] < INFINITY && Tr[r] < INFINITY);
+    for (int r = 0; r < VD; r++) {
+        double T = Tr[r];
+        int sp = bad[r] != 0 || !isfinite(ml[r]) || !(T > 0.0 && T < INFINITY);
+        spec[r] = (unsigned char)sp;
+        if (sp) T = 1.0;
+        f64_regime(T, &hl[r], &Al[r]);
+        double Ts = T * hl[r] * Al[r];
+        cl[r] = LOG2E / Ts;
+        il[r] = 1.0 / Ts;
+    }
+    vd hv = SFX(ldd)(hl), Av = SFX(ldd)(Al), cv = SFX(ldd)(cl);
+    vd mh = mv * hv;
+    vd s0 = (vd){0};
+    vl k0 = (vl){0};
+    for (npy_intp j = 0; j < n; j++) {
+        vd v = SFX(ldd)(XT + j * VD);
+        vd e0 = SFX(exp2_hi)(((v * hv - mh) * Av) * cv);
+        if (kind == KIND_SOFTMAX) SFX(std_)(PT + j * VD, e0);
+        else {
+            vl q = (vl)(v == mv);
+            e0 = (vd)((vl)e0 & ~q);
+            k0 -= q;
+        }
+        s0 += e0;
+    }
+    SFX(std_)(sl, s0);
     if (kind == KIND_SOFTMAX) {
         vd inv = 1.0 / s0;
         for (npy_intp j = 0; j < n; j++) SFX(std_)(PT + j * VD, SFX(ldd)(PT + j * VD) * inv);
     } else {
         double ls[VD];
-        for (int r = 0; r < VD; r++) ls[r] = spec[r] ? 0.0 : log(sl[r]);
+        for (int r = 0; r < VD; r++) {
+            kl[r] = (double)k0[r];
+            ls[r] = spec[r] || !(kl[r] >= 1.0) ? 0.0 : log_sum(kl[r], sl[r]);
+            spec[r] |= !isfinite(sl[r]) || !(kl[r] >= 1.0);
+        }
         if (kind == KIND_LOGSOFTMAX) {
-            vd l0 = SFX(ldd)(ls);
-            vd ih = 1.0 / (T0 * 0.5);
+            vd l0 = SFX(ldd)(ls), iv = SFX(ldd)(il);
             for (npy_intp j = 0; j < n; j++)
-                SFX(std_)(PT + j * VD, (SFX(ldd)(XT + j * VD) * 0.5 - mh) * ih - l0);
+                SFX(std_)(PT + j * VD, ((SFX(ldd)(XT + j * VD) * hv - mh) * Av) * iv - l0);
         } else {
             for (int r = 0; r < VD; r++) lse[r] = ml[r] + Tr[r] * ls[r];
         }

@@ -37,6 +37,32 @@
 #define T_F32 1
 #define T_F64 2
 
+/* Temperature ranges (every accepted T in [0, inf] gives the contract's value):
+ *   float32 compute: T < TMIN_F32 goes to the scalar reference (there every nonzero float gap
+ *     d >= 2^-149 has d/T > 2^151: an exact zero term, and a log-softmax below -FLT_MAX);
+ *     AVX-512's float-pair exp2_tsum only for c = log2(e)/T in [TSUM_LO, TSUM_HI] (ch = (float)c
+ *     normal, and an overflowed x - m then still means a zero term); outside it t is formed in
+ *     double.
+ *   float64 compute: (x/2 - m/2) * (2 log2(e) / T) for T >= F64_SMALL_T; below it (T/2 could
+ *     underflow, 1/T overflow) ((x - m) * F64_SCALE) * (log2(e) / (T * F64_SCALE)). */
+#define TMIN_F32 0x1p-300
+#define TSUM_LO 0x1p-60
+#define TSUM_HI 0x1p120
+#define F64_SMALL_T 0x1p-900
+#define F64_SCALE 0x1p900
+
+/* log(k + rest) for k >= 1 maxima (each contributing exactly 1) and the sum of the other terms:
+   log1p keeps the small terms (log(1 + 1e-18) is 1e-18, not 0) */
+static inline double log_sum(double k, double rest) {
+    return k == 1.0 ? log1p(rest) : log(k) + log1p(rest / k);
+}
+
+/* the float64 scaling (h, A) for temperature T > 0 (see above) */
+static inline void f64_regime(double T, double *h, double *A) {
+    if (T >= F64_SMALL_T) { *h = 0.5; *A = 1.0; }
+    else { *h = 1.0; *A = F64_SCALE; }
+}
+
 #define NARROW 48        /* rows shorter than this go through the transposed block kernels */
 /* outputs at least this large use streaming (non-temporal) stores; off by default: on the
    development VM they measured slower (softmax 9.7 -> 11.7 ms on 512 x 32768) */
@@ -144,10 +170,10 @@ static const kernels_t *best_kernels(void) {
 #define DEFINE_SPECIAL(NAME, CT)                                                                 \
     static void NAME(const CT *x, npy_intp xs, npy_intp n, double T, int kind, CT *o,         \
                      npy_intp os, double *lse) {                                               \
-        int nan = 0;                                                                           \
-        CT m = -INFINITY;                                                                      \
+        int nan = !(T >= 0.0); /* NaN / negative T (the wrapper never passes one): NaN row */  \
+        double m = -INFINITY;                                                                  \
         for (npy_intp i = 0; i < n; i++) {                                                     \
-            CT v = x[i * xs];                                                                  \
+            double v = (double)x[i * xs];                                                      \
             if (v != v) nan = 1;                                                               \
             else if (v > m) m = v;                                                             \
         }                                                                                      \
@@ -162,34 +188,41 @@ static const kernels_t *best_kernels(void) {
                 o[i * os] = kind == KIND_SOFTMAX ? (CT)0 : (CT)-INFINITY;                      \
             return;                                                                            \
         }                                                                                      \
-        double c = (2.0 * LOG2E) / T;                                                          \
-        int tie = m == INFINITY || T == 0.0 || !(c < INFINITY);                                \
+        int tie = m == INFINITY || T == 0.0;                                                   \
         if (tie || T == INFINITY) {                                                            \
             npy_intp cnt = 0;                                                                  \
             for (npy_intp i = 0; i < n; i++) {                                                 \
-                CT v = x[i * xs];                                                              \
+                double v = (double)x[i * xs];                                                  \
                 cnt += tie ? v == m : v > -INFINITY;                                           \
             }                                                                                  \
             if (kind == KIND_LSE) {                                                            \
-                *lse = tie || cnt == 1 ? (double)m : INFINITY;                                 \
+                *lse = tie || cnt == 1 ? m : INFINITY;                                         \
                 return;                                                                        \
             }                                                                                  \
-            CT p = (CT)1 / (CT)cnt;                                                            \
-            CT lp = (CT)(-log((double)cnt));                                                   \
+            double p = 1.0 / (double)cnt;                                                      \
+            double lp = cnt == 1 ? 0.0 : -log((double)cnt);                                    \
             for (npy_intp i = 0; i < n; i++) {                                                 \
-                CT v = x[i * xs];                                                              \
+                double v = (double)x[i * xs];                                                  \
                 int on = tie ? v == m : v > -INFINITY;                                         \
-                o[i * os] = kind == KIND_SOFTMAX ? (on ? p : (CT)0) : (on ? lp : (CT)-INFINITY); \
+                o[i * os] = kind == KIND_SOFTMAX ? (CT)(on ? p : 0.0)                          \
+                                                 : (CT)(on ? lp : -INFINITY);                  \
             }                                                                                  \
             return;                                                                            \
         }                                                                                      \
-        /* finite maximum, 0 < T < inf (only reached by the portable fallback) */              \
-        double mh = 0.5 * (double)m, ih = 1.0 / (0.5 * T), s = 0.0;                            \
-        for (npy_intp i = 0; i < n; i++) s += exp((0.5 * (double)x[i * xs] - mh) * ih);        \
-        double ls = log(s);                                                                    \
-        if (kind == KIND_LSE) { *lse = (double)m + T * ls; return; }                           \
+        /* finite maximum, 0 < T < inf: y = ((x h - m h) A) / (T h A), see f64_regime */       \
+        double h, A;                                                                           \
+        f64_regime(T, &h, &A);                                                                 \
+        double iT = 1.0 / (T * h * A), mh = m * h, k = 0.0, rest = 0.0;                        \
         for (npy_intp i = 0; i < n; i++) {                                                     \
-            double y = (0.5 * (double)x[i * xs] - mh) * ih;                                    \
+            double v = (double)x[i * xs];                                                      \
+            if (v == m) k += 1.0;                                                              \
+            else rest += exp(((v * h - mh) * A) * iT);                                         \
+        }                                                                                      \
+        double ls = log_sum(k, rest);                                                          \
+        if (kind == KIND_LSE) { *lse = m + T * ls; return; }                                   \
+        double s = k + rest;                                                                   \
+        for (npy_intp i = 0; i < n; i++) {                                                     \
+            double y = (((double)x[i * xs] * h - mh) * A) * iT;                                \
             o[i * os] = kind == KIND_SOFTMAX ? (CT)(exp(y) / s) : (CT)(y - ls);                \
         }                                                                                      \
     }
@@ -251,7 +284,7 @@ static inline void store_from_double(char *p, int t, double v) {
     if (t == T_F32) { float f = (float)v; memcpy(p, &f, 4); return; }
     if (t == T_F64) { memcpy(p, &v, 8); return; }
 #if HAVE_F16
-    f16_t h = (f16_t)(float)v; memcpy(p, &h, 2);
+    f16_t h = (f16_t)v; memcpy(p, &h, 2); /* one rounding (not double -> float -> half) */
 #endif
 }
 
@@ -366,9 +399,9 @@ static void run_narrow(job_t *J, npy_intp r0, npy_intp r1) {
     /* one outer dim, contiguous rows of the compute type, no mask, scalar T */
     int fast = J->nd == 1 && J->xfast && !J->m && J->tt < 0 && (J->kind == KIND_LSE || J->ofast);
     /* all-in-registers AVX-512 softmax blocks for n <= 16 */
-    double cT = LOG2E / J->T;
+    double cT = J->T >= TMIN_F32 ? LOG2E / J->T : 0.0;
     int reg16 = fast && f32 && J->kind == KIND_SOFTMAX && J->K->nblock16_sm_f32 && n <= 16 &&
-                cT > 0.0 && cT < INFINITY && J->T < INFINITY;
+                J->T < INFINITY && cT >= TSUM_LO && cT <= TSUM_HI;
     float cpair[2] = {(float)cT, 0.0f};
     cpair[1] = (float)(cT - (double)cpair[0]);
     for (npy_intp rb = r0; rb < r1; rb += BR) {
