@@ -20,8 +20,8 @@ from scipy.stats import norm
 import tempscale
 from tempscale.cli import main
 
-SEED_T = (0.1, 0.5, 1.0, 2.0, 10.0)
-SEED_P = norm.pdf(np.arange(10), 4, 1)
+CLASSIC_T = (0.1, 0.5, 1.0, 2.0, 10.0)
+CLASSIC_P = norm.pdf(np.arange(10), 4, 1)  # the classic 10-class example
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 try:
@@ -241,7 +241,7 @@ def test_plot_vector_formats(capsys, name, magic):
 
 @needs_mpl
 def test_plot_entropy_kind_from_file_and_row(capsys):
-    np.save("rows.npy", np.stack([SEED_P, np.log(SEED_P)]))
+    np.save("rows.npy", np.stack([CLASSIC_P, np.log(CLASSIC_P)]))
     rc, _, _ = run_cli(capsys, "plot", "--kind", "entropy", "rows.npy", "-o", "entropy.png")
     assert rc == 0 and Path("entropy.png").read_bytes()[:8] == PNG_MAGIC
     rc, _, _ = run_cli(capsys, "plot", "--quantity", "max_prob", "--kind", "entropy", "-f", "rows.npy")
@@ -323,7 +323,8 @@ def _has_explorer() -> bool:
 
 
 def demo_files(outdir="tempscale-demo", ext="png"):
-    names = [f"seed-as-logits.{ext}", f"seed-tempered.{ext}", f"entropy-vs-temperature.{ext}"]
+    names = [f"probabilities-as-logits.{ext}", f"tempered-probabilities.{ext}",
+             f"entropy-vs-temperature.{ext}"]
     if _has_explorer():
         names.append("explorer.html")
     return [Path(outdir) / n for n in names]
@@ -332,9 +333,9 @@ def demo_files(outdir="tempscale-demo", ext="png"):
 def check_demo_output(out: str):
     assert "softmax([-1, 0, 1], T = 0.5) = [0.01587624, 0.11731043, 0.86681333]" in out
     rows = table_rows(out)
-    p = SEED_P / SEED_P.sum()
-    for T in SEED_T:
-        a = sp_softmax(SEED_P / T)  # the seed note: p read as logits
+    p = CLASSIC_P / CLASSIC_P.sum()
+    for T in CLASSIC_T:
+        a = sp_softmax(CLASSIC_P / T)  # probabilities read as logits
         b = p ** (1 / T) / np.sum(p ** (1 / T))  # temper: p read as probabilities
         got = [float(v) for v in rows[f"{T:g}"]]
         np.testing.assert_allclose(got, [sp_entropy(a), a.max(), sp_entropy(b), b.max()], atol=6e-5)
@@ -343,7 +344,7 @@ def check_demo_output(out: str):
 
 
 @needs_mpl
-def test_demo_reproduces_the_seed_and_refuses_to_overwrite(capsys):
+def test_demo_reproduces_the_classic_example_and_refuses_to_overwrite(capsys):
     rc, out, err = run_cli(capsys, "demo")
     assert rc == 0 and err == ""
     check_demo_output(out)
@@ -356,7 +357,7 @@ def test_demo_reproduces_the_seed_and_refuses_to_overwrite(capsys):
     if _has_explorer():
         from tempscale.explorer import explorer_html
 
-        assert files[-1].read_text(encoding="utf-8") == explorer_html()  # the seed example page
+        assert files[-1].read_text(encoding="utf-8") == explorer_html()  # the classic example page
     stamp = {f: f.read_bytes() for f in files}
     rc, out2, err = run_cli(capsys, "demo")
     assert_one_line_error(rc, err, str(files[0]), "--force")
@@ -373,34 +374,32 @@ def test_demo_outdir_and_format(capsys):
     files = demo_files("a/b/figs", "svg")
     assert all(f.is_file() for f in files)
     assert files[0].read_bytes().startswith(b"<?xml")
-    Path("a/b/figs/seed-tempered.svg").unlink()
-    Path("a/b/figs/seed-as-logits.svg").unlink()
+    Path("a/b/figs/tempered-probabilities.svg").unlink()
+    Path("a/b/figs/probabilities-as-logits.svg").unlink()
     rc, _, err = run_cli(capsys, "demo", "--outdir", "a/b/figs", "--format", "svg")
     assert_one_line_error(rc, err, "entropy-vs-temperature.svg")
 
 
 @needs_mpl
-def test_demo_hands_the_seed_to_the_explorer(capsys, monkeypatch):
-    """The demo's call into ``write_explorer`` (a stand-in here; the real page has its own tests)."""
+def test_demo_hands_the_classic_example_to_the_explorer(capsys, monkeypatch):
+    """The demo's call into ``explorer_html`` (a stand-in here; the real page has its own tests)."""
     import types
 
     calls = []
 
-    def write_explorer(path, logits=None, labels=None, temperature=1.0, *, overwrite=False):
-        calls.append({"path": Path(path), "logits": logits, "labels": labels,
-                      "temperature": temperature, "overwrite": overwrite})
-        Path(path).write_text("<!doctype html><html><body>stub</body></html>")
-        return Path(path)
+    def explorer_html(logits=None, labels=None, temperature=1.0, **kw):
+        calls.append({"logits": logits, "labels": labels, "temperature": temperature, **kw})
+        return "<!doctype html><html><body>stub</body></html>"
 
     fake = types.ModuleType("tempscale.explorer")
-    fake.write_explorer = write_explorer
+    fake.explorer_html = explorer_html
     monkeypatch.setitem(sys.modules, "tempscale.explorer", fake)
     monkeypatch.setattr(tempscale, "explorer", fake, raising=False)
     rc, out, _ = run_cli(capsys, "demo", "--outdir", "d")
     assert rc == 0
     (call,) = calls
-    assert call["path"] == Path("d/explorer.html") and call["overwrite"] is True
-    assert call["logits"] is None  # the page's own default is the seed example
+    assert Path("d/explorer.html").read_text() == "<!doctype html><html><body>stub</body></html>"
+    assert call["logits"] is None  # the page's own default is the classic example
     assert "wrote d/explorer.html" in out
     # only the page left from an earlier run still blocks a new one
     for f in Path("d").glob("*.png"):

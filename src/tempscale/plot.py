@@ -26,8 +26,20 @@ from ._validation import check_choice, param_error
 
 __all__ = ["EntropyCurveDisplay", "ReliabilityDisplay", "TemperatureDisplay"]
 
-#: the temperatures of the seed example
-SEED_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
+#: the temperatures of the classic 10-class example (0.1, 0.5, 1, 2, 10)
+CLASSIC_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
+SEED_TEMPERATURES = CLASSIC_TEMPERATURES  # the former name, kept for code that imported it
+
+#: the most temperatures a figure shows (one bar panel each, or one mark each on a curve)
+MAX_TEMPERATURES = 12
+#: the most classes :class:`TemperatureDisplay` draws as bars
+MAX_CLASSES = 1000
+#: the most rows (curves) :class:`EntropyCurveDisplay` draws
+MAX_CURVES = 10
+#: the most grid points of an entropy curve
+MAX_GRID = 10_000
+#: the largest figure side in inches (``figsize``)
+MAX_FIGSIZE = 40.0
 
 # part of a sequential colormap used for temperatures (the pale end of plasma/viridis is too
 # light to read on white)
@@ -82,6 +94,25 @@ def _check_temperatures(temperatures, func: str, *, param: str = "temperatures")
     if not ts or any(math.isnan(t) or t < 0 for t in ts):
         raise param_error(param, func, expect, temperatures)
     return ts
+
+
+def _check_count(n: int, limit: int, param: str, func: str, what: str, hint: str = "") -> None:
+    """Refuse more than ``limit`` items (a figure with more is unreadable and slow to draw)."""
+    if n > limit:
+        raise param_error(param, func, f"at most {limit} {what}{hint}", f"{n} {what}")
+
+
+def _check_figsize(figsize, func: str):
+    if figsize is None:
+        return None
+    expect = f"None or (width, height) in inches, each in (0, {MAX_FIGSIZE:g}]"
+    try:
+        w, h = (float(v) for v in figsize)
+    except (TypeError, ValueError):
+        raise param_error("figsize", func, expect, figsize, TypeError) from None
+    if not (0 < w <= MAX_FIGSIZE and 0 < h <= MAX_FIGSIZE):
+        raise param_error("figsize", func, expect, figsize)
+    return (w, h)
 
 
 def _check_input(input: str, func: str) -> str:
@@ -242,8 +273,13 @@ class TemperatureDisplay:
     """
 
     def __init__(self, probabilities, temperatures, *, labels=None, input="logits", reference=None):
+        func = "TemperatureDisplay"
         self.probabilities = np.asarray(probabilities, dtype=np.float64)
         self.temperatures = tuple(float(t) for t in temperatures)
+        _check_count(len(self.temperatures), MAX_TEMPERATURES, "temperatures", func,
+                     "temperatures", " (one bar panel each)")
+        _check_count(self.probabilities.shape[-1] if self.probabilities.ndim else 1, MAX_CLASSES,
+                     "probabilities", func, "classes", " drawn as bars")
         self.labels = labels
         self.input = input
         self.reference = None if reference is None else np.asarray(reference, dtype=np.float64)
@@ -283,6 +319,9 @@ class TemperatureDisplay:
             raise param_error("logits", func, "a non-empty 1-D array (one distribution)",
                               f"an array of shape {x.shape}")
         temps = _check_temperatures(temperatures, func)
+        _check_count(len(temps), MAX_TEMPERATURES, "temperatures", func, "temperatures",
+                     " (one bar panel each)")
+        _check_count(x.size, MAX_CLASSES, "logits", func, "classes", " drawn as bars")
         z = _as_logits(x, input, func)
         T = np.asarray(temps, dtype=np.float64)
         probs = softmax(np.broadcast_to(z, (len(temps), z.size)), T)
@@ -329,6 +368,10 @@ class TemperatureDisplay:
         self
         """
         func = "TemperatureDisplay.plot"
+        figsize = _check_figsize(figsize, func)
+        if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral)
+                                  or not 1 <= ncols <= MAX_TEMPERATURES):
+            raise param_error("ncols", func, f"None or an int in [1, {MAX_TEMPERATURES}]", ncols)
         plt = _pyplot()
         from matplotlib.axes import Axes
 
@@ -394,7 +437,7 @@ class TemperatureDisplay:
                 self.colorbar_ = self._colorbar(fig, axs, colors)
         else:
             if ax is None:
-                fig, a = plt.subplots(figsize=figsize or (max(5.0, 1.5 + 0.5 * k * max(1, n / 3)), 3.6),
+                fig, a = plt.subplots(figsize=figsize or (min(MAX_FIGSIZE, max(5.0, 1.5 + 0.5 * k * max(1, n / 3))), 3.6),
                                       layout="constrained")
             else:
                 a = _axes_list(ax, 1, func)[0]
@@ -532,11 +575,15 @@ class EntropyCurveDisplay:
 
     def __init__(self, temperatures, values, *, quantity="entropy", n_classes=None, marks=(),
                  mark_values=None, target=None, target_temperatures=None, row_labels=None, base=None):
+        func = "EntropyCurveDisplay"
         self.temperatures = np.asarray(temperatures, dtype=np.float64)
         self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
         self.quantity = quantity
         self.n_classes = None if n_classes is None else np.asarray(n_classes)
         self.marks = tuple(float(t) for t in marks)
+        _check_count(self.temperatures.size, MAX_GRID, "temperatures", func, "grid points")
+        _check_count(self.values.shape[0], MAX_CURVES, "values", func, "rows", " (one curve each)")
+        _check_count(len(self.marks), MAX_TEMPERATURES, "marks", func, "marked temperatures")
         self.mark_values = None if mark_values is None else np.asarray(mark_values, dtype=np.float64)
         self.target = target
         self.target_temperatures = (None if target_temperatures is None
@@ -587,8 +634,11 @@ class EntropyCurveDisplay:
         if x.ndim != 2 or x.shape[-1] == 0 or x.shape[0] == 0:
             raise param_error("logits", func, "a 1-D or 2-D array with at least one class",
                               f"an array of shape {x.shape}")
+        _check_count(x.shape[0], MAX_CURVES, "logits", func, "rows", " (one curve each)")
         marks = () if temperatures is None or (not np.isscalar(temperatures) and len(temperatures) == 0) \
             else _check_temperatures(temperatures, func)
+        _check_count(len(marks), MAX_TEMPERATURES, "temperatures", func, "temperatures",
+                     " (one mark each)")
         try:
             lo, hi = (float(v) for v in t_range)
         except (TypeError, ValueError):
@@ -596,8 +646,8 @@ class EntropyCurveDisplay:
                               TypeError) from None
         if not (0 < lo < hi < math.inf):
             raise param_error("t_range", func, "a pair of floats 0 < low < high < inf", t_range)
-        if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 2:
-            raise param_error("num", func, "an int >= 2", num)
+        if isinstance(num, bool) or not isinstance(num, numbers.Integral) or not 2 <= num <= MAX_GRID:
+            raise param_error("num", func, f"an int in [2, {MAX_GRID}]", num)
         if base is not None and (isinstance(base, bool) or not isinstance(base, numbers.Real)
                                  or not base > 0 or base == 1 or math.isinf(base)):
             raise param_error("base", func, "None or a positive float other than 1", base)
@@ -628,6 +678,7 @@ class EntropyCurveDisplay:
     def plot(self, ax=None, *, title=None, colors=None, figsize=None, legend=True):
         """Draw the curves on ``ax`` (a new figure when ``None``); returns self."""
         func = "EntropyCurveDisplay.plot"
+        figsize = _check_figsize(figsize, func)
         plt = _pyplot()
         if ax is None:
             fig, a = plt.subplots(figsize=figsize or (6.4, 4.0), layout="constrained")
@@ -876,6 +927,7 @@ class ReliabilityDisplay:
             Draw the confidence histogram under each diagram.
         """
         func = "ReliabilityDisplay.plot"
+        figsize = _check_figsize(figsize, func)
         plt = _pyplot()
         ncols = len(self.curves)
         nrows = 2 if hist else 1

@@ -1,9 +1,16 @@
-"""Shared plumbing of the ``tempscale`` command: loading arrays, errors, tables, progress.
+"""Shared plumbing of the ``tempscale`` command: loading arrays, writing files, errors, tables.
 
 Every subcommand module in this package defines ``register(subparsers)``, which adds its
 parser and sets ``func=run`` on it; ``run(args)`` returns an exit code.  Errors are raised as
 :class:`CLIError` (or ``ValueError``/``TypeError``/``IndexError``/``OSError``) and printed by
 ``main`` as one line on stderr with exit status 2, never a traceback.
+
+Files are read without ever unpickling or executing anything, and a ``.npy`` header is checked
+against the file's size before anything is allocated.  Files are written only through
+:func:`write_output`: a new file is created exclusively (``O_CREAT | O_EXCL | O_NOFOLLOW``), so
+an existing path -- a dangling symbolic link included -- is never written through; with
+``--force`` the new content goes to a temporary file in the same folder that then replaces the
+path itself (a link is replaced, its target is left alone).
 """
 
 from __future__ import annotations
@@ -14,13 +21,17 @@ import csv
 import io
 import math
 import os
+import stat
+import tempfile
+import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import IO, Callable, Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
     "CLIError",
+    "LABEL_NAMES",
     "add_input_args",
     "add_output_args",
     "check_output",
@@ -28,11 +39,18 @@ __all__ = [
     "err_console",
     "load_array",
     "load_labels",
+    "looks_like_probabilities",
     "parse_floats",
     "print_table",
     "progress",
+    "warn",
     "write_array",
+    "write_output",
+    "write_text",
 ]
+
+#: header names that mean "this column holds the labels" (matched case-insensitively)
+LABEL_NAMES = ("label", "labels", "target", "targets", "y", "class", "classes")
 
 
 class CLIError(Exception):
@@ -51,86 +69,315 @@ def err_console():
     return Console(stderr=True, highlight=False)
 
 
+def warn(message: str) -> None:
+    """One line on stderr, ``warning: ...`` (never markup-interpreted)."""
+    import sys
+
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# numbers
+# --------------------------------------------------------------------------------------------
+_ALIASES = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "nan": math.nan,
+            "+nan": math.nan, "-nan": math.nan, "infinity": math.inf, "+infinity": math.inf,
+            "-infinity": -math.inf}
+
+
 def parse_float(text: str, what: str = "value") -> float:
-    t = text.strip().lower()
-    aliases = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "nan": math.nan,
-               "infinity": math.inf, "-infinity": -math.inf}
-    if t in aliases:
-        return aliases[t]
+    """One number; ``inf``/``nan`` spelled out are fine, a finite literal that overflows is not."""
+    t = str(text).strip().lower()
+    if not t:
+        raise CLIError(f"{what} is empty; give a number")
+    if t in _ALIASES:
+        return _ALIASES[t]
     try:
-        return float(t)
+        v = float(t)
     except ValueError:
-        raise CLIError(f"{what} {text!r} is not a number") from None
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise CLIError(f"{what} {shown!r} is not a number") from None
+    if math.isinf(v) or math.isnan(v):  # '1e400' (or 'infx' variants float() accepts)
+        raise CLIError(f"{what} {text.strip()!r} is out of the float64 range "
+                       "(about ±1.8e308); write inf or -inf for an infinite value")
+    return v
 
 
 def parse_floats(items: Iterable[str], what: str = "value") -> list[float]:
+    """Numbers separated by commas or spaces, from one or several arguments."""
     out: list[float] = []
     for item in items:
-        for part in str(item).replace(",", " ").split():
+        text = str(item)
+        parts = text.replace(",", " ").split()
+        if not parts:
+            raise CLIError(f"{what} is empty; give a number")
+        for part in parts:
             out.append(parse_float(part, what))
     return out
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    text = path.read_text()
+# --------------------------------------------------------------------------------------------
+# reading files
+# --------------------------------------------------------------------------------------------
+def _read_npy_header(fp, size: int, where: str):
+    """(shape, fortran_order, dtype, data bytes available) of a .npy stream, all checked.
+
+    ``size`` is the stream's total length in bytes: the header's shape times the item size must
+    fit in what follows the header, so a forged header cannot make us allocate anything.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+        elif hasattr(fmt, "_read_array_header"):
+            shape, fortran, dtype = fmt._read_array_header(fp, version)
+        else:  # pragma: no cover - a NumPy without the private reader
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, MemoryError,
+            UnicodeDecodeError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise CLIError(f"{where} is not a valid .npy file ({detail})") from None
+    if dtype.hasobject:
+        raise CLIError(f"{where} holds Python objects (pickled data), which tempscale never loads")
+    if dtype.kind not in "biuf":
+        raise CLIError(f"{where}: expected numbers, found dtype {dtype}")
+    if any(int(d) < 0 for d in shape):
+        raise CLIError(f"{where} is not a valid .npy file (negative shape {shape})")
+    need = math.prod(int(d) for d in shape) * dtype.itemsize
+    have = size - fp.tell()
+    if need > have:
+        raise CLIError(f"{where} is not a valid .npy file: its header says shape {tuple(shape)} of "
+                       f"{dtype} ({need:,} bytes) but only {max(have, 0):,} bytes follow "
+                       "(truncated or forged)")
+    return shape, fortran, dtype
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        _read_npy_header(fp, size, str(path))
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise CLIError(f"{path} is not a valid .npy file ({' '.join(str(exc).split())[:120]})") from None
+
+
+def _load_npz(path: Path, key: str | None) -> np.ndarray:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise CLIError(f"{path} is not a valid .npz file ({' '.join(str(exc).split())[:80]})") from None
+    with zf:
+        members = {info.filename[:-4]: info for info in zf.infolist()
+                   if info.filename.endswith(".npy")}
+        names = sorted(members)
+        if not names:
+            raise CLIError(f"{path}: the .npz file holds no arrays")
+        if key is None:
+            if len(names) != 1:
+                raise CLIError(f"{path}: the .npz file holds {len(names)} arrays ({', '.join(names)}); "
+                               "name one with PATH:KEY")
+            key = names[0]
+        if key not in members:
+            raise CLIError(f"{path}: no array named {key!r} (it has {', '.join(names)})")
+        info = members[key]
+        where = f"{path}:{key}"
+        try:
+            with zf.open(info) as fp:
+                _read_npy_header(fp, info.file_size, where)
+            with zf.open(info) as fp:
+                data = fp.read()  # at most the declared size (zipfile stops there)
+        except CLIError:
+            raise
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError, NotImplementedError,
+                RuntimeError) as exc:  # zlib errors are OSError/ValueError subclasses here
+            raise CLIError(f"{where}: cannot read the array "
+                           f"({' '.join(str(exc).split())[:80] or type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - zlib.error and friends of a damaged archive
+            raise CLIError(f"{where}: cannot read the array ({type(exc).__name__})") from None
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise CLIError(f"{where} is not a valid array ({' '.join(str(exc).split())[:80]})") from None
+
+
+class Table:
+    """Numbers read from a CSV file: the values, the header (if any) and where they came from."""
+
+    def __init__(self, values: np.ndarray, header: list[str] | None, path: Path):
+        self.values = values
+        self.header = header
+        self.path = path
+
+
+def _split_rows(text: str, delimiter: str | None) -> list[list[str]]:
     rows = []
-    for line in csv.reader(io.StringIO(text)):
+    if delimiter is None:  # whitespace separated (np.savetxt's default)
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                rows.append(line.split())
+        return rows
+    for line in csv.reader(io.StringIO(text), delimiter=delimiter):
         if not line or all(not c.strip() for c in line):
             continue
-        rows.append(line)
-    if not rows:
-        raise CLIError(f"{path}: the CSV file holds no numbers")
+        if line[0].lstrip().startswith("#"):
+            continue
+        rows.append([c.strip() for c in line])
+    return rows
+
+
+def _read_csv(path: Path) -> Table:
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise CLIError(f"{path} is not a text (CSV) file: it holds binary data")
     try:
-        data = [[parse_float(c, "entry") for c in row] for row in rows]
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is not a text (UTF-8 CSV) file") from None
+    if path.suffix.lower() == ".tsv" or ("\t" in text and "," not in text):
+        delimiter = "\t"
+    else:
+        delimiter = "," if "," in text else None  # None: whitespace separated (np.savetxt)
+    try:
+        rows = _split_rows(text, delimiter)
+    except csv.Error as exc:
+        raise CLIError(f"{path} is not a valid CSV file ({exc})") from None
+    if not rows:
+        raise CLIError(f"{path}: the file holds no numbers (it is empty)")
+    header = None
+    first = rows[0]
+    try:
+        [parse_float(c) for c in first]
     except CLIError:
-        # allow one header line
+        header = first
+        rows = rows[1:]
+        if not rows:
+            raise CLIError(f"{path}: the file holds a header row ({', '.join(header)[:60]}) "
+                           "but no numbers")
+    data = []
+    for i, row in enumerate(rows, start=2 if header else 1):
         try:
-            data = [[parse_float(c, "entry") for c in row] for row in rows[1:]]
+            data.append([parse_float(c, "entry") for c in row])
         except CLIError as exc:
-            raise CLIError(f"{path}: {exc}") from None
-        if not data:
-            raise CLIError(f"{path}: the CSV file holds no numbers")
-    widths = {len(r) for r in data}
+            raise CLIError(f"{path}: row {i}: {exc}") from None
+    widths = sorted({len(r) for r in data})
     if len(widths) != 1:
-        raise CLIError(f"{path}: rows have different numbers of columns ({sorted(widths)})")
-    return np.asarray(data, dtype=np.float64)
+        bad = next(i for i, r in enumerate(data, start=2 if header else 1) if len(r) != len(data[0]))
+        raise CLIError(f"{path}: rows have different numbers of columns ({widths}; first "
+                       f"different: row {bad})")
+    if header is not None and len(header) != widths[0]:
+        raise CLIError(f"{path}: the header row has {len(header)} names but the rows have "
+                       f"{widths[0]} columns")
+    return Table(np.asarray(data, dtype=np.float64), header, path)
+
+
+def _label_like(header: Sequence[str]) -> list[str]:
+    return [h for h in header if h.strip().lower() in LABEL_NAMES]
+
+
+def read_table(source: str | os.PathLike, *, key: str | None = None, what: str = "input",
+               label_column: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(values, labels)`` from a file; ``labels`` only with ``label_column`` (CSV with a header).
+
+    A CSV header row is detected (a first row that is not all numbers).  A header naming a
+    label-like column (``label``, ``target``, ``y``, ``class`` ...) without ``label_column`` is
+    refused, since it would otherwise be read as one more column of numbers; any other header is
+    reported on stderr and skipped.
+    """
+    path = _check_readable(source, what)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".txt", ".tsv", ""):
+        if label_column is not None:
+            raise CLIError(f"--label-column reads a column of a CSV file with a header row; "
+                           f"{str(path)!r} is a {suffix} file (give the labels as a second file, "
+                           "or FILE.npz:KEY)")
+        return load_array(path, key=key, what=what), None
+    table = _guard(lambda: _read_csv(path), path)
+    values, header = table.values, table.header
+    if label_column is not None:
+        if header is None:
+            raise CLIError(f"{path} has no header row, so --label-column {label_column!r} names "
+                           "no column (add a header row naming the columns)")
+        names = [h.strip() for h in header]
+        matches = [i for i, h in enumerate(names) if h == label_column.strip()]
+        if not matches:
+            matches = [i for i, h in enumerate(names) if h.lower() == label_column.strip().lower()]
+        if len(matches) != 1:
+            raise CLIError(f"{path}: --label-column {label_column!r} "
+                           + ("matches several columns" if matches else
+                              f"is not a column (the header has {', '.join(names)[:80]})"))
+        j = matches[0]
+        labels = values[:, j]
+        values = np.delete(values, j, axis=1)
+        if values.shape[1] == 0:
+            raise CLIError(f"{path}: no columns are left for the {what} besides --label-column")
+        others = _label_like([h for i, h in enumerate(names) if i != j])
+        if others:
+            raise CLIError(f"{path}: column {others[0]!r} also looks like labels; drop it from "
+                           "the file")
+        return values, labels
+    if header is not None:
+        label_like = _label_like(header) if what != "labels" else []
+        if label_like:
+            raise CLIError(f"{path}: the header names a column {label_like[0].strip()!r}, which "
+                           f"looks like labels, not {what}; pass --label-column "
+                           f"{label_like[0].strip()} (tempscale calibrate) or drop that column")
+        warn(f"{path}: the first row is a header ({', '.join(h.strip() for h in header)[:80]}); "
+             "skipped it")
+    return values, None
+
+
+def _check_readable(source, what: str) -> Path:
+    path = Path(source)
+    if str(source) == "":
+        raise CLIError(f"the {what} file name is empty")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise CLIError(f"{what} file {str(path)!r} is a broken symbolic link") from None
+        raise CLIError(f"{what} file {str(path)!r} does not exist") from None
+    except PermissionError:
+        raise CLIError(f"{what} file {str(path)!r} cannot be read: permission denied") from None
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"{what} file {str(path)!r} cannot be read: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CLIError(f"{what} {str(path)!r} is a folder, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise CLIError(f"{what} {str(path)!r} is not a regular file")
+    return path
+
+
+def _guard(read: Callable[[], np.ndarray], path: Path):
+    """Run a reader, turning every OS/decoding failure into one readable CLIError."""
+    try:
+        return read()
+    except CLIError:
+        raise
+    except PermissionError:
+        raise CLIError(f"{path} cannot be read: permission denied") from None
+    except MemoryError:
+        raise CLIError(f"{path}: not enough memory to load it") from None
+    except OSError as exc:
+        raise CLIError(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
 def load_array(source: str | os.PathLike, *, key: str | None = None, what: str = "input") -> np.ndarray:
     """Read ``.npy`` / ``.npz`` / ``.csv`` / ``.txt`` into a NumPy array (never unpickling)."""
-    path = Path(source)
-    if not path.exists():
-        raise CLIError(f"{what} file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise CLIError(f"{what} {str(path)!r} is a directory, not a file")
+    path = _check_readable(source, what)
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.files)
-                if key is None:
-                    if len(names) != 1:
-                        raise CLIError(
-                            f"{path}: the .npz file holds {len(names)} arrays ({', '.join(names)}); "
-                            "name one with PATH:KEY")
-                    key = names[0]
-                if key not in names:
-                    raise CLIError(f"{path}: no array named {key!r} (it has {', '.join(names)})")
-                arr = z[key]
-        elif suffix in (".csv", ".txt", ".tsv", ""):
-            arr = _read_csv(path)
-        else:
-            raise CLIError(f"{what} file {str(path)!r}: unsupported format {suffix!r} (use .npy, .npz or .csv)")
-    except CLIError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise CLIError(f"{path}: holds pickled objects, which tempscale never loads") from None
-        raise CLIError(f"{path}: cannot read: {exc}") from None
-    except OSError as exc:
-        raise CLIError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if suffix == ".npy":
+        arr = _guard(lambda: _load_npy(path), path)
+    elif suffix == ".npz":
+        arr = _guard(lambda: _load_npz(path, key), path)
+    elif suffix in (".csv", ".txt", ".tsv", ""):
+        arr, _ = read_table(path, what=what)
+    else:
+        raise CLIError(f"{what} file {str(path)!r}: unsupported format {suffix!r} (use .npy, .npz or .csv)")
     if arr.dtype.kind not in "biuf":
         raise CLIError(f"{path}: expected numbers, found dtype {arr.dtype}")
     return arr
@@ -138,18 +385,27 @@ def load_array(source: str | os.PathLike, *, key: str | None = None, what: str =
 
 def split_key(source: str) -> tuple[str, str | None]:
     """``file.npz:logits`` → (``file.npz``, ``logits``)."""
-    if ":" in source and not Path(source).exists():
+    if ":" in source and not os.path.lexists(source):
         base, _, key = source.rpartition(":")
         if base.lower().endswith(".npz"):
             return base, key
     return source, None
 
 
-def add_input_args(p: argparse.ArgumentParser, *, what: str = "logits", rows: str = "") -> None:
+def add_input_args(p: argparse.ArgumentParser, *, what: str = "logits", rows: str = "",
+                   input_kind: bool = True) -> None:
     """The positional numbers-or-file argument and ``-f/--file`` every array command takes."""
     p.add_argument("values", nargs="*", metavar="LOGIT_OR_FILE",
                    help=f"{what} as numbers (comma or space separated), or one .npy/.npz/.csv file{rows}")
     p.add_argument("-f", "--file", help=f"read the {what} from this file instead (.npy, .npz[:key], .csv)")
+    if input_kind:
+        add_input_kind(p)
+
+
+def add_input_kind(p: argparse.ArgumentParser, dest: str = "input") -> None:
+    p.add_argument("--input", choices=("logits", "probabilities"), default=None, dest=dest,
+                   help="read the values as logits (softmax; default) or as probabilities "
+                        "(re-tempered with temper(p, T) = softmax(log p, T))")
 
 
 def load_input(values: Sequence[str] | None, file: str | None, *, what: str = "logits") -> np.ndarray:
@@ -170,42 +426,161 @@ def _load_input(values, file, *, what):
     return np.asarray(parse_floats(values, "entry"), dtype=np.float64)
 
 
-def load_labels(source: str) -> np.ndarray:
+def looks_like_probabilities(x: np.ndarray) -> bool:
+    """Every row (last axis, at least 2 entries) lies in [0, 1] and sums to 1 (to 1e-6)."""
+    x = np.asarray(x)
+    if x.size == 0 or x.ndim == 0 or x.shape[-1] < 2 or x.dtype.kind not in "biuf":
+        return False
+    with np.errstate(invalid="ignore", over="ignore"):
+        xf = x.astype(np.float64, copy=False)
+        if not (np.all(xf >= 0) and np.all(xf <= 1)):
+            return False
+        s = xf.sum(axis=-1)
+        return bool(np.all(np.abs(s - 1.0) <= 1e-6 * max(1, x.shape[-1]) ** 0.5 + 1e-6))
+
+
+def warn_if_probabilities(x: np.ndarray, input_kind: str | None, command: str) -> None:
+    """The classic mistake: probabilities fed to softmax as logits; say so (one line)."""
+    if input_kind is None and looks_like_probabilities(x):
+        warn(f"every row lies in [0, 1] and sums to 1: these look like probabilities, and "
+             f"{command} reads them as logits (softmax of probabilities is nearly flat); pass "
+             "--input probabilities to re-temper them (temper), or --input logits to silence this")
+
+
+def as_logits(x: np.ndarray, input_kind: str | None, what: str = "values") -> np.ndarray:
+    """Logits as given, or ``log p`` (``-inf`` where ``p`` is 0) for ``--input probabilities``."""
+    if input_kind != "probabilities":
+        return x
+    x = np.asarray(x, dtype=np.float64)
+    if np.isnan(x).any() or np.any(x < 0) or np.isinf(x).any():
+        raise CLIError(f"--input probabilities needs non-negative finite {what}")
+    with np.errstate(divide="ignore"):
+        return np.log(x)
+
+
+def load_labels(source: str, *, n_classes: int | None = None) -> np.ndarray:
     src, key = split_key(source)
     arr = load_array(src, key=key, what="labels")
-    arr = np.asarray(arr).reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    return check_labels(arr, where=str(src))
+
+
+def check_labels(arr: np.ndarray, *, where: str = "labels") -> np.ndarray:
+    """One column of whole numbers as int64 (no silent wrap-around of huge values)."""
+    arr = np.asarray(arr)
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
     if arr.ndim != 1:
         raise CLIError(f"labels must be one column, got an array of shape {arr.shape}")
+    if arr.size == 0:
+        raise CLIError(f"{where}: holds no labels")
     if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise CLIError("labels must be whole numbers")
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise CLIError(f"labels must be whole numbers (class indices); found {arr[bad][0]}")
+        frac = arr != np.round(arr)
+        if frac.any():
+            raise CLIError(f"labels must be whole numbers (class indices); found {arr[frac][0]:g}")
+    if arr.dtype.kind in "fu" and arr.size:
+        big = (arr > 2**62) | (arr < -(2**62))
+        if big.any():
+            v = arr[big][0]
+            raise CLIError(f"labels must be class indices; found {v:g}" if arr.dtype.kind == "f"
+                           else f"labels must be class indices; found {v}")
     return arr.astype(np.int64)
 
 
+# --------------------------------------------------------------------------------------------
+# writing files
+# --------------------------------------------------------------------------------------------
 def check_output(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse to overwrite an existing file unless ``force``."""
+    """Refuse an existing path -- a symbolic link, even a dangling one, included -- unless ``force``."""
+    if str(path) == "":
+        raise CLIError("the output file name is empty")
     p = Path(path)
-    if p.exists() and not force:
-        raise CLIError(f"{str(p)!r} exists; pass --force to overwrite it")
-    if p.parent and not p.parent.exists():
-        raise CLIError(f"the folder {str(p.parent)!r} does not exist")
+    if os.path.lexists(p):
+        link = os.path.islink(p)
+        if not force:
+            kind = "a symbolic link" if link else ("a folder" if p.is_dir() else "a file")
+            raise CLIError(f"{str(p)!r} already exists ({kind}); pass --force to replace it")
+        if not link and p.is_dir():
+            raise CLIError(f"{str(p)!r} is a folder; give a file path")
+    parent = p.parent
+    if not parent.is_dir():
+        raise CLIError(f"the folder {str(parent)!r} does not exist")
     return p
 
 
-def write_array(path: Path, arr: np.ndarray) -> None:
-    suffix = path.suffix.lower()
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_output(path: str | os.PathLike, force: bool, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write a file through ``write(binary_file)`` without ever following an existing path.
+
+    Without ``force`` the file is created exclusively (``O_CREAT | O_EXCL``, and ``O_NOFOLLOW``
+    where the system has it): an existing file or symbolic link -- dangling or not -- is refused.
+    With ``force`` the content goes to a temporary file in the same folder, which then replaces
+    the path itself with ``os.replace`` (a link is replaced; its target is never written).
+    A failed write leaves nothing behind.
+    """
+    p = check_output(path, force)
+    if not force:
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fd = os.open(p, flags, 0o666)
+        except FileExistsError:
+            raise CLIError(f"{str(p)!r} already exists; pass --force to replace it") from None
+        except OSError as exc:
+            raise CLIError(f"cannot create {str(p)!r}: {exc.strerror or exc}") from None
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+            raise
+        return p
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".part")
+    except OSError as exc:
+        raise CLIError(f"cannot write in {str(p.parent)!r}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def write_text(path: str | os.PathLike, force: bool, text: str) -> Path:
+    """:func:`write_output` of UTF-8 text."""
+    data = text.encode("utf-8")
+    return write_output(path, force, lambda fh: fh.write(data))
+
+
+def write_array(path: str | os.PathLike, arr: np.ndarray, force: bool = False) -> Path:
+    """An array as ``.npy`` (exact) or ``.csv``/``.txt`` (``%.9g``... ``%.17g`` for float64)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
     if suffix == ".npy":
-        np.save(path, arr, allow_pickle=False)
-    elif suffix in (".csv", ".txt", ""):
+        return write_output(p, force, lambda fh: np.save(fh, arr, allow_pickle=False))
+    if suffix in (".csv", ".txt", ""):
         a = np.atleast_2d(arr)
-        np.savetxt(path, a, delimiter=",", fmt="%.9g")
-    else:
-        raise CLIError(f"cannot write {suffix!r} files (use .npy or .csv)")
+        fmt_ = "%.17g" if a.dtype == np.float64 else "%.9g"
+        return write_output(p, force, lambda fh: np.savetxt(fh, a, delimiter=",", fmt=fmt_))
+    raise CLIError(f"cannot write {suffix!r} files (use .npy or .csv)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="PATH", help="write the result to PATH (.npy or .csv)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file (or link: the link itself is replaced)")
 
 
 def fmt(v: float, digits: int = 6) -> str:
@@ -221,9 +596,9 @@ def fmt(v: float, digits: int = 6) -> str:
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     """A rich table on stdout (plain text when stdout is not a terminal is handled by rich)."""
-    from rich.table import Table
+    from rich.table import Table as RichTable
 
-    table = Table(title=title, show_lines=False)
+    table = RichTable(title=title, show_lines=False)
     for i, c in enumerate(columns):
         table.add_column(str(c), justify="left" if i == 0 else "right")
     for r in rows:

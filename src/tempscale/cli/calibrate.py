@@ -9,16 +9,22 @@ import warnings
 
 import numpy as np
 
-from ._common import CLIError, check_output, err_console, load_array, load_labels, print_table, progress
+from ._common import (CLIError, add_input_kind, as_logits, check_labels, check_output, load_labels,
+                      looks_like_probabilities, print_table, progress, read_table, split_key, warn,
+                      write_text)
 
 EPILOG = """\
 examples:
   tempscale calibrate val_logits.npy val_labels.npy
   tempscale calibrate data.npz:logits data.npz:labels --json temperature.json
   tempscale calibrate scores.csv labels.csv --n-bins 10     one column: a binary problem
+  tempscale calibrate data.csv --label-column label      labels in a named column of the CSV
+  tempscale calibrate --input probabilities probs.npy labels.npy
 
 LOGITS is (n_samples, n_classes) (or one column: the logit of class 1 of a binary problem);
 LABELS holds one class index in [0, n_classes) per row.  Files: .npy, .npz[:key], .csv.
+A CSV header row is detected; a column named like labels (label, target, y, class...) must be
+named with --label-column, never read as one more logit.
 """
 
 #: inputs with at least this many logits get a progress bar
@@ -36,7 +42,12 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("logits", metavar="LOGITS", help="logits file (.npy, .npz[:key], .csv)")
-    p.add_argument("labels", metavar="LABELS", help="labels file (.npy, .npz[:key], .csv)")
+    p.add_argument("labels", metavar="LABELS", nargs="?",
+                   help="labels file (.npy, .npz[:key], .csv); not with --label-column")
+    p.add_argument("--label-column", metavar="NAME",
+                   help="read the labels from the column NAME of the LOGITS CSV file (its header "
+                        "row names the columns); the other columns are the logits")
+    add_input_kind(p)
     p.add_argument("--json", metavar="OUT", help="write the fitted T and the metrics as JSON to OUT")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--n-bins", type=int, default=15, help="bins of the ECE (default 15)")
@@ -46,11 +57,20 @@ def register(sub) -> None:
 
 
 def _load(args):
-    from ._common import split_key
-
     src, key = split_key(args.logits)
-    z = load_array(src, key=key, what="logits")
-    y = load_labels(args.labels)
+    z, y = read_table(src, key=key, what="logits", label_column=args.label_column)
+    if args.label_column is not None:
+        if args.labels is not None:
+            raise CLIError("give the labels either as LABELS or with --label-column, not both")
+        y = check_labels(y, where=f"{src} (column {args.label_column!r})")
+    elif args.labels is None:
+        raise CLIError("give LABELS (a file), or --label-column NAME to read them from the "
+                       "LOGITS CSV file")
+    else:
+        y = load_labels(args.labels)
+    if z.dtype.kind not in "biuf":
+        raise CLIError(f"{src}: expected numbers, found dtype {z.dtype}")
+    z = np.asarray(z, dtype=np.float64)
     if z.ndim == 2 and z.shape[1] == 1:
         z = z[:, 0]
     if z.ndim not in (1, 2):
@@ -66,6 +86,17 @@ def _load(args):
         raise CLIError(f"labels must be class indices in [0, {k - 1}] for {k} classes; found {bad}")
     if np.isnan(z).any():
         raise CLIError(f"the logits hold NaN (row {int(np.argwhere(np.isnan(z))[0][0])})")
+    if args.input is None and z.ndim == 2 and looks_like_probabilities(z):
+        warn("every row lies in [0, 1] and sums to 1: these look like probabilities, and "
+             "calibrate reads them as logits; pass --input probabilities to calibrate them "
+             "(their logs are used), or --input logits to silence this")
+    if args.input == "probabilities":
+        if z.ndim == 1:
+            if np.any((z < 0) | (z > 1)):
+                raise CLIError("--input probabilities with one column needs the probability of "
+                               "class 1, in [0, 1]")
+            z = np.stack([1.0 - z, z], axis=1)
+        z = as_logits(z, "probabilities", "probabilities")
     return z, y, k
 
 
@@ -103,7 +134,10 @@ def run(args) -> int:
         after = _metrics(z, y, T, args.n_bins, args.strategy)
         advance()
     for w in caught:
-        err_console().print(f"warning: {w.message}", markup=False)
+        text = str(w.message)
+        if args.input is None and "probabilit" in text.lower() and looks_like_probabilities(z):
+            continue  # said above, with the flag to pass
+        warn(text)
     print(f"T = {T:.10g}   ({z.shape[0]} samples, {k} classes)")
     names = [("NLL", "nll"), (f"ECE ({args.n_bins} bins)", "ece"), ("Brier", "brier"),
              ("accuracy", "accuracy")]
@@ -114,6 +148,6 @@ def run(args) -> int:
         doc = {"temperature": T if math.isfinite(T) else str(T), "n_samples": int(z.shape[0]),
                "n_classes": int(k), "n_bins": args.n_bins, "strategy": args.strategy,
                "before": before, "after": after}
-        out.write_text(json.dumps(doc, indent=2) + "\n")
+        out = write_text(out, args.force, json.dumps(doc, indent=2) + "\n")
         print(f"wrote {out}")
     return 0

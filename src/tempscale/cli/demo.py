@@ -1,25 +1,26 @@
-"""``tempscale demo``: the seed example, reproduced and done right, in numbers, figures and a page.
+"""``tempscale demo``: the classic 10-class example, in numbers, figures and a page.
 
-The note this project grew from took the N(4, 1) density at classes 0…9 and passed it through
-softmax at T = 0.1, 0.5, 1, 2 and 10.  The demo prints those numbers twice -- treating the
-vector as logits (what the note did) and re-tempering it as probabilities (``temper``) -- plus the
-three-class example softmax([-1, 0, 1], T = 0.5), and writes the figures and the interactive
-explorer page into ``./tempscale-demo/``.
+The classic example takes the N(4, 1) density at classes 0…9 (a probability vector) and passes
+it through softmax at T = 0.1, 0.5, 1, 2 and 10.  The demo prints those numbers twice -- reading
+the vector as logits (the common mistake: probabilities read as logits) and re-tempering it as
+probabilities (``temper``) -- plus the three-class example softmax([-1, 0, 1], T = 0.5), and
+writes the figures and the interactive explorer page into ``./tempscale-demo/``.  Every file is
+created exclusively (an existing file or link is refused without ``--force``).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
+import os
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, console, print_table, progress
+from ._common import CLIError, check_output, console, print_table, progress, write_text
 
-SEED_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
+CLASSIC_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
 THREE_CLASS = (-1.0, 0.0, 1.0)
 
 EPILOG = """\
@@ -33,10 +34,11 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="reproduce the seed example: numbers, figures and the interactive page",
-        description="Reproduce the seed example: softmax([-1, 0, 1], T = 0.5), the 10-class "
-                    "N(4, 1) density at T = 0.1, 0.5, 1, 2, 10 (as logits, as the seed note did, "
-                    "and re-tempered as probabilities), the figures and the explorer page.",
+        help="the classic 10-class example: numbers, figures and the interactive page",
+        description="The classic examples: softmax([-1, 0, 1], T = 0.5) and the 10-class "
+                    "N(4, 1) density at T = 0.1, 0.5, 1, 2, 10 (probabilities read as logits, "
+                    "the common mistake, and re-tempered as probabilities), the figures and the "
+                    "explorer page.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,7 +51,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def seed_vector() -> np.ndarray:
+def classic_vector() -> np.ndarray:
     """p_i = N(i; mean 4, sd 1) density for i = 0..9 (sums to 0.99999 -- almost a distribution)."""
     i = np.arange(10, dtype=np.float64)
     return np.exp(-0.5 * (i - 4.0) ** 2) / math.sqrt(2.0 * math.pi)
@@ -61,16 +63,16 @@ def _entropy(p: np.ndarray) -> float:
 
 
 def _explorer():
-    """``write_explorer`` when the explorer package exists (it is optional for the demo)."""
+    """``explorer_html`` when the explorer package exists (it is optional for the demo)."""
     try:
-        from ..explorer import write_explorer
+        from ..explorer import explorer_html
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("tempscale.explorer"):
             return None
         raise
     except ImportError:
         return None
-    return write_explorer
+    return explorer_html
 
 
 def run(args) -> int:
@@ -82,21 +84,25 @@ def run(args) -> int:
 
     # refuse before doing anything if earlier files are in the way
     outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise CLIError(f"{str(outdir)!r} exists and is not a folder")
+    if os.path.lexists(outdir) and not outdir.is_dir():
+        kind = "a broken symbolic link" if os.path.islink(outdir) else "not a folder"
+        raise CLIError(f"{str(outdir)!r} exists and is {kind}")
     ext = args.format
-    write_explorer = _explorer()
+    explorer_html = _explorer()
     jobs = [
-        (outdir / f"seed-as-logits.{ext}", "figure", "softmax(p, T), p read as logits (the seed note)"),
-        (outdir / f"seed-tempered.{ext}", "figure", "temper(p, T), p read as probabilities"),
+        (outdir / f"probabilities-as-logits.{ext}", "figure",
+         "softmax(p, T): probabilities read as logits (the common mistake)"),
+        (outdir / f"tempered-probabilities.{ext}", "figure", "temper(p, T), p read as probabilities"),
         (outdir / f"entropy-vs-temperature.{ext}", "figure", "entropy against T, both readings"),
     ]
-    if write_explorer is not None:
+    if explorer_html is not None:
         jobs.append((outdir / "explorer.html", "page", "the interactive explorer: open it in a browser"))
-    existing = [path for path, _, _ in jobs if path.exists()]
+    existing = [path for path, _, _ in jobs if os.path.lexists(path)]  # links too, even broken
     if existing and not args.force:
         more = f" (and {len(existing) - 1} more files)" if len(existing) > 1 else ""
         raise CLIError(f"{str(existing[0])!r}{more} exists; pass --force to overwrite")
+    for path in existing:
+        check_output(path, True)  # a folder in the way
 
     # 1. the three-class numbers --------------------------------------------------------
     x3 = np.asarray(THREE_CLASS)
@@ -105,9 +111,9 @@ def run(args) -> int:
               + "[" + ", ".join(f"{v:.8f}" for v in s3) + "]")
     out.print()
 
-    # 2. the 10-class seed vector ---------------------------------------------------------
-    p = seed_vector()
-    temps = SEED_TEMPERATURES
+    # 2. the classic 10-class vector -------------------------------------------------------
+    p = classic_vector()
+    temps = CLASSIC_TEMPERATURES
     as_logits = [np.asarray(softmax(p, t)) for t in temps]
     tempered = [np.asarray(temper(p, t)) for t in temps]
     rows = [[f"{t:g}", f"{_entropy(a):.4f}", f"{a.max():.4f}", f"{_entropy(b):.4f}", f"{b.max():.4f}"]
@@ -118,7 +124,8 @@ def run(args) -> int:
         rows,
     )
     print(f"H: entropy in nats (uniform over 10 classes: {math.log(10):.4f}). "
-          "softmax(p, T) reads p as logits (the seed note); temper(p, T) reads p as probabilities.")
+          "softmax(p, T) reads p as logits (the common mistake); temper(p, T) reads p as "
+          "probabilities.")
     t1 = as_logits[temps.index(1.0)]
     print(f"Why T = 1 already looks flat: read as logits, p's entries differ by at most "
           f"{p.max() - p.min():.2f}, so exp() barely separates them (top p {t1.max():.3f} vs uniform "
@@ -146,9 +153,9 @@ def run(args) -> int:
     with progress("writing files", total=len(jobs), disable=not sys.stderr.isatty()) as advance:
         for path, kind, what in jobs:
             if kind == "figure" and have_mpl:
-                _write_figure(path, p, labels, temps, args.dpi, save_figure)
+                _write_figure(path, p, labels, temps, args.dpi, save_figure, args.force)
             elif kind == "page":
-                _write_page(write_explorer, path)
+                _write_page(path, args.force, explorer_html)
             written.append((path, what))
             advance()
 
@@ -157,16 +164,16 @@ def run(args) -> int:
     return 0
 
 
-def _write_figure(path: Path, p, labels, temps, dpi, save_figure) -> None:
+def _write_figure(path: Path, p, labels, temps, dpi, save_figure, force) -> None:
     from ..plot import EntropyCurveDisplay, TemperatureDisplay
 
     name = path.stem
-    if name == "seed-as-logits":
+    if name == "probabilities-as-logits":
         disp = TemperatureDisplay.from_logits(
             p, temps, labels=labels,
-            title="softmax(p / T) with p = N(4, 1) density read as logits (the seed note): "
+            title="softmax(p / T) with p = N(4, 1) density: probabilities read as logits, "
                   "already nearly flat at T = 1")
-    elif name == "seed-tempered":
+    elif name == "tempered-probabilities":
         disp = TemperatureDisplay.from_logits(
             p, temps, labels=labels, input="probabilities",
             title="temper(p, T) = p^(1/T) / Σ p^(1/T): the same p read as probabilities "
@@ -176,12 +183,10 @@ def _write_figure(path: Path, p, labels, temps, dpi, save_figure) -> None:
         disp = EntropyCurveDisplay.from_logits(
             z, temps, row_labels=["softmax(p, T): p as logits", "temper(p, T): p as probabilities"],
             target=1.0, title="Entropy of the 10-class example against temperature")
-    save_figure(disp.figure_, path, dpi)
+    save_figure(disp.figure_, path, dpi, force)
 
 
-def _write_page(write_explorer, path: Path) -> None:
-    """The explorer opens on the seed example by default (read as probabilities, with a switch to
-    the seed note's logits reading), so the demo passes nothing but the path."""
-    params = inspect.signature(write_explorer).parameters
-    kw = {"overwrite": True} if "overwrite" in params else {}  # the demo refused already
-    write_explorer(path, **kw)
+def _write_page(path: Path, force: bool, explorer_html) -> None:
+    """The explorer opens on the classic 10-class example by default (read as probabilities, with
+    a switch to reading them as logits), so the demo passes no numbers."""
+    write_text(path, force, explorer_html())

@@ -1,15 +1,14 @@
 """``tempscale distill``: run the knowledge-distillation example on scikit-learn's digits.
 
-The experiment itself lives in ``examples/distill_digits.py`` (readable on its own); this
-subcommand finds that file in the source tree and runs it with the same options.
+The experiment ships inside the package (``tempscale.cli._distill_digits``), so the command works
+after a normal install and never imports or executes a file from the current folder;
+``examples/distill_digits.py`` is a thin runnable wrapper around the same code.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
-from pathlib import Path
 
 from ._common import CLIError
 
@@ -18,6 +17,7 @@ examples:
   tempscale distill --quick                  2 seeds, a few seconds
   tempscale distill                          5 seeds, T in {1, 2, 4, 8}, about a minute
   tempscale distill --temperatures 2 4 --alpha 0.5 --markdown
+  tempscale distill --seeds 1 --epochs 2 --teacher-epochs 2 --temperatures 4   a smoke test
   tempscale distill --json results.json
 
 The teacher (64-256-256-10 MLP) and the student (64-16-10 MLP) are trained with PyTorch on
@@ -25,31 +25,6 @@ CPU; the student once on hard labels only and once per temperature with tempscal
 Needs torch and scikit-learn.  The table reports held-out test accuracy and NLL, mean +- std
 over seeds.
 """
-
-EXAMPLE = "distill_digits.py"
-
-
-def _candidates():
-    env = os.environ.get("TEMPSCALE_EXAMPLES")
-    if env:
-        yield Path(env) / EXAMPLE
-    here = Path(__file__).resolve()
-    # src/tempscale/cli/distill.py -> repository root / examples
-    yield here.parents[3] / "examples" / EXAMPLE
-    yield Path.cwd() / "examples" / EXAMPLE
-
-
-def load_example():
-    """Import ``examples/distill_digits.py`` as a module (or raise CLIError)."""
-    for path in _candidates():
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("tempscale_distill_digits", path)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            return mod
-    raise CLIError(
-        f"cannot find examples/{EXAMPLE}: it ships with the source repository; run from a "
-        "checkout or set TEMPSCALE_EXAMPLES to the folder that holds it")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,19 +40,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=float, default=0.3,
                    help="fraction of the digits used for training (default 0.3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="student epochs (default 150; quick: 40)")
+    p.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
+                   help="teacher epochs (default 100; quick: 30)")
     p.add_argument("--json", metavar="PATH", help="write the raw per-seed results as JSON")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
+    from ._distill_digits import build_parser
+
     p = subparsers.add_parser(
         "distill", help="distil a teacher MLP into a small student on the digits data",
         description="Knowledge distillation with tempscale.torch.KDLoss on scikit-learn's "
                     "handwritten digits: hard labels only vs KD at several temperatures.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build_parser(p)  # the same options as examples/distill_digits.py
     p.set_defaults(func=run)
     return p
 
@@ -87,11 +65,8 @@ def run(args) -> int:
         if importlib.util.find_spec(mod) is None:
             raise CLIError(f"tempscale distill needs {mod}: pip install "
                            f"{'torch' if mod == 'torch' else 'scikit-learn'}")
-    if args.json:
-        from ._common import check_output
-
-        check_output(args.json, args.force)
     if args.threads < 1:
         raise CLIError(f"--threads must be at least 1, got {args.threads}")
-    example = load_example()
-    return int(example.run_from_args(args) or 0)
+    from ._distill_digits import run_from_args
+
+    return int(run_from_args(args) or 0)

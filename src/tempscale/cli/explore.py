@@ -8,17 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, add_input_args, check_output, load_input, parse_float
+from ._common import (CLIError, add_input_args, check_output, load_input, parse_float,
+                      warn_if_probabilities, write_text)
 
 DEFAULT_OUTPUT = "tempscale-explorer.html"
 
 EPILOG = """\
 examples:
-  tempscale explore                          the seed example (N(4, 1) density at classes 0..9)
+  tempscale explore                          the classic 10-class example (N(4, 1) density at 0..9)
   tempscale explore --open                   ... and open it in a web browser, if there is one
   tempscale explore -T 0.5 -- -1 0 1          your logits (-- before negative numbers)
   tempscale explore --labels cat,dog,bird 2.0 1.0 0.1
-  tempscale explore --mode probabilities 0.7 0.2 0.1
+  tempscale explore --input probabilities 0.7 0.2 0.1
   tempscale explore --file logits.npy --row 3 -o row3.html --force
 
 The page needs no network: open it from disk in any browser.
@@ -32,19 +33,21 @@ def register(sub) -> None:
         description="Write the interactive temperature explorer: one self-contained HTML file "
                     "(no network) with a log-scale temperature slider, editable logits or "
                     "probabilities, live bars, entropy / perplexity / top probability and an "
-                    "entropy-against-T curve. Without numbers it opens on the seed example.",
+                    "entropy-against-T curve. Without numbers it opens on the classic 10-class example (the N(4, 1) density at classes 0..9, read as probabilities).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_input_args(p, what="numbers")
+    add_input_args(p, what="numbers", input_kind=False)
     p.add_argument("--row", type=int, default=None,
                    help="which row of a 2-D file to show (default: the file must hold one row)")
     p.add_argument("--labels", metavar="A,B,...", help="comma-separated class labels")
     p.add_argument("-T", "--temperature", default="1", metavar="T",
                    help="the temperature the page opens at, in [0, inf] (default 1)")
-    p.add_argument("--mode", choices=("logits", "probabilities"), default=None,
+    p.add_argument("--input", "--mode", choices=("logits", "probabilities"), default=None,
+                   dest="mode",
                    help="read the numbers as logits (softmax) or probabilities (temper); "
-                        "default: probabilities for the seed example, logits otherwise")
+                        "default: probabilities for the classic 10-class example, logits "
+                        "otherwise")
     p.add_argument("--title", default=None, help="the page title")
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="PATH",
                    help=f"where to write the page (default ./{DEFAULT_OUTPUT})")
@@ -84,11 +87,11 @@ def _open_in_browser(path: Path) -> bool:
 
 
 def run(args) -> int:
-    from ..explorer import DEFAULT_TITLE, write_explorer
+    from ..explorer import DEFAULT_TITLE, explorer_html
 
-    temperature = parse_float(args.temperature, "temperature")
+    temperature = parse_float(args.temperature, "-T/--temperature value")
     if not temperature >= 0:  # NaN too
-        raise CLIError(f"temperature must be in [0, inf], got {args.temperature}")
+        raise CLIError(f"-T/--temperature must be in [0, inf], got {args.temperature}")
     if args.values or args.file is not None:
         x = _pick_row(load_input(args.values, args.file, what="logits"), args.row)
     else:
@@ -102,15 +105,15 @@ def run(args) -> int:
         if len(labels) != n:
             raise CLIError(f"--labels gives {len(labels)} labels for {n} classes")
     if args.mode == "probabilities" and x is not None and bool(np.any(x < 0)):
-        raise CLIError("--mode probabilities needs non-negative numbers")
-    path = check_output(args.output, args.force)
-    try:
-        write_explorer(path, None if x is None else x, labels,
-                       math.inf if math.isinf(temperature) else temperature,
-                       title=args.title if args.title is not None else DEFAULT_TITLE,
-                       mode=args.mode, overwrite=args.force)
-    except FileExistsError:
-        raise CLIError(f"{str(path)!r} exists; pass --force to overwrite it") from None
+        raise CLIError("--input probabilities needs non-negative numbers")
+    if x is not None:
+        warn_if_probabilities(x, args.mode, "the explorer")
+    check_output(args.output, args.force)
+    page = explorer_html(None if x is None else x, labels,
+                         math.inf if math.isinf(temperature) else temperature,
+                         title=args.title if args.title is not None else DEFAULT_TITLE,
+                         mode=args.mode)
+    path = write_text(args.output, args.force, page)
     print(f"wrote {path}  (open it in a web browser; it needs no network)")
     if args.open_browser:
         if _open_in_browser(path):

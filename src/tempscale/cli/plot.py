@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, add_input_args, check_output, load_input, parse_floats
+from ._common import (CLIError, add_input_args, check_output, load_input, parse_floats,
+                      warn_if_probabilities, write_output)
 
 FORMATS = (".png", ".svg", ".pdf")
+#: the most classes drawn as bars by the command (the library allows more)
+MAX_BARS = 200
 DEFAULT_TEMPERATURES = "0.1,0.5,1,2,10"
 
 EPILOG = """\
@@ -39,8 +42,6 @@ def register(sub) -> None:
                         f"(default {DEFAULT_TEMPERATURES})")
     p.add_argument("--kind", choices=("temperature", "entropy"), default="temperature",
                    help="bars per temperature (default) or a curve against T")
-    p.add_argument("--input", choices=("logits", "probabilities"), default="logits",
-                   help="treat the values as logits (softmax, default) or as probabilities (temper)")
     p.add_argument("--labels", help="comma-separated class labels (--kind temperature)")
     p.add_argument("--row", type=int, metavar="N",
                    help="use row N of a 2-D input (--kind temperature needs one row)")
@@ -82,22 +83,38 @@ def check_figure_path(path: str | Path, force: bool) -> Path:
     return check_output(p, force)
 
 
-def save_figure(fig, path: Path, dpi: float) -> None:
+#: the largest side of a PNG in pixels (figure size times --dpi)
+MAX_PIXELS = 16_000
+
+
+def save_figure(fig, path: Path, dpi: float, force: bool = False) -> Path:
+    """Save ``fig`` with :func:`write_output` (never through an existing path or link)."""
     plt = pyplot()
     try:
-        meta = {"Creator": "tempscale"} if path.suffix.lower() in (".png", ".svg", ".pdf") else None
-        fig.savefig(path, dpi=dpi, metadata=meta, facecolor="white")
+        fmt = path.suffix.lower().lstrip(".")
+        w, h = fig.get_size_inches()
+        if fmt == "png" and max(w, h) * dpi > MAX_PIXELS:
+            raise CLIError(f"the figure would be {w * dpi:.0f} x {h * dpi:.0f} pixels (at most "
+                           f"{MAX_PIXELS} per side); lower --dpi")
+        meta = {"Creator": "tempscale"}
+        return write_output(path, force, lambda fh: fig.savefig(fh, format=fmt, dpi=dpi,
+                                                                metadata=meta, facecolor="white"))
     finally:
         plt.close(fig)
 
 
 def parse_temperatures(items) -> list[float]:
-    temps = parse_floats(items or [DEFAULT_TEMPERATURES], "temperature")
+    from ..plot import MAX_TEMPERATURES
+
+    temps = parse_floats(items or [DEFAULT_TEMPERATURES], "-T/--temperature value")
     if not temps:
         raise CLIError("give at least one temperature")
     for t in temps:
         if not t >= 0:  # also catches NaN
-            raise CLIError(f"temperature must be in [0, inf], got {t:g}")
+            raise CLIError(f"-T/--temperature must be in [0, inf], got {t:g}")
+    if len(temps) > MAX_TEMPERATURES:
+        raise CLIError(f"-T/--temperature gives {len(temps)} temperatures; a figure shows at most "
+                       f"{MAX_TEMPERATURES} (one panel or mark each): pick fewer")
     return temps
 
 
@@ -118,15 +135,20 @@ def run(args) -> int:
         raise CLIError("the values must be finite numbers (or -inf for masked classes)")
     if args.input == "probabilities" and np.any(x < 0):
         raise CLIError("--input probabilities needs non-negative values")
+    warn_if_probabilities(x, args.input, "plot")
+    kind = args.input or "logits"
     plt = pyplot()
+    from ..plot import MAX_CURVES, MAX_FIGSIZE
+
     if args.kind == "temperature":
         if x.ndim == 2 and x.shape[0] == 1:
             x = x[0]
         if x.ndim != 1:
             raise CLIError(f"--kind temperature draws one distribution; the input has shape "
                            f"{x.shape} (pick one with --row N)")
-        if x.size > 200:
-            raise CLIError(f"{x.size} classes are too many to draw as bars (at most 200)")
+        if x.size > MAX_BARS:
+            raise CLIError(f"{x.size} classes are too many to draw as bars (at most {MAX_BARS}; "
+                           "try --kind entropy)")
         labels = None
         if args.labels:
             labels = [s.strip() for s in args.labels.split(",")]
@@ -136,22 +158,24 @@ def run(args) -> int:
 
         kw = {} if args.title is None else {"title": args.title}
         if args.grouped:
-            fig, ax = plt.subplots(figsize=(max(6.0, 2.0 + 0.35 * x.size * max(1, len(temps) / 3)), 3.8),
+            width = min(MAX_FIGSIZE, max(6.0, 2.0 + 0.35 * x.size * max(1, len(temps) / 3)))
+            fig, ax = plt.subplots(figsize=(width, 3.8),
                                    layout="constrained")
             kw["ax"] = ax
-        disp = TemperatureDisplay.from_logits(x, temps, labels=labels, input=args.input, **kw)
+        disp = TemperatureDisplay.from_logits(x, temps, labels=labels, input=kind, **kw)
     else:
         if x.ndim > 2:
             raise CLIError(f"--kind entropy takes one row or a 2-D array of rows, got shape {x.shape}")
         rows = 1 if x.ndim == 1 else x.shape[0]
-        if rows > 10:
-            raise CLIError(f"{rows} rows are too many curves for one figure (at most 10; pick one with --row N)")
+        if rows > MAX_CURVES:
+            raise CLIError(f"{rows} rows are too many curves for one figure (at most {MAX_CURVES}; "
+                           "pick one with --row N)")
         from ..plot import EntropyCurveDisplay
 
         kw = {} if args.title is None else {"title": args.title}
         disp = EntropyCurveDisplay.from_logits(x, temps, quantity=args.quantity, target=args.target,
-                                               input=args.input, **kw)
-    save_figure(disp.figure_, out, args.dpi)
+                                               input=kind, **kw)
+    save_figure(disp.figure_, out, args.dpi, args.force)
     if args.kind == "entropy" and args.target is not None:
         for i, t in enumerate(disp.target_temperatures):
             row = f"row {i}: " if len(disp.target_temperatures) > 1 else ""

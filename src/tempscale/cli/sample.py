@@ -6,7 +6,11 @@ import argparse
 
 import numpy as np
 
-from ._common import CLIError, add_input_args, add_output_args, check_output, load_input, parse_float, print_table, write_array
+from ._common import (CLIError, add_input_args, add_output_args, as_logits, check_output, load_input,
+                      parse_float, print_table, warn_if_probabilities, write_array)
+
+#: the most draws one call makes (rows x --num-samples); more is refused before allocating
+MAX_DRAWS = 100_000_000
 
 EPILOG = """\
 examples:
@@ -32,11 +36,13 @@ def register(sub) -> None:
     add_input_args(p, rows=" (one distribution per row)")
     p.add_argument("-T", "--temperature", default="1", metavar="T",
                    help="temperature in [0, inf]; 0 = greedy (default 1)")
-    p.add_argument("-k", "--top-k", type=int, metavar="K", help="keep the K most probable tokens (ties kept)")
+    p.add_argument("-k", "--top-k", type=int, metavar="K",
+                   help="keep the K most probable tokens (ties kept); 0 = off")
     p.add_argument("-p", "--top-p", type=float, metavar="P",
-                   help="keep the smallest set of tokens with probability mass >= P, in (0, 1]")
+                   help="keep the smallest set of tokens with probability mass >= P, in (0, 1]; "
+                        "1 = off")
     p.add_argument("--min-p", type=float, metavar="P",
-                   help="drop tokens with probability < P times the largest, P in [0, 1]")
+                   help="drop tokens with probability < P times the largest, P in [0, 1]; 0 = off")
     p.add_argument("--order", choices=("temperature-first", "temperature-last"), default="temperature-first",
                    help="apply the temperature before the filters (transformers, vLLM; default) or "
                         "after them (llama.cpp)")
@@ -56,18 +62,35 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..sampling import sample, warp
 
+    T = parse_float(args.temperature, "-T/--temperature value")
+    if not T >= 0:  # also NaN
+        raise CLIError(f"-T/--temperature must be in [0, inf], got {args.temperature}")
+    top_k, top_p, min_p = _filters(args)
+    if args.num_samples < 0:
+        raise CLIError(f"--num-samples must be >= 0, got {args.num_samples}")
+    if args.min_tokens_to_keep < 1:
+        raise CLIError(f"--min-tokens-to-keep must be >= 1, got {args.min_tokens_to_keep}")
+    if args.show < 1:
+        raise CLIError(f"--show must be >= 1, got {args.show}")
     x = load_input(args.values, args.file, what="logits")
     if x.ndim > 2:
         raise CLIError(f"expected one row of logits or a 2-d array, got shape {x.shape}")
-    T = parse_float(args.temperature, "temperature")
-    if not T >= 0:  # also NaN
-        raise CLIError(f"temperature must be in [0, inf], got {args.temperature}")
-    if args.num_samples < 0:
-        raise CLIError(f"--num-samples must be >= 0, got {args.num_samples}")
-    if args.show < 1:
-        raise CLIError(f"--show must be >= 1, got {args.show}")
-    kw = dict(top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, order=args.order,
+    n_rows = 1 if x.ndim == 1 else x.shape[0]
+    if args.num_samples * n_rows > MAX_DRAWS:
+        raise CLIError(f"-n/--num-samples {args.num_samples:,} x {n_rows:,} rows is "
+                       f"{args.num_samples * n_rows:,} draws, more than the {MAX_DRAWS:,} one run "
+                       "makes; draw fewer (or in several runs with different --seed)")
+    if args.no_replacement and args.num_samples > x.shape[-1]:
+        raise CLIError(f"--no-replacement draws at most one per token: -n/--num-samples "
+                       f"{args.num_samples} is more than the {x.shape[-1]} tokens")
+    if args.output:
+        if not args.num_samples:
+            raise CLIError("-o writes the draws; give --num-samples >= 1")
+        check_output(args.output, args.force)
+    warn_if_probabilities(x, args.input, "sample")
+    kw = dict(top_k=top_k, top_p=top_p, min_p=min_p, order=args.order,
               min_tokens_to_keep=args.min_tokens_to_keep)
+    x = as_logits(x, args.input)
     rows = np.atleast_2d(x).astype(np.float64)
     probs = np.asarray(warp(rows, T, **kw))
     draws = None
@@ -81,9 +104,8 @@ def run(args) -> int:
     if args.output:
         if draws is None:
             raise CLIError("-o writes the draws; give --num-samples >= 1")
-        path = check_output(args.output, args.force)
         out = draws[0] if x.ndim == 1 else draws
-        write_array(path, out)
+        path = write_array(args.output, out, args.force)
         print(f"wrote {out.shape} draws to {path}")
         return 0
     multi = rows.shape[0] > 1
@@ -105,7 +127,7 @@ def run(args) -> int:
                          + (["", ""] if counts is not None else []))
     kept = (probs > 0).sum(-1)
     title = (f"T = {T:g}, {args.order}" + "".join(
-        f", {name} = {v}" for name, v in (("top-k", args.top_k), ("top-p", args.top_p), ("min-p", args.min_p))
+        f", {name} = {v}" for name, v in (("top-k", top_k), ("top-p", top_p), ("min-p", min_p))
         if v is not None) + f": {', '.join(str(int(k)) for k in kept[:8])}{' ...' if len(kept) > 8 else ''}"
         f" of {n} tokens kept")
     print_table(title, columns, table)
@@ -115,3 +137,22 @@ def run(args) -> int:
             more = " ..." if draws.shape[-1] > 40 else ""
             print(f"draws{f' row {r}' if multi else ''}: {shown}{more}")
     return 0
+
+
+def _filters(args):
+    """``--top-k 0``, ``--top-p 1`` and ``--min-p 0`` switch the filter off (as in transformers and
+    llama.cpp); out-of-range values are refused with the flag's name."""
+    top_k, top_p, min_p = args.top_k, args.top_p, args.min_p
+    if top_k is not None:
+        if top_k < 0:
+            raise CLIError(f"--top-k must be an integer >= 0 (0 = off), got {top_k}")
+        top_k = None if top_k == 0 else top_k
+    if top_p is not None:
+        if not 0 < top_p <= 1:  # NaN too
+            raise CLIError(f"--top-p must be in (0, 1] (1 = off), got {top_p:g}")
+        top_p = None if top_p == 1 else top_p
+    if min_p is not None:
+        if not 0 <= min_p <= 1:
+            raise CLIError(f"--min-p must be in [0, 1] (0 = off), got {min_p:g}")
+        min_p = None if min_p == 0 else min_p
+    return top_k, top_p, min_p

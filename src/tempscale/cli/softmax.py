@@ -6,7 +6,8 @@ import argparse
 
 import numpy as np
 
-from ._common import CLIError, add_input_args, add_output_args, check_output, load_input, parse_floats, print_table, write_array
+from ._common import (CLIError, add_input_args, add_output_args, as_logits, check_output, load_input,
+                      parse_floats, print_table, warn_if_probabilities, write_array)
 
 EPILOG = """\
 examples:
@@ -14,6 +15,7 @@ examples:
   tempscale softmax -T 0.1,0.5,1,2,10 1 2 3    one row per temperature
   tempscale softmax -T 0.7 logits.npy -o probs.npy
   tempscale softmax --log -T 2 logits.csv      log-probabilities
+  tempscale softmax --input probabilities -T 2 0.7 0.2 0.1   re-temper probabilities (temper)
 """
 
 
@@ -39,20 +41,23 @@ def register(sub) -> None:
 def run(args) -> int:
     from .. import log_softmax, softmax
 
-    x = load_input(args.values, args.file, what="logits")
-    temps = parse_floats(args.temperature or ["1"], "temperature")
+    temps = parse_floats(args.temperature or ["1"], "-T/--temperature value")
     for t in temps:
         if not t >= 0:  # also catches NaN
-            raise CLIError(f"temperature must be in [0, inf], got {t:g}")
+            raise CLIError(f"-T/--temperature must be in [0, inf], got {t:g}")
+    x = load_input(args.values, args.file, what="logits")
+    warn_if_probabilities(x, args.input, "softmax")
+    z = as_logits(x, args.input)
+    if args.output:
+        check_output(args.output, args.force)  # before computing anything
     func = log_softmax if args.log else softmax
-    results = np.stack([np.asarray(func(x, t)) for t in temps])  # (n_T, *x.shape)
+    results = np.stack([np.asarray(func(z, t)) for t in temps])  # (n_T, *x.shape)
     if len(temps) == 1:
         results = results[0]
     elif x.ndim == 1:
         pass  # one row per temperature
     if args.output:
-        path = check_output(args.output, args.force)
-        write_array(path, results)
+        path = write_array(args.output, results, args.force)
         print(f"wrote {results.shape} array to {path}")
         return 0
     rows2d = results.reshape(-1, x.shape[-1]) if results.ndim > 1 else results.reshape(1, -1)

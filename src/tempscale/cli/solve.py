@@ -55,12 +55,16 @@ def run(args) -> int:
     kind, target = next((k, v) for k, v in (("entropy", args.entropy), ("perplexity", args.perplexity),
                                             ("max_prob", args.max_prob)) if v is not None)
     if not math.isfinite(target):
-        raise CLIError(f"the target must be a finite number, got {target}")
+        raise CLIError(f"--{kind.replace('_', '-')} must be a finite number, got {target}")
     out = check_output(args.output, args.force) if args.output else None
+    if args.tol is not None and not args.tol > 0:
+        raise CLIError(f"--tol must be a positive number, got {args.tol:g}")
+    if args.base is not None and not (args.base > 0 and args.base != 1 and math.isfinite(args.base)):
+        raise CLIError(f"--base must be a positive number other than 1, got {args.base:g}")
     T = np.asarray(solve_temperature(x, **{kind: target}, base=args.base, tol=args.tol,
                                      on_unreachable="nan" if args.nan else "raise"))
     if out is not None:
-        write_array(out, T)
+        out = write_array(out, T, args.force)
         print(f"wrote {T.shape} temperatures to {out}")
         return 0
     rows2d = x.reshape(-1, x.shape[-1])
