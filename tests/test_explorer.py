@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tempscale import softmax, temper
-from tempscale.explorer import explorer_html, seed_vector
+from tempscale.explorer import explorer_html, classic_vector
 
 pytestmark = pytest.mark.browser
 
@@ -145,23 +145,23 @@ def assert_bars(ex: Explorer, values, mode="logits"):
 
 
 # ------------------------------------------------------------------------------------------
-def test_default_page_is_the_seed_read_as_probabilities(open_page):
+def test_default_page_is_the_classic_example_read_as_probabilities(open_page):
     ex = open_page()
-    seed = seed_vector()
+    classic = classic_vector()
     assert ex.attr("#explorer", "data-mode") == "probabilities" and ex.T == 1.0
     assert ex.page.is_checked("#mode-probabilities")
-    p, _ = assert_bars(ex, seed, "probabilities")
-    np.testing.assert_allclose(p, seed / seed.sum(), rtol=1e-12)  # T = 1 gives p back
+    p, _ = assert_bars(ex, classic, "probabilities")
+    np.testing.assert_allclose(p, classic / classic.sum(), rtol=1e-12)  # T = 1 gives p back
     labels = ex.page.eval_on_selector_all("#bars rect.bar", "els => els.map(e => e.dataset.label)")
     assert labels == [str(i) for i in range(10)]
     # the statistics, against the library and plain float64 formulas
     from tempscale._entropy import entropy, perplexity
 
-    h = float(entropy(np.log(seed)))
+    h = float(entropy(np.log(classic)))
     np.testing.assert_allclose(ex.stat("entropy"), h, rtol=1e-9)
     np.testing.assert_allclose(ex.stat("entropy"), entropy_ref(p), rtol=1e-9)
     np.testing.assert_allclose(float(ex.attr("#stat-entropy-bits", "data-value")), h / math.log(2), rtol=1e-9)
-    np.testing.assert_allclose(ex.stat("perplexity"), float(perplexity(np.log(seed))), rtol=1e-9)
+    np.testing.assert_allclose(ex.stat("perplexity"), float(perplexity(np.log(classic))), rtol=1e-9)
     np.testing.assert_allclose(ex.stat("top"), p.max(), rtol=1e-12)
     np.testing.assert_allclose(ex.stat("effective"), 1.0 / np.sum(p**2), rtol=1e-9)
     assert "nats" in ex.text("#stat-entropy") and "bits" in ex.text("#stat-entropy-bits")
@@ -177,15 +177,15 @@ def test_default_page_is_the_seed_read_as_probabilities(open_page):
     ex.page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
     assert (ARTIFACTS / "explorer.png").stat().st_size > 10_000
 
-    # the seed note's reading: the same numbers as logits are nearly flat at T = 1
+    # probabilities read as logits: the same numbers are nearly flat at T = 1
     ex.set_mode("logits")
     assert ex.attr("#explorer", "data-mode") == "logits"
-    p_logits, _ = assert_bars(ex, seed, "logits")
+    p_logits, _ = assert_bars(ex, classic, "logits")
     assert p_logits.max() < 0.14
-    assert ex.visible("#mistake-callout") and "seed note" in ex.text("#mistake-callout")
+    assert ex.visible("#mistake-callout") and "probabilities read as logits" in ex.text("#mistake-callout")
     ex.page.click("#mistake-fix")
     assert ex.attr("#explorer", "data-mode") == "probabilities"
-    assert_bars(ex, seed, "probabilities")
+    assert_bars(ex, classic, "probabilities")
 
 
 def test_slider_by_keyboard(open_page):
@@ -303,7 +303,7 @@ def test_presets_and_examples(open_page):
         assert ex.T == float(t)
         assert ex.attr(f".presets button[data-t='{t}']", "aria-pressed") == "true"
         assert ex.page.eval_on_selector_all(".presets button[aria-pressed=true]", "e => e.length") == 1
-        assert_bars(ex, seed_vector(), "probabilities")
+        assert_bars(ex, classic_vector(), "probabilities")
     ex.page.click("[data-example=three]")
     assert ex.T == 0.5 and ex.page.input_value("#values") == "-1, 0, 1"
     np.testing.assert_allclose(ex.probs(), [0.01587624, 0.11731043, 0.86681333], atol=5e-9)
@@ -311,9 +311,9 @@ def test_presets_and_examples(open_page):
     p, _ = assert_bars(ex, [2, 2, 1, 0.5, -math.inf])
     assert "2 tied" in ex.text("#stat-top-label")
     assert ex.attr("#bars rect.bar[data-index='4']", "data-masked") == "true"
-    ex.page.click("[data-example=seed-logits]")
+    ex.page.click("[data-example=probabilities-as-logits]")
     assert ex.attr("#explorer", "data-mode") == "logits" and ex.visible("#mistake-callout")
-    assert_bars(ex, seed_vector())
+    assert_bars(ex, classic_vector())
 
 
 def test_entropy_curve_marks_and_sets_T(open_page):
@@ -419,10 +419,10 @@ def test_controls_are_labelled_and_keyboard_reachable(open_page):
     ex.page.keyboard.press("Control+A")
     ex.page.keyboard.type("10")
     assert ex.T == 10.0
-    assert_bars(ex, seed_vector(), "probabilities")
+    assert_bars(ex, classic_vector(), "probabilities")
     # zooming the y axis rescales the ticks, not the numbers
     top_tick = "els => Math.max(...els.map(e => parseFloat(e.textContent)))"
     assert ex.page.eval_on_selector_all("#bars text.tick", top_tick) == 1
     ex.page.check("#zoom")
     assert ex.page.eval_on_selector_all("#bars text.tick", top_tick) == 0.5  # fits the T = 1 outline (0.399)
-    assert_bars(ex, seed_vector(), "probabilities")
+    assert_bars(ex, classic_vector(), "probabilities")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tempscale.cli import main
-from tempscale.explorer import DEFAULT_TITLE, explorer_html, seed_vector, write_explorer
+from tempscale.explorer import DEFAULT_TITLE, explorer_html, classic_vector, write_explorer
 
 XSS = "<script>alert(1)</script>"
 NASTY = [XSS, '<img src=x onerror="alert(2)">', "</script><!--", "a & b", "\u2028\u2029", "\"'`", "<!-- -->"]
@@ -64,17 +64,18 @@ def data_of(page: str) -> tuple[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------
-def test_default_page_is_the_seed_as_probabilities():
+def test_default_page_is_the_classic_example_as_probabilities():
     page = explorer_html()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     _, data = data_of(page)
     assert data["mode"] == "probabilities" and data["temperature"] == 1.0 and data["labels"] == []
-    np.testing.assert_array_equal(data["values"], seed_vector())  # exact round trip of the doubles
+    np.testing.assert_array_equal(data["values"], classic_vector())  # exact round trip of the doubles
     s = scan(page)
     assert s.raw["title"] == [DEFAULT_TITLE] and s.raw["h1"] == [DEFAULT_TITLE]
-    # the explanation of the seed's mistake is on the page
+    # the explanation of the common mistake (probabilities read as logits) is on the page
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
-    assert "classic mistake" in text and "temper(p, T)" in text and "seed" in text
+    assert "classic mistake" in text and "temper(p, T)" in text and "classic 10-class example" in text
+    assert "seed" not in text.lower()  # named by what it is, not by where it came from
 
 
 def test_given_logits_default_to_logits_mode():

@@ -250,7 +250,7 @@ class TemperatureDisplay:
     Notes
     -----
     **Logits or probabilities?**  ``softmax(x, T)`` expects *logits*: unbounded scores whose
-    differences matter.  A classic mistake (the one in the note this project grew from) is to
+    differences matter.  A classic mistake is to
     feed it *probabilities* as if they were logits.  Probabilities lie in ``[0, 1]``, so their
     differences are tiny and ``softmax(p)`` is already nearly uniform at ``T = 1``: the ten-class
     N(4, 1) density, whose top probability is 0.40, comes out with a top probability of 0.13 at
@@ -287,7 +287,7 @@ class TemperatureDisplay:
         self.max_prob = self.probabilities.max(axis=-1)
 
     @classmethod
-    def from_logits(cls, logits, temperatures=SEED_TEMPERATURES, *, labels=None, input="logits",
+    def from_logits(cls, logits, temperatures=CLASSIC_TEMPERATURES, *, labels=None, input="logits",
                     ax=None, **plot_kwargs):
         """Compute ``softmax(logits, T)`` (or ``temper``) for each T and plot it.
 
@@ -297,7 +297,7 @@ class TemperatureDisplay:
             One vector of logits (or of probabilities with ``input="probabilities"``); any array
             library.
         temperatures : sequence of float, default (0.1, 0.5, 1, 2, 10)
-            Temperatures in ``[0, inf]`` (the seed example's five by default).
+            Temperatures in ``[0, inf]`` (the classic example's five by default).
         labels : sequence of str, optional
             Class names.
         input : {"logits", "probabilities"}, default "logits"
@@ -331,7 +331,7 @@ class TemperatureDisplay:
         return disp.plot(ax=ax, **plot_kwargs)
 
     @classmethod
-    def from_probabilities(cls, probs, temperatures=SEED_TEMPERATURES, *, labels=None, ax=None,
+    def from_probabilities(cls, probs, temperatures=CLASSIC_TEMPERATURES, *, labels=None, ax=None,
                            **plot_kwargs):
         """Re-temper a probability vector (``temper(p, T)``) at each T and plot it."""
         return cls.from_logits(probs, temperatures, labels=labels, input="probabilities", ax=ax,
@@ -592,7 +592,7 @@ class EntropyCurveDisplay:
         self.base = base
 
     @classmethod
-    def from_logits(cls, logits, temperatures=SEED_TEMPERATURES, *, quantity="entropy", target=None,
+    def from_logits(cls, logits, temperatures=CLASSIC_TEMPERATURES, *, quantity="entropy", target=None,
                     input="logits", t_range=(1e-2, 1e2), num=241, base=None, row_labels=None,
                     ax=None, **plot_kwargs):
         """Compute the curve(s) and plot them.

@@ -57,10 +57,13 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
-def seed_vector() -> np.ndarray:
-    """The seed example: ``p_i`` = the N(4, 1) density at ``i = 0..9`` (sums to 0.99999)."""
+def classic_vector() -> np.ndarray:
+    """The classic 10-class example: ``p_i`` = the N(4, 1) density at ``i = 0..9`` (sums to 0.99999)."""
     i = np.arange(10, dtype=np.float64)
     return np.exp(-0.5 * (i - 4.0) ** 2) / math.sqrt(2.0 * math.pi)
+
+
+seed_vector = classic_vector  # the former name, kept for code that imported it
 
 
 def _json_for_script(obj: Any) -> str:
@@ -132,7 +135,7 @@ def explorer_html(
     ----------
     logits : 1-D array_like, optional
         The numbers the page opens with (at most 5000).  ``-inf`` entries are masked classes.
-        By default the seed example: the N(4, 1) density at classes ``0..9``.
+        By default the classic 10-class example: the N(4, 1) density at classes ``0..9``.
     labels : sequence, optional
         One label per class (turned into text with ``str``; shown escaped, never as HTML).
         By default the classes are numbered from 0.
@@ -143,9 +146,9 @@ def explorer_html(
     mode : {"logits", "probabilities"}, optional
         How the page reads the numbers at first (the user can switch): ``"logits"`` shows
         ``softmax(x / T)``, ``"probabilities"`` shows ``temper(p, T) = p**(1/T) / sum(p**(1/T))``
-        and requires non-negative numbers.  By default ``"probabilities"`` for the seed example
-        (it *is* a distribution; the seed note's mistake was to feed it to softmax as logits,
-        which the page explains) and ``"logits"`` when ``logits`` is given.
+        and requires non-negative numbers.  By default ``"probabilities"`` for the classic example
+        (it *is* a distribution; the common mistake is to feed it to softmax as logits, which the
+        page explains) and ``"logits"`` when ``logits`` is given.
 
     Returns
     -------
@@ -169,7 +172,7 @@ def explorer_html(
     if mode is None:
         mode = "probabilities" if logits is None else "logits"
     check_choice(mode, _MODES, "mode", func)
-    values = seed_vector() if logits is None else _check_values(logits, mode, func)
+    values = classic_vector() if logits is None else _check_values(logits, mode, func)
     labels_out = _check_labels(labels, values.size, func)
     t = check_scalar(temperature, "temperature", func, lo=0.0)
     if not isinstance(title, str):
@@ -221,7 +224,10 @@ def write_explorer(
     logits, labels, temperature, title, mode
         As in :func:`explorer_html`.
     overwrite : bool, default False
-        Replace an existing file.  Without it an existing ``path`` raises ``FileExistsError``.
+        Replace an existing file.  Without it an existing ``path`` -- a symbolic link included,
+        even a dangling one -- raises ``FileExistsError``.  With it the page is written to a
+        temporary file next to ``path`` that then replaces ``path`` itself (a symbolic link is
+        replaced; its target is never written).
 
     Returns
     -------
@@ -244,11 +250,36 @@ def write_explorer(
         raise param_error("overwrite", "write_explorer", "a bool", overwrite, TypeError)
     p = Path(path)
     page = explorer_html(logits, labels, temperature, title=title, mode=mode)
-    if p.is_dir():
+    if p.is_dir() and not p.is_symlink():
         raise IsADirectoryError(f"{str(p)!r} is a folder; give write_explorer a file path")
+    data = page.encode("utf-8")
+    if not overwrite:
+        # exclusive creation: an existing file or symbolic link (even a dangling one) is refused
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                 | getattr(os, "O_BINARY", 0))
+        try:
+            fd = os.open(p, flags, 0o666)
+        except FileExistsError:
+            raise FileExistsError(f"{str(p)!r} exists; pass overwrite=True to replace it") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return p
+    # replace the path itself (a symbolic link is replaced, its target left alone)
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=f".{p.name}.",
+                               suffix=".part")
     try:
-        with open(p, "w" if overwrite else "x", encoding="utf-8", newline="\n") as fh:
-            fh.write(page)
-    except FileExistsError:
-        raise FileExistsError(f"{str(p)!r} exists; pass overwrite=True to replace it") from None
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return p

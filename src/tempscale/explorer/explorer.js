@@ -146,12 +146,12 @@
   // ------------------------------------------------------------------------------------------
   // state
   // ------------------------------------------------------------------------------------------
-  var SEED = [];
-  for (var k = 0; k < 10; k++) SEED.push(Math.exp(-0.5 * (k - 4) * (k - 4)) / Math.sqrt(2 * Math.PI));
+  var CLASSIC = [];  // the classic 10-class example: N(4, 1) density at 0..9
+  for (var k = 0; k < 10; k++) CLASSIC.push(Math.exp(-0.5 * (k - 4) * (k - 4)) / Math.sqrt(2 * Math.PI));
 
   var EXAMPLES = {
-    "seed-probabilities": { values: SEED, labels: [], mode: "probabilities", T: 1 },
-    "seed-logits": { values: SEED, labels: [], mode: "logits", T: 1 },
+    "classic-probabilities": { values: CLASSIC, labels: [], mode: "probabilities", T: 1 },
+    "probabilities-as-logits": { values: CLASSIC, labels: [], mode: "logits", T: 1 },
     "three": { values: [-1, 0, 1], labels: [], mode: "logits", T: 0.5 },
     "ties": { values: [2, 2, 1, 0.5, -Infinity], labels: ["tie A", "tie B", "third", "fourth", "masked"], mode: "logits", T: 0.5 }
   };
@@ -166,7 +166,7 @@
   try { raw = JSON.parse(document.getElementById("tempscale-data").textContent) || {}; } catch (e) { raw = {}; }
 
   var state = {
-    values: Array.isArray(raw.values) && raw.values.length ? raw.values.map(decode) : SEED.slice(),
+    values: Array.isArray(raw.values) && raw.values.length ? raw.values.map(decode) : CLASSIC.slice(),
     labels: Array.isArray(raw.labels) ? raw.labels.map(String) : [],
     mode: raw.mode === "logits" || raw.mode === "probabilities" ? raw.mode : "probabilities",
     T: raw.temperature !== undefined ? decode(raw.temperature) : 1,
@@ -495,7 +495,7 @@
     setText("values-help", probs
       ? "Comma or space separated non-negative weights (normalised for you). A 0 stays 0 at every T."
       : "Comma or space separated; -inf masks a class (probability 0 at every T), inf takes all the mass.");
-    // the seed note's mistake: probabilities read as logits
+    // the common mistake: probabilities read as logits
     var show = false, spread = 0;
     if (!probs && !state.error && state.values.length > 1) {
       var sum = 0, lo = Infinity, hi = -Infinity, ok = true;
@@ -510,7 +510,7 @@
     if (show) {
       setText("mistake-text", "These numbers look like probabilities (all in [0, 1], summing to about 1). " +
         "Read as logits they differ by at most " + fmt(spread, 3) + ", and e^" + fmt(spread, 3) + " \u2248 " +
-        fmt(Math.exp(spread), 3) + ", so at T = 1 softmax is nearly uniform. That is what the seed note did.");
+        fmt(Math.exp(spread), 3) + ", so at T = 1 softmax is nearly uniform: probabilities read as logits.");
     }
   }
 
