@@ -32,6 +32,7 @@ from ._validation import check_bool, check_choice, check_scalar, param_error
 __all__ = [
     "CalibrationErrorResult",
     "CalibrationWarning",
+    "ProbabilitiesAsLogitsWarning",
     "ReliabilityCurve",
     "TemperatureScaler",
     "brier_score",
@@ -46,6 +47,15 @@ class CalibrationWarning(UserWarning):
     """A temperature fit hit a degenerate case (separable data, constant logits, one class...).
 
     The fit still returns a defined temperature; the message says which one and why.
+    """
+
+
+class ProbabilitiesAsLogitsWarning(UserWarning):
+    """Probabilities (rows in [0, 1] summing to 1) were passed where logits are expected.
+
+    Softmax of probabilities is not the identity: they would be read as (nearly uniform) logits.
+    Pass logits or log-probabilities, temper probabilities with :func:`tempscale.temper`, or use
+    ``from_logits=False`` with the metrics.
     """
 
 
@@ -89,8 +99,41 @@ def _work_dtype(xp, like):
         return xp.float32
 
 
+def _coerce(x):
+    """``x`` itself if it is an array of a supported library, else NumPy's view of it.
+
+    pandas DataFrames/Series, lists and any object with ``__array__`` are read as NumPy arrays.
+    """
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (list, tuple, np.generic)):
+        return np.asarray(x)
+    try:
+        array_namespace(x)
+        return x
+    except TypeError:
+        if hasattr(x, "__array__"):
+            return np.asarray(x)
+        raise
+
+
+def _require_concrete(x, name, func):
+    """A traced array (inside ``jax.jit``, ``torch.compile``...) cannot be fitted or binned."""
+    if x is None or is_concrete(x) or type(x).__module__.startswith("dask"):
+        return
+    raise param_error(name, func, f"a concrete array ({func} works on the values, eagerly: "
+                      "call it outside jax.jit / torch.compile, e.g. on jax.device_get(...))",
+                      f"a traced {type(x).__name__}", TypeError)
+
+
+def _py(v):
+    """A NumPy scalar as the Python number it holds (for error messages)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _check_labels_np(labels, n, n_classes, func, *, name="labels"):
-    y = _to_numpy(labels)
+    _require_concrete(labels, name, func)
+    y = _to_numpy(_coerce(labels))
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -101,21 +144,28 @@ def _check_labels_np(labels, n, n_classes, func, *, name="labels"):
     if y.dtype.kind == "b":
         y = y.astype(np.int64)
     elif y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise param_error(name, func, "integer class indices", "non-integer values", TypeError)
-        y = y.astype(np.int64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(y) | (y != np.round(y))
+        if np.any(bad):
+            raise param_error(name, func, "integer class indices (whole numbers)",
+                              float(y[bad][0]), TypeError)
     elif y.dtype.kind not in "iu":
         raise param_error(name, func, "integer class indices", f"dtype {y.dtype}", TypeError)
-    if n and (y.min() < 0 or y.max() >= n_classes):
-        bad = int(y.min()) if y.min() < 0 else int(y.max())
-        raise param_error(name, func, f"class indices in [0, {n_classes - 1}]", bad)
+    if n:
+        # checked in the received dtype, so the message shows the value received (1e+300, not
+        # what a cast to int64 would make of it)
+        out = (y < 0) | (y >= n_classes)
+        if np.any(out):
+            raise param_error(name, func, f"class indices in [0, {n_classes - 1}]",
+                              _py(y[out][0]))
     return y.astype(np.intp, copy=False)
 
 
 def _check_weights_np(sample_weight, n, func):
     if sample_weight is None:
         return None
-    w = np.asarray(_to_numpy(sample_weight), dtype=np.float64)
+    _require_concrete(sample_weight, "sample_weight", func)
+    w = np.asarray(_to_numpy(_coerce(sample_weight)), dtype=np.float64)
     if w.ndim == 0:
         w = np.full(n, float(w))
     if w.shape != (n,):
@@ -128,9 +178,116 @@ def _check_weights_np(sample_weight, n, func):
     return w
 
 
+#: how far from 1 a row sum may be for the row to count as probabilities, per column (values
+#: rounded to 3 decimals, as in a CSV, are off by at most 5e-4 each)
+_PROB_TOL = 5e-4
+
+
+def _looks_like_probabilities(p, xp=None) -> bool:
+    """Every row in [0, 1] summing to 1 (within rounding), more than one column.
+
+    Cheap: a sample of rows is looked at first, the whole array only if the sample passes.
+    """
+    if xp is None or _compat.is_numpy_namespace(xp):
+        p = np.asarray(p)
+        if p.ndim != 2 or p.shape[1] < 2 or p.shape[0] == 0 or p.dtype.kind != "f":
+            return False
+        n = p.shape[0]
+        parts = [p[:: max(1, n // 256)]] if n > 512 else []
+        parts.append(p)
+        tol = _PROB_TOL * (p.shape[1] + 1)
+        with np.errstate(invalid="ignore"):
+            for q in parts:
+                if not (np.all(q >= 0) and np.all(q <= 1)):
+                    return False
+                if not np.all(np.abs(q.sum(axis=1, dtype=np.float64) - 1.0) <= tol):
+                    return False
+        return True
+    if p.ndim != 2 or p.shape[1] < 2 or p.shape[0] == 0 or not is_concrete(p):
+        return False
+    if not xp.isdtype(p.dtype, "real floating"):
+        return False
+    tol = _PROB_TOL * (p.shape[1] + 1)
+    ok = xp.logical_and(xp.all(p >= 0), xp.all(p <= 1))
+    ok = xp.logical_and(ok, xp.all(xp.abs(xp.sum(p, axis=1) - 1.0) <= tol))
+    return bool(_to_numpy(ok))
+
+
+def _warn_if_probabilities(z, xp, func, stacklevel):
+    if _looks_like_probabilities(z, xp):
+        warnings.warn(
+            f"{func}: every row of the logits lies in [0, 1] and sums to 1, so these look like "
+            "probabilities, which would be read as logits (softmax of probabilities is not the "
+            "identity). Pass logits or log-probabilities (np.log(p)) instead, use "
+            "tempscale.temper(p, T) to temper probabilities, or from_logits=False for the metrics.",
+            ProbabilitiesAsLogitsWarning, stacklevel=stacklevel + 1)
+
+
 # ============================================================================================
 # fit_temperature
 # ============================================================================================
+def _scale_exponent(spreads, amax, emax):
+    """``e`` such that ``2**e`` is the typical spread of a row (its median over the rows).
+
+    The fit works on ``z / 2**e`` (exact: a power of two) and returns ``2**e`` times the
+    temperature found there, so ``fit(c z) = c fit(z)`` for every ``c`` that keeps the logits
+    finite: the iteration, its start (``beta = 1``) and its stopping rule see the same numbers
+    whatever the scale, and the NLL derivatives (powers of the logits up to the third) cannot
+    overflow or underflow.  ``spreads`` are half the ``max - min`` of the finite entries of some
+    rows (NumPy float64); ``amax`` the largest finite ``|z|`` seen; ``emax`` the exponent range of
+    the dtype the logits are computed in (``z / 2**e`` stays below ``2**(emax - 24)``).  ``None``
+    when every spread is 0 (constant rows).
+    """
+    sp = spreads[np.isfinite(spreads) & (spreads > 0)]
+    if sp.size == 0:
+        return None
+    med = float(np.partition(sp, sp.size // 2)[sp.size // 2])
+    e = math.frexp(med)[1] + 1          # 2**e >= twice the half-spread: scaled spreads in [1, 2)
+    if amax > 0 and math.isfinite(amax):
+        e = max(e, math.frexp(amax)[1] - (emax - 24))
+    return e
+
+
+def _half_spreads_np(z):
+    """Half the ``max - min`` of each row's finite entries (overflow-free), float64."""
+    z = np.asarray(z)
+    finite = np.isfinite(z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        hi = np.max(np.where(finite, z, -np.inf), axis=1).astype(np.float64)
+        lo = np.min(np.where(finite, z, np.inf), axis=1).astype(np.float64)
+        amax = float(np.max(np.where(finite, np.abs(z), 0.0))) if z.size else 0.0
+        return hi * 0.5 - lo * 0.5, amax
+
+
+def _times_pow2_np(x, k, dt):
+    """``x * 2**k`` in dtype ``dt``: exact unless it leaves the dtype's range."""
+    fi = np.finfo(dt)
+    if fi.minexp <= k < fi.maxexp:
+        return np.multiply(x, math.ldexp(1.0, k), dtype=dt)
+    return np.ldexp(np.asarray(x, dtype=dt), np.int32(k))
+
+
+def _times_pow2_xp(x, k):
+    """``x * 2**k`` for any namespace, in exact power-of-two steps that no float32 overflows."""
+    while k:
+        step = max(-100, min(100, k))
+        x = x * math.ldexp(1.0, step)
+        k -= step
+    return x
+
+
+def _t_from_beta(beta, e):
+    """The temperature ``2**e / beta`` of the scaled problem's optimum ``beta``."""
+    if beta <= 0:
+        return math.inf
+    if math.isinf(beta):
+        return 0.0
+    try:
+        return math.ldexp(1.0 / beta, e)
+    except OverflowError:
+        return math.inf
+
+
 class _Outcome(Exception):
     """Raised inside the solver to return a degenerate-case temperature."""
 
@@ -235,10 +392,11 @@ ROWSUM = "auto"
 class _NumpyProblem:
     """The NLL derivatives of NumPy logits, in row chunks (cache-sized), over threads."""
 
-    def __init__(self, z, y, w, *, threads=None):
+    def __init__(self, z, y, w, *, threads=None, exp2=0):
         self.z = z
         self.y = y
         self.w = w
+        self.exp2 = exp2  # the derivatives are those of z / 2**exp2 (see _scale_exponent)
         n, k = z.shape
         self.n, self.k = n, k
         self.m = np.empty(n, np.float64)
@@ -266,11 +424,18 @@ class _NumpyProblem:
                 mc = zc.max(axis=1)
             self.m[a:b] = mc
             self.dy[a:b] = zc[np.arange(b - a), self.y[a:b]]
+            if self.exp2:
+                np.ldexp(self.m[a:b], -self.exp2, out=self.m[a:b])
+                np.ldexp(self.dy[a:b], -self.exp2, out=self.dy[a:b])
             self.dy[a:b] -= self.m[a:b]
         mc = self.m[a:b, None]
         if dt == np.float32:
             mc = mc.astype(np.float32)
-        d = np.subtract(zc, mc, dtype=dt)
+        if self.exp2:
+            d = _times_pow2_np(zc, -self.exp2, dt)
+            d -= mc
+        else:
+            d = np.subtract(zc, mc, dtype=dt)
         e = np.multiply(d, dt(beta))
         np.exp(e, out=e)
         rowsum = self._rowsum
@@ -342,7 +507,7 @@ class _NonFinite(Exception):
 class _XpProblem:
     """The same derivatives with whole-array Array-API operations (torch, JAX, Dask, ...)."""
 
-    def __init__(self, z, y, w, xp, func):
+    def __init__(self, z, y, w, xp, func, exp2=0):
         self.xp = xp
         dt = _work_dtype(xp, z)
         z = xp.astype(z, dt) if z.dtype != dt else z
@@ -354,6 +519,8 @@ class _XpProblem:
             raise param_error("logits", func, "finite or -inf (masked) values",
                               "an array with NaN or +inf entries")
         onehot = xp.reshape(y, (n, 1)) == xp.reshape(xp.arange(k, device=dev), (1, k))
+        if exp2:
+            z = _times_pow2_xp(z, -exp2)
         zmax = xp.max(z, axis=1, keepdims=True)
         zmax = xp.where(zmax > ninf, zmax, xp.zeros_like(zmax))
         d = xp.where(valid, z - zmax, xp.zeros_like(z))
@@ -407,8 +574,10 @@ class _XpProblem:
         return not bool(_to_numpy(xp.any(nz)))
 
 
-def _prepare_logits(logits, labels, sample_weight, func):
+def _prepare_logits(logits, labels, sample_weight, func, *, stacklevel=3):
     """(xp, z as (n, k), y NumPy intp, w NumPy float64 or None, binary)."""
+    logits = _coerce(logits)
+    _require_concrete(logits, "logits", func)
     xp = array_namespace(logits)
     z = _compat.as_array(logits, xp)
     if not xp.isdtype(z.dtype, ("real floating", "integral")):
@@ -430,6 +599,8 @@ def _prepare_logits(logits, labels, sample_weight, func):
         raise param_error("logits", func, "non-empty", "an array with no rows")
     y = _check_labels_np(labels, n, k, func)
     w = _check_weights_np(sample_weight, n, func)
+    if not binary:
+        _warn_if_probabilities(z, xp, func, stacklevel)
     return xp, z, y, w, binary
 
 
@@ -514,8 +685,8 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
 
     T, _info = _fit(logits, labels, sample_weight, tol, max_iter, threads, func)
     if as_array:
-        xp = array_namespace(logits)
-        z = _compat.as_array(logits, xp)
+        xp = array_namespace(_coerce(logits))
+        z = _compat.as_array(_coerce(logits), xp)
         if not xp.isdtype(z.dtype, "real floating"):
             z = xp.astype(z, _compat.default_float_dtype(xp, _compat.device(z)))
         return xp.asarray(T, dtype=z.dtype, device=_compat.device(z))
@@ -524,31 +695,36 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
 
 def _fit(logits, labels, sample_weight, tol, max_iter, threads, func):
     """(T, info) with info["n_iter"] the passes over the full data."""
-    xp, z, y, w, _binary = _prepare_logits(logits, labels, sample_weight, func)
-    if not is_concrete(z) and not _compat.is_dask_namespace(xp):
-        raise param_error("logits", func, "a concrete array (the fit iterates on values)",
-                          "a traced array", TypeError)
+    xp, z, y, w, _binary = _prepare_logits(logits, labels, sample_weight, func, stacklevel=4)
     labels_used = y if w is None else y[w > 0]
     if labels_used.size and labels_used.min() == labels_used.max():
         warnings.warn(f"{func}: all labels are the same class ({int(labels_used[0])}); the "
                       "temperature will only sharpen or flatten that class", CalibrationWarning,
                       stacklevel=3)
     info: dict = {}
-    beta = _fit_beta(xp, z, y, w, tol=tol, max_iter=max_iter, threads=threads, func=func, info=info)
-    return (1.0 / beta if beta > 0 else math.inf), info
+    beta, e = _fit_beta(xp, z, y, w, tol=tol, max_iter=max_iter, threads=threads, func=func,
+                        info=info)
+    return _t_from_beta(beta, e), info
 
 
 def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func, info):
+    """(beta, e): the optimum ``beta`` of the logits ``z / 2**e`` (see _scale_exponent)."""
     n, k = z.shape
     if _compat.is_numpy_namespace(xp):
         zn = np.ascontiguousarray(z)
+        emax = np.finfo(zn.dtype).maxexp
+        e = _scale_exponent(*_half_spreads_np(zn[:: max(1, n // 4096)]), emax)
+        if e is None and n > 4096:
+            e = _scale_exponent(*_half_spreads_np(zn), emax)
+        if e is None:
+            e = 0                         # constant rows: the check below warns
         beta0 = 1.0
         sub_rows = max(2000, (1 << 18) // k)
         if n >= 2 * sub_rows:  # start from the fit of an evenly spaced subsample of rows
             stride = max(1, n // sub_rows)
             sub = _NumpyProblem(np.ascontiguousarray(zn[::stride]), y[::stride],
                                 None if w is None else np.ascontiguousarray(w[::stride]),
-                                threads=1)
+                                threads=1, exp2=e)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -558,19 +734,34 @@ def _fit_beta(xp, z, y, w, *, tol, max_iter, threads, func, info):
                 beta0 = 1.0
             if not (math.isfinite(beta0) and beta0 > 0):
                 beta0 = 1.0
-        prob = _NumpyProblem(zn, y, w, threads=threads)
+        prob = _NumpyProblem(zn, y, w, threads=threads, exp2=e)
         try:
             return _run(prob, beta0, tol, max_iter, precise_from=1 if zn.dtype == np.float32 else 0,
-                        func=func, info=info)
+                        func=func, info=info), e
         except _NonFinite:
             pass  # -inf (masked) entries, NaN or +inf: the generic path sorts them out
         finally:
             prob.close()
     yx = _compat.as_array(y.astype(np.int64), xp, like=z)
     wx = None if w is None else _compat.as_array(w, xp, like=z)
-    prob = _XpProblem(z, yx, wx, xp, func)
+    e = _xp_scale_exponent(z, xp)
+    prob = _XpProblem(z, yx, wx, xp, func, exp2=e)
     info["n_iter"] = 0
-    return _run(prob, 1.0, tol, max_iter, precise_from=0, func=func, info=info)
+    return _run(prob, 1.0, tol, max_iter, precise_from=0, func=func, info=info), e
+
+
+def _xp_scale_exponent(z, xp):
+    """_scale_exponent of any namespace's logits (their row spreads, brought to NumPy)."""
+    finite = xp.logical_and(z > -math.inf, z < math.inf)
+    ninf = xp.full_like(z, -math.inf)
+    hi = xp.max(xp.where(finite, z, ninf), axis=1)
+    lo = xp.min(xp.where(finite, z, -ninf), axis=1)
+    amax = xp.max(xp.where(finite, xp.abs(z), xp.zeros_like(z)))
+    spreads = np.asarray(_to_numpy(hi), dtype=np.float64) * 0.5 - np.asarray(
+        _to_numpy(lo), dtype=np.float64) * 0.5
+    emax = 1024 if _compat.float_bits(xp, _work_dtype(xp, z)) >= 64 else 128
+    e = _scale_exponent(spreads, float(_to_numpy(amax)), emax)
+    return 0 if e is None else e
 
 
 def _run(prob, beta0, tol, max_iter, *, precise_from, func, info):
@@ -597,12 +788,16 @@ def _probs_np(probs, labels, from_logits, func, *, sample_weight=None):
     """(P as (n, k) float64 NumPy, y, w) from probabilities or logits; 1-D = binary."""
     name = "logits" if from_logits else "probs"
     check_bool(from_logits, "from_logits", func)
+    probs = _coerce(probs)
+    _require_concrete(probs, name, func)
     if from_logits:
         xp = array_namespace(probs)
         z = _compat.as_array(probs, xp)
         if z.ndim == 1 or (z.ndim == 2 and z.shape[1] == 1):
             z1 = xp.reshape(z, (-1, 1))
             z = xp.concat([xp.zeros_like(z1), z1], axis=1)
+        else:
+            _warn_if_probabilities(z, xp, func, 3)
         p = _to_numpy(softmax(z, axis=-1)).astype(np.float64)
     else:
         p = np.asarray(_to_numpy(probs), dtype=np.float64)
@@ -919,11 +1114,15 @@ def nll(probs, labels, *, sample_weight=None, from_logits=False):
     func = "nll"
     check_bool(from_logits, "from_logits", func)
     if from_logits:
+        probs = _coerce(probs)
+        _require_concrete(probs, "logits", func)
         xp = array_namespace(probs)
         z = _compat.as_array(probs, xp)
         if z.ndim == 1 or (z.ndim == 2 and z.shape[1] == 1):
             z1 = xp.reshape(z, (-1, 1))
             z = xp.concat([xp.zeros_like(z1), z1], axis=1)
+        elif z.ndim == 2:
+            _warn_if_probabilities(z, xp, func, 2)
         if z.ndim != 2 or z.shape[0] == 0:
             raise param_error("logits", func, "a non-empty 2-D array (n_samples, n_classes) or 1-D",
                               f"an array of shape {tuple(z.shape)}")
@@ -974,9 +1173,9 @@ n_iter_ : int
 
 Notes
 -----
-The input ``X`` is logits, one column per class in the order of ``classes_`` (or a single
-column: the logit of the second class of a binary problem, as ``decision_function``
-returns).  If ``y`` holds integers in ``[0, n_columns)`` the columns are the classes
+The input ``X`` is logits, one column per class in the order of ``classes_`` (or, for a
+binary problem, the logit of the second class as one column or a 1-D array of shape
+``(n_samples,)``, as a binary classifier's ``decision_function`` returns).  If ``y`` holds integers in ``[0, n_columns)`` the columns are the classes
 ``0 .. n_columns-1`` (a class absent from the validation set is fine); otherwise the
 sorted distinct labels of ``y`` must match the columns one to one.
 
@@ -1008,6 +1207,16 @@ array([[0.002, 0.001, 0.998],
 __test__ = {"TemperatureScaler": _SCALER_DOC}
 
 
+def _scores_2d(X):
+    """A binary classifier's 1-D decision scores as one column; anything else unchanged."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None and isinstance(X, (list, tuple)):
+        ndim = np.ndim(X)
+    if ndim == 1:
+        return np.reshape(np.asarray(_coerce(X)), (-1, 1))
+    return X
+
+
 def _make_scaler_class():
     from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
     from sklearn.utils.validation import check_is_fitted, validate_data
@@ -1023,6 +1232,8 @@ def _make_scaler_class():
             """Fit the temperature on logits ``X`` and labels ``y``; returns ``self``."""
             from sklearn.utils.multiclass import check_classification_targets
 
+            X = _scores_2d(X)
+            y = _coerce(y)
             X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=False,
                                  multi_output=False)
             check_classification_targets(y)
@@ -1049,6 +1260,8 @@ def _make_scaler_class():
 
         def _tempered(self, X, log):
             check_is_fitted(self)
+            if getattr(self, "n_features_in_", None) == 1:  # fitted on one decision column
+                X = _scores_2d(X)
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
             if X.shape[1] == 1:
                 X = np.concatenate([np.zeros_like(X), X], axis=1)
@@ -1078,11 +1291,15 @@ def _make_scaler_class():
             Not the accuracy: see the class Notes.
             """
             lp = self._tempered(X, True)
+            y = np.asarray(_coerce(y))
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
             idx = np.searchsorted(self.classes_, y)
             idx = np.clip(idx, 0, len(self.classes_) - 1)
-            if not np.all(self.classes_[idx] == np.asarray(y)):
+            if not np.all(self.classes_[idx] == y):
                 raise ValueError("TemperatureScaler.score: y holds labels not seen in fit")
-            w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+            w = None if sample_weight is None else np.asarray(_coerce(sample_weight),
+                                                              dtype=np.float64)
             return -float(np.average(-lp[np.arange(len(idx)), idx], weights=w))
 
         def __sklearn_tags__(self):
