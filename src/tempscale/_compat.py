@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import array_api_compat
+import array_api_compat.numpy  # noqa: F401  (a submodule: not loaded by ``import array_api_compat``)
 import numpy as np
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "is_numpy_namespace",
     "is_torch_namespace",
     "is_dask_namespace",
+    "is_array_api_strict_namespace",
     "is_python_scalar",
     "float_bits",
 ]
@@ -37,19 +39,69 @@ def is_python_scalar(x: Any) -> bool:
 def array_namespace(*arrays: Any):
     """The array-API namespace of ``arrays`` (Python scalars and ``None`` are ignored).
 
-    Lists, tuples and NumPy scalars resolve to NumPy, so ``softmax([1, 2, 3])`` works.
+    Lists, tuples, NumPy scalars and array-likes that are not array-API arrays (pandas
+    ``DataFrame``/``Series``, anything with ``__array__``) resolve to NumPy, so
+    ``softmax([1, 2, 3])`` and ``softmax(df)`` work.
     """
-    arrs = [a for a in arrays if a is not None and not is_python_scalar(a)]
-    arrs = [np.asarray(a) if isinstance(a, (list, tuple, np.generic)) else a for a in arrs]
+    arrs = [_as_numpy_input(a) for a in arrays if a is not None and not is_python_scalar(a)]
     if not arrs:
         return array_api_compat.numpy
     return array_api_compat.array_namespace(*arrs)
 
 
+def _is_array_like(x: Any) -> bool:
+    """Whether ``x`` is read as NumPy: a list/tuple, a NumPy scalar, or a non-array-API array-like."""
+    if isinstance(x, (list, tuple, np.generic)):
+        return True
+    if isinstance(x, np.ndarray) or array_api_compat.is_array_api_obj(x):
+        return False
+    return (hasattr(x, "__array__") or hasattr(x, "__array_interface__")
+            or hasattr(x, "__array_struct__"))
+
+
+def _as_numpy_input(x: Any) -> Any:
+    """``x`` as a NumPy array when it is read as NumPy (see :func:`_is_array_like`), else ``x``.
+
+    Object arrays are refused with a TypeError naming the public function that was called.
+    """
+    if not _is_array_like(x):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        what = type(x).__name__
+        from ._validation import param_error
+
+        raise param_error(_caller_param(), _public_caller(),
+                          "an array of numbers (an object array cannot be computed with; convert "
+                          "it to a numeric dtype first, e.g. with .astype(float))",
+                          f"a {what} of dtype object", TypeError)
+    return arr
+
+
+def _public_caller() -> str:
+    """The outermost public tempscale function on the call stack (for error messages)."""
+    name = "tempscale"
+    frame = sys._getframe(1)
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "")
+        if not mod.startswith("tempscale"):
+            if name != "tempscale":
+                break
+        else:
+            code = frame.f_code.co_name
+            if not code.startswith("_") and code not in ("wrapper", "<module>"):
+                name = code
+        frame = frame.f_back
+    return name
+
+
+def _caller_param() -> str:
+    return "x"
+
+
 def as_array(x: Any, xp, *, like=None, dtype=None):
     """``x`` as an array of namespace ``xp`` (on ``like``'s device when given); no copy if it is one."""
-    if isinstance(x, (list, tuple, np.generic)):
-        x = np.asarray(x)
+    x = _as_numpy_input(x)
     dev = device(like) if like is not None else None
     if array_api_compat.is_array_api_obj(x) and array_namespace(x) is xp:
         if dtype is not None and x.dtype != dtype:
@@ -85,6 +137,10 @@ def is_jax_namespace(xp) -> bool:
 
 def is_dask_namespace(xp) -> bool:
     return array_api_compat.is_dask_namespace(xp)
+
+
+def is_array_api_strict_namespace(xp) -> bool:
+    return array_api_compat.is_array_api_strict_namespace(xp)
 
 
 def is_numpy_array(x) -> bool:

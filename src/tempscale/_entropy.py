@@ -44,8 +44,8 @@ def _nats(x, temperature, axis, mask, func):
     # NaN rows stay NaN (log_softmax makes the whole row NaN)
     nan_row = xp.any(xp.isnan(lp), axis=axis)
     h = xp.where(nan_row, xp.asarray(math.nan, dtype=h.dtype, device=_compat.device(h)), h)
-    # tiny negative round-off (one-hot rows) is clipped to 0
-    return xp.where(h < 0, xp.zeros_like(h), h)
+    # tiny negative round-off (one-hot rows) is clipped to 0, and -0.0 (a one-entry row) too
+    return xp.where(h <= 0, xp.zeros_like(h), h)
 
 
 @_quiet
@@ -388,7 +388,7 @@ def _newton_step(xp, kind, c_in, c, u, lo, hi, grow, q, ftol, umax):
     p = xp.exp(lp)                         # 0 at masked entries
     beta = 1.0 / T
     cb = c * beta[:, None]                 # tempered logits: finite at every scale, 0 if masked
-    pcb = p * cb
+    pcb = xp.where(p > 0, p * cb, xp.zeros_like(p))   # 0 * -inf where c/T overflows: 0
     mu = xp.sum(pcb, axis=-1)              # E_p[x / T] (the row max is at 0)
     lpmax = xp.max(lp, axis=-1)            # log p_max = -log Z
     if kind == "max_prob":

@@ -59,7 +59,14 @@ def _float_dtypes(xp, x, dtype, func):
 
 
 def _prepare(x, temperature, axis, mask, dtype, func):
-    """Validate and convert; returns everything the kernels need."""
+    """Validate and convert; returns everything the kernels need.
+
+    ``compute`` is the dtype the generic and torch paths compute in: float32 for float16/bfloat16,
+    else the output dtype, widened to float64 when the temperature is wider (a float64 array T
+    with float32 logits is never rounded to float32 before the division) and, on the CPU
+    reference libraries (NumPy, array-api-strict), for every float32 computation, so that the
+    generic path is as exact as the native kernel.
+    """
     xp = array_namespace(x)
     x = _compat.as_array(x, xp)
     compute, out = _float_dtypes(xp, x, dtype, func)
@@ -75,55 +82,115 @@ def _prepare(x, temperature, axis, mask, dtype, func):
         ax = check_axis(axis, x.ndim, func)
         if mask is not None:
             mask = _as_mask(mask, x, xp, func)
-    T = _prepare_temperature(temperature, x, ax, xp, compute, func, flat=axis is None)
+    T = _prepare_temperature(temperature, x, ax, xp, compute, func, flat=axis is None,
+                             keep_wide=True)
+    compute = _widen(xp, x, T, compute)
     return xp, x, T, ax, mask, out, shape, compute
+
+
+def _has_float64(xp, x) -> bool:
+    """Whether float64 arrays work on ``x``'s device (not on Apple's MPS, nor JAX without x64)."""
+    try:
+        if _compat.is_torch_namespace(xp):
+            return x.device.type != "mps"
+        if _compat.is_jax_namespace(xp):
+            import jax
+
+            return bool(jax.config.read("jax_enable_x64"))
+        return xp.asarray(0.0, dtype=xp.float64, device=_compat.device(x)).dtype == xp.float64
+    except Exception:  # pragma: no cover - exotic namespaces
+        return False
+
+
+def _widen(xp, x, T, compute):
+    """The compute dtype, widened to the temperature's dtype (or float64, see :func:`_prepare`)."""
+    if compute == xp.float64 or not hasattr(xp, "float64"):
+        return compute
+    if is_python_scalar(T):
+        if (_compat.is_numpy_namespace(xp) or _compat.is_array_api_strict_namespace(xp)) and \
+                _has_float64(xp, x):
+            return xp.float64
+        return compute
+    if T.dtype == xp.float64:
+        return xp.float64
+    return compute
 
 
 def _compute_cast(xp, x, compute):
     return x if x.dtype == compute else xp.astype(x, compute)
 
 
+def _broadcasts_to(src, dst) -> bool:
+    """``broadcast_to`` semantics: ``src`` broadcasts to ``dst`` without enlarging it."""
+    src, dst = tuple(src), tuple(dst)
+    if len(src) > len(dst):
+        return False
+    for s, d in zip(src[::-1], dst[::-1]):
+        if not (isinstance(s, int) and isinstance(d, int)):
+            continue  # unknown (lazy) sizes: the backend checks them
+        if s != 1 and s != d:
+            return False
+    return True
+
+
 def _as_mask(mask, x, xp, func):
     mask = _compat.as_array(mask, xp, like=x)
     if mask.dtype != xp.bool:
         raise param_error("mask", func, "a boolean array (True = keep)", f"dtype {mask.dtype}", TypeError)
-    try:
-        xp.broadcast_shapes(mask.shape, x.shape)
-    except (ValueError, RuntimeError):
+    if not _broadcasts_to(mask.shape, x.shape):
         raise param_error(
             "mask", func, f"broadcastable to the input's shape {tuple(x.shape)}",
-            f"shape {tuple(mask.shape)}") from None
+            f"shape {tuple(mask.shape)}")
     return mask
 
 
-def _prepare_temperature(temperature, x, ax, xp, compute, func, *, flat=False):
-    """A Python float, or an array of shape ``x.shape`` with 1 at ``ax`` (keepdims form)."""
+def _prepare_temperature(temperature, x, ax, xp, compute, func, *, flat=False, keep_wide=False):
+    """A Python float, or an array of shape ``x.shape`` with 1 at ``ax`` (keepdims form).
+
+    An array temperature is converted to ``compute`` unless ``keep_wide``: then a floating
+    array wider than ``compute`` keeps its dtype, and an integer array becomes float64 where
+    the device has it (the caller computes in the wider dtype, see :func:`_widen`).
+    """
     if is_python_scalar(temperature):
-        t = float(temperature)
+        if isinstance(temperature, bool):
+            raise param_error("temperature", func, _T_EXPECT, temperature, TypeError)
+        try:
+            t = float(temperature)
+        except OverflowError:  # an int beyond the float range: the T = inf limit
+            t = math.inf if temperature > 0 else -math.inf
         if math.isnan(t) or t < 0:
             raise param_error("temperature", func, _T_EXPECT, temperature)
         return t
     T = _compat.as_array(temperature, xp, like=x)
     if not xp.isdtype(T.dtype, ("real floating", "integral")):
         raise param_error("temperature", func, _T_EXPECT, f"an array of dtype {T.dtype}", TypeError)
-    if T.dtype != compute:
-        T = xp.astype(T, compute)
+    if not keep_wide:
+        target = compute
+    elif xp.isdtype(T.dtype, "integral"):
+        target = xp.float64 if _has_float64(xp, x) else compute
+    elif _compat.float_bits(xp, T.dtype) < _compat.float_bits(xp, compute):
+        target = compute
+    else:
+        target = T.dtype
+    if T.dtype != target:
+        T = xp.astype(T, target)
     kshape = tuple(1 if i == ax else n for i, n in enumerate(x.shape))
+    bshape = kshape[:ax] + kshape[ax + 1:]
     if T.ndim == 0:
         pass
     elif flat:
         if math.prod(T.shape) != 1:
             raise param_error("temperature", func, "a scalar when axis=None", f"shape {tuple(T.shape)}")
         T = xp.reshape(T, ())
-    elif T.ndim == x.ndim - 1 and tuple(T.shape) == kshape[:ax] + kshape[ax + 1:]:
+    elif T.ndim == x.ndim - 1 and tuple(T.shape) == bshape:
         T = xp.expand_dims(T, axis=ax)
     elif T.ndim == x.ndim and _broadcasts(T.shape, kshape):
         pass
-    elif T.ndim == x.ndim - 1 and _broadcasts(T.shape, kshape[:ax] + kshape[ax + 1:]):
+    elif T.ndim == x.ndim - 1 and _broadcasts(T.shape, bshape):
         T = xp.expand_dims(T, axis=ax)
     else:
         expect = (f"a float or an array of per-row temperatures of shape "
-                  f"{kshape[:ax] + kshape[ax + 1:]} or {kshape}")
+                  f"{bshape} or {kshape}")
         raise param_error("temperature", func, expect, f"an array of shape {tuple(T.shape)}")
     if is_concrete(T):
         bad = xp.logical_or(xp.isnan(T), T < 0)
@@ -148,52 +215,95 @@ def _first_bad(T, bad, xp):
 # the one generic kernel
 # --------------------------------------------------------------------------------------------
 def _core(xp, x, T, ax, mask):
-    """Shared pieces: (y, s, log_s, m, m_safe, empty, tie, nan_row) with ``y = (x - m)/T`` made safe.
+    """Shared pieces: (y, e, s, log_s, m, m_safe, empty, tie, nan_row), ``y = (x - m)/T`` made safe.
 
-    ``y`` is the tempered, max-shifted logit (``-inf`` at masked entries, ``0`` at the maxima of
-    "tie" rows, i.e. rows with ``T == 0`` or a ``+inf`` maximum); ``log_s`` is ``log sum exp(y)``
-    with fully masked rows given ``log_s = 0``.  Every branch that ``xp.where`` does not select is
-    kept finite, so gradients stay NaN-free (the double-``where`` trick).
+    ``y`` is the tempered, max-shifted logit (``-inf`` at masked entries, ``0`` at the row's
+    maxima), ``e = exp(y)``, ``s = sum(e)`` and ``log_s = log s`` computed as
+    ``log k + log1p(r / k)`` with ``k`` the number of maxima and ``r`` the sum over the other
+    entries (SciPy's form: exact when ``s`` is close to 1, where ``log(s)`` would round ``r``
+    away).  Tie rows (``T == 0`` or a ``+inf`` maximum) keep only their maxima; fully masked rows
+    get ``s = 1``, ``log_s = 0``.  Every branch that ``xp.where`` does not select is kept finite,
+    so gradients stay NaN-free (the double-``where`` trick).
     """
-    ninf = xp.asarray(-math.inf, dtype=x.dtype, device=_compat.device(x))
+    dev = _compat.device(x)
+    ninf = xp.asarray(-math.inf, dtype=x.dtype, device=dev)
     if mask is not None:
         x = xp.where(mask, x, ninf)
     nan_row = xp.any(xp.isnan(x), axis=ax, keepdims=True)
     valid = x > ninf                                   # False at -inf, masked and NaN entries
     m = xp.max(xp.where(valid, x, ninf), axis=ax, keepdims=True) if x.shape[ax] else \
         xp.full(tuple(1 if i == ax else n for i, n in enumerate(x.shape)), -math.inf,
-                dtype=x.dtype, device=_compat.device(x))
+                dtype=x.dtype, device=dev)
     empty = m == ninf
     m_fin = xp.isfinite(m)
     m_safe = xp.where(m_fin, m, xp.zeros_like(m))
+    tiny = float(xp.finfo(x.dtype).smallest_normal)
     if is_python_scalar(T):
-        tie = xp.logical_or(m == math.inf, xp.asarray(T == 0, device=_compat.device(x)))
-        # below the dtype's smallest normal, T/2 would underflow to 0 (0/0 = NaN at the max):
-        # clamp there; the result is already the argmax limit for every representable gap
-        t_half = max(T / 2, float(xp.finfo(x.dtype).smallest_normal)) if T != 0 else 0.5
+        tie = xp.logical_or(m == math.inf, xp.asarray(T == 0, device=dev))
+        t = T if T != 0 else 1.0
+        # T/2 below the smallest normal would lose bits (or be 0: 0/0 = NaN at the max); there
+        # the halved form only serves rows whose span overflows, where it gives -inf anyway
+        t_half = max(t / 2, tiny)
     else:
         tie = xp.logical_or(m == math.inf, T == 0)
-        t_half = xp.where(T == 0, xp.ones_like(T), T) / 2
+        t = xp.where(T == 0, xp.ones_like(T), T)
         # a negative or NaN temperature that could not be checked eagerly (traced) gives NaN
-        t_half = xp.where(T >= 0, t_half, xp.full_like(T, math.nan))
-        t_half = xp.maximum(t_half, xp.full_like(t_half, float(xp.finfo(x.dtype).smallest_normal)))
+        t = xp.where(T >= 0, t, xp.full_like(T, math.nan))
+        t_half = xp.maximum(t / 2, xp.full_like(t, tiny))
     use = xp.logical_and(valid, xp.logical_not(tie))
     x_safe = xp.where(use, x, m_safe)
-    y_gen = (x_safe / 2 - m_safe / 2) / t_half
+    # (x - m)/T: exact to two roundings; where x - m overflows (a span beyond the dtype's max),
+    # (x/2 - m/2)/(T/2) instead, which cannot overflow
+    d = x_safe - m_safe
+    d_fin = d > ninf
+    d_safe = xp.where(d_fin, d, xp.zeros_like(d))
+    if is_python_scalar(T) and t < tiny:
+        y_direct = _div_subnormal(xp, d_safe, t)
+    else:
+        y_direct = d_safe / t
+    y_half = (x_safe / 2 - m_safe / 2) / t_half
+    y_gen = xp.where(d_fin, y_direct, y_half)
     zero = xp.zeros_like(y_gen)
-    y_tie = xp.where(x == m, zero, ninf)
+    is_top = xp.logical_and(valid, x == m)            # the row's maxima: y = 0 there
+    y_tie = xp.where(is_top, zero, ninf)
     y = xp.where(valid, xp.where(tie, y_tie, y_gen), ninf)
-    s = xp.sum(xp.exp(y), axis=ax, keepdims=True)
-    s_safe = xp.where(empty, xp.ones_like(s), s)
-    log_s = xp.log(s_safe)
-    return y, s_safe, log_s, m, m_safe, empty, tie, nan_row
+    e = xp.exp(y)
+    k = xp.sum(xp.astype(is_top, y.dtype), axis=ax, keepdims=True)
+    k = xp.where(k > 0, k, xp.ones_like(k))           # fully masked / NaN rows
+    r = xp.sum(xp.where(is_top, zero, e), axis=ax, keepdims=True)
+    s = k + r
+    log_s = xp.log1p(r / k) + xp.log(k)
+    return y, e, s, log_s, m, m_safe, empty, tie, nan_row
+
+
+def _div_subnormal(xp, d, t):
+    """``d / t`` for a Python float ``0 < t`` below the smallest normal of ``d``'s dtype.
+
+    Such a ``t`` would be rounded (to 0, giving ``0/0 = NaN`` at the maxima, or to a subnormal
+    with few bits) when converted to the dtype.  Scale both by the same power of two instead:
+    ``d`` exactly (in steps the dtype can hold; an overflow gives ``-inf``, which is the
+    quotient's correct rounding then), ``t`` up to a normal number.
+    """
+    fi = xp.finfo(d.dtype)
+    tiny = float(fi.smallest_normal)
+    e = math.ceil(math.log2(tiny / t))
+    t_scaled = math.ldexp(t, e)
+    if t_scaled < tiny:  # pragma: no cover - log2 rounding
+        e += 1
+        t_scaled = math.ldexp(t, e)
+    step = int(math.floor(math.log2(float(fi.max)))) - 1
+    while e > 0:
+        k = min(e, step)
+        d = d * float(2.0 ** k)
+        e -= k
+    return d / t_scaled
 
 
 def _generic_kernel(kind, xp, x, T, ax, mask):
     """``kind`` on the generic Array-API path, keepdims form for logsumexp."""
-    y, s, log_s, m, m_safe, empty, tie, nan_row = _core(xp, x, T, ax, mask)
+    y, e, s, log_s, m, m_safe, empty, tie, nan_row = _core(xp, x, T, ax, mask)
     if kind == "softmax":
-        r = xp.exp(y) / s  # exp(y)/s: fewer roundings than exp(y - log s)
+        r = e / s  # exp(y)/s: fewer roundings than exp(y - log s)
     elif kind == "log_softmax":
         r = y - log_s
     else:
@@ -268,10 +378,11 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
         return None
     import torch
 
+    fi = torch.finfo(x.dtype)
     if isinstance(T, float):
-        if not torch.finfo(x.dtype).smallest_normal <= T < math.inf:
+        if not fi.smallest_normal <= T < math.inf:
             return None
-    elif T.requires_grad or not bool(torch.all(torch.isfinite(T) & (T > 0))):
+    elif T.requires_grad:
         # d/dT of a masked entry is 0 * inf in the fused form: learnable T takes the generic path
         return None
     z = x if mask is None else x.masked_fill(~mask, -math.inf)
@@ -279,26 +390,35 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
         return None
     m = torch.amax(z, dim=ax, keepdim=True)
     empty = m == -math.inf
-    # one host sync for both questions (each sync stalls a GPU stream)
-    ok, has_empty = torch.stack([torch.all((m < math.inf) & ~torch.isnan(m)), torch.any(empty)]).tolist()
-    if not ok:
+    # z - m (z >= -max) overflows only where the row maximum m exceeds a quarter of the
+    # spacing of floats at the dtype's max: one flag decides whether to halve first
+    big = math.ldexp(fi.eps, math.floor(math.log2(fi.max)) - 2)
+    flags = [torch.all((m < math.inf) & ~torch.isnan(m)), torch.any(empty), torch.any(m >= big)]
+    if not isinstance(T, float):
+        flags.append(torch.all(torch.isfinite(T) & (T >= fi.smallest_normal)))
+    # one host sync for every question (each sync stalls a GPU stream)
+    ok, has_empty, has_big, *t_ok = torch.stack(flags).tolist()
+    if not ok or not all(t_ok):
         return None
     m0 = torch.where(empty, torch.zeros_like(m), m) if has_empty else m
-    if isinstance(T, float):
-        # T < 1: (z - m)/T cannot overflow upward (and overflows downward only to a true -inf);
-        # T >= 1: z/T cannot overflow at all and torch's softmax shifts by the max itself
-        y = torch.sub(z, m0).div_(T) if T < 1 else z / T
+    if not has_big:
+        # (z - m)/T: exact to two roundings, and no overflow (an underflow to -inf is the
+        # correctly rounded value there)
+        y = torch.sub(z, m0).div_(T)
     else:
-        y = (z / 2 - m0 / 2) / (T / 2)
+        y = torch.sub(z * 0.5, m0, alpha=0.5).div_(T * 0.5 if isinstance(T, float) else T / 2)
     if has_empty:
         y = torch.where(empty, torch.zeros_like(y), y)
     if kind == "softmax":
         r = torch.softmax(y, dim=ax)
-    elif kind == "log_softmax":
-        r = torch.log_softmax(y, dim=ax)
     else:
-        shift = m0 if (not isinstance(T, float) or T < 1) else torch.zeros_like(m0)
-        r = shift + T * torch.logsumexp(y, dim=ax, keepdim=True)
+        # log sum exp(y) = log k + log1p(rest / k), k the maxima (y = 0), rest the others: exact
+        # when the sum is close to 1 (torch.logsumexp rounds rest away there)
+        top = z == m
+        k = top.sum(dim=ax, keepdim=True, dtype=y.dtype).clamp_(min=1)
+        rest = torch.where(top, torch.zeros_like(y), torch.exp(y)).sum(dim=ax, keepdim=True)
+        log_s = torch.log1p(rest / k) + torch.log(k)
+        r = y - log_s if kind == "log_softmax" else m0 + T * log_s
     if has_empty:  # fully masked rows: 0 (softmax), -inf (log_softmax and logsumexp, i.e. m)
         fill = torch.zeros_like(r) if kind == "softmax" else m.detach().expand_as(r)  # no gradient
         r = torch.where(empty, fill, r)
@@ -453,7 +573,8 @@ def temper(p, temperature, *, axis=-1):
         Non-negative weights along ``axis`` (they need not sum to 1).
     temperature : float or array
         As in :func:`softmax`.
-    axis : int, default -1
+    axis : int or None, default -1
+        ``None`` (or a 0-d ``p``) treats the whole array as one distribution.
 
     Examples
     --------
@@ -475,7 +596,9 @@ def temper(p, temperature, *, axis=-1):
     if is_concrete(p) and p.ndim and math.prod(p.shape) and bool(xp.any(p < 0)):
         raise param_error("p", "temper", "an array of non-negative probabilities",
                           "an array with negative entries")
-    if p.ndim:
+    if p.ndim == 0 or axis is None:
+        axis = None  # a 0-d p is one distribution of one entry
+    else:
         check_axis(axis, p.ndim, "temper")
     pos = p > 0
     logp = xp.where(pos, xp.log(xp.where(pos, p, xp.ones_like(p))),
