@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         subparser = getattr(parser, "_subcommands", {}).get(args.command)
         try:
             with warnings.catch_warnings():
-                # library warnings are one line on stderr, as errors are
+                # library warnings are one line on stderr (each once), as errors are
+                warnings.simplefilter("default")
                 warnings.showwarning = _print_warning
                 return int(args.func(args) or 0)
         except (CLIError, ValueError, TypeError, IndexError, OSError) as exc:

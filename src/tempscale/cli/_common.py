@@ -21,6 +21,7 @@ import csv
 import io
 import math
 import os
+import re
 import stat
 import tempfile
 import zipfile
@@ -88,7 +89,7 @@ _ALIASES = {"inf": math.inf, "+inf": math.inf, "-inf": -math.inf, "nan": math.na
 def parse_float(text: str, what: str = "value") -> float:
     """One number; ``inf``/``nan`` spelled out are fine, a finite literal that overflows is not."""
     t = str(text).strip().lower()
-    if not t:
+    if not t.replace(",", "").strip():
         raise CLIError(f"{what} is empty; give a number")
     if t in _ALIASES:
         return _ALIASES[t]
@@ -136,8 +137,7 @@ def _read_npy_header(fp, size: int, where: str):
             shape, fortran, dtype = fmt._read_array_header(fp, version)
         else:  # pragma: no cover - a NumPy without the private reader
             raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, MemoryError,
-            UnicodeDecodeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged header raises all sorts (TokenError ...)
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise CLIError(f"{where} is not a valid .npy file ({detail})") from None
     if dtype.hasobject:
@@ -249,9 +249,7 @@ def _read_csv(path: Path) -> Table:
         raise CLIError(f"{path}: the file holds no numbers (it is empty)")
     header = None
     first = rows[0]
-    try:
-        [parse_float(c) for c in first]
-    except CLIError:
+    if not all(_numberlike(c) for c in first):
         header = first
         rows = rows[1:]
         if not rows:
@@ -272,6 +270,18 @@ def _read_csv(path: Path) -> Table:
         raise CLIError(f"{path}: the header row has {len(header)} names but the rows have "
                        f"{widths[0]} columns")
     return Table(np.asarray(data, dtype=np.float64), header, path)
+
+
+def _numberlike(text: str) -> bool:
+    """Text that reads as a number (overflowing literals included: they are errors, not names)."""
+    t = text.strip().lower()
+    if t in _ALIASES:
+        return True
+    try:
+        float(t)
+    except ValueError:
+        return False
+    return True
 
 
 def _label_like(header: Sequence[str]) -> list[str]:
@@ -421,7 +431,10 @@ def _load_input(values, file, *, what):
         raise CLIError(f"give the {what} as numbers or with a file (see --help)")
     if len(values) == 1:
         src, key = split_key(values[0])
-        if Path(src).suffix.lower() in (".npy", ".npz", ".csv", ".txt", ".tsv"):
+        looks_like_path = (Path(src).suffix.lower() in (".npy", ".npz", ".csv", ".txt", ".tsv")
+                           or (not all(_numberlike(v) for v in values[0].replace(",", " ").split())
+                               and (os.path.lexists(src) or re.search(r"[/\\]|\.[A-Za-z]\w*$", src))))
+        if looks_like_path:
             return load_array(src, key=key, what=what)
     return np.asarray(parse_floats(values, "entry"), dtype=np.float64)
 

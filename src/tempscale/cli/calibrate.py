@@ -128,16 +128,19 @@ def run(args) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             T = fit_temperature(z, y)
-        advance()
-        before = _metrics(z, y, 1.0, args.n_bins, args.strategy)
-        advance()
-        after = _metrics(z, y, T, args.n_bins, args.strategy)
-        advance()
+            advance()
+            before = _metrics(z, y, 1.0, args.n_bins, args.strategy)
+            advance()
+            after = _metrics(z, y, T, args.n_bins, args.strategy)
+            advance()
+    said = set()
     for w in caught:
-        text = str(w.message)
+        text = " ".join(str(w.message).split())
         if args.input is None and "probabilit" in text.lower() and looks_like_probabilities(z):
             continue  # said above, with the flag to pass
-        warn(text)
+        if text not in said:
+            said.add(text)
+            warn(text)
     print(f"T = {T:.10g}   ({z.shape[0]} samples, {k} classes)")
     names = [("NLL", "nll"), (f"ECE ({args.n_bins} bins)", "ece"), ("Brier", "brier"),
              ("accuracy", "accuracy")]

@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from ._common import CLIError, add_input_args, add_output_args, check_output, load_input, print_table, write_array
+from ._common import (CLIError, add_input_args, add_output_args, as_logits, check_output, load_input,
+                      print_table, warn_if_probabilities, write_array)
 
 EPILOG = """\
 examples:
@@ -48,6 +49,8 @@ def run(args) -> int:
     from .. import softmax
 
     x = load_input(args.values, args.file, what="logits")
+    warn_if_probabilities(x, args.input, "solve")
+    x = as_logits(x, args.input)
     if x.shape[-1] < 2:
         raise CLIError(f"need at least 2 logits per row, got {x.shape[-1]}")
     if args.base is not None and args.entropy is None:
