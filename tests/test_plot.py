@@ -19,8 +19,8 @@ from scipy.stats import norm  # noqa: E402
 
 from tempscale.plot import EntropyCurveDisplay, ReliabilityDisplay, TemperatureDisplay  # noqa: E402
 
-SEED_T = (0.1, 0.5, 1.0, 2.0, 10.0)
-SEED_P = norm.pdf(np.arange(10), 4, 1)
+CLASSIC_T = (0.1, 0.5, 1.0, 2.0, 10.0)
+CLASSIC_P = norm.pdf(np.arange(10), 4, 1)  # the classic 10-class example
 
 
 @pytest.fixture(autouse=True)
@@ -53,22 +53,22 @@ def test_import_tempscale_does_not_import_matplotlib():
 # --------------------------------------------------------------------------------------------
 # TemperatureDisplay
 # --------------------------------------------------------------------------------------------
-def test_temperature_display_seed_structure():
-    disp = TemperatureDisplay.from_logits(SEED_P)
-    assert disp.temperatures == SEED_T
+def test_temperature_display_classic_example_structure():
+    disp = TemperatureDisplay.from_logits(CLASSIC_P)
+    assert disp.temperatures == CLASSIC_T
     assert isinstance(disp.ax_, np.ndarray) and disp.ax_.shape == (5,)
     assert disp.figure_ is disp.ax_[0].figure
     # one panel per T, each with 10 bars, sharing the y axis 0..1
     assert len(disp.bars_) == 5
-    for ax, bars, T in zip(disp.ax_, disp.bars_, SEED_T):
+    for ax, bars, T in zip(disp.ax_, disp.bars_, CLASSIC_T):
         assert len(bars) == 10
         assert ax.get_ylim() == (0.0, 1.0)
-        np.testing.assert_allclose(_heights(bars), _reference(SEED_P, T), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(_heights(bars), _reference(CLASSIC_P, T), rtol=1e-12, atol=1e-15)
         title = ax.get_title()
         assert title.startswith(f"T = {T:g}\n")
-        H = sp_entropy(_reference(SEED_P, T))
+        H = sp_entropy(_reference(CLASSIC_P, T))
         assert f"H = {H:.2f} nats" in title
-        assert f"max p = {_reference(SEED_P, T).max():.2f}" in title
+        assert f"max p = {_reference(CLASSIC_P, T).max():.2f}" in title
         assert [t.get_text() for t in ax.get_xticklabels()] == [str(i) for i in range(10)]
     shared = disp.ax_[0].get_shared_y_axes()
     assert all(shared.joined(disp.ax_[0], ax) for ax in disp.ax_[1:])
@@ -79,12 +79,12 @@ def test_temperature_display_seed_structure():
     assert [t.get_text() for t in disp.colorbar_.ax.get_yticklabels()] == ["0.1", "0.5", "1", "2", "10"]
     assert disp.colorbar_.ax.get_ylabel() == "temperature T"
     assert [t.get_text() for t in disp.legend_.get_texts()] == ["T = 1 distribution (reference)"]
-    np.testing.assert_allclose(disp.entropy, [sp_entropy(_reference(SEED_P, T)) for T in SEED_T])
-    np.testing.assert_allclose(disp.max_prob, [_reference(SEED_P, T).max() for T in SEED_T])
+    np.testing.assert_allclose(disp.entropy, [sp_entropy(_reference(CLASSIC_P, T)) for T in CLASSIC_T])
+    np.testing.assert_allclose(disp.max_prob, [_reference(CLASSIC_P, T).max() for T in CLASSIC_T])
 
 
 def test_temperature_display_one_sequential_colour_per_temperature():
-    disp = TemperatureDisplay.from_logits(SEED_P, cmap="viridis")
+    disp = TemperatureDisplay.from_logits(CLASSIC_P, cmap="viridis")
     cmap = mpl.colormaps["viridis"]
     faces = [to_rgba(bars[0].get_facecolor()) for bars in disp.bars_]
     assert len(set(faces)) == 5  # a distinct colour per T
@@ -99,17 +99,17 @@ def test_temperature_display_one_sequential_colour_per_temperature():
 
 
 def test_temperature_display_probabilities_input_is_temper():
-    p = SEED_P / SEED_P.sum()
-    disp = TemperatureDisplay.from_logits(SEED_P, input="probabilities")
-    for bars, T in zip(disp.bars_, SEED_T):
+    p = CLASSIC_P / CLASSIC_P.sum()
+    disp = TemperatureDisplay.from_logits(CLASSIC_P, input="probabilities")
+    for bars, T in zip(disp.bars_, CLASSIC_T):
         ref = p ** (1 / T) / np.sum(p ** (1 / T))
         np.testing.assert_allclose(_heights(bars), ref, rtol=1e-10, atol=1e-300)
-    # T = 1 gives p back; the seed's mistake (p as logits) is nearly flat at T = 1
+    # T = 1 gives p back; probabilities read as logits are nearly flat at T = 1
     np.testing.assert_allclose(disp.probabilities[2], p, rtol=1e-12)
-    flat = TemperatureDisplay.from_logits(SEED_P).probabilities[2]
+    flat = TemperatureDisplay.from_logits(CLASSIC_P).probabilities[2]
     assert flat.max() < 0.14 < p.max()
     assert "temper" in disp.figure_._suptitle.get_text()
-    same = TemperatureDisplay.from_probabilities(SEED_P)
+    same = TemperatureDisplay.from_probabilities(CLASSIC_P)
     np.testing.assert_array_equal(same.probabilities, disp.probabilities)
 
 
@@ -184,7 +184,7 @@ def test_temperature_display_wrong_axes_count():
 # EntropyCurveDisplay
 # --------------------------------------------------------------------------------------------
 def test_entropy_curve_values_and_structure():
-    rows = np.stack([SEED_P, np.log(SEED_P)])
+    rows = np.stack([CLASSIC_P, np.log(CLASSIC_P)])
     disp = EntropyCurveDisplay.from_logits(rows, row_labels=["as logits", "tempered"], num=61)
     ax = disp.ax_[0]
     assert disp.ax_.shape == (1,) and disp.figure_ is ax.figure
@@ -201,9 +201,9 @@ def test_entropy_curve_values_and_structure():
         np.testing.assert_allclose(disp.values[i], ref, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(disp.lines_[i].get_ydata(), ref, rtol=1e-9, atol=1e-12)
     # the marked temperatures: a dot per row and a label per T
-    np.testing.assert_allclose(disp.mark_values, [[sp_entropy(_reference(r, T)) for T in SEED_T] for r in rows])
+    np.testing.assert_allclose(disp.mark_values, [[sp_entropy(_reference(r, T)) for T in CLASSIC_T] for r in rows])
     labels = [t.get_text() for t in ax.texts]
-    assert [f"T = {T:g}" for T in SEED_T] == [s for s in labels if s.startswith("T = ")]
+    assert [f"T = {T:g}" for T in CLASSIC_T] == [s for s in labels if s.startswith("T = ")]
     assert "uniform: log 10 = 2.30" in labels
     assert len(ax.collections) == 5  # one scatter per marked temperature
     # monotone in T
@@ -238,7 +238,7 @@ def test_entropy_curve_bits_and_probabilities():
 
 def test_entropy_curve_target_marks_solved_temperature():
     pytest.importorskip("tempscale._entropy")
-    rows = np.stack([SEED_P, np.log(SEED_P)])
+    rows = np.stack([CLASSIC_P, np.log(CLASSIC_P)])
     disp = EntropyCurveDisplay.from_logits(rows, target=1.0)
     ts = disp.target_temperatures
     assert ts.shape == (2,)
@@ -395,3 +395,68 @@ def test_temperature_display_reference_ticks():
     assert wide.legend_ is None and not wide.ax_[0].collections  # auto: off for many classes
     forced = TemperatureDisplay.from_logits(np.arange(40.0), [0.5, 2.0], reference=True)
     assert forced.legend_ is not None and len(forced.ax_[0].collections) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# caps: a figure with hundreds of panels, curves or classes is refused, naming the parameter
+# --------------------------------------------------------------------------------------------
+def test_caps_are_sane_and_documented():
+    from tempscale import plot
+
+    assert plot.MAX_TEMPERATURES == 12 and plot.MAX_CURVES == 10
+    assert plot.MAX_CLASSES >= 200 and plot.MAX_GRID >= 241 and plot.MAX_FIGSIZE >= 20
+
+
+@pytest.mark.parametrize("n", [13, 300])
+def test_temperature_display_caps_panels(n):
+    from tempscale.plot import MAX_TEMPERATURES
+
+    temps = np.geomspace(0.1, 10, n)
+    with pytest.raises(ValueError, match=rf"'temperatures' parameter of TemperatureDisplay.from_logits "
+                                         rf"must be at most {MAX_TEMPERATURES} temperatures.*Got '{n} temperatures'"):
+        TemperatureDisplay.from_logits([0.0, 1.0, 2.0], temps)
+    with pytest.raises(ValueError, match=r"'temperatures' parameter of TemperatureDisplay must be "
+                                         rf"at most {MAX_TEMPERATURES}"):
+        TemperatureDisplay(np.full((n, 3), 1 / 3), temps)
+    assert not plt.get_fignums()  # refused before drawing anything
+    disp = TemperatureDisplay.from_logits([0.0, 1.0, 2.0], temps[:MAX_TEMPERATURES])
+    assert len(disp.ax_) == MAX_TEMPERATURES
+
+
+def test_temperature_display_caps_classes_and_figsize():
+    from tempscale.plot import MAX_CLASSES, MAX_FIGSIZE
+
+    with pytest.raises(ValueError, match=rf"'logits' parameter .* at most {MAX_CLASSES} classes"):
+        TemperatureDisplay.from_logits(np.zeros(MAX_CLASSES + 1), [1.0])
+    with pytest.raises(ValueError, match=r"'probabilities' parameter of TemperatureDisplay"):
+        TemperatureDisplay(np.full((1, MAX_CLASSES + 1), 1.0), [1.0])
+    for figsize in [(MAX_FIGSIZE + 1, 3), (3, 1e6), (0, 3), (-1, 3), (float("nan"), 3)]:
+        with pytest.raises(ValueError, match="'figsize' parameter of TemperatureDisplay.plot"):
+            TemperatureDisplay.from_logits([0.0, 1.0], [1.0], figsize=figsize)
+    with pytest.raises(TypeError, match="'figsize' parameter"):
+        TemperatureDisplay.from_logits([0.0, 1.0], [1.0], figsize="big")
+    with pytest.raises(ValueError, match="'ncols' parameter"):
+        TemperatureDisplay.from_logits([0.0, 1.0], [1.0, 2.0], ncols=0)
+    # grouped bars of many classes stay within the cap
+    disp = TemperatureDisplay.from_logits(np.arange(900.0) / 100, [0.5, 1, 2], layout="grouped")
+    assert disp.figure_.get_figwidth() <= MAX_FIGSIZE
+
+
+def test_entropy_curve_caps():
+    from tempscale.plot import MAX_CURVES, MAX_GRID, MAX_TEMPERATURES
+
+    with pytest.raises(ValueError, match=rf"'logits' parameter .* at most {MAX_CURVES} rows"):
+        EntropyCurveDisplay.from_logits(np.zeros((MAX_CURVES + 1, 3)))
+    with pytest.raises(ValueError, match=rf"'temperatures' parameter .* at most {MAX_TEMPERATURES}"):
+        EntropyCurveDisplay.from_logits([0.0, 1.0], np.geomspace(0.1, 10, 50))
+    with pytest.raises(ValueError, match=rf"'num' parameter .* \[2, {MAX_GRID}\]"):
+        EntropyCurveDisplay.from_logits([0.0, 1.0], num=MAX_GRID + 1)
+    with pytest.raises(ValueError, match="'values' parameter of EntropyCurveDisplay"):
+        EntropyCurveDisplay(np.geomspace(0.1, 10, 5), np.zeros((MAX_CURVES + 1, 5)))
+    with pytest.raises(ValueError, match="'temperatures' parameter of EntropyCurveDisplay"):
+        EntropyCurveDisplay(np.geomspace(0.1, 10, MAX_GRID + 1), np.zeros((1, MAX_GRID + 1)))
+    with pytest.raises(ValueError, match="'marks' parameter of EntropyCurveDisplay"):
+        EntropyCurveDisplay(np.geomspace(0.1, 10, 5), np.zeros((1, 5)), marks=range(1, 20))
+    with pytest.raises(ValueError, match="'figsize' parameter of EntropyCurveDisplay.plot"):
+        EntropyCurveDisplay.from_logits([0.0, 1.0], figsize=(500, 4))
+    assert not plt.get_fignums()
