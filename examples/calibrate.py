@@ -5,7 +5,7 @@ separates its training set and comes out over-confident.  We fit one temperature
 validation split with :func:`tempscale.calibration.fit_temperature` and compare NLL, ECE, Brier
 score and accuracy on the test split before and after.
 
-Run:  python examples/calibrate.py [--plot reliability.png] [--seed 0]
+Run:  python examples/calibrate.py [--plot reliability.png [--force]] [--seed 0]
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ import numpy as np
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plot", metavar="PATH", help="save a reliability diagram (needs matplotlib)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing --plot file (a symbolic link is replaced, not followed)")
     ap.add_argument("--seed", type=int, default=0, help="random split seed (default 0)")
     ap.add_argument("--n-bins", type=int, default=10, help="ECE bins (default 10)")
     args = ap.parse_args(argv)
+    if args.plot:
+        from tempscale.cli._common import CLIError, check_output
+
+        try:
+            check_output(args.plot, args.force)  # refused before any work, links included
+        except CLIError as exc:
+            ap.error(str(exc))
 
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
@@ -74,10 +83,14 @@ def main(argv=None) -> dict:
         else:
             import matplotlib
 
+            from tempscale.cli._common import write_output
+
             matplotlib.use("Agg")
             disp = ReliabilityDisplay.from_logits(y_test, z_test, temperature=T,
                                                   n_bins=args.n_bins)
-            disp.figure_.savefig(args.plot, dpi=120, bbox_inches="tight")
+            fmt = args.plot.rsplit(".", 1)[-1].lower() if "." in args.plot else "png"
+            write_output(args.plot, args.force,
+                         lambda fh: disp.figure_.savefig(fh, format=fmt, dpi=120, bbox_inches="tight"))
             console.print(f"wrote {args.plot}")
     return {"temperature": T, "before": before, "after": after}
 
