@@ -739,3 +739,41 @@ def test_no_seed_wording_in_user_facing_text(capsys):
             pass
         out, _ = capsys.readouterr()
         assert "seed" not in out.lower().replace("--seed", ""), cmd
+
+
+# ============================================================================================
+# more edges found by fuzzing the commands' options
+# ============================================================================================
+@pytest.mark.parametrize("argv, frag", [
+    (["softmax", "e.npy"], "no numbers"),
+    (["sample", "e.npy"], "no numbers"),
+    (["solve", "--entropy", "1", "e.npy"], "no numbers"),
+    (["calibrate", "z.npy", "y.npy", "--n-bins", "1000000000000"], "--n-bins must be in [1, "),
+    (["sample", "--seed", "-1", "--", "1", "2"], "--seed must be a non-negative int"),
+    (["demo", "--outdir", ""], "--outdir is empty"),
+    (["softmax", "mid.csv"], "row 1: entry is empty"),
+    (["softmax", "weird.bin"], "does not exist"),
+    (["explore", "-o", "", "1", "2"], "output file name is empty"),
+])
+def test_option_edges_are_one_line(capsys, argv, frag):
+    np.save("e.npy", np.zeros((3, 0)))
+    np.save("z.npy", np.zeros((5, 3)))
+    np.save("y.npy", np.zeros(5, dtype=np.int64))
+    Path("mid.csv").write_text("1,,3\n")
+    rc, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(rc, err, frag, absent=("None",))
+    assert rc == 2
+
+
+def test_trailing_delimiter_is_not_a_header(capsys):
+    Path("z.csv").write_text("1,2,3,\n4,5,6,\n")
+    rc, _, err = run_cli(capsys, "softmax", "z.csv", "-o", "p.npy")
+    assert rc == 0 and err == ""
+    np.testing.assert_allclose(np.load("p.npy"), sp_softmax([[1.0, 2, 3], [4, 5, 6]], axis=-1),
+                               rtol=1e-12)
+
+
+@needs_mpl
+def test_plot_target_must_be_finite(capsys):
+    rc, _, err = run_cli(capsys, "plot", "--kind", "entropy", "--target", "nan", "--", "1", "2")
+    assert_one_line_error(rc, err, "--target must be a finite number", absent=("None",))

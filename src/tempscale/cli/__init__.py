@@ -63,6 +63,8 @@ _PARAM_FLAGS = {
 _PHRASES = (
     (re.compile(r"\(?or pass on_unreachable=['\"]nan['\"]\)?"), "(or pass --nan)"),
     (re.compile(r"on_unreachable=['\"]nan['\"]"), "--nan"),
+    (re.compile(r"^(--[\w-]+ must be )None or (an? )"), r"\1\2"),
+    (re.compile(r"^(--[\w-]+ must be .*?),? or None\b"), r"\1"),
 )
 _PARAM_RE = re.compile(r"^The '(?P<param>[\w.]+)' parameter of (?P<func>[\w.]+) (?P<rest>.*)$", re.S)
 

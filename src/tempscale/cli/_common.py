@@ -225,7 +225,10 @@ def _split_rows(text: str, delimiter: str | None) -> list[list[str]]:
             continue
         if line[0].lstrip().startswith("#"):
             continue
-        rows.append([c.strip() for c in line])
+        cells = [c.strip() for c in line]
+        if len(cells) > 1 and cells[-1] == "":  # a trailing delimiter ("1,2,3,")
+            cells.pop()
+        rows.append(cells)
     return rows
 
 
@@ -249,7 +252,7 @@ def _read_csv(path: Path) -> Table:
         raise CLIError(f"{path}: the file holds no numbers (it is empty)")
     header = None
     first = rows[0]
-    if not all(_numberlike(c) for c in first):
+    if any(c.strip() and not _numberlike(c) for c in first):
         header = first
         rows = rows[1:]
         if not rows:
@@ -420,7 +423,10 @@ def add_input_kind(p: argparse.ArgumentParser, dest: str = "input") -> None:
 
 def load_input(values: Sequence[str] | None, file: str | None, *, what: str = "logits") -> np.ndarray:
     """Numbers from the command line, or an array from ``--file``/a path argument (at least 1-D)."""
-    return np.atleast_1d(_load_input(values, file, what=what))
+    x = np.atleast_1d(_load_input(values, file, what=what))
+    if x.size == 0:
+        raise CLIError(f"the {what} hold no numbers (an array of shape {x.shape})")
+    return x
 
 
 def _load_input(values, file, *, what):

@@ -27,6 +27,8 @@ A CSV header row is detected; a column named like labels (label, target, y, clas
 named with --label-column, never read as one more logit.
 """
 
+#: the most ECE bins
+MAX_BINS = 100_000
 #: inputs with at least this many logits get a progress bar
 PROGRESS_MIN = 2_000_000
 
@@ -119,8 +121,8 @@ def _metrics(z, y, T, n_bins, strategy):
 def run(args) -> int:
     from ..calibration import fit_temperature
 
-    if args.n_bins < 1:
-        raise CLIError(f"--n-bins must be at least 1, got {args.n_bins}")
+    if not 1 <= args.n_bins <= MAX_BINS:
+        raise CLIError(f"--n-bins must be in [1, {MAX_BINS}], got {args.n_bins}")
     out = check_output(args.json, args.force) if args.json else None
     z, y, k = _load(args)
     big = z.size >= PROGRESS_MIN

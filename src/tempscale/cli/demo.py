@@ -83,6 +83,8 @@ def run(args) -> int:
     out = console()
 
     # refuse before doing anything if earlier files are in the way
+    if not str(args.outdir).strip():
+        raise CLIError("--outdir is empty; give a folder name")
     outdir = Path(args.outdir)
     if os.path.lexists(outdir) and not outdir.is_dir():
         kind = "a broken symbolic link" if os.path.islink(outdir) else "not a folder"

@@ -124,6 +124,8 @@ def run(args) -> int:
         raise CLIError(f"--dpi must be in (0, 2400], got {args.dpi:g}")
     x = load_input(args.values, args.file, what="logits")
     temps = parse_temperatures(args.temperature)
+    if args.target is not None and not np.isfinite(args.target):
+        raise CLIError(f"--target must be a finite number, got {args.target}")
     out = check_figure_path(args.output or f"tempscale-{args.kind}.png", args.force)
     if args.row is not None:
         if x.ndim != 2:
