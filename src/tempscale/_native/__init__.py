@@ -72,9 +72,12 @@ class _ParamTypeError(TypeError, ValueError):
 
 
 def _env_warning(var: str, value: str, accepted: str, default: str) -> None:
+    """One RuntimeWarning, reported at this module's import line (so that the one line of
+    stderr that names ``var`` is the message itself)."""
     msg = (f"Ignoring the environment variable {var}={value!r}: it must be {accepted}. "
            f"Using {default} instead.")
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    warnings.warn_explicit(msg, RuntimeWarning, filename=__file__, lineno=1,
+                           module=__name__, registry=None)
 
 
 def _env_flag(var: str) -> bool:

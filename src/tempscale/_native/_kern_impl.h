@@ -128,14 +128,15 @@ AI vf SFX(exp2_tsum)(vf xv, vf mv, vf nmv, vf chv, vf clv) {
 }
 #endif
 
-/* 2^t for t <= 0 (or NaN), double accuracy (~2 ulp); subnormal / zero results below -1022. */
-AI vd SFX(exp2_hi)(vd t) {
+/* 2^(t + tl) for t <= 0 (or NaN) and |tl| << 1, double accuracy (~2 ulp); subnormal / zero
+   results below -1022; exactly 0 for t < -1100 (and -inf) whatever tl is. */
+AI vd SFX(exp2_hi2)(vd t, vd tl) {
     vd lo = (vd){0} - 1100.0;
     vl below = (vl)(t < lo);
     t = (vd)(((vl)t & ~below) | ((vl)lo & below));
     vd kd = t + SHIFTER;
     vd k = kd - SHIFTER;
-    vd f = t - k;
+    vd f = (t - k) + tl;
     vd p = (vd){0} + 1.3691488853904124e-12;           /* ln2^13 / 13! */
     p = p * f + 2.5678435993488196e-11;
     p = p * f + 4.44553827187081e-10;
@@ -157,6 +158,51 @@ AI vd SFX(exp2_hi)(vd t) {
     vd s2 = (vd)((vu)(k2 + 1023) << 52);
     vd e = (p * s1) * s2;
     return (vd)((vl)e & ~below);
+}
+
+AI vd SFX(exp2_hi)(vd t) { return SFX(exp2_hi2)(t, (vd){0}); }
+
+/* a * b - p exactly, for p = a * b rounded (FMA where the build has it, else Dekker's product;
+   there a lane whose split overflows gets 0: only |a| > 1e300, where the caller's term has
+   |t| >> 1 or a tiny c anyway) */
+AI vd SFX(prod_err)(vd a, vd b, vd p) {
+#if VF == 16 && defined(__AVX512F__)
+    return (vd)_mm512_fmsub_pd((__m512d)a, (__m512d)b, (__m512d)p);
+#elif VF == 8 && defined(__FMA__)
+    return (vd)_mm256_fmsub_pd((__m256d)a, (__m256d)b, (__m256d)p);
+#else
+    vd sa = a * 134217729.0, sb = b * 134217729.0;
+    vd ah = sa - (sa - a), al = a - ah, bh = sb - (sb - b), bl = b - bh;
+    vd e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+    return (vd)((vl)e & (vl)(e == e));
+#endif
+}
+
+/* the rounded product a * b, kept opaque so that -ffp-contract cannot fuse it into the next add
+   (prod_err must see the same rounded value) */
+AI vd SFX(mul_opaque)(vd a, vd b) {
+    vd p = a * b;
+#if VF == 16
+    __asm__("" : "+v"(p));
+#else
+    __asm__("" : "+x"(p));
+#endif
+    return p;
+}
+
+/* t = (x - m) log2(e) / T as th + tl, accurate to ~2^-100 relative: the subtraction
+   x h - m h kept exact (TwoSum), scaled by A (exact), times c = ch + cl (double-double
+   log2(e) / (T h A)).  Without this, rounding t once costs |t| 2^-53 relative in 2^t
+   (e.g. 48 ulps for exp(-57)).  An overflowed (x - m) A gives th = -inf (a zero term). */
+AI vd SFX(targ_f64)(vd x, vd h, vd mh, vd A, vd ch, vd cl, vd *tl) {
+    vd xh = x * h;
+    vd d = xh - mh;
+    vd bv = d - xh;
+    vd dl = (xh - (d - bv)) + ((vd){0} - mh - bv);
+    vd dA = d * A, dlA = dl * A;
+    vd th = SFX(mul_opaque)(dA, ch);
+    *tl = (SFX(prod_err)(dA, ch, th) + dA * cl) + dlA * ch;
+    return th;
 }
 
 /* float-only exp(x) for the benchmark's "machine limit" pass (one read, one write). */
@@ -227,13 +273,16 @@ AI float SFX(rowmax_f32)(const float *x, npy_intp n, int *nan) {
    log(k) + log1p(rest / k) without losing the small terms (log_sum in _tskernels.c).
    AVX-512 evaluates with exp2_tsum when c is in [TSUM_LO, TSUM_HI] (the float pair (ch, cl)
    is then normal and an overflowed x - m still means a zero term); otherwise, and on other
-   instruction sets, t = (x - m) c is formed in double (exact x - m, c un-narrowed). */
+   instruction sets, t = (x - m) c is formed in double (exact x - m, c un-narrowed).  precise:
+   always in double, with exp2_hi (terms down to 2^-1074 instead of float subnormals / the 2^-200
+   cut-off of exp2_lo), for log-sums whose non-maximal terms add up to less than PRECISE_BELOW. */
 AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double c, int store,
-                          double *cnt) {
+                          double *cnt, int precise) {
     vd s0 = (vd){0}, s1 = (vd){0};
     npy_intp i = 0;
+#define EXP2D(t) (precise ? SFX(exp2_hi)(t) : SFX(exp2_lo)(t))
 #ifdef HAVE_TSUM
-    if (c >= TSUM_LO && c <= TSUM_HI) {
+    if (!precise && c >= TSUM_LO && c <= TSUM_HI) {
         float chs = (float)c;
         vf mv = (vf){0} + (float)m, nmv = (vf){0} - (float)m;
         vf chv = (vf){0} + chs, clv = (vf){0} + (float)(c - (double)chs);
@@ -292,8 +341,8 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
         vl k0 = (vl){0}, k1 = (vl){0};
         for (; i + VF <= n; i += VF) {
             vd x0 = SFX(ldhf)(x + i), x1 = SFX(ldhf)(x + i + VD);
-            vd e0 = SFX(exp2_lo)((x0 - m) * c);
-            vd e1 = SFX(exp2_lo)((x1 - m) * c);
+            vd e0 = EXP2D((x0 - m) * c);
+            vd e1 = EXP2D((x1 - m) * c);
             if (store) {
                 SFX(sthf)(o + i, e0);
                 SFX(sthf)(o + i + VD, e1);
@@ -313,8 +362,8 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
             npy_intp r = n - i;
             for (int l = 0; l < VF; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
             vd x0 = SFX(ldhf)(buf), x1 = SFX(ldhf)(buf + VD);
-            vd e0 = SFX(exp2_lo)((x0 - m) * c);
-            vd e1 = SFX(exp2_lo)((x1 - m) * c);
+            vd e0 = EXP2D((x0 - m) * c);
+            vd e1 = EXP2D((x1 - m) * c);
             if (store) {
                 SFX(sthf)(ob, e0);
                 SFX(sthf)(ob + VD, e1);
@@ -337,6 +386,7 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
             *cnt = (double)k;
         }
     }
+#undef EXP2D
     s0 += s1;
     double s = 0.0;
     for (int l = 0; l < VD; l++) s += s0[l];
@@ -404,7 +454,7 @@ static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind
     if (kind == KIND_SOFTMAX) {
 #ifdef HAVE_TSUM
         if (scratch) {
-            double s = SFX(expsum_f32)(x, scratch, n, m, c, 1, NULL);
+            double s = SFX(expsum_f32)(x, scratch, n, m, c, 1, NULL, 0);
             if (!isfinite(s)) return 1;
             SFX(scale_stream_f32)(scratch, o, n, 1.0 / s);
             return 0;
@@ -412,16 +462,17 @@ static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind
 #else
         (void)scratch;
 #endif
-        double s = SFX(expsum_f32)(x, o, n, m, c, 1, NULL);
+        double s = SFX(expsum_f32)(x, o, n, m, c, 1, NULL, 0);
         if (!isfinite(s)) return 1;
         SFX(scale_f32)(o, n, 1.0 / s);
     } else {
         double k;
-        double rest = SFX(expsum_f32)(x, NULL, n, m, c, 0, &k);
+        double rest = SFX(expsum_f32)(x, NULL, n, m, c, 0, &k, 0);
+        if (rest < PRECISE_BELOW) rest = SFX(expsum_f32)(x, NULL, n, m, c, 0, &k, 1);
         if (!isfinite(rest) || !(k >= 1.0)) return 1;
         double ls = log_sum(k, rest);
         if (kind == KIND_LOGSOFTMAX) SFX(logsm_f32)(x, o, n, m, 1.0 / T, ls);
-        else *lse = m + T * ls;
+        else *lse = lse_combine(m, T, ls);
     }
     return 0;
 }
@@ -449,20 +500,32 @@ AI double SFX(rowmax_f64)(const double *x, npy_intp n) {
     return m;
 }
 
+/* s + e as the pair (s, r): TwoSum, exact for any order of magnitude (compensated summation:
+   a float64 row of 70000 equal terms stays within a few ulps) */
+AI void SFX(twosum)(vd *s, vd *r, vd e) {
+    vd t = *s + e, bp = t - *s;
+    *r += (*s - (t - bp)) + (e - bp);
+    *s = t;
+}
+
 /* t = ((x h - m h) A) c: h = 1/2 keeps x - m finite for any two doubles; for T < F64_SMALL_T,
    h = 1 and A = F64_SCALE instead (T h would underflow there): x - m is then rounded once and a
    product overflowing to -inf still means a zero term.  c = log2(e) / (T h A), finite for every
    T in (0, inf).  NaN propagates through exp2_hi into the sum, which the caller checks.  With
    cnt, the maxima are counted instead of summed (see expsum_f32). */
 AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, double h, double A,
-                          double c, double m, int store, double *cnt) {
-    vd s0 = (vd){0}, s1 = (vd){0};
+                          double ch, double cl, double m, int store, double *cnt) {
+    vd hv = (vd){0} + h, mhv = (vd){0} + mh, Av = (vd){0} + A, chv = (vd){0} + ch;
+    vd clv = (vd){0} + cl, t0l, t1l;
+    vd s0 = (vd){0}, s1 = (vd){0}, r0 = (vd){0}, r1 = (vd){0}; /* sums and their errors */
     vl k0 = (vl){0}, k1 = (vl){0};
     npy_intp i = 0;
     for (; i + 2 * VD <= n; i += 2 * VD) {
         vd x0 = SFX(ldd)(x + i), x1 = SFX(ldd)(x + i + VD);
-        vd e0 = SFX(exp2_hi)(((x0 * h - mh) * A) * c);
-        vd e1 = SFX(exp2_hi)(((x1 * h - mh) * A) * c);
+        vd t0 = SFX(targ_f64)(x0, hv, mhv, Av, chv, clv, &t0l);
+        vd t1 = SFX(targ_f64)(x1, hv, mhv, Av, chv, clv, &t1l);
+        vd e0 = SFX(exp2_hi2)(t0, t0l);
+        vd e1 = SFX(exp2_hi2)(t1, t1l);
         if (store) {
             SFX(std_)(o + i, e0);
             SFX(std_)(o + i + VD, e1);
@@ -474,15 +537,16 @@ AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, dou
             k0 -= q0;
             k1 -= q1;
         }
-        s0 += e0;
-        s1 += e1;
+        SFX(twosum)(&s0, &r0, e0);
+        SFX(twosum)(&s1, &r1, e1);
     }
     for (; i < n; i += VD) {
         double buf[VD], ob[VD];
         npy_intp r = n - i < VD ? n - i : VD;
         for (int l = 0; l < VD; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
         vd x0 = SFX(ldd)(buf);
-        vd e0 = SFX(exp2_hi)(((x0 * h - mh) * A) * c);
+        vd t0 = SFX(targ_f64)(x0, hv, mhv, Av, chv, clv, &t0l);
+        vd e0 = SFX(exp2_hi2)(t0, t0l);
         if (store) {
             SFX(std_)(ob, e0);
             for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
@@ -492,11 +556,17 @@ AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, dou
             e0 = (vd)((vl)e0 & ~q0);
             k0 -= q0;
         }
-        s0 += e0;
+        SFX(twosum)(&s0, &r0, e0);
     }
-    s0 += s1;
-    double s = 0.0;
-    for (int l = 0; l < VD; l++) s += s0[l];
+    SFX(twosum)(&s0, &r0, s1);
+    r0 += r1;
+    double s = 0.0, r = 0.0;
+    for (int l = 0; l < VD; l++) {
+        double t = s + s0[l], bp = t - s;
+        r += (s - (t - bp)) + (s0[l] - bp) + r0[l];
+        s = t;
+    }
+    s += r;
     if (cnt) {
         k0 += k1;
         int64_t k = 0;
@@ -526,18 +596,18 @@ static int SFX(row_f64)(const double *x, double *o, npy_intp n, double T, int ki
     double h, A;
     f64_regime(T, &h, &A);
     double Ts = T * h * A; /* exact: scaling by powers of two inside the normal range */
-    double mh = m * h, c = LOG2E / Ts;
+    double mh = m * h, cl, c = log2e_over(Ts, &cl);
     if (kind == KIND_SOFTMAX) {
-        double s = SFX(expsum_f64)(x, o, n, mh, h, A, c, m, 1, NULL);
+        double s = SFX(expsum_f64)(x, o, n, mh, h, A, c, cl, m, 1, NULL);
         if (!isfinite(s)) return 1;
         SFX(scale_f64)(o, n, 1.0 / s);
     } else {
         double k;
-        double rest = SFX(expsum_f64)(x, NULL, n, mh, h, A, c, m, 0, &k);
+        double rest = SFX(expsum_f64)(x, NULL, n, mh, h, A, c, cl, m, 0, &k);
         if (!isfinite(rest) || !(k >= 1.0)) return 1;
         double ls = log_sum(k, rest);
         if (kind == KIND_LOGSOFTMAX) SFX(logsm_f64)(x, o, n, mh, h, A, 1.0 / Ts, ls);
-        else *lse = m + T * ls;
+        else *lse = lse_combine(m, T, ls);
     }
     return 0;
 }
@@ -574,54 +644,63 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
     vd c0 = SFX(ldd)(cl), c1 = SFX(ldd)(cl + VD);
     vd s0 = (vd){0}, s1 = (vd){0};
     int split = kind != KIND_SOFTMAX;
+    for (int pass = 0; pass < 2; pass++) { /* pass 1: precise log-sums (see expsum_f32) */
+        int precise = pass == 1;
+        s0 = s1 = (vd){0};
 #ifdef HAVE_TSUM
-    if (tsum) {
-        vf chv = SFX(d2f)(c0, c1);
-        vf clv = SFX(d2f)(c0 - SFX(lo2d)(chv), c1 - SFX(hi2d)(chv));
-        vf nmv = -mv;
-        vi kv = (vi){0};
-        for (npy_intp j = 0; j < n; j++) {
-            vf v = SFX(ldf)(XT + j * VF);
-            vf e = SFX(exp2_tsum)(v, mv, nmv, chv, clv);
-            if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * VF, e);
-            if (split) {
-                vi q = (vi)(v == mv);
-                e = (vf)((vi)e & ~q);
-                kv -= q;
+        if (tsum && !precise) {
+            vf chv = SFX(d2f)(c0, c1);
+            vf clv = SFX(d2f)(c0 - SFX(lo2d)(chv), c1 - SFX(hi2d)(chv));
+            vf nmv = -mv;
+            vi kv = (vi){0};
+            for (npy_intp j = 0; j < n; j++) {
+                vf v = SFX(ldf)(XT + j * VF);
+                vf e = SFX(exp2_tsum)(v, mv, nmv, chv, clv);
+                if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * VF, e);
+                if (split) {
+                    vi q = (vi)(v == mv);
+                    e = (vf)((vi)e & ~q);
+                    kv -= q;
+                }
+                s0 += SFX(lo2d)(e);
+                s1 += SFX(hi2d)(e);
             }
-            s0 += SFX(lo2d)(e);
-            s1 += SFX(hi2d)(e);
-        }
-        for (int r = 0; r < VF; r++) kl[r] = (double)kv[r];
-    } else
+            for (int r = 0; r < VF; r++) kl[r] = (double)kv[r];
+        } else
 #endif
-    {
-        vl k0 = (vl){0}, k1 = (vl){0};
-        for (npy_intp j = 0; j < n; j++) {
-            vd x0 = SFX(ldhf)(XT + j * VF), x1 = SFX(ldhf)(XT + j * VF + VD);
-            vd e0 = SFX(exp2_lo)((x0 - m0) * c0);
-            vd e1 = SFX(exp2_lo)((x1 - m1) * c1);
-            if (kind == KIND_SOFTMAX) {
-                SFX(sthf)(PT + j * VF, e0);
-                SFX(sthf)(PT + j * VF + VD, e1);
+        {
+            vl k0 = (vl){0}, k1 = (vl){0};
+            for (npy_intp j = 0; j < n; j++) {
+                vd x0 = SFX(ldhf)(XT + j * VF), x1 = SFX(ldhf)(XT + j * VF + VD);
+                vd t0 = (x0 - m0) * c0, t1 = (x1 - m1) * c1;
+                vd e0 = precise ? SFX(exp2_hi)(t0) : SFX(exp2_lo)(t0);
+                vd e1 = precise ? SFX(exp2_hi)(t1) : SFX(exp2_lo)(t1);
+                if (kind == KIND_SOFTMAX) {
+                    SFX(sthf)(PT + j * VF, e0);
+                    SFX(sthf)(PT + j * VF + VD, e1);
+                }
+                if (split) {
+                    vl q0 = (vl)(x0 == m0), q1 = (vl)(x1 == m1);
+                    e0 = (vd)((vl)e0 & ~q0);
+                    e1 = (vd)((vl)e1 & ~q1);
+                    k0 -= q0;
+                    k1 -= q1;
+                }
+                s0 += e0;
+                s1 += e1;
             }
-            if (split) {
-                vl q0 = (vl)(x0 == m0), q1 = (vl)(x1 == m1);
-                e0 = (vd)((vl)e0 & ~q0);
-                e1 = (vd)((vl)e1 & ~q1);
-                k0 -= q0;
-                k1 -= q1;
+            for (int r = 0; r < VD; r++) {
+                kl[r] = (double)k0[r];
+                kl[r + VD] = (double)k1[r];
             }
-            s0 += e0;
-            s1 += e1;
         }
-        for (int r = 0; r < VD; r++) {
-            kl[r] = (double)k0[r];
-            kl[r + VD] = (double)k1[r];
-        }
+        SFX(std_)(sl, s0);
+        SFX(std_)(sl + VD, s1);
+        int again = 0;
+        if (split && !precise)
+            for (int r = 0; r < VF; r++) again |= !spec[r] && sl[r] < PRECISE_BELOW;
+        if (!again) break;
     }
-    SFX(std_)(sl, s0);
-    SFX(std_)(sl + VD, s1);
     if (kind == KIND_SOFTMAX) {
         vd i0 = 1.0 / s0, i1 = 1.0 / s1;
         vf ih = SFX(d2f)(i0, i1);
@@ -647,7 +726,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
         } else {
             SFX(std_)(ml, m0);
             SFX(std_)(ml + VD, m1);
-            for (int r = 0; r < VF; r++) lse[r] = ml[r] + Tr[r] * ls[r];
+            for (int r = 0; r < VF; r++) lse[r] = lse_combine(ml[r], Tr[r], ls[r]);
         }
     }
 }
@@ -662,7 +741,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
         mv = SFX(maxd)(v, mv);
         bad |= (vl)(v != v);
     }
-    double hl[VD], Al[VD], cl[VD], il[VD], sl[VD], ml[VD], kl[VD];
+    double hl[VD], Al[VD], cl[VD], cll[VD], il[VD], sl[VD], ml[VD], kl[VD];
     SFX(std_)(ml, mv);
     for (int r = 0; r < VD; r++) {
         double T = Tr[r];
@@ -671,16 +750,17 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
         if (sp) T = 1.0;
         f64_regime(T, &hl[r], &Al[r]);
         double Ts = T * hl[r] * Al[r];
-        cl[r] = LOG2E / Ts;
+        cl[r] = log2e_over(Ts, &cll[r]);
         il[r] = 1.0 / Ts;
     }
-    vd hv = SFX(ldd)(hl), Av = SFX(ldd)(Al), cv = SFX(ldd)(cl);
+    vd hv = SFX(ldd)(hl), Av = SFX(ldd)(Al), cv = SFX(ldd)(cl), clv = SFX(ldd)(cll), tl;
     vd mh = mv * hv;
     vd s0 = (vd){0};
     vl k0 = (vl){0};
     for (npy_intp j = 0; j < n; j++) {
         vd v = SFX(ldd)(XT + j * VD);
-        vd e0 = SFX(exp2_hi)(((v * hv - mh) * Av) * cv);
+        vd th = SFX(targ_f64)(v, hv, mh, Av, cv, clv, &tl);
+        vd e0 = SFX(exp2_hi2)(th, tl);
         if (kind == KIND_SOFTMAX) SFX(std_)(PT + j * VD, e0);
         else {
             vl q = (vl)(v == mv);
@@ -705,7 +785,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
             for (npy_intp j = 0; j < n; j++)
                 SFX(std_)(PT + j * VD, ((SFX(ldd)(XT + j * VD) * hv - mh) * Av) * iv - l0);
         } else {
-            for (int r = 0; r < VD; r++) lse[r] = ml[r] + Tr[r] * ls[r];
+            for (int r = 0; r < VD; r++) lse[r] = lse_combine(ml[r], Tr[r], ls[r]);
         }
     }
 }

@@ -50,11 +50,32 @@
 #define TSUM_HI 0x1p120
 #define F64_SMALL_T 0x1p-900
 #define F64_SCALE 0x1p900
+/* float32 log-sums whose non-maximal terms add up to less than this are summed again in double
+   with exp2_hi: float subnormals and exp2_lo's 2^-200 cut-off would lose them (logsumexp of
+   [0, -3700] at T = 37 is 37 e^-100 = 1.38e-42, a float subnormal) */
+#define PRECISE_BELOW 0x1p-90
 
 /* log(k + rest) for k >= 1 maxima (each contributing exactly 1) and the sum of the other terms:
    log1p keeps the small terms (log(1 + 1e-18) is 1e-18, not 0) */
 static inline double log_sum(double k, double rest) {
     return k == 1.0 ? log1p(rest) : log(k) + log1p(rest / k);
+}
+
+/* logsumexp = m + T log s, without a spurious overflow of T log s when the sum is finite
+   (m = -max/2, T = max, log s = 1.04: T log s > max, m + T log s = 0.54 max) */
+static inline double lse_combine(double m, double T, double ls) {
+    double r = m + T * ls;
+    if (isinf(r) && isfinite(m) && isfinite(T)) r = 2.0 * (0.5 * m + (0.5 * T) * ls);
+    return r;
+}
+
+/* log2(e) / t as hi + *lo (a double-double, ~2^-104 relative); t > 0 normal */
+static inline double log2e_over(double t, double *lo) {
+    const double l2e_hi = 1.4426950408889634, l2e_lo = 2.0355273740931033e-17;
+    double q = l2e_hi / t;
+    double r = fma(-q, t, l2e_hi); /* exact remainder */
+    *lo = (r + l2e_lo) / t;
+    return q;
 }
 
 /* the float64 scaling (h, A) for temperature T > 0 (see above) */
@@ -219,7 +240,7 @@ static const kernels_t *best_kernels(void) {
             else rest += exp(((v * h - mh) * A) * iT);                                         \
         }                                                                                      \
         double ls = log_sum(k, rest);                                                          \
-        if (kind == KIND_LSE) { *lse = m + T * ls; return; }                                   \
+        if (kind == KIND_LSE) { *lse = lse_combine(m, T, ls); return; }                       \
         double s = k + rest;                                                                   \
         for (npy_intp i = 0; i < n; i++) {                                                     \
             double y = (((double)x[i * xs] * h - mh) * A) * iT;                                \
