@@ -193,8 +193,14 @@ def test_outputs_refuse_existing_paths_and_links(capsys, tmp_path, name, kind):
         assert out.is_symlink() and not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["dangling", "link", "file"])
-@pytest.mark.parametrize("name", WRITERS)
+# the demo writes four files (seconds each run): one --force case for it is enough
+FORCE_CASES = [(n, k) for n in ["softmax", "solve", "sample", "calibrate", "explore"]
+               for k in ["dangling", "link", "file"]] + [
+    pytest.param("plot", k, marks=needs_mpl) for k in ["dangling", "link", "file"]] + [
+    pytest.param("demo", "link", marks=needs_mpl)]
+
+
+@pytest.mark.parametrize("name, kind", FORCE_CASES)
 def test_force_replaces_the_link_not_its_target(capsys, tmp_path, name, kind):
     out, target = _prepare(name, kind, tmp_path)
     argv = _cmd(name, str(out))
