@@ -47,6 +47,12 @@ def _softmax_over(v, keep):
 
 
 def ref_row(x, T=1.0, k=None, p=None, mp=None, order="temperature-first", mtk=1):
+    """The rules of the module docstring, row by row in float64 with exact sums (math.fsum).
+
+    Ranking by the logit (the order of x / T for every T > 0, so T = inf keeps the large-T set);
+    top-p is transformers' rule (ascending cumulative sum <= 1 - top_p is removed, ties ranked
+    ascending by index, i.e. the higher index is kept); min-p protects by (-logit, index).
+    """
     x = [float(v) for v in x]
     V = len(x)
     if any(math.isnan(v) for v in x):
@@ -59,28 +65,32 @@ def ref_row(x, T=1.0, k=None, p=None, mp=None, order="temperature-first", mtk=1)
         out = np.zeros(V)
         out[next(i for i in range(V) if valid[i] and x[i] == best)] = 1
         return out
-    z = [v / T if (order == "temperature-first" and valid[i]) else v for i, v in enumerate(x)]
+    fin = [v for v in x if math.isfinite(v)]
+    m = max(fin) if fin else 0.0
+
+    def tempered(t):
+        if t == math.inf:
+            return [0.0 if math.isfinite(v) else v for v in x]
+        return [(v - m) / t if math.isfinite(v) else v for v in x]
+
+    z = tempered(T if order == "temperature-first" else 1.0)
     keep = list(valid)
-    rank = lambda: sorted((i for i in range(V) if keep[i]), key=lambda i: (-z[i], i))  # noqa: E731
-    if k is not None:
+    if k is not None and k != 0:
         kk = min(max(k, mtk), sum(keep))
-        kth = sorted((z[i] for i in range(V) if keep[i]), reverse=True)[kk - 1]
-        keep = [keep[i] and z[i] >= kth for i in range(V)]
+        kth = sorted((x[i] for i in range(V) if keep[i]), reverse=True)[kk - 1]
+        keep = [keep[i] and x[i] >= kth for i in range(V)]
     if p is not None and p < 1:
         probs = _softmax_over(z, keep)
-        cum = 0.0
-        for r, i in enumerate(rank()):
-            if cum >= p and r >= mtk:
+        asc = sorted((i for i in range(V) if keep[i]), key=lambda i: (x[i], i))
+        for r, i in enumerate(asc):
+            if r < len(asc) - mtk and math.fsum(probs[j] for j in asc[:r + 1]) <= 1 - p:
                 keep[i] = False
-            cum += probs[i]
     if mp is not None:
         probs = _softmax_over(z, keep)
         pmax = probs.max()
-        prot = set(rank()[:mtk])
+        prot = set(sorted((i for i in range(V) if keep[i]), key=lambda i: (-x[i], i))[:mtk])
         keep = [keep[i] and (probs[i] >= mp * pmax or i in prot) for i in range(V)]
-    if order == "temperature-first":
-        return _softmax_over(z, keep)
-    return _softmax_over([v / T if valid[i] else v for i, v in enumerate(x)], keep)
+    return _softmax_over(tempered(T), keep)
 
 
 def ref(x, T=1.0, k=None, p=None, mp=None, order="temperature-first", mtk=1):
@@ -124,7 +134,10 @@ def test_warp_examples():
     # top-p: 0.644 < 0.8 so the second token is needed, 0.881 >= 0.8 so the third is not
     p = np.exp(x) / np.exp(x).sum()
     np.testing.assert_allclose(warp(x, top_p=0.8), [p[0] / p[:2].sum(), p[1] / p[:2].sum(), 0, 0])
-    np.testing.assert_allclose(warp(x, top_p=float(p[0])), [1, 0, 0, 0])  # mass before the 2nd == p
+    # top_p = p[0]: the three smaller tokens' cumulative sum is 1 - p[0] only up to rounding;
+    # transformers' arithmetic (ascending float64 cumsum <= float64(1 - top_p)) keeps two tokens
+    np.testing.assert_allclose(warp(x, top_p=float(p[0])), warp(x, top_p=0.8))
+    np.testing.assert_allclose(warp(x, top_p=float(p[0]) * 0.9999), [1, 0, 0, 0])
     np.testing.assert_allclose(warp(x, top_p=float(p[0]) * 1.0001), warp(x, top_p=0.8))
     # min-p keeps p >= min_p * p_max
     np.testing.assert_allclose(warp(x, min_p=np.exp(-1.0)), warp(x, top_k=2))
@@ -137,12 +150,17 @@ def test_top_k_keeps_ties_at_kth_value():
     np.testing.assert_allclose(warp(x, top_k=1), [1, 0, 0, 0, 0, 0])
 
 
-def test_top_p_ties_keep_lowest_index_first():
+def test_top_p_ties_keep_highest_index_first_as_transformers():
+    # tied logits rank ascending by index (transformers' stable ascending sort): the cumulative
+    # sum reaches the lower indices first, so at the boundary the higher indices are kept
     x = np.zeros(4)
-    np.testing.assert_allclose(warp(x, top_p=0.5), [0.5, 0.5, 0, 0])
-    np.testing.assert_allclose(warp(x, top_p=0.51), [1 / 3, 1 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(warp(x, top_p=0.5), [0, 0, 0.5, 0.5])
+    np.testing.assert_allclose(warp(x, top_p=0.51), [0, 1 / 3, 1 / 3, 1 / 3])
     x = np.array([0.0, 1.0, 0.0, 0.0, 1.0])
-    np.testing.assert_allclose(warp(x, top_p=0.1), [0, 1, 0, 0, 0])
+    np.testing.assert_allclose(warp(x, top_p=0.1), [0, 0, 0, 0, 1])
+    # min-p's min_tokens_to_keep protects ties by lower index first (transformers' MinP)
+    np.testing.assert_allclose(warp(np.array([0.0, 0.0, -5.0]), min_p=0.5, min_tokens_to_keep=3) > 0,
+                               [1, 1, 1])
 
 
 def test_temperature_last_keeps_the_T1_survivors():
@@ -271,7 +289,9 @@ def test_inf_logits_and_infinite_temperature():
     for T in (0.5, 1.0, np.inf):
         np.testing.assert_allclose(warp(x, T)[0], [0, 0.5, 0, 0.5])
     np.testing.assert_allclose(warp(x, np.inf)[1], [1 / 3, 1 / 3, 0, 1 / 3])
-    np.testing.assert_allclose(warp(x, np.inf, top_k=2)[1], [1 / 3, 1 / 3, 0, 1 / 3])  # all tied
+    # T = inf is the limit of large T: ranking by the logits, uniform over the kept set
+    np.testing.assert_allclose(warp(x, np.inf, top_k=2)[1], [0, 0.5, 0, 0.5])
+    np.testing.assert_allclose(warp(x, 1e300, top_k=2)[1], [0, 0.5, 0, 0.5])
     np.testing.assert_allclose(warp(x, np.inf, top_k=2, order="temperature-last")[1], [0, 0.5, 0, 0.5])
 
 
@@ -551,10 +571,10 @@ def test_dtypes():
     (dict(top_p=1.5), ValueError, "'top_p' parameter of warp"),
     (dict(top_p=np.array([0.5, np.nan])), ValueError, "Got nan instead"),
     (dict(min_p=-0.1), ValueError, "The 'min_p' parameter of warp must be a float in [0, 1]"),
-    (dict(top_k=0), ValueError, "The 'top_k' parameter of warp must be an int in [1, inf]"),
+    (dict(top_k=-1), ValueError, "The 'top_k' parameter of warp must be an int in [0, inf]"),
     (dict(top_k=2.5), TypeError, "'top_k'"),
     (dict(top_k=np.array([1.0, 2.0])), TypeError, "'top_k'"),
-    (dict(top_k=np.array([1, 0])), ValueError, "Got 0 instead"),
+    (dict(top_k=np.array([1, -2])), ValueError, "Got -2 instead"),
     (dict(top_k=np.array([1, 2, 3])), ValueError, "of shape (2,) or (2, 1)"),
     (dict(order="first"), ValueError, "The 'order' parameter of warp must be one of"),
     (dict(min_tokens_to_keep=0), ValueError, "'min_tokens_to_keep'"),
@@ -730,7 +750,7 @@ def test_cli_sample(capsys, tmp_path):
     assert main(["sample", "-n", "5", str(tmp_path / "l.npy"), "-o", str(tmp_path / "d.npy")]) == 2  # no --force
     assert main(["sample", "--top-p", "1.5", "--", "1", "2"]) == 2
     err = capsys.readouterr().err
-    assert "The 'top_p' parameter of warp must be a float in (0, 1]" in err
+    assert "--top-p" in err and "1.5" in err  # the CLI names the flag the user typed
 
 
 def test_dask_is_refused_clearly():

@@ -15,29 +15,47 @@ before (renormalised over the survivors).  ``order="temperature-last"`` (llama.c
 chain) applies the same three filters to the ``T = 1`` distribution and then the temperature to
 the survivors only: the set of candidate tokens does not depend on ``T``, only their weights do.
 
-Rules (the same on every backend, and on the fast and generic paths):
+Rules (the same on every backend, and bit for bit the same on the fast and generic paths):
 
-* **top-k** keeps every token whose (tempered) logit is ``>=`` the ``k``-th largest, so ties at
-  the ``k``-th value are all kept -- transformers' ``TopKLogitsWarper`` rule.  ``top_k >= V``
-  keeps everything.
-* **top-p** keeps the smallest set of most probable tokens whose mass reaches ``top_p``: a token
-  is kept when the mass of the tokens ranked strictly before it is ``< top_p``.  This is
-  transformers' ``TopPLogitsWarper`` (ascending sort, remove ``cumsum <= 1 - top_p``) written
-  from the other end.  Tokens ranked by logit, ties by *lower index first* (as ``argmax``):
-  transformers' CPU sort leaves the order of tied logits unspecified, so only which of several
-  *tied* tokens survives at the boundary can differ from it.  ``top_p = 1`` disables the filter.
-* **min-p** removes tokens whose probability is ``< min_p`` times the largest probability
-  (transformers' ``MinPLogitsWarper``); ``min_p = 0`` disables it.
-* ``min_tokens_to_keep`` protects the first ``n`` tokens of that ranking from top-p and min-p,
-  and raises top-k to at least ``n``.
+* **Ranking.**  Tokens are ranked by their logit, which is the order of ``x / T`` for every
+  ``T`` in ``(0, inf)``, so rounding of ``x / T`` never creates ties and ``T = inf`` keeps the
+  set of every large finite ``T`` (the limit), uniform over it.
+* **Probabilities** seen by top-p and min-p are the tempered softmax computed without overflow,
+  ``exp((x/2 - m/2) / (T/2))`` (``m`` the row maximum), as in :func:`tempscale.softmax`, in
+  float32 for float16/bfloat16/float32 logits and float64 for float64 logits, multiplied by
+  the reciprocal of a sum that does not depend on the summation order (an exact multi-part sum
+  in float64), as torch's softmax multiplies by the reciprocal of its sum.
+* **top-k** keeps every token whose logit is ``>=`` the ``k``-th largest, so ties at the
+  ``k``-th value are all kept -- transformers' ``TopKLogitsWarper`` rule.  ``top_k >= V``
+  keeps everything; ``top_k = 0`` switches the filter off (transformers' and llama.cpp's
+  convention), also per row in an array of ``top_k``.
+* **top-p** is transformers' ``TopPLogitsWarper`` rule in its own arithmetic: sort ascending,
+  take the cumulative sum of the probabilities, remove the tokens whose cumulative sum is
+  ``<= 1 - top_p`` (compared in the probabilities' dtype, ``1 - top_p`` computed in float64 and
+  rounded to it), never the most probable token.  The cumulative sums are exact sums of the
+  probabilities (float64 accumulation, as torch's CPU ``cumsum`` of float32) rounded to the
+  probabilities' dtype, so no summation order can change a decision.  Tied logits rank
+  ascending by index (a stable ascending sort): at the boundary the *higher* index is kept, as
+  transformers does wherever torch's sort is stable (vocabularies of at most 16 tokens on a CPU;
+  beyond that torch's own choice among tied tokens is unspecified).  ``top_p = 1`` switches the
+  filter off.
+* **min-p** removes tokens whose probability is ``< min_p * p_max``, the product computed in
+  the probabilities' dtype (transformers' ``MinPLogitsWarper``); ``min_p = 0`` switches it off.
+* ``min_tokens_to_keep`` protects the first ``n`` tokens of the ranking from top-p (tied
+  logits: higher index first, as above) and from min-p (tied logits: lower index first), and
+  raises top-k to at least ``n``.
 * **T = 0** is greedy decoding: all the mass on the *first* maximal logit (lowest index among
   ties, like ``argmax``), whatever the filters.  It equals ``top_k=1`` when the maximum is unique
   (top-k keeps tied maxima).  Note :func:`tempscale.softmax` at ``T = 0`` *splits* the mass among
-  tied maxima; a sampler must pick one token.  ``T = inf`` is uniform (over the survivors).
+  tied maxima; a sampler must pick one token.  A tiny positive ``T`` is not greedy: it splits
+  the mass among tied maxima (the limit ``T -> 0+``).  ``T = inf`` is uniform over the
+  survivors.  Every ``T`` in ``[0, inf]`` and every finite logit up to the dtype's maximum are
+  exact: no logit overflows into a false ``+-inf``.
 * ``-inf`` logits and ``mask == False`` entries are never drawn.  A **fully masked row** gives an
   all-zero distribution (log-probabilities ``-inf``), never NaN, and :func:`sample` returns the
-  index ``-1`` (log-probability ``-inf``) for it.  A row containing NaN gives a NaN distribution
-  and index ``-1`` with log-probability NaN.
+  index ``-1`` (log-probability ``-inf``) for it.  A row containing an unmasked NaN gives a NaN
+  distribution and index ``-1`` with log-probability NaN.  Any other row (one finite or ``+inf``
+  logit is enough) always has a candidate and never draws ``-1`` with replacement.
 
 Random numbers
 --------------
@@ -80,12 +98,13 @@ class _Args:
     """Validated arguments in the (rows, vocabulary) layout every kernel works on."""
 
     __slots__ = ("xp", "x", "mask", "T", "top_k", "top_p", "min_p", "order", "mtk", "out",
-                 "batch_shape", "ax", "ndim", "B", "V", "func")
+                 "batch_shape", "ax", "ndim", "B", "V", "func", "wide", "torch_exp")
 
 
 def _prepare(logits, temperature, top_k, top_p, min_p, order, mtk, axis, mask, func) -> _Args:
     a = _Args()
     a.func = func
+    a.torch_exp = False
     xp = array_namespace(logits)
     if _compat.is_dask_namespace(xp):
         raise param_error("logits", func, "an in-memory array (call .compute() on a Dask array; "
@@ -99,9 +118,13 @@ def _prepare(logits, temperature, top_k, top_p, min_p, order, mtk, axis, mask, f
     a.mtk = check_scalar(mtk, "min_tokens_to_keep", func, lo=1, integer=True)
     if x.dtype != compute:
         x = xp.astype(x, compute)
-    T = _prepare_temperature(temperature, x, ax, xp, compute, func)
+    a.wide = _u64(xp, x)
+    # per-row temperatures stay in the wide dtype: T = 1e-50 must not round to 0 (greedy)
+    T = _prepare_temperature(temperature, x, ax, xp, a.wide, func)
     if mask is not None:
-        mask = xp.broadcast_to(_as_mask(mask, x, xp, func), x.shape)
+        mask = _as_mask(mask, x, xp, func)
+        if tuple(mask.shape) != tuple(x.shape):
+            mask = xp.broadcast_to(mask, x.shape)
     kshape = tuple(1 if i == ax else n for i, n in enumerate(x.shape))
     x = xp.moveaxis(x, ax, -1)
     batch_shape = tuple(x.shape[:-1])
@@ -116,12 +139,16 @@ def _prepare(logits, temperature, top_k, top_p, min_p, order, mtk, axis, mask, f
         T = _rows(xp.broadcast_to(T, kshape), ax, B, xp)
     a.xp, a.x, a.mask, a.T, a.out = xp, x, mask, T, out
     a.batch_shape, a.ax, a.ndim, a.B, a.V = batch_shape, ax, len(kshape), B, V
-    a.top_k = _row_param(top_k, "top_k", a, kshape, integer=True, lo=1, hi=math.inf,
-                         expect="an int >= 1 or an array of per-row ints")
-    a.top_p = _row_param(top_p, "top_p", a, kshape, lo=0, hi=1, lo_open=True,
-                         expect="a float in (0, 1] or an array of per-row floats")
+    a.top_k = _row_param(top_k, "top_k", a, kshape, integer=True, lo=0, hi=math.inf,
+                         expect="an int >= 0 (0 switches top-k off) or an array of per-row ints")
+    a.top_p = _row_param(top_p, "top_p", a, kshape, lo=0, hi=1, lo_open=True, dtype=a.wide,
+                         expect="a float in (0, 1] (1 switches top-p off) or an array of per-row floats")
     a.min_p = _row_param(min_p, "min_p", a, kshape, lo=0, hi=1,
-                         expect="a float in [0, 1] or an array of per-row floats")
+                         expect="a float in [0, 1] (0 switches min-p off) or an array of per-row floats")
+    if is_python_scalar(a.top_p) and a.top_p >= 1:
+        a.top_p = None  # off
+    if is_python_scalar(a.min_p) and a.min_p == 0:
+        a.min_p = None  # off
     return a
 
 
@@ -134,8 +161,12 @@ def _rows(arr, ax, B, xp):
     return xp.reshape(xp.moveaxis(arr, ax, -1), (B, 1))
 
 
-def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open=False):
-    """None, a Python number, or a (B, 1) array of per-row values (checked when concrete)."""
+def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open=False, dtype=None):
+    """None, a Python number, or a (B, 1) array of per-row values (checked when concrete).
+
+    ``top_k = 0`` (scalar or per row) is "off": a scalar 0 becomes None, a per-row 0 becomes the
+    vocabulary size.  Float arrays are converted to ``dtype`` (default: the compute dtype).
+    """
     if value is None:
         return None
     xp, func = a.xp, a.func
@@ -144,7 +175,7 @@ def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open
             value = value.item()
         v = check_scalar(value, name, func, lo=lo, hi=hi, lo_open=lo_open, integer=integer)
         if integer:
-            v = min(v, a.V)
+            v = None if v == 0 else min(v, a.V)
         return v
     arr = _compat.as_array(value, xp, like=a.x)
     kind = "integral" if integer else ("real floating", "integral")
@@ -159,8 +190,9 @@ def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open
         raise param_error(name, func, f"{expect} of shape {batch} or {kshape}",
                           f"an array of shape {tuple(arr.shape)}")
     arr = _rows(xp.broadcast_to(arr, kshape), a.ax, a.B, xp)
-    if not integer and arr.dtype != a.x.dtype:
-        arr = xp.astype(arr, a.x.dtype)
+    target = a.x.dtype if dtype is None else dtype
+    if not integer and arr.dtype != target:
+        arr = xp.astype(arr, target)
     if is_concrete(arr):
         if integer:
             bad = arr < lo
@@ -172,12 +204,12 @@ def _row_param(value, name, a, kshape, *, lo, hi, expect, integer=False, lo_open
             got = np.asarray(_to_numpy(arr)).reshape(-1)[np.asarray(_to_numpy(bad)).reshape(-1)][0]
             raise param_error(name, func, expect, got.item())
     if integer:
-        arr = xp.clip(arr, None, a.V)
+        arr = xp.where(arr == 0, xp.full_like(arr, a.V), xp.clip(arr, None, a.V))
     return arr
 
 
 def _bcast(src, dst) -> bool:
-    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst))
+    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst, strict=True))
 
 
 def _full(xp, like, value, shape=None, dtype=None):
@@ -198,115 +230,247 @@ def _restore(a, r):
 
 
 # --------------------------------------------------------------------------------------------
-# the generic (reference) implementation: one full sort per filter, xp operations only
+# the arithmetic both paths share, element for element (so that they decide identically)
 # --------------------------------------------------------------------------------------------
-def _filter_logits(a):
-    """(z, valid, nan_row): the logits the filters see (tempered first or not), masked with -inf."""
+def _mantissa(xp, dtype) -> int:
+    return 53 if _compat.float_bits(xp, dtype) == 64 else 24
+
+
+def _grids(a, head):
+    """Exponents ``g`` of the grids ``2**-g`` of an exact multi-part sum of non-negative numbers.
+
+    Part ``j`` of a value is its remainder after the parts before, rounded down to the grid
+    ``2**-g_j``; the grids are chosen so that any sum of up to ``V`` parts ``j`` is exactly
+    representable in the wide dtype (values below ``2**head``).  Sums of parts are therefore
+    exact in any order, and the total's rounding does not depend on how a row was summed.
+    """
+    mant = _mantissa(a.xp, a.wide)
+    lv = max(1, int(a.V).bit_length())
+    g = mant - head - 1
+    step = max(1, mant - lv - 1)
+    out = [g]
+    reach = g + (36 if mant == 53 else 40)
+    while g < reach and len(out) < 8:
+        g += step
+        out.append(g)
+    return out
+
+
+def _parts(xp, v, grids):
+    """``v`` (>= 0, wide dtype) split into the parts of :func:`_grids` (the tail is dropped)."""
+    out = []
+    for j, g in enumerate(grids):
+        sc = 2.0 ** g
+        q = xp.floor(v * sc) / sc
+        out.append(q)
+        if j + 1 < len(grids):
+            v = v - q
+    return out
+
+
+def _combine(sums):
+    """The total of the per-part sums (always added in the same order)."""
+    total = sums[-1]
+    for s in reversed(sums[:-1]):
+        total = s + total
+    return total
+
+
+def _exact_sum(xp, parts):
+    return _combine([xp.sum(q, axis=-1, keepdims=True) for q in parts])
+
+
+def _exp(a, z):
+    """exp, element for element the same on both paths (one implementation per library)."""
+    if a.torch_exp:  # NumPy views of CPU tensors: torch's exp, as on the generic tensor path
+        import torch
+
+        return torch.exp(torch.from_numpy(np.ascontiguousarray(z))).numpy()
+    if _compat.is_torch_namespace(a.xp):
+        return a.xp.exp(z.contiguous())
+    return a.xp.exp(z)
+
+
+def _tempered(a, key, m):
+    """The max-shifted tempered logits the filters see: ``(x/2 - m/2) / (T/2)``, never overflowing.
+
+    ``key`` holds the logits with ``-inf`` at removed entries; ``m`` the rows' maxima (finite or
+    ``-inf``; rows with a ``+inf`` maximum take :func:`_inf_rows`).  ``T = 0`` rows (greedy) use
+    ``T = 1`` here; ``T = inf`` gives 0 (uniform).  float32 arithmetic where the temperature is a
+    normal float32 number, else the wide dtype (so that ``T = 1e-50`` or ``5e-324`` is exact).
+    """
+    xp = a.xp
+    ninf = _full(xp, key, -math.inf, shape=())
+    valid = key > ninf
+    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    d = xp.where(valid, key, m_safe) / 2 - m_safe / 2  # in [-max, 0]: exact halves, no overflow
+    T = a.T if a.order == "temperature-first" else 1.0
+    narrow = key.dtype != a.wide
+    lo32, hi32 = 2.0 ** -126, 2.0 ** 127
+    if is_python_scalar(T):
+        t = 1.0 if T == 0 else T
+        if t == 1.0:
+            z = d * 2
+        elif narrow and not (lo32 <= t <= hi32 or t == math.inf):
+            z = xp.astype(xp.astype(d, a.wide) / t * 2, key.dtype)
+        else:
+            z = d / t * 2
+    else:
+        Tw = xp.where(T == 0, xp.ones_like(T), T)
+        if narrow:
+            ok = xp.logical_or(xp.logical_and(Tw >= lo32, Tw <= hi32), Tw == math.inf)
+            Tn = xp.astype(xp.where(ok, Tw, xp.ones_like(Tw)), key.dtype)
+            z = xp.where(ok, d / Tn * 2, xp.astype(xp.astype(d, a.wide) / Tw * 2, key.dtype))
+        else:
+            z = d / Tw * 2
+    z = xp.where(d == 0, xp.zeros_like(z), z)  # 0 / (T underflowed to 0) would be NaN
+    return xp.where(valid, z, ninf)
+
+
+def _inf_rows(a, key, z, m):
+    """Rows whose maximum is ``+inf``: the mass is shared by their ``+inf`` entries."""
+    xp = a.xp
+    inf_row = m == math.inf
+    tie = xp.where(key == math.inf, xp.zeros_like(z), _full(xp, z, -math.inf, shape=()))
+    return xp.where(inf_row, tie, z)
+
+
+def _probs(a, e, keep):
+    """Probabilities over ``keep``: ``e * (1 / s)`` with ``s`` the exact sum of the kept ``e``.
+
+    The reciprocal, as torch's softmax: ``p_max = 1 / s`` exactly (``e = 1`` at the maximum), so
+    min-p's ``p < min_p * p_max`` keeps a token whose ``e`` equals ``min_p``, as transformers."""
+    xp = a.xp
+    ek = xp.where(keep, e, xp.zeros_like(e))
+    ew = xp.astype(ek, a.wide) if ek.dtype != a.wide else ek
+    s = _exact_sum(xp, _parts(xp, ew, _grids(a, head=max(1, int(a.V).bit_length()))))
+    s = xp.where(s > 0, s, xp.ones_like(s))
+    s = xp.astype(s, e.dtype) if s.dtype != e.dtype else s
+    return ek * (1 / s)
+
+
+def _top_p_threshold(a, dtype):
+    """``1 - top_p`` computed in the wide dtype, rounded to the probabilities' dtype."""
+    xp, tp = a.xp, a.top_p
+    if is_python_scalar(tp):
+        t = 1.0 - tp
+        return float(np.float32(t)) if _compat.float_bits(xp, dtype) == 32 else t
+    t = 1 - tp
+    return xp.astype(t, dtype) if t.dtype != dtype else t
+
+
+def _min_p_threshold(a, p, keep):
+    """``min_p * max p`` in the probabilities' dtype."""
+    xp = a.xp
+    pmax = xp.max(xp.where(keep, p, xp.zeros_like(p)), axis=-1, keepdims=True)
+    mp = a.min_p
+    if not is_python_scalar(mp) and mp.dtype != p.dtype:
+        mp = xp.astype(mp, p.dtype)
+    return pmax * mp
+
+
+def _cum_decide(a, base, p_sorted, thr):
+    """Top-p removals of tokens sorted ascending: ``fl(base + cumsum p) <= thr`` (exact sums).
+
+    ``base`` is None or the per-part masses below the sorted tokens.
+    """
+    xp = a.xp
+    pw = xp.astype(p_sorted, a.wide) if p_sorted.dtype != a.wide else p_sorted
+    parts = _parts(xp, pw, _grids(a, head=2))
+    cs = [xp.cumulative_sum(q, axis=-1) for q in parts]
+    if base is not None:
+        cs = [b + c for b, c in zip(base, cs, strict=True)]
+    C = _combine(cs)
+    C = xp.astype(C, p_sorted.dtype) if C.dtype != p_sorted.dtype else C
+    return C <= thr
+
+
+def _keys(a):
+    """(key, valid, nan_row): the logits with ``-inf`` at removed entries."""
     xp, x = a.xp, a.x
     ninf = _full(xp, x, -math.inf, shape=())
-    valid = x > ninf
-    if a.mask is not None:
-        valid = xp.logical_and(valid, a.mask)
+    valid = x > ninf  # False at -inf and NaN
     nan = xp.isnan(x)
     if a.mask is not None:
+        valid = xp.logical_and(valid, a.mask)
         nan = xp.logical_and(nan, a.mask)  # a masked NaN is masked, as in softmax
     nan_row = xp.any(nan, axis=-1, keepdims=True)
-    if a.order == "temperature-first":
-        T = a.T
-        if is_python_scalar(T):
-            z = x if T in (0.0, 1.0) else x / T
-        else:
-            z = x / xp.where(T == 0, xp.ones_like(T), T)
-        z = xp.where(x == math.inf, x, z)  # +inf / inf would be NaN; +inf logits keep the limit
-    else:
-        z = x
-    z = xp.where(valid, z, ninf)
-    return z, valid, nan_row
+    return xp.where(valid, x, ninf), valid, nan_row
 
 
-def _generic_keep(a, z, valid):
-    """The keep mask after top-k, top-p, min-p (generic path)."""
+# --------------------------------------------------------------------------------------------
+# the generic (reference) implementation: full sorts, xp operations only
+# --------------------------------------------------------------------------------------------
+def _generic_keep(a, key, valid):
+    """The keep mask after top-k, top-p, min-p and greedy rows (generic path)."""
     xp = a.xp
     B, V = a.B, a.V
-    ninf = _full(xp, z, -math.inf, shape=())
+    ninf = _full(xp, key, -math.inf, shape=())
     keep = valid
-    need_order = a.top_p is not None or (a.min_p is not None and a.mtk > 1)
+    pos = xp.arange(V, device=_compat.device(key))
     if a.top_k is not None:
         k = a.top_k
-        srt = xp.sort(z, axis=-1, descending=True)
+        srt = xp.sort(key, axis=-1, descending=True)
         if is_python_scalar(k):
-            k = max(k, a.mtk)
+            k = min(max(k, a.mtk), V)
             kth = srt[:, k - 1:k]
         else:
             k = xp.clip(k, a.mtk, V)
             kth = xp.take_along_axis(srt, xp.astype(k - 1, _idx(xp)), axis=-1)
-        keep = xp.logical_and(keep, z >= kth)
-        z = xp.where(keep, z, ninf)
-    if need_order:
-        pos = xp.arange(V, device=_compat.device(z))
+        keep = xp.logical_and(keep, key >= kth)
+    e = None
+    if a.top_p is not None or a.min_p is not None:
+        m = xp.max(key, axis=-1, keepdims=True)
+        z = _inf_rows(a, key, _tempered(a, key, m), m)
+        e = _exp(a, z)
     if a.top_p is not None:
-        idx = xp.argsort(z, axis=-1, descending=True, stable=True)  # value desc, index asc
-        zs = xp.take_along_axis(z, idx, axis=-1)
-        wide = _u64(xp, z)
-        ps = softmax(xp.astype(zs, wide) if zs.dtype != wide else zs, axis=-1)
-        before = xp.cumulative_sum(ps, axis=-1) - ps  # mass ranked strictly before each token
-        tp = a.top_p
-        rem = before >= tp
-        if not is_python_scalar(tp):
-            rem = xp.logical_and(rem, tp < 1)
-        elif tp >= 1:
-            rem = xp.zeros_like(rem)
+        p = _probs(a, e, keep)
+        kk = xp.where(keep, key, ninf)
+        idx = xp.argsort(kk, axis=-1, stable=True)  # ascending; ties by index
+        rem = _cum_decide(a, None, xp.take_along_axis(p, idx, axis=-1), _top_p_threshold(a, p.dtype))
+        rem = xp.logical_and(rem, pos < V - a.mtk)  # the best min_tokens_to_keep stay
+        if not is_python_scalar(a.top_p):
+            rem = xp.logical_and(rem, a.top_p < 1)
         inv = xp.argsort(idx, axis=-1)
-        protected = xp.take_along_axis(xp.broadcast_to(pos < a.mtk, (B, V)), inv, axis=-1)
-        rem = xp.logical_and(xp.take_along_axis(rem, inv, axis=-1), xp.logical_not(protected))
-        keep = xp.logical_and(keep, xp.logical_not(rem))
-        z = xp.where(keep, z, ninf)
+        keep = xp.logical_and(keep, xp.logical_not(xp.take_along_axis(rem, inv, axis=-1)))
     if a.min_p is not None:
-        p = softmax(z, axis=-1)
-        pmax = xp.max(p, axis=-1, keepdims=True)
-        rem = p < a.min_p * pmax
+        p = _probs(a, e, keep)
+        rem = p < _min_p_threshold(a, p, keep)
         if a.mtk > 1:
-            idx = xp.argsort(z, axis=-1, descending=True, stable=True)
+            kk = xp.where(keep, key, ninf)
+            idx = xp.argsort(kk, axis=-1, descending=True, stable=True)  # ties: lower index first
             inv = xp.argsort(idx, axis=-1)
             prot = xp.take_along_axis(xp.broadcast_to(pos < a.mtk, (B, V)), inv, axis=-1)
             rem = xp.logical_and(rem, xp.logical_not(prot))
         keep = xp.logical_and(keep, xp.logical_not(rem))
-    return keep
+    return _greedy_keep(a, keep, key, valid)
 
 
-def _greedy_keep(a, keep, valid):
+def _greedy_keep(a, keep, key, valid):
     """Rows with T = 0 keep only their first maximal logit (among the unmasked ones)."""
     xp = a.xp
     zero_T = _is_zero_T(a)
     if zero_T is False:
         return keep
-    ninf = _full(xp, a.x, -math.inf, shape=())
-    xm = xp.where(valid, a.x, ninf)
-    am = xp.argmax(xm, axis=-1, keepdims=True)
-    pos = xp.arange(a.V, device=_compat.device(a.x))
+    am = xp.argmax(key, axis=-1, keepdims=True)
+    pos = xp.arange(a.V, device=_compat.device(key))
     onehot = xp.logical_and(pos == am, valid)
     if zero_T is True:
         return onehot
     return xp.where(zero_T, onehot, keep)
 
 
-def _final(a, z, keep):
-    """(final logits, final temperature) whose softmax under ``mask=keep`` is the result."""
-    xp = a.xp
-    if a.order == "temperature-first":
-        return z, 1.0
-    T = a.T
-    if is_python_scalar(T):
-        return a.x, (1.0 if T == 0 else T)
-    return a.x, xp.where(T == 0, xp.ones_like(T), T)
+def _final_T(a):
+    """The temperature of the final distribution (the greedy rows hold one token)."""
+    return a.T
 
 
 def _warp_parts(a):
-    """(final logits, final T, keep, nan_row) on the full (B, V) layout, generic path."""
-    z, valid, nan_row = _filter_logits(a)
-    keep = _greedy_keep(a, _generic_keep(a, z, valid), valid)
-    zf, Tf = _final(a, z, keep)
-    return zf, Tf, keep, nan_row
+    """(logits, T, keep, nan_row) on the full (B, V) layout, generic path: the result is
+    ``softmax(logits, T, mask=keep)`` (NaN rows aside)."""
+    key, valid, nan_row = _keys(a)
+    keep = _generic_keep(a, key, valid)
+    return a.x, _final_T(a), keep, nan_row
 
 
 def _distribution(a, log):
@@ -314,15 +478,14 @@ def _distribution(a, log):
     fast = _fast_parts(a) if _FAST_OK else None
     c = a  # the arguments (and namespace) the computation runs in
     if fast is not None:
-        c, (ci, cf, Tf, keepc, nan_row) = fast
-        zf, keep = _scatter_full(c, ci, cf, keepc)
+        c, (ci, cx, Tf, keepc, nan_row) = fast
+        keep = _scatter_keep(c, ci, keepc)
+        xf = c.x
     else:
-        zf, Tf, keep, nan_row = _warp_parts(a)
-    r = f(zf, Tf, axis=-1, mask=keep)
+        xf, Tf, keep, nan_row = _warp_parts(a)
+    r = f(xf, Tf, axis=-1, mask=keep)
     r = c.xp.where(nan_row, _full(c.xp, r, math.nan, shape=()), r)
     return r if c is a else _to_torch(r)
-
-
 # --------------------------------------------------------------------------------------------
 # the fast path (NumPy and PyTorch): no full sort
 # --------------------------------------------------------------------------------------------
@@ -360,6 +523,18 @@ class _NumpyOps:
     @staticmethod
     def argsort(i):
         return np.argsort(i, axis=-1)
+
+    @staticmethod
+    def argsort_values(v):
+        """Ascending, stable (ties keep their order)."""
+        return np.argsort(v, axis=-1, kind="stable")
+
+    @staticmethod
+    def scatter_bool(cols, vals, W):
+        """A (B, W) bool array, True at ``cols`` where ``vals``."""
+        out = np.zeros((cols.shape[0], W + 1), dtype=bool)
+        np.put_along_axis(out, np.where(vals, cols, W), vals, axis=-1)
+        return out[:, :W]
 
     @staticmethod
     def count(m):
@@ -425,6 +600,20 @@ class _TorchOps:
         import torch
 
         return torch.argsort(i, dim=-1)
+
+    @staticmethod
+    def argsort_values(v):
+        import torch
+
+        return torch.argsort(v, dim=-1, stable=True)
+
+    @staticmethod
+    def scatter_bool(cols, vals, W):
+        import torch
+
+        out = torch.zeros((cols.shape[0], W + 1), dtype=torch.bool, device=cols.device)
+        out.scatter_(1, torch.where(vals, cols, W), vals)
+        return out[:, :W]
 
     @staticmethod
     def count(m):
@@ -493,48 +682,35 @@ def _fast_ops(a):
     return None
 
 
+
+
 def _fast_parts(a):
     """The warped distribution on a compact candidate set, without a full sort.
 
-    Returns ``(args, (ci, cf, Tf, keepc, nan_row))``: per row the candidate token indices ``ci``
-    (B, W) in increasing order, their final logits ``cf`` (softmax at ``Tf`` under ``mask=keepc``
-    is the result), in the namespace of ``args`` (NumPy views for CPU tensors); or None when the
-    generic path must run.  Exact: top-k from the k largest values
-    (ties at the k-th value are collected too), top-p by bisecting for a logit band that brackets
-    the boundary so that only a few hundred tokens are sorted, min-p from the ratio to the maximum.
+    Returns ``(args, (ci, cx, T, keepc, nan_row))``: per row the candidate token indices ``ci``
+    (B, W) in increasing order, their logits ``cx`` and keep mask ``keepc`` (the result is
+    ``softmax(cx, T, mask=keepc)`` scattered back), in the namespace of ``args`` (NumPy views for
+    CPU tensors); or None when the generic path must run.  Exact and identical to the generic
+    path: top-k from the k largest values (ties at the k-th value are collected too), top-p by
+    bisecting for a logit band around the boundary so that only a few hundred tokens are sorted
+    (the masses below the band are exact sums, so the cumulative sums are those of the full
+    sort), min-p from the same probabilities.
     """
     ops = _fast_ops(a)
     if ops is None or a.mtk != 1 or a.B == 0:
         return None
     if ops is _TorchOps and _TORCH_CPU_VIA_NUMPY and a.x.device.type == "cpu":
         return _fast_parts(_numpy_view(a))
-    xp, x, T = a.xp, a.x, a.T
-    if is_python_scalar(T) and math.isinf(T) or not is_python_scalar(T) and bool(xp.any(T == math.inf)):
-        return None  # T = inf: the limit rules live in the generic path
-    B, V = a.B, a.V
-    ninf = _full(xp, x, -math.inf, shape=())
-    z = x  # -inf stays -inf under x / T for finite T > 0
-    if a.order == "temperature-first":
-        if is_python_scalar(T):
-            z = x if T in (0.0, 1.0) else x / T
-        else:
-            z = x / xp.where(T == 0, xp.ones_like(T), T)
-    if a.mask is not None:
-        z = xp.where(a.mask, z, ninf)
-    m = xp.max(z, axis=-1, keepdims=True)
-    nan_row = xp.isnan(m)  # max propagates NaN in NumPy and torch
+    xp, x = a.xp, a.x
+    V = a.V
+    key, valid, nan_row = _keys(a)
+    ninf = _full(xp, key, -math.inf, shape=())
+    m = xp.max(key, axis=-1, keepdims=True)
     if bool(xp.any(m == math.inf)):
         return None  # +inf logits: the limit rules live in the generic path
-    valid = z > ninf
-    nonempty = m > ninf
-    m_safe = xp.where(nonempty, m, xp.zeros_like(m))
-    tp = a.top_p
-    if tp is not None and is_python_scalar(tp) and tp >= 1:
-        tp = None
-    mp = a.min_p
     k = a.top_k
     kmax = None if k is None else (k if is_python_scalar(k) else int(xp.max(k)))
-    ci = cz = None
+    ci = ck = None
     if kmax is not None and kmax >= V:
         if is_python_scalar(k):
             kmax = None
@@ -544,67 +720,66 @@ def _fast_parts(a):
             if km == 0:
                 kmax = None
             else:
-                vals = ops.topk(z, km)[0]
+                vals = ops.topk(key, km)[0]
                 kth = xp.take_along_axis(vals, xp.astype(xp.clip(k, 1, km) - 1, xp.int64), axis=-1)
                 kth = xp.where(small, kth, ninf)
-                ci, cz = ops.compact(z, xp.logical_and(valid, z >= kth))
-    elif kmax is not None and (sup := ops.topk_superset(z, kmax)) is not None:
-        ci, cz = sup  # every token >= the k-th largest (and a few more), in index order
-        vals = ops.topk(cz, kmax)[0]
+                ci, ck = ops.compact(key, xp.logical_and(valid, key >= kth))
+    elif kmax is not None and (sup := ops.topk_superset(key, kmax)) is not None:
+        ci, ck = sup  # every token >= the k-th largest (and a few more), in index order
+        vals = ops.topk(ck, kmax)[0]
         kth = vals[:, kmax - 1:kmax] if is_python_scalar(k) else \
             xp.take_along_axis(vals, xp.astype(k - 1, xp.int64), axis=-1)
-        cz = xp.where(cz >= kth, cz, ninf)
+        ck = xp.where(ck >= kth, ck, ninf)
     elif kmax is not None:
-        vals, idx = ops.topk(z, kmax)  # descending
+        vals, idx = ops.topk(key, kmax)  # descending
         kth = vals[:, kmax - 1:kmax] if is_python_scalar(k) else \
             xp.take_along_axis(vals, xp.astype(k - 1, xp.int64), axis=-1)
-        if bool(xp.any(vals[:, -1:] == kth)) and bool(xp.any(ops.count(z >= kth) > ops.count(vals >= kth))):
-            ci, cz = ops.compact(z, xp.logical_and(valid, z >= kth))  # ties reach beyond the k largest
+        if bool(xp.any(vals[:, -1:] == kth)) and \
+                bool(xp.any(ops.count(key >= kth) > ops.count(vals >= kth))):
+            ci, ck = ops.compact(key, xp.logical_and(valid, key >= kth))  # ties beyond the k largest
         else:
-            cz = xp.where(vals >= kth, vals, ninf)
+            ck = xp.where(vals >= kth, vals, ninf)
             order_ = ops.argsort(idx)
             ci = xp.take_along_axis(idx, order_, axis=-1)
-            cz = xp.take_along_axis(cz, order_, axis=-1)
+            ck = xp.take_along_axis(ck, order_, axis=-1)
     if ci is None:
-        if tp is not None:
-            ci, cz = _maybe_compact(a, ops, z, _fast_top_p(a, ops, z, m_safe, nonempty, tp))
-            tp = None
-        elif mp is not None:
-            ci, cz = _maybe_compact(a, ops, z, xp.logical_not(xp.exp(z - m_safe) < mp))
-            mp = None
-        else:
-            ci, cz = _maybe_compact(a, ops, z, valid)
-    if tp is not None:
-        cz = xp.where(_fast_top_p(a, ops, cz, m_safe, nonempty, tp), cz, ninf)
-    if mp is not None:
-        cz = xp.where(xp.exp(cz - m_safe) < mp, ninf, cz)
-    keepc = cz > ninf
+        ck = key  # full rows: positions are the token indices
+    keep = ck > ninf
+    if a.top_p is not None or a.min_p is not None:
+        e = _exp(a, _tempered(a, ck, m))
+        if a.top_p is not None:
+            keep = _fast_top_p(a, ops, ck, _probs(a, e, keep), keep, m)
+        if a.min_p is not None:
+            p = _probs(a, e, keep)
+            keep = xp.logical_and(keep, xp.logical_not(p < _min_p_threshold(a, p, keep)))
     zero_T = _is_zero_T(a)
     if zero_T is not False:  # greedy rows: the candidate holding the first maximum
-        first = xp.min(xp.where(cz == m, ci, _full(xp, ci, V, shape=())), axis=-1, keepdims=True)
-        onehot = xp.logical_and(ci == first, keepc)
-        keepc = onehot if zero_T is True else xp.where(zero_T, onehot, keepc)
-    if a.order == "temperature-first":
-        cf, Tf = cz, 1.0
+        W = ck.shape[-1]
+        posn = xp.arange(W, device=_compat.device(ck))
+        first = xp.min(xp.where(ck == m, posn, _full(xp, posn, W, shape=())), axis=-1, keepdims=True)
+        onehot = xp.logical_and(posn == first, ck > ninf)
+        keep = onehot if zero_T is True else xp.where(zero_T, onehot, keep)
+    if ci is None:
+        ci, cx, keep = _maybe_compact(a, ops, keep)
     else:
-        cf = xp.take_along_axis(a.x, ci, axis=-1)
-        cf = xp.where(keepc, cf, ninf)
-        _zf, Tf = _final(a, None, None)
-    return a, (ci, cf, Tf, keepc, nan_row)
+        cx = xp.take_along_axis(x, ci, axis=-1)
+    return a, (ci, cx, _final_T(a), keep, nan_row)
 
 
-def _maybe_compact(a, ops, z, keep):
-    """Compact the kept tokens when they are few; otherwise keep the full rows."""
+def _maybe_compact(a, ops, keep):
+    """(indices, logits, keep) of the kept tokens, compacted when they are few."""
     xp = a.xp
     if int(xp.max(ops.count(keep))) * 4 <= a.V:
-        return ops.compact(z, keep)
-    ci = xp.broadcast_to(xp.arange(a.V, device=_compat.device(z))[None, :], (a.B, a.V))
-    return ci, xp.where(keep, z, _full(xp, z, -math.inf, shape=()))
+        ci, cx = ops.compact(a.x, keep)  # kept logits are finite: the padding is -inf
+        return ci, cx, cx > _full(xp, cx, -math.inf, shape=())
+    ci = xp.broadcast_to(xp.arange(a.V, device=_compat.device(keep))[None, :], (a.B, a.V))
+    return ci, a.x, keep
 
 
 def _numpy_view(a):
     """CPU tensors: the same arguments as zero-copy NumPy views.  The selection's elementwise and
-    boolean passes run faster through NumPy on a CPU; the draws still use the torch generator."""
+    boolean passes run faster through NumPy on a CPU; exp is torch's (the generic path's) and the
+    draws still use the torch generator."""
     import copy
 
     import array_api_compat.numpy as npx
@@ -613,6 +788,8 @@ def _numpy_view(a):
     b.xp = npx
     b.x = a.x.detach().numpy()
     b.mask = None if a.mask is None else a.mask.numpy()
+    b.wide = np.float64
+    b.torch_exp = True
     for name in ("T", "top_k", "top_p", "min_p"):
         v = getattr(a, name)
         if v is not None and not is_python_scalar(v):
@@ -633,119 +810,135 @@ def _to_torch(v):
 _TORCH_CPU_VIA_NUMPY = True  # the torch-only path (used on GPUs) is tested by switching this off
 
 
-def _scatter_full(a, ci, cf, keepc):
-    """The (B, V) final logits and keep mask from the compact candidate arrays."""
+def _scatter_keep(a, ci, keepc):
+    """The (B, V) keep mask from the compact candidate arrays."""
     xp = a.xp
     B, V = a.B, a.V
+    if ci.shape[-1] == V and keepc.shape[-1] == V and _is_arange(a, ci):
+        return keepc
     pos = xp.where(keepc, ci, _full(xp, ci, V, shape=()))
     if _compat.is_torch_namespace(xp):
         import torch
 
-        zf = torch.full((B, V + 1), -math.inf, dtype=cf.dtype, device=cf.device)
-        zf.scatter_(1, pos, cf)
+        full = torch.zeros((B, V + 1), dtype=torch.bool, device=keepc.device)
+        full.scatter_(1, pos, keepc)
     else:
-        zf = np.full((B, V + 1), -np.inf, dtype=cf.dtype)
-        np.put_along_axis(zf, pos, cf, axis=-1)
-    zf = zf[:, :V]
-    return zf, zf > -math.inf
+        full = np.zeros((B, V + 1), dtype=bool)
+        np.put_along_axis(full, pos, keepc, axis=-1)
+    return full[:, :V]
 
 
-def _fast_top_p(a, ops, z, m_safe, nonempty, tp):
-    """The top-p keep mask of the rows of ``z`` (max ``m``), by bisection on a logit band.
+def _is_arange(a, ci):
+    xp = a.xp
+    return bool(xp.all(ci == xp.arange(a.V, device=_compat.device(ci))[None, :]))
 
-    Invariant per row: the mass of the tokens with ``z >= lo`` reaches the target (so every token
-    below ``lo`` is removed) and the mass of those with ``z >= hi`` does not (so every token at or
-    above ``hi`` is kept).  The band ``[lo, hi)`` is halved until it holds at most ``_GAP``
-    tokens, working on a compacted copy once it is small; then only the band is sorted.
+
+def _fast_top_p(a, ops, key, p, keep, m):
+    """The top-p keep mask of the rows of ``key`` (positions in index order), by bisection.
+
+    With ``L(t)`` the exact mass of the tokens with ``key < t``, the invariant per row is:
+    ``fl(L(lo)) <= thr`` (every token below ``lo`` is removed: its cumulative sum is at most
+    ``L(lo)``) and ``fl(L(hi)) > thr`` or ``hi`` above the maximum (every token at or above ``hi``
+    is kept).  The band ``[lo, hi)`` is halved until it holds at most ``_GAP`` tokens, on a
+    compacted copy once it is small; then only the band is sorted, and its cumulative sums start
+    from the exact parts of ``L(lo)``: the same numbers as the generic path's full cumulative sum.
     """
     xp = a.xp
-    ninf = _full(xp, z, -math.inf, shape=())
-    e = xp.exp(z - m_safe)  # 0 at removed tokens, 1 at the maximum
-    s = ops.f64(xp.sum(e, axis=-1, keepdims=True))
-    tp64 = tp if is_python_scalar(tp) else ops.f64(tp)
-    target = tp64 * s  # a token is kept iff the mass ranked before it is < target
-    active = nonempty if is_python_scalar(tp) else xp.logical_and(nonempty, tp < 1)
-    finite = z > ninf
+    ninf = _full(xp, key, -math.inf, shape=())
+    pinf = _full(xp, key, math.inf, shape=())
+    thr = _top_p_threshold(a, p.dtype)
+    grids = _grids(a, head=2)
+    P = _parts(xp, xp.astype(p, a.wide) if p.dtype != a.wide else p, grids)
+    finite = key > ninf
+    nonempty = m > ninf
+    active = nonempty if is_python_scalar(a.top_p) else xp.logical_and(nonempty, a.top_p < 1)
+
+    def below(Wk, WP, t, base):
+        """Exact parts of the mass below ``t`` (plus ``base``) and its rounded total."""
+        sel = Wk < t
+        parts = [xp.sum(xp.where(sel, q, xp.zeros_like(q)), axis=-1, keepdims=True) for q in WP]
+        if base is not None:
+            parts = [b + s for b, s in zip(base, parts, strict=True)]
+        tot = _combine(parts)
+        return parts, (xp.astype(tot, p.dtype) if tot.dtype != p.dtype else tot) <= thr
+
+    zero_parts = [xp.zeros_like(q[:, :1]) for q in P]
+    kmin = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
+    lo = xp.where(nonempty, kmin, xp.zeros_like(kmin))  # nothing is below the minimum
+    Llo = zero_parts
+    hi = xp.where(nonempty, xp.nextafter(m, pinf), xp.zeros_like(m))  # nothing is above the maximum
+    # start: the tokens ranked below every token of probability >= thr / (2 n) are removed
     n = ops.count(finite)
-    # start: tokens with p < (1 - top_p) / n are surely removed
-    lo = m_safe + xp.astype(xp.log((1 - tp64) * s / xp.where(n > 0, ops.f64(n), 1.0)), z.dtype)
-    lo = xp.where(lo < m_safe, lo, m_safe)
-    above = z >= lo
-    mass_lo = ops.msum(e, above)
-    cnt_lo = ops.count(above)
-    ok = mass_lo >= target
-    if not bool(xp.all(xp.logical_or(ok, xp.logical_not(active)))):
-        zmin = xp.min(xp.where(finite, z, _full(xp, z, math.inf, shape=())), axis=-1, keepdims=True)
-        lo = xp.where(ok, lo, zmin)
-        cnt_lo = xp.where(ok, cnt_lo, n)
-    hi = xp.where(nonempty, xp.nextafter(m_safe, _full(xp, m_safe, math.inf, shape=())), m_safe)
-    cnt_hi = xp.zeros_like(cnt_lo)
-    mass_hi = xp.zeros_like(s)
-    if int(xp.max(xp.where(active, cnt_lo, xp.zeros_like(cnt_lo)))) * 4 > z.shape[-1]:
-        # a wide band (flat rows): narrow it with a bracket estimated from a strided sample,
-        # each edge checked exactly (a row whose check fails keeps its old edge)
-        stride = max(1, z.shape[-1] // 4096)
-        zs = xp.sort(z[:, ::stride], axis=-1, descending=True)
-        est = ops.cumsum64(xp.exp(zs - m_safe)) * stride  # ~ mass of the tokens >= each value
-        pos = ops.count(est < target)
-        L = zs.shape[-1]
+    thr_w = thr if is_python_scalar(thr) else ops.f64(thr)
+    bound = thr_w / (2.0 * xp.where(n > 0, ops.f64(n), xp.ones_like(ops.f64(n))))
+    big = xp.logical_and(finite, ops.f64(p) >= bound)
+    guess = xp.min(xp.where(big, key, pinf), axis=-1, keepdims=True)
+    parts, ok = below(key, P, guess, None)
+    ok = xp.logical_and(xp.logical_and(ok, guess > lo), guess < pinf)
+    lo = xp.where(ok, guess, lo)
+    Llo = [xp.where(ok, s, z) for s, z in zip(parts, Llo, strict=True)]
+    band_count = lambda Wk: ops.count(xp.logical_and(xp.logical_and(Wk >= lo, Wk < hi), active))  # noqa: E731
+    if int(xp.max(band_count(key))) * 4 > key.shape[-1] and key.shape[-1] > 4 * _GAP:
+        # a wide band (flat rows): a bracket estimated from a strided sample, each edge checked
+        # exactly (a row whose check fails keeps its old edge)
+        stride = max(1, key.shape[-1] // 4096)
+        ks = key[:, ::stride]
+        o = ops.argsort_values(ks)  # ascending
+        ks = xp.take_along_axis(ks, o, axis=-1)
+        est = ops.cumsum64(ops.f64(xp.take_along_axis(p[:, ::stride], o, axis=-1))) * stride
+        pos = ops.count(est <= thr_w)
+        Ls = ks.shape[-1]
         at = lambda i: xp.take_along_axis(  # noqa: E731
-            zs, xp.astype(xp.clip(i, 0, L - 1), xp.int64), axis=-1)
-        lo_c, hi_c = at(pos + 16), at(pos - 16)
-        sel = z >= lo_c
-        ok = xp.logical_and(xp.logical_and(lo_c > lo, lo_c > ninf), ops.msum(e, sel) >= target)
+            ks, xp.astype(xp.clip(i, 0, Ls - 1), xp.int64), axis=-1)
+        lo_c, hi_c = at(pos - 16), at(pos + 16)
+        parts, ok = below(key, P, lo_c, None)
+        ok = xp.logical_and(xp.logical_and(ok, lo_c > lo), lo_c > ninf)
         lo = xp.where(ok, lo_c, lo)
-        cnt_lo = xp.where(ok, ops.count(sel), cnt_lo)
-        sel = z >= hi_c
-        ms = ops.msum(e, sel)
-        ok = xp.logical_and(xp.logical_and(hi_c < hi, hi_c > lo), ms < target)
+        Llo = [xp.where(ok, s, z) for s, z in zip(parts, Llo, strict=True)]
+        _, ok = below(key, P, hi_c, None)
+        ok = xp.logical_and(xp.logical_and(xp.logical_not(ok), hi_c < hi), hi_c > lo)
         hi = xp.where(ok, hi_c, hi)
-        cnt_hi = xp.where(ok, ops.count(sel), cnt_hi)
-        mass_hi = xp.where(ok, ms, mass_hi)
-    W, We, base_m, base_c = z, e, None, None  # the working set (full rows, later compacted)
+    Wk, WP, Wi, base = key, P, None, None  # the working set (full rows, later compacted)
     for _ in range(80):
-        cnt = cnt_lo - cnt_hi
+        cnt = band_count(Wk)
         mid = lo / 2 + hi / 2
         go = xp.logical_and(xp.logical_and(active, cnt > _GAP), xp.logical_and(mid > lo, mid < hi))
         if not bool(xp.any(go)):
             break
-        if base_m is None and int(xp.max(xp.where(go, cnt, xp.zeros_like(cnt)))) * 4 <= z.shape[-1]:
-            band = xp.logical_and(xp.logical_and(z >= lo, z < hi), active)
-            W = ops.band_values(z, band, sort=False)
-            We = xp.exp(W - m_safe)
-            base_m, base_c = mass_hi, cnt_hi
-        sel = W >= mid
-        ms, c = ops.msum(We, sel), ops.count(sel)
-        if base_m is not None:
-            ms, c = ms + base_m, c + base_c
-        up = xp.logical_and(go, ms >= target)
-        down = xp.logical_and(go, xp.logical_not(ms >= target))
+        if Wi is None and int(xp.max(cnt)) * 4 <= key.shape[-1]:
+            # compact the band; the mass below it is the exact parts of L(lo)
+            band = xp.logical_and(xp.logical_and(key >= lo, key < hi), active)
+            Wi, Wk = ops.compact(key, band)
+            WP = [xp.where(Wk > ninf, xp.take_along_axis(q, Wi, axis=-1), xp.zeros_like(Wk, dtype=q.dtype))
+                  for q in P]
+            base = Llo
+        parts, ok = below(Wk, WP, mid, base)
+        up = xp.logical_and(go, ok)
+        down = xp.logical_and(go, xp.logical_not(ok))
         lo = xp.where(up, mid, lo)
-        cnt_lo = xp.where(up, c, cnt_lo)
+        Llo = [xp.where(up, s, z) for s, z in zip(parts, Llo, strict=True)]
         hi = xp.where(down, mid, hi)
-        cnt_hi = xp.where(down, c, cnt_hi)
-        mass_hi = xp.where(down, ms, mass_hi)
-    src = W if base_m is not None else z
-    band = xp.logical_and(xp.logical_and(src >= lo, src < hi), active)
-    g = ops.band_values(src, band, sort=True)  # (B, width) descending, -inf padded
-    eg = ops.f64(xp.exp(g - m_safe))
-    before = mass_hi + ops.cumsum64(eg) - eg
-    kin = xp.logical_and(before < target, g > ninf)
-    kcount = ops.count(kin)
-    idx = xp.where(kcount > 0, kcount - 1, xp.zeros_like(kcount))
-    v = xp.take_along_axis(g, xp.astype(idx, xp.int64), axis=-1)
-    has = kcount > 0
-    strict = xp.where(has, z > v, z >= hi)
-    # ties at v: j of the c tied tokens are kept, the lowest indices first
-    j = kcount - ops.count(xp.logical_and(kin, g > v))
-    c = ops.count(g == v)
-    partial = xp.logical_and(j < c, has)
-    tie = xp.logical_and(z == v, has)
-    if bool(xp.any(partial)):
-        rank = xp.cumulative_sum(xp.astype(tie, xp.int32), axis=-1)
-        tie = xp.logical_and(tie, xp.logical_or(xp.logical_not(partial), rank <= j))
-    keep = xp.logical_or(strict, tie)
-    return xp.logical_or(keep, xp.logical_not(active))
+    # the band, sorted ascending by (logit, index), with cumulative sums from the exact L(lo)
+    band = xp.logical_and(xp.logical_and(Wk >= lo, Wk < hi), active)
+    bi, bk = ops.compact(Wk, band)  # positions in the working set, in index order
+    o = ops.argsort_values(bk)  # stable: ties stay in index order
+    bi = xp.take_along_axis(bi, o, axis=-1)
+    bk = xp.take_along_axis(bk, o, axis=-1)
+    bP = [xp.where(bk > ninf, xp.take_along_axis(q, bi, axis=-1), xp.zeros_like(bk, dtype=q.dtype))
+          for q in WP]
+    cs = [xp.cumulative_sum(q, axis=-1) for q in bP]
+    C = _combine([b + c for b, c in zip(Llo, cs, strict=True)])
+    C = xp.astype(C, p.dtype) if C.dtype != p.dtype else C
+    rem_b = xp.logical_and(C <= thr, bk > ninf)
+    cols = bi if Wi is None else xp.take_along_axis(Wi, bi, axis=-1)
+    rem = ops.scatter_bool(cols, rem_b, key.shape[-1])
+    rem = xp.logical_or(rem, xp.logical_and(key < lo, finite))
+    rem = xp.logical_and(rem, active)
+    # the most probable token (the highest index among tied maxima) is never removed
+    posn = xp.arange(key.shape[-1], device=_compat.device(key))
+    top = xp.max(xp.where(key == m, posn, -xp.ones_like(posn)), axis=-1, keepdims=True)
+    rem = xp.logical_and(rem, posn != top)
+    return xp.logical_and(keep, xp.logical_not(rem))
 
 
 # --------------------------------------------------------------------------------------------
@@ -838,12 +1031,19 @@ def warp(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     temperature : float or array, default 1.0
         ``T`` in ``[0, inf]``, or one per row (shape ``logits.shape`` without ``axis``, or with
         a size-1 ``axis``).  ``T = 0`` is greedy: all the mass on the first maximal logit.
+        Every ``T`` is exact for every finite logit (no overflow: tiny ``T`` tends to the
+        argmax, huge ``T`` to the uniform distribution over the kept tokens).
     top_k : int or array of int, optional
-        Keep the tokens whose logit is ``>=`` the ``k``-th largest (ties kept).
+        Keep the tokens whose logit is ``>=`` the ``k``-th largest (ties kept).  ``0`` (or
+        None) switches top-k off, as in transformers and llama.cpp; in a per-row array a ``0``
+        switches it off for that row.
     top_p : float or array, optional
-        In ``(0, 1]``: keep the smallest set of most probable tokens with mass ``>= top_p``.
+        In ``(0, 1]``: keep the smallest set of most probable tokens with mass ``>= top_p``
+        (transformers' rule and arithmetic, see the module docstring).  ``1`` (or None)
+        switches top-p off, also per row.
     min_p : float or array, optional
-        In ``[0, 1]``: drop tokens with probability ``< min_p * max probability``.
+        In ``[0, 1]``: drop tokens with probability ``< min_p * max probability``.  ``0`` (or
+        None) switches min-p off, also per row.
     order : {"temperature-first", "temperature-last"}, default "temperature-first"
         ``"temperature-first"``: the filters see ``softmax(x / T)`` (transformers, vLLM).
         ``"temperature-last"``: the filters see ``softmax(x)`` and ``T`` reshapes only the
@@ -867,12 +1067,14 @@ def warp(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
 
     Notes
     -----
-    The rules (tie handling, ``T = 0``, masked rows) are listed in the module docstring; they
-    match transformers' ``TemperatureLogitsWarper`` → ``TopKLogitsWarper`` →
-    ``TopPLogitsWarper`` → ``MinPLogitsWarper`` chain for ``order="temperature-first"``.  For
-    NumPy and PyTorch inputs an exact path avoids sorting the vocabulary: top-k uses a partial
-    selection and top-p a bisection on the logit value that leaves only a few hundred undecided
-    tokens to sort.
+    The rules (tie handling, ``T = 0``, masked rows, the arithmetic of each decision) are
+    listed in the module docstring; they match transformers' ``TemperatureLogitsWarper`` →
+    ``TopKLogitsWarper`` → ``TopPLogitsWarper`` → ``MinPLogitsWarper`` chain for
+    ``order="temperature-first"`` (float16/bfloat16 logits are decided in float32, as
+    transformers' generation loop casts its scores to float32).  For NumPy and PyTorch inputs
+    an exact path avoids sorting the vocabulary: top-k uses a partial selection and top-p a
+    bisection on the logit value that leaves only a few hundred undecided tokens to sort; it
+    computes the same numbers as the generic path and keeps exactly the same tokens.
 
     Examples
     --------
@@ -888,6 +1090,8 @@ def warp(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     array([0.525, 0.475, 0.   , 0.   ])
     >>> warp(np.array([1.0, 3.0, 3.0]), 0)      # greedy: the first maximum
     array([0., 1., 0.])
+    >>> warp(x, 0.5, top_k=0, top_p=1.0, min_p=0.0)  # every filter off
+    array([0.8668, 0.1173, 0.0159, 0.0021])
     """
     func = "warp"
     check_bool(log, "log", func)
@@ -925,7 +1129,9 @@ def sample(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     Returns
     -------
     indices : integer array
-        ``-1`` for rows without candidates (fully masked) or containing NaN.
+        ``-1`` for rows without candidates (fully masked) or containing NaN; a row with at
+        least one finite (or ``+inf``) unmasked logit always has a candidate.  Without
+        replacement, draws beyond a row's tokens of nonzero probability are ``-1``.
     logprobs : array, only with ``return_logprobs=True``
         ``-inf`` where the index is ``-1`` (NaN for NaN rows).
 
@@ -957,26 +1163,28 @@ def sample(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     fast = _fast_parts(a) if _FAST_OK else None
     c = a  # the arguments (and namespace) the draws run in
     if fast is not None:
-        c, (ci, zf, Tf, keep, nan_row) = fast
+        c, (ci, cx, Tf, keep, nan_row) = fast
     else:
-        zf, Tf, keep, nan_row = _warp_parts(a)
+        cx, Tf, keep, nan_row = _warp_parts(a)
     if replacement:
+        logp = log_softmax(cx, Tf, axis=-1, mask=keep)  # the core's overflow-free tempered form
         u = _uniform(a.xp, (a.B, n), _u64(a.xp, a.x), a.x, seed, rng, func)
         if c is not a:
             u = u.numpy()
         if fast is None:
-            idx, lp = _draw_inverse_cdf(c, zf, Tf, keep, u)
+            idx, lp = _draw_inverse_cdf(c, logp, keep, u)
         else:
-            idx, lp = _draw_blocked(c, zf, Tf, keep, u)
-        if fast is not None:
+            idx, lp = _draw_blocked(c, logp, keep, u)
             idx = c.xp.take_along_axis(ci, idx, axis=-1)
     else:
         if fast is not None:
-            zf, keep = _scatter_full(c, ci, zf, keep)
+            keep = _scatter_keep(c, ci, keep)
+            cx = c.x
             if c is not a:
-                zf, Tf, keep, nan_row = map(_to_torch, (zf, Tf, keep, nan_row))
-                c = a
-        idx, lp = _draw_without(c, zf, Tf, keep, n, seed, rng, func)
+                Tf, keep, nan_row = map(_to_torch, (Tf, keep, nan_row))
+                cx, c = a.x, a
+        logp = log_softmax(cx, Tf, axis=-1, mask=keep)
+        idx, lp = _draw_without(c, logp, n, seed, rng, func)
     xp = c.xp
     bad = xp.logical_or(nan_row, xp.logical_not(xp.any(keep, axis=-1, keepdims=True)))
     idx = xp.where(bad, -xp.ones_like(idx), idx)
@@ -994,14 +1202,15 @@ def sample(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     return (idx, lp) if return_logprobs else idx
 
 
-def _draw_inverse_cdf(a, zf, Tf, keep, u):
+
+
+def _draw_inverse_cdf(a, logp, keep, u):
     """Inverse CDF with xp operations: per draw, the number of CDF entries <= ``u * total``.
 
-    ``zf``/``keep`` are (B, W); positions along that axis are returned (chunked over draws to
+    ``logp``/``keep`` are (B, W); positions along that axis are returned (chunked over draws to
     bound the (B, n, W) comparison).
     """
     xp = a.xp
-    logp = log_softmax(zf, Tf, axis=-1, mask=keep)
     p = xp.exp(logp)
     wide = u.dtype
     cdf = xp.cumulative_sum(xp.astype(p, wide) if p.dtype != wide else p, axis=-1)
@@ -1019,17 +1228,16 @@ def _draw_inverse_cdf(a, zf, Tf, keep, u):
     return idx, lp
 
 
-def _draw_blocked(a, zf, Tf, keep, u, bs=1024):
+def _draw_blocked(a, logp, keep, u, bs=1024):
     """The same inverse CDF for NumPy / torch in two levels: block sums locate each draw's
     block, a cumulative sum inside that block only locates the token (one pass over the row)."""
     xp = a.xp
     ops = _fast_ops(a)
-    B, W = zf.shape
-    ninf = _full(xp, zf, -math.inf, shape=())
-    M = xp.max(xp.where(keep, zf, ninf), axis=-1, keepdims=True)
+    B, W = logp.shape
+    ninf = _full(xp, logp, -math.inf, shape=())
+    M = xp.max(xp.where(keep, logp, ninf), axis=-1, keepdims=True)
     M = xp.where(M > ninf, M, xp.zeros_like(M))
-    y = zf - M if is_python_scalar(Tf) and Tf == 1 else (zf - M) / Tf
-    w = xp.exp(y) * xp.astype(keep, y.dtype)
+    w = xp.where(keep, xp.exp(logp - M), xp.zeros_like(logp))
     bs = min(bs, W)
     for d in range(bs, bs // 2, -1):  # a block size dividing W avoids padding
         if W % d == 0:
@@ -1054,16 +1262,13 @@ def _draw_blocked(a, zf, Tf, keep, u, bs=1024):
     pos = xp.sum(xp.astype(cw <= rem[..., None], xp.int64), axis=-1)
     last = xp.argmax(cw, axis=-1)  # the last token with mass in the block
     pos = xp.where(pos > last, last, pos)
-    idx = blk * bs + pos
-    wsel = xp.take_along_axis(xp.reshape(wb, (-1, bs)), xp.reshape(pos, (-1, 1)), axis=-1)
-    lp = xp.log(xp.reshape(wsel, pos.shape)) - xp.log(xp.where(total > 0, total, xp.ones_like(total)))
-    return xp.astype(idx, xp.int64), xp.astype(lp, zf.dtype)
+    idx = xp.astype(blk * bs + pos, xp.int64)
+    return idx, xp.take_along_axis(logp, idx, axis=-1)
 
 
-def _draw_without(a, zf, Tf, keep, n, seed, rng, func):
+def _draw_without(a, logp, n, seed, rng, func):
     """Gumbel-top-k: the n largest of log p + Gumbel noise, without replacement."""
     xp = a.xp
-    logp = log_softmax(zf, Tf, axis=-1, mask=keep)
     g = _gumbel(xp, (a.B, a.V), logp.dtype, logp, seed, rng, func)
     keys = logp + g
     order_ = xp.argsort(keys, axis=-1, descending=True, stable=True)[:, :n]
@@ -1104,8 +1309,10 @@ def gumbel_softmax(logits, temperature=1.0, *, hard=False, seed=None, rng=None, 
         ``axis``); an array temperature receives gradients.  ``T = 0`` gives the one-hot argmax of
         the perturbed logits.
     hard : bool, default False
-        Return the one-hot argmax of the soft sample.  On PyTorch and JAX the gradient is the soft
-        sample's (straight-through estimator: ``y_hard - stop_gradient(y_soft) + y_soft``).
+        Return the one-hot argmax of the perturbed logits ``x + g`` (the argmax of the soft
+        sample for every ``T``, also where the soft sample rounds to a uniform row at huge ``T``:
+        the Gumbel-max sample, distributed as ``softmax(x)`` whatever ``T``).  On PyTorch and JAX
+        the gradient is the soft sample's (straight-through estimator: ``y_hard - stop_gradient(y_soft) + y_soft``).
     seed, rng
         As in :func:`sample`.
     axis : int, default -1
@@ -1152,14 +1359,22 @@ def gumbel_softmax(logits, temperature=1.0, *, hard=False, seed=None, rng=None, 
     if x.dtype != compute:
         x = xp.astype(x, compute)
     g = _gumbel(xp, tuple(x.shape), compute, x, seed, rng, func)
-    y = softmax(x + g, temperature, axis=ax, mask=mask)
+    xg = x + g  # finite logits stay finite: |g| is far below the spacing of floats near the max
+    y = softmax(xg, temperature, axis=ax, mask=mask)
     if hard:
         nan_row = xp.any(xp.isnan(y), axis=ax, keepdims=True)
-        am = xp.argmax(y, axis=ax, keepdims=True)
+        # the argmax of the perturbed logits, which is the argmax of the soft sample for every
+        # T in (0, inf), also where y rounds to a uniform row (huge T) or to 0 (tiny T)
+        ninf = _full(xp, xg, -math.inf, shape=())
+        valid = xg > ninf
+        if mask is not None:
+            valid = xp.logical_and(valid, _compat.as_array(mask, xp, like=x))
+        xk = xp.where(valid, _stop_gradient(xp, xg) if _stop_gradient(xp, xg) is not None else xg, ninf)
+        am = xp.argmax(xk, axis=ax, keepdims=True)
         shape = [1] * x.ndim
         shape[ax] = x.shape[ax]
         pos = xp.reshape(xp.arange(x.shape[ax], device=_compat.device(x)), tuple(shape))
-        hit = xp.logical_and(pos == am, xp.any(y > 0, axis=ax, keepdims=True))
+        hit = xp.logical_and(pos == am, xp.any(valid, axis=ax, keepdims=True))
         y_hard = xp.astype(hit, y.dtype)
         sg = _stop_gradient(xp, y)
         if sg is None:
