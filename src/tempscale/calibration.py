@@ -109,12 +109,13 @@ def _coerce(x):
     if isinstance(x, (list, tuple, np.generic)):
         return np.asarray(x)
     try:
-        array_namespace(x)
-        return x
+        xp = array_namespace(x)
     except TypeError:
         if hasattr(x, "__array__"):
             return np.asarray(x)
         raise
+    # an array-like that the namespace lookup reads as NumPy (pandas, __array__ objects)
+    return np.asarray(x) if _compat.is_numpy_namespace(xp) else x
 
 
 def _require_concrete(x, name, func):

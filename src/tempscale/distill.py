@@ -92,6 +92,31 @@ def _row_temperature(temperature, batch_shape, xp, like, compute, func, param, *
     return T
 
 
+def _coerce(x):
+    """``x`` itself if it is an array of a supported library, else NumPy's view of it
+    (pandas objects, lists and anything with ``__array__`` are read as NumPy arrays)."""
+    if x is None or isinstance(x, np.ndarray) or is_python_scalar(x):
+        return x
+    if isinstance(x, (list, tuple, np.generic)):
+        return np.asarray(x)
+    try:
+        xp = array_namespace(x)
+    except TypeError:
+        if not hasattr(x, "__array__"):
+            raise
+        xp = None
+    if xp is not None and not _compat.is_numpy_namespace(xp):
+        return x
+    # an array-like read as NumPy (pandas, __array__ objects); pandas hands out read-only
+    # views, which torch refuses to wrap without a warning: copy those
+    a = np.asarray(x)
+    return a if a.flags.writeable else a.copy()
+
+
+def _lib(x) -> str:
+    return type(x).__module__.split(".")[0]
+
+
 def _to_numpy(a):
     if hasattr(a, "detach"):
         a = a.detach().cpu()
@@ -115,7 +140,7 @@ def _prepare_rows(labels, mask, batch_shape, n_classes, ignore_index, xp, like, 
     """Labels (int array, batch shape) and the valid-row mask (bool, batch shape or None)."""
     valid = None
     if labels is not None:
-        labels = _compat.as_array(labels, xp, like=like)
+        labels = _compat.as_array(_coerce(labels), xp, like=like)
         if not xp.isdtype(labels.dtype, "integral"):
             raise param_error("labels", func, "an array of integer class indices",
                               f"dtype {labels.dtype}", TypeError)
@@ -131,7 +156,7 @@ def _prepare_rows(labels, mask, batch_shape, n_classes, ignore_index, xp, like, 
                 raise param_error("labels", func, f"class indices in [0, {n_classes}) or "
                                   f"ignore_index={ignore_index}", int(ln[on][0]), IndexError)
     if mask is not None:
-        mask = _compat.as_array(mask, xp, like=like)
+        mask = _compat.as_array(_coerce(mask), xp, like=like)
         if mask.dtype != xp.bool:
             raise param_error("mask", func, "a boolean array of rows (True = keep)",
                               f"dtype {mask.dtype}", TypeError)
@@ -163,11 +188,40 @@ def _float_dtypes(xp, s, t, func):
     return compute, out
 
 
+def _namespace_of_pair(student, teacher, func):
+    """The namespace of the two logits; a NumPy one (or an array-like) joins the other's.
+
+    A NumPy teacher with a JAX student (``jax.grad``/``jit`` of a function that closes over
+    precomputed teacher logits) or a torch student is converted to the student's library,
+    on its device.  Two arrays of two different non-NumPy libraries are refused.
+    """
+    try:
+        return array_namespace(student, teacher)
+    except TypeError:
+        pass
+    s_np = isinstance(student, np.ndarray)
+    t_np = isinstance(teacher, np.ndarray)
+    if t_np and not s_np:
+        return array_namespace(student)
+    if s_np and not t_np:
+        return array_namespace(teacher)
+    raise param_error("teacher_logits", func, f"an array of the student's library "
+                      f"({_lib(student)}) or a NumPy array; convert one of them",
+                      f"a {_lib(teacher)} {type(teacher).__name__}", TypeError)
+
+
 def _prepare_logits(student_logits, teacher_logits, axis, func):
     """Namespace, both logits with the class axis last, dtypes."""
-    xp = array_namespace(student_logits, teacher_logits)
+    student_logits = _coerce(student_logits)
+    teacher_logits = _coerce(teacher_logits)
+    xp = _namespace_of_pair(student_logits, teacher_logits, func)
     s = _compat.as_array(student_logits, xp)
-    t = _compat.as_array(teacher_logits, xp, like=s)
+    if isinstance(teacher_logits, np.ndarray) and not _compat.is_numpy_namespace(xp):
+        # a NumPy teacher joins the student's library, in the student's floating dtype
+        dt = s.dtype if xp.isdtype(s.dtype, "real floating") else None
+        t = _compat.as_array(teacher_logits, xp, like=s, dtype=dt)
+    else:
+        t = _compat.as_array(teacher_logits, xp, like=s)
     if s.ndim == 0:
         raise param_error("student_logits", func, "an array with a class axis", "a 0-d array")
     if tuple(s.shape) != tuple(t.shape):
@@ -245,16 +299,23 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=None, alp
     ----------
     student_logits : array
         Student logits, any leading shape (examples, or batch x tokens), classes along ``axis``.
-        Gradients flow into it (PyTorch autograd, ``jax.grad``).
+        Gradients flow into it (PyTorch autograd, ``jax.grad``).  pandas objects and other
+        array-likes are read as NumPy arrays.
     teacher_logits : array
         Teacher logits, same shape.  Usually constant (detached); gradients flow if you ask.
+        A NumPy array is converted to the student's library (device, floating dtype), so
+        precomputed teacher logits work with a PyTorch or JAX student (``jax.grad``,
+        ``jax.jit``).
     temperature : float or array, default 1.0
         The student's temperature ``T`` in ``(0, inf)``, or one per row (shape: the logits' shape
         without ``axis``, or with a size-1 ``axis`` kept).  A tensor temperature can be learned.
     labels : int array, optional
         Hard labels, the logits' shape without ``axis``.  Rows whose label equals
         ``ignore_index`` are left out of the whole loss (soft and hard) and of its normaliser,
-        as padding tokens are in language-model distillation.
+        as padding tokens are in language-model distillation.  Any other label outside
+        ``[0, n_classes)`` raises an IndexError; where the labels cannot be looked at (inside
+        ``jax.jit`` or another trace) such a row's loss is NaN instead (so a reduced loss is
+        NaN), never the loss of another class.
     alpha : float in [0, 1], optional
         Weight of the soft term when ``labels`` are given (default 0.5); the hard term gets
         ``1 - alpha``.  Must be None without labels (the loss is then the soft term alone).
@@ -385,10 +446,20 @@ def _kd_rows(xp, s, t, T, Tt, labels, valid, alpha, divergence, beta, t2_scale):
     soft = _soft_rows(logq, logp, divergence, beta, xp)
     if t2_scale:
         soft = soft * (T * T if is_python_scalar(T) else (T * T)[..., 0])
+    unchecked = None
     if labels is None:
         rows = soft
     else:
-        safe = labels if valid is None else xp.where(valid, labels, xp.zeros_like(labels))
+        keep = valid
+        if not is_concrete(labels):
+            # traced labels (jax.jit, torch.compile) could not be checked: an index outside
+            # [0, n_classes) must not wrap to another class; its row becomes NaN below
+            n_classes = s.shape[-1]
+            inside = xp.logical_and(labels >= 0, labels < n_classes)
+            unchecked = xp.logical_not(inside) if valid is None else xp.logical_and(
+                valid, xp.logical_not(inside))
+            keep = inside if valid is None else xp.logical_and(valid, inside)
+        safe = labels if keep is None else xp.where(keep, labels, xp.zeros_like(labels))
         logq1 = logq if (is_python_scalar(T) and T == 1.0) else log_softmax(s)
         hard = _hard_rows(logq1, safe, xp)
         if alpha == 1.0:
@@ -399,6 +470,8 @@ def _kd_rows(xp, s, t, T, Tt, labels, valid, alpha, divergence, beta, t2_scale):
             rows = alpha * soft + (1.0 - alpha) * hard
     if valid is not None:
         rows = xp.where(valid, rows, xp.zeros_like(rows))
+    if unchecked is not None:
+        rows = xp.where(unchecked, xp.full_like(rows, math.nan), rows)
     return rows
 
 

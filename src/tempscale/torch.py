@@ -14,6 +14,10 @@ This module imports torch; ``import tempscale`` does not import it.  Use
 Gradients flow into the student logits only.  When the teacher logits or a tensor temperature
 require gradients (rare: the teacher is usually frozen), the loss falls back to the generic
 autograd implementation :func:`tempscale.distill.kd_loss` -- correct, but not memory-lean.
+Second-order gradients (``torch.autograd.grad(..., create_graph=True)``: gradient penalties,
+MAML inner steps, ``gradgradcheck``) are supported: a backward pass run with ``create_graph=True``
+recomputes the gradient with the differentiable generic implementation instead of handing over
+the stored one.
 """
 
 from __future__ import annotations
@@ -113,14 +117,26 @@ class _FusedKD(torch.autograd.Function):
         ctx.grad = grad
         ctx.reduction = reduction
         ctx.inplace = inplace
+        ctx.cfg = cfg
+        # what a differentiable backward (create_graph=True) recomputes from; s and t are the
+        # caller's tensors or views of them, so keeping them costs no memory (axis=-1)
+        ctx.scalars = (T if is_python_scalar(T) else None, Tt if is_python_scalar(Tt) else None)
+        if need_grad:
+            opt = [x if isinstance(x, torch.Tensor) else None for x in (T, Tt, labels, valid)]
+            ctx.layout = [x is not None for x in opt]
+            ctx.save_for_backward(s, t, *[x for x in opt if x is not None])
         if reduction == "none":
             return rows
         total = rows.sum()
         return total * w if reduction == "batchmean" else total
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():
+            # create_graph=True (gradient penalties, MAML, gradgradcheck): the stored gradient
+            # is a constant to autograd, so recompute it differentiably instead (the stored one
+            # stays for a later first-order backward through the same graph, e.g. of a penalty)
+            return (_differentiable_grad(ctx, grad_out),) + (None,) * 6
         g = ctx.grad
         if g is None:
             raise RuntimeError(
@@ -139,6 +155,27 @@ class _FusedKD(torch.autograd.Function):
             else:
                 g = g * grad_out.to(g.dtype)
         return g, None, None, None, None, None, None
+
+
+def _differentiable_grad(ctx, grad_out):
+    """d(loss)/d(student) * grad_out as a function of the student logits (and of ``grad_out``),
+    through the generic :func:`tempscale.distill.kd_loss`, so that it can be differentiated
+    again."""
+    alpha, divergence, beta, t2_scale, ignore_index, reduction, _chunk, _compute, _inp = ctx.cfg
+    saved = list(ctx.saved_tensors)
+    s, t = saved[0], saved[1]
+    rest = iter(saved[2:])
+    T, Tt, labels, valid = [next(rest) if present else None for present in ctx.layout]
+    T = ctx.scalars[0] if T is None else T
+    Tt = ctx.scalars[1] if Tt is None else Tt
+    with torch.enable_grad():
+        loss = _distill.kd_loss(
+            s, t, T, labels=labels, alpha=None if labels is None else alpha,
+            divergence=divergence, beta=beta, teacher_temperature=Tt, t2_scale=t2_scale,
+            ignore_index=ignore_index, mask=valid, reduction=reduction)
+        (g,) = torch.autograd.grad(loss, s, grad_outputs=grad_out.to(loss.dtype),
+                                   create_graph=True)
+    return g
 
 
 def _workers(n_chunks: int, device) -> int:
@@ -298,6 +335,20 @@ def _chunk_generic(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
     return rows.detach(), g
 
 
+def _teacher_tensor(teacher, student, func):
+    """A NumPy (pandas, array-like) teacher as a tensor on the student's device and dtype."""
+    import numpy as np
+
+    arr = _distill._coerce(teacher)
+    if not isinstance(arr, np.ndarray):
+        raise param_error("teacher_logits", func, "a torch.Tensor or a NumPy array",
+                          type(teacher).__name__, TypeError)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    dt = student.dtype if student.is_floating_point() else None
+    return torch.as_tensor(arr, device=student.device, dtype=dt)
+
+
 def _is_tensor_requiring_grad(x) -> bool:
     return isinstance(x, torch.Tensor) and x.requires_grad
 
@@ -357,9 +408,11 @@ def fused_kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=Non
     True
     """
     func = "KDLoss"
-    for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
-        if not isinstance(x, torch.Tensor):
-            raise param_error(name, func, "a torch.Tensor", type(x).__name__, TypeError)
+    if not isinstance(student_logits, torch.Tensor):
+        raise param_error("student_logits", func, "a torch.Tensor", type(student_logits).__name__,
+                          TypeError)
+    if not isinstance(teacher_logits, torch.Tensor):
+        teacher_logits = _teacher_tensor(teacher_logits, student_logits, func)
     alpha_r, beta_r = _distill._check_options(
         func, alpha=alpha, labels=labels, divergence=divergence, beta=beta, t2_scale=t2_scale,
         ignore_index=ignore_index, reduction=reduction)
@@ -450,7 +503,13 @@ class KDLoss(nn.Module):
     Gradients flow into the student logits.  The teacher is expected to be frozen (its logits
     detached or computed under ``torch.no_grad()``); if its logits require gradients, or a
     per-call temperature tensor does, the loss falls back to the generic autograd
-    implementation (correct, not memory-lean).
+    implementation (correct, not memory-lean).  A NumPy (or pandas) teacher is converted to a
+    tensor on the student's device, in its dtype.
+
+    Higher-order gradients work: a backward pass with ``create_graph=True`` (a gradient
+    penalty, a MAML inner step) recomputes the gradient through the differentiable
+    :func:`tempscale.distill.kd_loss` (not memory-lean, but exact), so the gradient has a
+    ``grad_fn`` and can be differentiated again.
 
     Examples
     --------
