@@ -5,6 +5,7 @@
   Halley/Newton iteration on :math:`\\beta` reaches the optimum in a few passes over the data.
 * :class:`TemperatureScaler` -- the same as a scikit-learn estimator on logits (scikit-learn is
   imported only when the class is first used).
+* :class:`ProbabilitiesAsLogitsWarning` -- probabilities were given where logits are expected.
 * :func:`calibration_error` (ECE / RMSCE / MCE, top-label or classwise, with a bootstrap interval),
   :func:`reliability_curve` (per-bin data for reliability diagrams), :func:`brier_score`,
   :func:`nll`.  Every metric takes probabilities, or logits with ``from_logits=True``.
@@ -624,9 +625,12 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
     Parameters
     ----------
     logits : array_like, shape (n_samples, n_classes) or (n_samples,)
-        Held-out logits (NumPy, PyTorch, JAX, Dask, array-api-strict).  One column, or a 1-D
-        array, is a binary problem: the logit of class 1 (as from ``decision_function``), read as
-        the two columns ``[0, z]``.  ``-inf`` entries are masked classes.
+        Held-out logits (NumPy, PyTorch, JAX, Dask, array-api-strict; pandas objects and other
+        array-likes are read as NumPy).  One column, or a 1-D array, is a binary problem: the
+        logit of class 1 (as from ``decision_function``), read as the two columns ``[0, z]``.
+        ``-inf`` entries are masked classes.  Probabilities given here (every row in [0, 1]
+        summing to 1) are warned about with :class:`ProbabilitiesAsLogitsWarning`: pass
+        ``np.log(p)`` instead.
     labels : array_like of int, shape (n_samples,)
         Class indices in ``[0, n_classes)`` (``{0, 1}`` for a binary problem).
     sample_weight : array_like, shape (n_samples,), optional
@@ -653,6 +657,15 @@ def fit_temperature(logits, labels, *, sample_weight=None, tol=1e-12, max_iter=1
 
     Notes
     -----
+    The fit is scale-equivariant: ``fit_temperature(c * z, y) == c * fit_temperature(z, y)``
+    for every ``c > 0`` that keeps the logits finite and normal (to rounding of ``c * z``;
+    exactly for powers of two), from ``1e-300`` to ``1e300``.  The iteration works on
+    ``z / 2**e`` with ``2**e`` the median spread (max - min) of the rows, so its start, its
+    stopping rule and its intermediate sums never overflow or underflow.
+
+    The fit looks at values, so it cannot run inside ``jax.jit`` (a TypeError says so); call it
+    on concrete arrays.
+
     On NumPy input the logits are streamed in cache-sized row chunks over threads; a float32
     array is first iterated in float32 arithmetic and finished in float64, so the result is the
     optimum of the exact (float64) NLL of the given float32 values.  On a large input the
