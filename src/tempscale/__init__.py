@@ -11,12 +11,21 @@ from ._entropy import entropy, perplexity, solve_temperature
 from ._native import get_num_threads, set_num_threads, show_config
 from ._softmax import log_softmax, logsumexp, softmax, temper
 from ._version import __version__
-from .calibration import CalibrationWarning, brier_score, calibration_error, fit_temperature, nll, reliability_curve
+from .calibration import (
+    CalibrationWarning,
+    ProbabilitiesAsLogitsWarning,
+    brier_score,
+    calibration_error,
+    fit_temperature,
+    nll,
+    reliability_curve,
+)
 from .distill import kd_loss
 from .sampling import gumbel_softmax, sample, warp
 
 __all__ = sorted([
     "CalibrationWarning",
+    "ProbabilitiesAsLogitsWarning",
     "TemperatureScaler",
     "__version__",
     "brier_score",
