@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build tempscale's native extension with AddressSanitizer + UndefinedBehaviorSanitizer into a
-# temporary directory and run tests/test_native.py against that build.  Any ASan report or UB
-# aborts the run (non-zero exit).  Needs only gcc, the Python in use (with numpy, pytest,
-# hypothesis) and the repository; the working tree's own build is not touched.
+# temporary directory and run tests/test_native.py and tests/test_native_hardening.py against that
+# build.  Any ASan report or UB aborts the run (non-zero exit).  Needs only gcc, the Python in
+# use (with numpy, pytest, hypothesis, mpmath) and the repository; the working tree's own build
+# is not touched.
 #
 #   usage: .ci/sanitize.sh [extra pytest args]      (PYTHON=/path/to/python to pick the interpreter)
 set -euo pipefail
@@ -51,5 +52,6 @@ PYEOF
 
 # every instruction set the CPU offers is exercised by the tests' `isa` fixture
 cd "$ROOT"
-"$PY" -m pytest tests/test_native.py -q -p no:cacheprovider -o addopts="--strict-markers" "$@"
+"$PY" -m pytest tests/test_native.py tests/test_native_hardening.py -q -p no:cacheprovider \
+    -o addopts="--strict-markers" "$@"
 echo "[sanitize] clean: no AddressSanitizer / UBSan reports"

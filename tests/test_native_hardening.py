@@ -625,3 +625,21 @@ def test_set_cache_limit_edge_values():
     finally:
         _native.set_cache_limit(old)
         _native.release_memory()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_or_negative_temperature_array_gives_nan_rows(isa, kind):
+    """Validation is the caller's job; if a NaN / negative per-row T reaches the kernel anyway,
+    exactly those rows are NaN (never garbage or a crash), on every path."""
+    for dtype in DTYPES:
+        for width in (4, 16, 64):
+            x = _probe(dtype, width)[[4, 5, 12, 13, 14, 15] * 3]
+            T = np.ones(len(x))
+            T[[1, 7]] = NAN
+            T[[3, 10]] = -1.0
+            got = native(kind, x, T)
+            bad = np.isnan(T)
+            bad[[3, 10]] = True
+            rows = got if kind == "logsumexp" else got.reshape(len(x), -1).T
+            assert np.all(np.isnan(rows[..., bad]))
+            assert not np.isnan(rows[..., ~bad]).any()

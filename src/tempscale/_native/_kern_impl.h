@@ -13,8 +13,15 @@
  *            vscalefps.  Others: t in double (exact x - m), 2^t in double (exp2_lo).
  *            Either way the row sum is accumulated in double and the final scale by 1/sum is
  *            one rounding (float pair + FMA, or double).  Measured <= 2.6 ulp.
- *   float64: t = (x/2 - m/2) (2 log2(e)/T) (the halving keeps x - m finite), 2^t with a degree-13
- *            polynomial and a two-step 2^k so tiny results underflow to subnormals / exact 0.
+ *            AVX-512 uses exp2_tsum only for c in [TSUM_LO, TSUM_HI]; log-sums below 2^-90 are
+ *            summed again in double (exp2_hi).
+ *   float64: t = (x/2 - m/2) (2 log2(e)/T) (the halving keeps x - m finite; below F64_SMALL_T,
+ *            ((x - m) 2^900) (log2(e) / (T 2^900)) instead), with the constant a double-double
+ *            and the product kept as th + tl (targ_f64), 2^t with a degree-13 polynomial and a
+ *            two-step 2^k so tiny results underflow to subnormals / exact 0; row sums
+ *            compensated (Fast2Sum).  Measured <= 4 ulp (softmax), logsumexp as exact as SciPy.
+ *   log_softmax / logsumexp: log s = log(k) + log1p(rest / k) with the k maxima counted apart
+ *            (log_sum), so logsumexp([0, -40]) = 4.25e-18, not 0.
  * Non-finite cases (NaN, no finite maximum, +inf maximum, T = 0, T = inf) never come out of these
  * loops: the max pass flags NaN, the callers check the maximum and T, and such rows are redone by
  * the scalar reference code in _tskernels.c.
@@ -190,18 +197,15 @@ AI vd SFX(mul_opaque)(vd a, vd b) {
     return p;
 }
 
-/* t = (x - m) log2(e) / T as th + tl, accurate to ~2^-100 relative: the subtraction
-   x h - m h kept exact (TwoSum), scaled by A (exact), times c = ch + cl (double-double
-   log2(e) / (T h A)).  Without this, rounding t once costs |t| 2^-53 relative in 2^t
-   (e.g. 48 ulps for exp(-57)).  An overflowed (x - m) A gives th = -inf (a zero term). */
+/* t = (x - m) log2(e) / T as th + tl: d = (x h - m h) A rounded once (as x - m is in any
+   exp(x - m) evaluation), times c = ch + cl, the double-double log2(e) / (T h A), exactly.
+   Rounding t = d c once instead would cost |t| 2^-53 relative in 2^t beyond that (48 ulps for
+   exp(-57) where x - m is exact, unlike exp(x - m) in natural units).  An overflowed
+   (x - m) A gives th = -inf (a zero term). */
 AI vd SFX(targ_f64)(vd x, vd h, vd mh, vd A, vd ch, vd cl, vd *tl) {
-    vd xh = x * h;
-    vd d = xh - mh;
-    vd bv = d - xh;
-    vd dl = (xh - (d - bv)) + ((vd){0} - mh - bv);
-    vd dA = d * A, dlA = dl * A;
+    vd dA = (x * h - mh) * A;
     vd th = SFX(mul_opaque)(dA, ch);
-    *tl = (SFX(prod_err)(dA, ch, th) + dA * cl) + dlA * ch;
+    *tl = SFX(prod_err)(dA, ch, th) + dA * cl;
     return th;
 }
 
@@ -500,11 +504,12 @@ AI double SFX(rowmax_f64)(const double *x, npy_intp n) {
     return m;
 }
 
-/* s + e as the pair (s, r): TwoSum, exact for any order of magnitude (compensated summation:
-   a float64 row of 70000 equal terms stays within a few ulps) */
+/* s + e as the pair (s, r), compensated summation (a float64 row of 70000 equal terms stays
+   within a few ulps): Fast2Sum, exact because the accumulators start at 1 (removed at the end)
+   and every term is in [0, 1], so |s| >= |e| */
 AI void SFX(twosum)(vd *s, vd *r, vd e) {
-    vd t = *s + e, bp = t - *s;
-    *r += (*s - (t - bp)) + (e - bp);
+    vd t = *s + e;
+    *r += e - (t - *s);
     *s = t;
 }
 
@@ -517,7 +522,7 @@ AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, dou
                           double ch, double cl, double m, int store, double *cnt) {
     vd hv = (vd){0} + h, mhv = (vd){0} + mh, Av = (vd){0} + A, chv = (vd){0} + ch;
     vd clv = (vd){0} + cl, t0l, t1l;
-    vd s0 = (vd){0}, s1 = (vd){0}, r0 = (vd){0}, r1 = (vd){0}; /* sums and their errors */
+    vd s0 = (vd){0} + 1.0, s1 = (vd){0} + 1.0, r0 = (vd){0}, r1 = (vd){0}; /* see twosum */
     vl k0 = (vl){0}, k1 = (vl){0};
     npy_intp i = 0;
     for (; i + 2 * VD <= n; i += 2 * VD) {
@@ -558,8 +563,11 @@ AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, dou
         }
         SFX(twosum)(&s0, &r0, e0);
     }
-    SFX(twosum)(&s0, &r0, s1);
-    r0 += r1;
+    s0 -= 1.0; /* exact: 1 <= s < 2^53 */
+    s1 -= 1.0;
+    vd t01 = s0 + s1, bp01 = t01 - s0; /* TwoSum: either may be the larger now */
+    r0 += ((s0 - (t01 - bp01)) + (s1 - bp01)) + r1;
+    s0 = t01;
     double s = 0.0, r = 0.0;
     for (int l = 0; l < VD; l++) {
         double t = s + s0[l], bp = t - s;

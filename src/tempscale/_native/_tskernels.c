@@ -58,6 +58,7 @@
 /* log(k + rest) for k >= 1 maxima (each contributing exactly 1) and the sum of the other terms:
    log1p keeps the small terms (log(1 + 1e-18) is 1e-18, not 0) */
 static inline double log_sum(double k, double rest) {
+    if (rest >= k) return log(k + rest); /* log s >= log 2: log alone is as exact, and faster */
     return k == 1.0 ? log1p(rest) : log(k) + log1p(rest / k);
 }
 
