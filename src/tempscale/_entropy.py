@@ -18,7 +18,7 @@ import numpy as np
 from . import _compat
 from ._compat import array_namespace, is_concrete, is_python_scalar
 from ._compat import to_numpy as _to_numpy
-from ._softmax import _quiet, log_softmax
+from ._softmax import _compute, _quiet, log_softmax
 from ._validation import check_axis, check_choice, check_scalar, param_error
 
 __all__ = ["entropy", "perplexity", "solve_temperature"]
@@ -36,7 +36,7 @@ def _log_base(base, func):
 def _nats(x, temperature, axis, mask, func):
     """Entropy in nats of softmax(x, T) along ``axis`` (reduced), in x's floating dtype."""
     xp = array_namespace(x)
-    lp = log_softmax(x, temperature, axis=axis, mask=mask)
+    lp = _compute("log_softmax", x, temperature, axis, mask, None, func=func)
     finite = lp > -math.inf
     lp_safe = xp.where(finite, lp, xp.zeros_like(lp))
     p = xp.where(finite, xp.exp(lp_safe), xp.zeros_like(lp))
@@ -398,7 +398,8 @@ def _newton_step(xp, kind, c_in, c, u, lo, hi, grow, q, ftol, umax):
         h = 0.0 - lpmax - mu                # H = log Z - E_p[x / T]
         h = xp.where(h > 0, h, xp.zeros_like(h))
         f = h - q
-        fp = xp.sum(pcb * cb, axis=-1) - mu * mu   # dH/du = beta^2 Var_p(x)
+        pcb2 = xp.where(p > 0, pcb * cb, xp.zeros_like(p))
+        fp = xp.sum(pcb2, axis=-1) - mu * mu       # dH/du = beta^2 Var_p(x)
     ones_row = xp.ones_like(u)
     conv = xp.abs(f) <= ftol
     live = xp.logical_not(conv)

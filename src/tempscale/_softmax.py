@@ -125,7 +125,7 @@ def _broadcasts_to(src, dst) -> bool:
     src, dst = tuple(src), tuple(dst)
     if len(src) > len(dst):
         return False
-    for s, d in zip(src[::-1], dst[::-1]):
+    for s, d in zip(src[::-1], dst[::-1], strict=False):
         if not (isinstance(s, int) and isinstance(d, int)):
             continue  # unknown (lazy) sizes: the backend checks them
         if s != 1 and s != d:
@@ -201,7 +201,7 @@ def _prepare_temperature(temperature, x, ax, xp, compute, func, *, flat=False, k
 
 
 def _broadcasts(src, dst) -> bool:
-    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst))
+    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst, strict=True))
 
 
 def _first_bad(T, bad, xp):
@@ -260,8 +260,8 @@ def _core(xp, x, T, ax, mask):
     if is_python_scalar(T) and t < tiny:
         y_direct = _div_subnormal(xp, d_safe, t)
     else:
-        y_direct = d_safe / t
-    y_half = (x_safe / 2 - m_safe / 2) / t_half
+        y_direct = _div(xp, d_safe, t)
+    y_half = _div(xp, x_safe / 2 - m_safe / 2, t_half)
     y_gen = xp.where(d_fin, y_direct, y_half)
     zero = xp.zeros_like(y_gen)
     is_top = xp.logical_and(valid, x == m)            # the row's maxima: y = 0 there
@@ -274,6 +274,41 @@ def _core(xp, x, T, ax, mask):
     s = k + r
     log_s = xp.log1p(r / k) + xp.log(k)
     return y, e, s, log_s, m, m_safe, empty, tie, nan_row
+
+
+def _emax(fi) -> int:
+    """The largest binary exponent of a finfo's dtype (127 for float32, 1023 for float64)."""
+    return math.frexp(float(fi.max))[1] - 1
+
+
+def _barrier(xp, a):
+    """Keep XLA from folding the constants around ``a`` into one (JAX only)."""
+    if _compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.optimization_barrier(a)
+    return a
+
+
+def _div(xp, d, t):
+    """``d / t`` for ``t > 0`` (a Python float or an array).
+
+    XLA's CPU backend divides by multiplying with the reciprocal and flushes subnormals to zero,
+    so on JAX ``d / t`` is 0 for every ``t`` above ``1/smallest_normal`` (about 8.5e37 in
+    float32).  There, both are scaled by the same normal power of two first (``d``'s underflow
+    to 0 is harmless: it leaves ``y`` below 1e-38).  Elsewhere division is IEEE's.
+    """
+    if not _compat.is_jax_namespace(xp):
+        return d / t
+    fi = xp.finfo(d.dtype)
+    tiny = float(fi.smallest_normal)
+    big = 0.25 / tiny
+    c = math.ldexp(1.0, -(_emax(fi) - 1))  # a normal power of two
+    if is_python_scalar(t):
+        return _barrier(xp, d * c) / (t * c) if t > big else d / t
+    huge = t > big
+    t_s = xp.where(huge, t * c, t)
+    return _barrier(xp, xp.where(huge, d * c, d)) / t_s
 
 
 def _div_subnormal(xp, d, t):
@@ -291,12 +326,12 @@ def _div_subnormal(xp, d, t):
     if t_scaled < tiny:  # pragma: no cover - log2 rounding
         e += 1
         t_scaled = math.ldexp(t, e)
-    step = int(math.floor(math.log2(float(fi.max)))) - 1
+    step = _emax(fi) - 1
     while e > 0:
         k = min(e, step)
         d = d * float(2.0 ** k)
         e -= k
-    return d / t_scaled
+    return _barrier(xp, d) / t_scaled
 
 
 def _generic_kernel(kind, xp, x, T, ax, mask):
@@ -320,12 +355,14 @@ def _generic_kernel(kind, xp, x, T, ax, mask):
     return xp.where(nan_row, xp.asarray(math.nan, dtype=r.dtype, device=_compat.device(r)), r)
 
 
-def _compute(kind, x, temperature, axis, mask, dtype, keepdims=True):
+def _compute(kind, x, temperature, axis, mask, dtype, keepdims=True, *, func=None):
     """Validate, then the first path that takes the case: native, fused torch, generic.
 
-    ``kind`` is the public function's name (also used in error messages).
+    ``kind`` is the computation; ``func`` the public function named in error messages
+    (default ``kind``; ``entropy`` or ``temper`` when they call this).
     """
-    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype, kind)
+    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype,
+                                                        func or kind)
     r = _native(kind, xp, x, T, ax, mask, out)  # converts float16 itself
     if r is not None and r.ndim < x.ndim:  # the kernel's logsumexp drops the axis
         r = xp.expand_dims(r, axis=ax)
@@ -392,7 +429,7 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
     empty = m == -math.inf
     # z - m (z >= -max) overflows only where the row maximum m exceeds a quarter of the
     # spacing of floats at the dtype's max: one flag decides whether to halve first
-    big = math.ldexp(fi.eps, math.floor(math.log2(fi.max)) - 2)
+    big = math.ldexp(float(fi.eps), _emax(fi) - 2)
     flags = [torch.all((m < math.inf) & ~torch.isnan(m)), torch.any(empty), torch.any(m >= big)]
     if not isinstance(T, float):
         flags.append(torch.all(torch.isfinite(T) & (T >= fi.smallest_normal)))
@@ -604,4 +641,4 @@ def temper(p, temperature, *, axis=-1):
     logp = xp.where(pos, xp.log(xp.where(pos, p, xp.ones_like(p))),
                     xp.asarray(-math.inf, dtype=p.dtype, device=_compat.device(p)))
     logp = xp.where(xp.isnan(p), p, logp)
-    return softmax(logp, temperature, axis=axis)
+    return _compute("softmax", logp, temperature, axis, None, None, func="temper")
