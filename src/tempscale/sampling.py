@@ -306,7 +306,8 @@ def _tempered(a, key, m):
     d = xp.where(valid, key, m_safe) / 2 - m_safe / 2  # in [-max, 0]: exact halves, no overflow
     T = a.T if a.order == "temperature-first" else 1.0
     narrow = key.dtype != a.wide
-    lo32, hi32 = 2.0 ** -126, 2.0 ** 127
+    # T and 1/T normal float32 numbers (XLA flushes subnormals: d / T may be d * (1/T))
+    lo32, hi32 = 2.0 ** -125, 2.0 ** 125
     if is_python_scalar(T):
         t = 1.0 if T == 0 else T
         if t == 1.0:
@@ -461,8 +462,15 @@ def _greedy_keep(a, keep, key, valid):
 
 
 def _final_T(a):
-    """The temperature of the final distribution (the greedy rows hold one token)."""
-    return a.T
+    """The temperature of the final distribution (the greedy rows hold one token).
+
+    A Python float beyond the compute dtype's range (``T = 1e39`` on float32 logits) is passed
+    as a per-row array in the wide dtype, so that no path rounds it to ``inf``."""
+    T, xp = a.T, a.xp
+    if is_python_scalar(T) and math.isfinite(T) and a.x.dtype != a.wide and \
+            T > float(xp.finfo(a.x.dtype).max):
+        return _full(xp, a.x, T, shape=(a.B, 1), dtype=a.wide)
+    return T
 
 
 def _warp_parts(a):
@@ -1091,7 +1099,7 @@ def warp(logits, temperature=1.0, *, top_k=None, top_p=None, min_p=None,
     >>> warp(np.array([1.0, 3.0, 3.0]), 0)      # greedy: the first maximum
     array([0., 1., 0.])
     >>> warp(x, 0.5, top_k=0, top_p=1.0, min_p=0.0)  # every filter off
-    array([0.8668, 0.1173, 0.0159, 0.0021])
+    array([0.865 , 0.1171, 0.0158, 0.0021])
     """
     func = "warp"
     check_bool(log, "log", func)
