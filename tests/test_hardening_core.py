@@ -138,9 +138,9 @@ def test_first_call_in_a_fresh_interpreter(name):
 
 
 def test_fresh_interpreter_covers_every_array_function():
-    skip = {"__version__", "CalibrationWarning", "get_num_threads",
-            "set_num_threads", "show_config"}
-    assert set(tempscale.__all__) - skip == set(_FRESH_CALLS)
+    skip = {"__version__", "get_num_threads", "set_num_threads", "show_config"}
+    arrays = {n for n in tempscale.__all__ if n not in skip and not n.endswith("Warning")}
+    assert arrays == set(_FRESH_CALLS)
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,8 +14,12 @@ The numerical contract
   zeros (softmax), ``-inf`` (log-softmax, logsumexp), never NaN.
 * ``+inf`` logits take the limit: the mass is shared among the ``+inf`` entries (at every T).
 * A NaN anywhere in a row makes the whole row NaN.
-* No overflow for any finite input: ``(x - max)/T`` is evaluated as ``(x/2 - max/2)/(T/2)``.
-* float16/bfloat16 are computed in float32 and returned in their own dtype.
+* No overflow for any finite input and any T: ``(x - max)/T`` is evaluated directly (two
+  roundings), as ``(x/2 - max/2)/(T/2)`` where ``x - max`` would overflow, and by powers of two
+  for a T below the dtype's smallest normal.
+* ``log sum exp`` is ``log k + log1p(r/k)`` (``k`` maxima, ``r`` the rest), exact near 0.
+* float16/bfloat16 are computed in float32 and returned in their own dtype; a temperature array
+  is never rounded to the logits' narrower dtype (float64 T: computed in float64).
 """
 
 from __future__ import annotations
@@ -409,7 +413,8 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
 
     Handles finite positive temperatures and rows whose maximum is finite or ``-inf`` (fully
     masked); returns ``None`` for anything else (T = 0/inf, +inf or NaN maxima), which the generic
-    path then computes.  About 3 passes over the data instead of the generic path's dozen.
+    path then computes.  softmax takes about 3 passes over the data instead of the generic
+    path's dozen; log_softmax and logsumexp a few more, for the exact ``log1p`` form of the sum.
     """
     if not _NATIVE_OK or not _compat.is_torch_namespace(xp):
         return None
@@ -441,7 +446,9 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
     if not has_big:
         # (z - m)/T: exact to two roundings, and no overflow (an underflow to -inf is the
         # correctly rounded value there)
-        y = torch.sub(z, m0).div_(T)
+        y = torch.sub(z, m0)
+        if not (isinstance(T, float) and T == 1.0):
+            y = y.div_(T)
     else:
         y = torch.sub(z * 0.5, m0, alpha=0.5).div_(T * 0.5 if isinstance(T, float) else T / 2)
     if has_empty:
@@ -453,9 +460,14 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
         # when the sum is close to 1 (torch.logsumexp rounds rest away there)
         top = z == m
         k = top.sum(dim=ax, keepdim=True, dtype=y.dtype).clamp_(min=1)
-        rest = torch.where(top, torch.zeros_like(y), torch.exp(y)).sum(dim=ax, keepdim=True)
-        log_s = torch.log1p(rest / k) + torch.log(k)
-        r = y - log_s if kind == "log_softmax" else m0 + T * log_s
+        grad = torch.is_grad_enabled() and y.requires_grad
+        e = torch.exp(y)
+        e = e.masked_fill(top, 0.0) if grad else e.masked_fill_(top, 0.0)  # exp saves its output
+        log_s = torch.log1p(e.sum(dim=ax, keepdim=True) / k) + torch.log(k)
+        if kind == "logsumexp":
+            r = m0 + T * log_s
+        else:
+            r = y - log_s if grad else y.sub_(log_s)  # without autograd, y is ours to reuse
     if has_empty:  # fully masked rows: 0 (softmax), -inf (log_softmax and logsumexp, i.e. m)
         fill = torch.zeros_like(r) if kind == "softmax" else m.detach().expand_as(r)  # no gradient
         r = torch.where(empty, fill, r)
@@ -498,7 +510,8 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
         Note: SciPy's ``softmax`` defaults to the whole array and Chainer's to axis 1; tempscale,
         like PyTorch and JAX, defaults to the last axis.
     mask : array of bool, optional
-        Broadcastable to ``x``; ``False`` entries are excluded, exactly like ``-inf`` logits.
+        Broadcastable to ``x``'s shape (it never enlarges the result); ``False`` entries are
+        excluded, exactly like ``-inf`` logits.
     dtype : dtype, optional
         The result's dtype.  By default the input's floating dtype (integers and bools promote to
         the library's default float).  float16/bfloat16 are always accumulated in float32.
@@ -511,9 +524,11 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
 
     Notes
     -----
-    Computed as ``exp(y - log sum exp(y))`` with ``y = (x/2 - m/2) / (T/2)``, ``m`` the row
-    maximum: the halving keeps ``x - m`` finite for every finite input, so no overflow occurs for
-    ``|x|`` up to the dtype's maximum and ``T`` anywhere in ``[1e-30, 1e30]``.  For NumPy float
+    Computed as ``exp(y) / sum exp(y)`` with ``y = (x - m) / T``, ``m`` the row maximum (halved
+    first, ``(x/2 - m/2) / (T/2)``, where ``x - m`` would overflow), so no overflow occurs for
+    ``|x|`` up to the dtype's maximum and any ``T`` in ``[0, inf]``.  A temperature array wider
+    than the logits (float64 with float32 logits) is not rounded before the division; on NumPy,
+    float32 input is computed in float64 on the generic path.  For NumPy float
     arrays a compiled multi-threaded kernel computes the same result (see
     :func:`tempscale.show_config`).
 
