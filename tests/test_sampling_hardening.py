@@ -19,7 +19,6 @@ NumPy / torch-only / torch generic, JAX).  The fuzz test runs a bounded number o
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 
 import numpy as np
@@ -211,7 +210,7 @@ def test_top_p_float64_boundaries_follow_exact_arithmetic():
             exact = np.ones(V, bool)
             ambiguous = False
             c = mpmath.mpf(0)
-            for r, i in enumerate(asc[:-1]):
+            for i in asc[:-1]:
                 c += e[i] / s
                 if abs(c - thr) < 8 * F64.eps * max(thr, 1e-300):
                     ambiguous = True
