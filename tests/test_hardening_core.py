@@ -458,6 +458,10 @@ def test_object_arrays_are_refused_clearly():
         log_softmax(ArrayLike(np.array([1, None], dtype=object)))
     with pytest.raises(TypeError, match=r"of softmax must be an array of numbers"):
         softmax([1.0, None])
+    with pytest.raises(TypeError, match=r"'mask' parameter of softmax must be an array of numbers"):
+        softmax(np.ones(2), mask=pd.Series([True, None]))
+    with pytest.raises(TypeError, match=r"'temperature' parameter of logsumexp must be an array of"):
+        logsumexp(np.ones((2, 2)), pd.Series([1.0, "a"]))
 
 
 # ------------------------------------------------------------------------------------------

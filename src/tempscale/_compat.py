@@ -59,7 +59,7 @@ def _is_array_like(x: Any) -> bool:
             or hasattr(x, "__array_struct__"))
 
 
-def _as_numpy_input(x: Any) -> Any:
+def _as_numpy_input(x: Any, param: str = "x") -> Any:
     """``x`` as a NumPy array when it is read as NumPy (see :func:`_is_array_like`), else ``x``.
 
     Object arrays are refused with a TypeError naming the public function that was called.
@@ -71,7 +71,7 @@ def _as_numpy_input(x: Any) -> Any:
         what = type(x).__name__
         from ._validation import param_error
 
-        raise param_error(_caller_param(), _public_caller(),
+        raise param_error(param, _public_caller(),
                           "an array of numbers (an object array cannot be computed with; convert "
                           "it to a numeric dtype first, e.g. with .astype(float))",
                           f"a {what} of dtype object", TypeError)
@@ -95,13 +95,12 @@ def _public_caller() -> str:
     return name
 
 
-def _caller_param() -> str:
-    return "x"
+def as_array(x: Any, xp, *, like=None, dtype=None, param: str = "x"):
+    """``x`` as an array of namespace ``xp`` (on ``like``'s device when given); no copy if it is one.
 
-
-def as_array(x: Any, xp, *, like=None, dtype=None):
-    """``x`` as an array of namespace ``xp`` (on ``like``'s device when given); no copy if it is one."""
-    x = _as_numpy_input(x)
+    ``param`` names the argument in the error raised for an object array.
+    """
+    x = _as_numpy_input(x, param)
     dev = device(like) if like is not None else None
     if array_api_compat.is_array_api_obj(x) and array_namespace(x) is xp:
         if dtype is not None and x.dtype != dtype:

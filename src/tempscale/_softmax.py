@@ -138,7 +138,7 @@ def _broadcasts_to(src, dst) -> bool:
 
 
 def _as_mask(mask, x, xp, func):
-    mask = _compat.as_array(mask, xp, like=x)
+    mask = _compat.as_array(mask, xp, like=x, param="mask")
     if mask.dtype != xp.bool:
         raise param_error("mask", func, "a boolean array (True = keep)", f"dtype {mask.dtype}", TypeError)
     if not _broadcasts_to(mask.shape, x.shape):
@@ -165,7 +165,7 @@ def _prepare_temperature(temperature, x, ax, xp, compute, func, *, flat=False, k
         if math.isnan(t) or t < 0:
             raise param_error("temperature", func, _T_EXPECT, temperature)
         return t
-    T = _compat.as_array(temperature, xp, like=x)
+    T = _compat.as_array(temperature, xp, like=x, param="temperature")
     if not xp.isdtype(T.dtype, ("real floating", "integral")):
         raise param_error("temperature", func, _T_EXPECT, f"an array of dtype {T.dtype}", TypeError)
     if not keep_wide:
