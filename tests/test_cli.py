@@ -454,3 +454,21 @@ def test_python_m_softmax_version_and_errors(tmp_path):
         assert res.returncode == 2, argv
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert "Traceback" not in res.stderr and res.stdout == ""
+
+
+def test_commands_work_without_rich(tmp_path):
+    """rich is optional (the ``cli`` extra): without it tables and messages are plain text."""
+    code = (
+        "import sys\n"
+        "sys.modules['rich'] = None\n"
+        "from tempscale.cli import main\n"
+        "sys.exit(main(['softmax', '-T', '0.5', '--', '-1', '0', '1']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = table_rows(out.stdout)
+    expected = np.exp(np.array([-1.0, 0.0, 1.0]) / 0.5)
+    expected /= expected.sum()
+    values = [float(v) for v in rows["T = 0.5"]]
+    np.testing.assert_allclose(values, expected, rtol=1e-3)
+    assert "rich" not in out.stderr

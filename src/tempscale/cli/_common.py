@@ -58,16 +58,45 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def console():
-    from rich.console import Console
+def _rich(module: str):
+    """``rich.<module>`` if rich is installed (the ``cli`` extra), else ``None``: plain text."""
+    import importlib
 
-    return Console(highlight=False)
+    try:
+        return importlib.import_module(f"rich.{module}")
+    except ImportError:
+        return None
+
+
+class _PlainConsole:
+    """What the commands use of rich's Console when rich is absent: markup-free lines."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def print(self, *objects, **_):
+        import re
+
+        text = " ".join(str(o) for o in objects)
+        print(re.sub(r"\[/?[a-z ]+\]", "", text), file=self._stream)
+
+
+def console():
+    rich_console = _rich("console")
+    if rich_console is None:
+        import sys
+
+        return _PlainConsole(sys.stdout)
+    return rich_console.Console(highlight=False)
 
 
 def err_console():
-    from rich.console import Console
+    rich_console = _rich("console")
+    if rich_console is None:
+        import sys
 
-    return Console(stderr=True, highlight=False)
+        return _PlainConsole(sys.stderr)
+    return rich_console.Console(stderr=True, highlight=False)
 
 
 def warn(message: str) -> None:
@@ -614,27 +643,65 @@ def fmt(v: float, digits: int = 6) -> str:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A rich table on stdout (plain text when stdout is not a terminal is handled by rich)."""
-    from rich.table import Table as RichTable
+    """A table on stdout: rich's when installed, else the same cells between ``│`` bars."""
+    cells = [[c if isinstance(c, str) else fmt(c) for c in r] for r in rows]
+    rich_table = _rich("table")
+    if rich_table is None:
+        widths = [max(len(str(c)), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
 
-    table = RichTable(title=title, show_lines=False)
+        def line(values):
+            parts = [v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths))]
+            return "│ " + " │ ".join(parts) + " │"
+
+        if title:
+            print(title)
+        print(line([str(c) for c in columns]))
+        for r in cells:
+            print(line(r))
+        return
+    table = rich_table.Table(title=title, show_lines=False)
     for i, c in enumerate(columns):
         table.add_column(str(c), justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*[c if isinstance(c, str) else fmt(c) for c in r])
+    for r in cells:
+        table.add_row(*r)
     console().print(table)
 
 
 @contextlib.contextmanager
 def progress(description: str, total: int | None = None, *, disable: bool = False):
-    """A rich progress bar on stderr; yields ``advance(n=1)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A progress bar on stderr (rich's, when installed); yields ``advance(n=1, description=None)``.
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console(), disable=disable, transient=True) as prog:
+    Without rich, a plain ``description: done/total`` line is rewritten in place on a terminal
+    and nothing is printed otherwise.
+    """
+    import sys
+
+    rich_progress = _rich("progress")
+    if rich_progress is None:
+        shown = not disable and sys.stderr.isatty()
+        state = {"done": 0, "description": description}
+
+        def advance(n: int = 1, description: str | None = None) -> None:
+            state["done"] += n
+            if description is not None:
+                state["description"] = description
+            if shown:
+                of = f"/{total}" if total is not None else ""
+                print(f"\r{state['description']}: {state['done']}{of}", end="", file=sys.stderr, flush=True)
+
+        yield advance
+        if shown:
+            print(file=sys.stderr)
+        return
+    columns = (rich_progress.TextColumn("{task.description}"), rich_progress.BarColumn(),
+               rich_progress.MofNCompleteColumn(), rich_progress.TimeElapsedColumn(),
+               rich_progress.TimeRemainingColumn())
+    with rich_progress.Progress(*columns, console=err_console(), disable=disable, transient=True) as prog:
         task = prog.add_task(description, total=total)
 
-        def advance(n: int = 1) -> None:
+        def advance(n: int = 1, description: str | None = None) -> None:
+            if description is not None:
+                prog.update(task, description=description)
             prog.advance(task, n)
 
         yield advance

@@ -101,10 +101,10 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
     """Train teacher and students for each seed; returns per-method lists of (acc, nll)."""
     import torch
     import torch.nn.functional as F
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
 
     from tempscale.torch import KDLoss
+
+    from ._common import progress as progress_bar
 
     torch.set_num_threads(threads)
     methods = ["teacher", "student: hard labels"] + [f"student: KD T={T:g}" for T in temperatures]
@@ -112,18 +112,11 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
     info = {}
     total = seeds * (teacher_epochs + epochs * (1 + len(temperatures)))
     t_start = time.perf_counter()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True,
-                  console=_stderr_console()) as bar:
-        task = bar.add_task("distilling", total=total)
-
-        def tick():
-            bar.advance(task)
-
+    with progress_bar("distilling", total=total, disable=not progress) as advance:
+        tick = advance
         for seed in range(seeds):
             Xtr, ytr, Xte, yte = load_split(seed, train_size)
-            bar.update(task, description=f"seed {seed + 1}/{seeds}: teacher")
+            advance(0, description=f"seed {seed + 1}/{seeds}: teacher")
             torch.manual_seed(seed)
             teacher = mlp([64, teacher_hidden, teacher_hidden, 10], dropout=0.2)
             fit(teacher, Xtr, ytr, lambda out, idx: F.cross_entropy(out, ytr[idx]),
@@ -138,7 +131,7 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
             info = {"teacher_params": n_params(teacher), "student_params": n_params(init),
                     "n_train": len(Xtr), "n_test": len(Xte)}
             for name in methods[1:]:
-                bar.update(task, description=f"seed {seed + 1}/{seeds}: {name}")
+                advance(0, description=f"seed {seed + 1}/{seeds}: {name}")
                 student = mlp([64, student_hidden, 10])
                 student.load_state_dict(state)    # every student starts from the same weights
                 if name == "student: hard labels":
@@ -156,12 +149,6 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
                 train_size=train_size, threads=threads,
                 seconds=round(time.perf_counter() - t_start, 1))
     return {"results": results, "info": info}
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def summarise(results: dict):
