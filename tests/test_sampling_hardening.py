@@ -586,3 +586,17 @@ def test_differential_fuzz_every_path():
         live = _kept(res["numpy-generic"]).any(-1)
         idx = sample(x, T, num_samples=4, seed=trial, **kw)
         assert (idx[live] >= 0).all()
+
+
+def test_issue_examples_tiny_temperature_regressions():
+    # two logits overflowing x / T = +inf used to share the mass (uniform instead of greedy)
+    y = np.array([[1e9, 1e9 - 64, -1e9, 0.0]], np.float32)
+    for path in all_paths(y, 1e-30).values():
+        np.testing.assert_allclose(np.exp(path), [[1, 0, 0, 0]])
+    # every logit overflowing to -inf used to make a "fully masked" row: all zeros, index -1
+    z = np.array([[-1e9, -2e9, -3e9]], np.float32)
+    for path in all_paths(z, 1e-30, jax=True).values():
+        np.testing.assert_allclose(np.exp(path), [[1, 0, 0]])
+    for fast in (True, False):
+        with _switch(fast):
+            np.testing.assert_array_equal(sample(z, 1e-30, num_samples=3, seed=0), [[0, 0, 0]])

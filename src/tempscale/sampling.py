@@ -236,20 +236,21 @@ def _mantissa(xp, dtype) -> int:
     return 53 if _compat.float_bits(xp, dtype) == 64 else 24
 
 
-def _grids(a, head):
+def _grids(a, head, dtype):
     """Exponents ``g`` of the grids ``2**-g`` of an exact multi-part sum of non-negative numbers.
 
     Part ``j`` of a value is its remainder after the parts before, rounded down to the grid
     ``2**-g_j``; the grids are chosen so that any sum of up to ``V`` parts ``j`` is exactly
     representable in the wide dtype (values below ``2**head``).  Sums of parts are therefore
     exact in any order, and the total's rounding does not depend on how a row was summed.
+    The parts reach about 10 bits below ``dtype``'s precision (the dtype the total is rounded to).
     """
     mant = _mantissa(a.xp, a.wide)
     lv = max(1, int(a.V).bit_length())
     g = mant - head - 1
     step = max(1, mant - lv - 1)
     out = [g]
-    reach = g + (36 if mant == 53 else 40)
+    reach = g + _mantissa(a.xp, dtype) + 10
     while g < reach and len(out) < 8:
         g += step
         out.append(g)
@@ -344,7 +345,7 @@ def _probs(a, e, keep):
     xp = a.xp
     ek = xp.where(keep, e, xp.zeros_like(e))
     ew = xp.astype(ek, a.wide) if ek.dtype != a.wide else ek
-    s = _exact_sum(xp, _parts(xp, ew, _grids(a, head=max(1, int(a.V).bit_length()))))
+    s = _exact_sum(xp, _parts(xp, ew, _grids(a, max(1, int(a.V).bit_length()), e.dtype)))
     s = xp.where(s > 0, s, xp.ones_like(s))
     s = xp.astype(s, e.dtype) if s.dtype != e.dtype else s
     return ek * (1 / s)
@@ -377,7 +378,7 @@ def _cum_decide(a, base, p_sorted, thr):
     """
     xp = a.xp
     pw = xp.astype(p_sorted, a.wide) if p_sorted.dtype != a.wide else p_sorted
-    parts = _parts(xp, pw, _grids(a, head=2))
+    parts = _parts(xp, pw, _grids(a, 2, p_sorted.dtype))
     cs = [xp.cumulative_sum(q, axis=-1) for q in parts]
     if base is not None:
         cs = [b + c for b, c in zip(base, cs, strict=True)]
@@ -855,7 +856,7 @@ def _fast_top_p(a, ops, key, p, keep, m):
     ninf = _full(xp, key, -math.inf, shape=())
     pinf = _full(xp, key, math.inf, shape=())
     thr = _top_p_threshold(a, p.dtype)
-    grids = _grids(a, head=2)
+    grids = _grids(a, 2, p.dtype)
     P = _parts(xp, xp.astype(p, a.wide) if p.dtype != a.wide else p, grids)
     finite = key > ninf
     nonempty = m > ninf
