@@ -528,3 +528,39 @@ def test_solve_temperature_tiny_solution_has_no_nan():
     T = solve_temperature(x, entropy=0.3)
     assert np.isfinite(T).all() and T[0] > 0
     np.testing.assert_allclose(entropy(x, T[:, None]), [0.3], rtol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("T", [3.5e38, 1e39, 1e300, 1.7e308])
+def test_torch_float32_temperature_beyond_the_dtype_max(kind, T):
+    """A Python-float T above float32's max on a float32 tensor: the limit, never NaN."""
+    torch = pytest.importorskip("torch")
+    import tempscale as ts
+
+    x = torch.tensor([[1.0, -math.inf, 2.0], [-math.inf, -math.inf, -math.inf]])
+    got = getattr(ts, kind)(x, T).numpy()
+    want = getattr(ts, kind)(x.double().numpy(), T)  # float64 NumPy: T representable
+    with np.errstate(over="ignore"):  # logsumexp ~ T log 2 rounds to inf in float32
+        want = want.astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert not np.isnan(got).any()
+
+
+@pytest.mark.parametrize("lib", ["numpy-native", "numpy-generic", "torch"])
+def test_logsumexp_whose_scaled_log_overflows_alone(lib):
+    """m + T log s where T log s overflows but the sum does not (m < 0, T near the max)."""
+    import tempscale as ts
+    from tempscale._softmax import _generic
+
+    M = np.finfo(np.float64).max
+    row = np.array([[-M, -M, -M / 2, -M]])
+    # exact: m + T log(1 + 3 e^{-1/2}) with m = -M/2, T = M
+    want = float(-mpmath.mpf(M) / 2 + mpmath.mpf(M) * mpmath.log(1 + 3 * mpmath.exp(-0.5)))
+    if lib == "numpy-native":
+        got = ts.logsumexp(row, M)
+    elif lib == "numpy-generic":
+        got = _generic("logsumexp", row, M)
+    else:
+        torch = pytest.importorskip("torch")
+        got = ts.logsumexp(torch.asarray(row), M).numpy()
+    np.testing.assert_allclose(got, [want], rtol=1e-15)

@@ -350,12 +350,19 @@ def _generic_kernel(kind, xp, x, T, ax, mask):
         zero = xp.zeros_like(log_s)
         if is_python_scalar(T):
             t = 0.0 if T == 0 else T
-            scaled = xp.where(log_s == 0, zero, t * xp.where(log_s == 0, zero + 1, log_s))
+            log_s1 = xp.where(log_s == 0, zero + 1, log_s)
+            scaled = xp.where(log_s == 0, zero, t * log_s1)
+            scaled_half = xp.where(log_s == 0, zero, (t / 2) * log_s1)
         else:
             t_safe = xp.where(xp.logical_or(log_s == 0, T == 0), zero + 1, T + zero)
             scaled = xp.where(log_s == 0, zero, t_safe * log_s)
+            scaled_half = xp.where(log_s == 0, zero, (t_safe / 2) * log_s)
+        # m + T log s; where T log s alone overflows but the sum does not (m < 0, huge T), the
+        # halved form 2 (m/2 + T/2 log s) is exact
+        total = m_safe + scaled
+        total = xp.where(xp.isinf(total), 2 * (m_safe / 2 + scaled_half), total)
         # T = 0 and +inf rows: the max; fully masked rows: m = -inf
-        r = xp.where(xp.logical_or(tie, empty), m, m_safe + scaled)
+        r = xp.where(xp.logical_or(tie, empty), m, total)
     return xp.where(nan_row, xp.asarray(math.nan, dtype=r.dtype, device=_compat.device(r)), r)
 
 
@@ -422,7 +429,9 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
 
     fi = torch.finfo(x.dtype)
     if isinstance(T, float):
-        if not fi.smallest_normal <= T < math.inf:
+        # beyond the dtype's max, T itself would round to inf in the division (-inf/inf = NaN
+        # at masked entries): the generic path computes such T in a wider form
+        if not fi.smallest_normal <= T <= fi.max:
             return None
     elif T.requires_grad:
         # d/dT of a masked entry is 0 * inf in the fused form: learnable T takes the generic path
@@ -466,6 +475,8 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
         log_s = torch.log1p(e.sum(dim=ax, keepdim=True) / k) + torch.log(k)
         if kind == "logsumexp":
             r = m0 + T * log_s
+            # T log s alone may overflow where the sum does not (m < 0, huge T): halve
+            r = torch.where(torch.isinf(r), 2 * (m0 / 2 + (T / 2) * log_s), r)
         else:
             r = y - log_s if grad else y.sub_(log_s)  # without autograd, y is ours to reuse
     if has_empty:  # fully masked rows: 0 (softmax), -inf (log_softmax and logsumexp, i.e. m)
