@@ -143,10 +143,12 @@ def check_temperatures(values: Any, func: str, *, param: str = "temperatures",
     expect = "a non-empty sequence of floats in [0, inf]"
     if isinstance(values, numbers.Real) and not isinstance(values, bool):
         values = (values,)
-    if isinstance(values, (str, bytes)):
+    if isinstance(values, (str, bytes, bool)):
         raise param_error(param, func, expect, values, TypeError)
     try:
         arr = to_numpy(values) if not isinstance(values, (list, tuple)) else np.asarray(values)
+        if arr.dtype.kind not in "fiu":  # bools, strings, objects: not temperatures
+            raise TypeError
         ts = tuple(float(t) for t in np.asarray(arr, dtype=np.float64).reshape(-1))
     except (TypeError, ValueError):
         raise param_error(param, func, expect, values, TypeError) from None
