@@ -225,7 +225,8 @@ def test_force_result_is_correct_and_readable(capsys, tmp_path):
 
 
 def test_new_output_is_created_exclusively_and_cleaned_on_failure(tmp_path):
-    from tempscale.cli._common import CLIError, write_output
+    from tempscale.cli._console import CLIError
+    from tempscale.cli._writers import write_output
 
     def boom(fh):
         fh.write(b"half")
@@ -487,7 +488,7 @@ def test_bad_input_files_are_one_clean_line(capsys, tmp_path, bad):
 
 
 def test_unreadable_file_is_one_line(capsys, tmp_path, monkeypatch):
-    import tempscale.cli._common as common
+    import tempscale.cli._readers as common
 
     Path("z.csv").write_text("1,2,3\n")
     if hasattr(os, "geteuid") and os.geteuid() != 0:

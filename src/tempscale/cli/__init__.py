@@ -20,7 +20,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from ._common import CLIError
+from ._console import CLIError
 
 __all__ = ["main", "build_parser"]
 

@@ -104,7 +104,7 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
 
     from tempscale.torch import KDLoss
 
-    from ._common import progress as progress_bar
+    from ._console import progress as progress_bar
 
     torch.set_num_threads(threads)
     methods = ["teacher", "student: hard labels"] + [f"student: KD T={T:g}" for T in temperatures]
@@ -206,7 +206,7 @@ def build_parser(parser=None):
 
 
 def run_from_args(args) -> int:
-    from ._common import check_output, write_text
+    from ._writers import check_output, write_text
 
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
     force = bool(getattr(args, "force", False))
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     """Run the experiment from command-line arguments; errors are one line on stderr (status 2)."""
     import sys
 
-    from ._common import CLIError
+    from ._console import CLIError
 
     args = build_parser().parse_args(argv)
     try:

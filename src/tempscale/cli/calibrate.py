@@ -9,9 +9,17 @@ import warnings
 
 import numpy as np
 
-from ._common import (CLIError, add_input_kind, as_logits, check_labels, check_output, load_labels,
-                      looks_like_probabilities, print_table, progress, read_table, split_key, warn,
-                      write_text)
+from ._console import CLIError, print_table, progress, warn
+from ._readers import (
+    add_input_kind,
+    as_logits,
+    check_labels,
+    load_labels,
+    looks_like_probabilities,
+    read_table,
+    split_key,
+)
+from ._writers import check_output, write_text
 
 EPILOG = """\
 examples:

@@ -11,14 +11,15 @@ created exclusively (an existing file or link is refused without ``--force``).
 from __future__ import annotations
 
 import argparse
-import os
 import math
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ._common import CLIError, check_output, console, print_table, progress, write_text
+from ._console import CLIError, console, print_table, progress
+from ._writers import check_output, write_text
 
 CLASSIC_TEMPERATURES = (0.1, 0.5, 1.0, 2.0, 10.0)
 THREE_CLASS = (-1.0, 0.0, 1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
-from ._common import CLIError
+from ._console import CLIError
 
 EPILOG = """\
 examples:

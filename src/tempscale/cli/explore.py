@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (CLIError, add_input_args, check_output, load_input, parse_float,
-                      warn_if_probabilities, write_text)
+from ._console import CLIError
+from ._numbers import parse_float
+from ._readers import add_input_args, load_input, warn_if_probabilities
+from ._writers import check_output, write_text
 
 DEFAULT_OUTPUT = "tempscale-explorer.html"
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (CLIError, add_input_args, check_output, load_input, parse_floats,
-                      warn_if_probabilities, write_output)
+from ._console import CLIError
+from ._numbers import parse_floats
+from ._readers import add_input_args, load_input, warn_if_probabilities
+from ._writers import check_output, write_output
 
 FORMATS = (".png", ".svg", ".pdf")
 #: the most classes drawn as bars by the command (the library allows more)

@@ -6,8 +6,10 @@ import argparse
 
 import numpy as np
 
-from ._common import (CLIError, add_input_args, add_output_args, as_logits, check_output, load_input,
-                      parse_float, print_table, warn_if_probabilities, write_array)
+from ._console import CLIError, print_table
+from ._numbers import parse_float
+from ._readers import add_input_args, as_logits, load_input, warn_if_probabilities
+from ._writers import add_output_args, check_output, write_array
 
 #: the most draws one call makes (rows x --num-samples); more is refused before allocating
 MAX_DRAWS = 100_000_000

@@ -7,8 +7,9 @@ import math
 
 import numpy as np
 
-from ._common import (CLIError, add_input_args, add_output_args, as_logits, check_output, load_input,
-                      print_table, warn_if_probabilities, write_array)
+from ._console import CLIError, print_table
+from ._readers import add_input_args, as_logits, load_input, warn_if_probabilities
+from ._writers import add_output_args, check_output, write_array
 
 EPILOG = """\
 examples:
@@ -45,8 +46,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .._entropy import entropy, solve_temperature
     from .. import softmax
+    from .._entropy import entropy, solve_temperature
 
     x = load_input(args.values, args.file, what="logits")
     warn_if_probabilities(x, args.input, "solve")

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._io import write_file
 from .._validation import check_choice, check_scalar, param_error
 
 __all__ = ["explorer_html", "write_explorer"]
@@ -253,33 +254,10 @@ def write_explorer(
     if p.is_dir() and not p.is_symlink():
         raise IsADirectoryError(f"{str(p)!r} is a folder; give write_explorer a file path")
     data = page.encode("utf-8")
-    if not overwrite:
-        # exclusive creation: an existing file or symbolic link (even a dangling one) is refused
-        flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_BINARY", 0))
-        try:
-            fd = os.open(p, flags, 0o666)
-        except FileExistsError:
-            raise FileExistsError(f"{str(p)!r} exists; pass overwrite=True to replace it") from None
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return p
-    # replace the path itself (a symbolic link is replaced, its target left alone)
-    import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=f".{p.name}.",
-                               suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
+    def refused(exc: OSError, where: Path) -> OSError:
+        if isinstance(exc, FileExistsError):
+            return FileExistsError(f"{str(where)!r} exists; pass overwrite=True to replace it")
+        return exc
+
+    return write_file(p, lambda fh: fh.write(data), replace=overwrite, create_error=refused)
