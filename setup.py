@@ -7,8 +7,17 @@ attributes (AVX-512 / AVX2+FMA / baseline chosen at run time), never ``-march=na
 and the same source builds on aarch64.
 
 The extension is optional: if it cannot be compiled, the install still succeeds and tempscale
-uses its pure Array-API path.  Set ``TEMPSCALE_REQUIRE_NATIVE=1`` to make a failed build an
-error (CI does), and ``TEMPSCALE_NATIVE_CFLAGS`` to add flags (e.g. sanitizers).
+uses its pure Array-API path.  Build-time environment:
+
+``TEMPSCALE_REQUIRE_NATIVE=1``   a failed build is an error (CI and the wheels set it)
+``TEMPSCALE_NO_NATIVE=1``        do not build the extension
+``TEMPSCALE_BENCH_KERNELS=1``    also compile the benchmark-only kernels (``exp_pass``, the
+                                 machine limit of benchmarks/bench_softmax.py, and streaming-store
+                                 softmax); never in released wheels
+``TEMPSCALE_NATIVE_CFLAGS`` / ``TEMPSCALE_NATIVE_LDFLAGS``   extra flags (e.g. sanitizers)
+
+The sources are listed in src/tempscale/_native/_tskernels.c (one concern per file); the C test
+harness tests/c/ builds the same kernels without Python (see .ci/cross.sh).
 """
 
 import os
@@ -16,6 +25,11 @@ import shlex
 import sys
 
 from setuptools import Extension, setup
+
+NATIVE = "src/tempscale/_native"
+# the extension's translation units (Python-free ones first: tests/c/ builds those alone)
+SOURCES = ["_dispatch", "_reference", "_job", "_pool", "_parse", "_memcache", "_tskernels"]
+HEADERS = ["_common", "_kernels", "_kern_impl", "_ref_impl", "_job", "_pool", "_py"]
 
 
 class _NumpyInclude:
@@ -38,13 +52,16 @@ def _extensions():
         return []
     cflags += shlex.split(os.environ.get("TEMPSCALE_NATIVE_CFLAGS", ""))
     ldflags = shlex.split(os.environ.get("TEMPSCALE_NATIVE_LDFLAGS", ""))
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    if os.environ.get("TEMPSCALE_BENCH_KERNELS") == "1":
+        macros.append(("TS_BENCH_KERNELS", "1"))
     return [
         Extension(
             "tempscale._native._tskernels",
-            sources=["src/tempscale/_native/_tskernels.c"],
-            depends=["src/tempscale/_native/_kern_impl.h"],
+            sources=[f"{NATIVE}/{name}.c" for name in SOURCES],
+            depends=[f"{NATIVE}/{name}.h" for name in HEADERS],
             include_dirs=[_NumpyInclude()],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            define_macros=macros,
             extra_compile_args=cflags,
             extra_link_args=["-pthread", "-lm"] + ldflags,
             optional=os.environ.get("TEMPSCALE_REQUIRE_NATIVE") != "1",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build tempscale's native extension with AddressSanitizer + UndefinedBehaviorSanitizer into a
-# temporary directory and run tests/test_native.py and tests/test_native_hardening.py against that
-# build.  Any ASan report or UB aborts the run (non-zero exit).  Needs only gcc, the Python in
-# use (with numpy, pytest, hypothesis, mpmath) and the repository; the working tree's own build
-# is not touched.
+# Build tempscale's native extension (with its benchmark-only kernels) with AddressSanitizer +
+# UndefinedBehaviorSanitizer into a temporary directory and run tests/test_native.py and
+# tests/test_native_hardening.py against that build; then build and run the standalone C test of
+# the kernels (tests/c/test_kernels.c, no Python) with the same sanitizers.  Any ASan report or UB
+# aborts the run (non-zero exit).  Needs only gcc, the Python in use (with numpy, pytest,
+# hypothesis, mpmath) and the repository; the working tree's own build is not touched.
 #
 #   usage: .ci/sanitize.sh [extra pytest args]      (PYTHON=/path/to/python to pick the interpreter)
 set -euo pipefail
@@ -24,11 +25,19 @@ PY_INC="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 SUFFIX="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 OUT="$TMP/pkg/tempscale/_native/_tskernels$SUFFIX"
 
+NATIVE="$ROOT/src/tempscale/_native"
+SAN=(-std=gnu11 -O1 -g -fno-omit-frame-pointer -Wall -Wno-psabi -fsanitize=address,undefined
+     -fno-sanitize-recover=all -DTS_BENCH_KERNELS=1)
 echo "[sanitize] building $OUT with -fsanitize=address,undefined"
-"$CC" -shared -fPIC -std=gnu11 -O1 -g -fno-omit-frame-pointer -Wall -Wno-psabi \
-    -fsanitize=address,undefined -fno-sanitize-recover=all \
-    -DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION -I"$NP_INC" -I"$PY_INC" \
-    "$ROOT/src/tempscale/_native/_tskernels.c" -o "$OUT" -lm -pthread
+"$CC" -shared -fPIC "${SAN[@]}" -DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION \
+    -I"$NP_INC" -I"$PY_INC" "$NATIVE"/*.c -o "$OUT" -lm -pthread
+
+# the standalone C test of the kernels (every ISA, threads), same sanitizers
+echo "[sanitize] tests/c/test_kernels.c with -fsanitize=address,undefined"
+"$CC" "${SAN[@]}" -I"$NATIVE" "$ROOT/tests/c/test_kernels.c" "$NATIVE/_dispatch.c" \
+    "$NATIVE/_reference.c" "$NATIVE/_job.c" "$NATIVE/_pool.c" -o "$TMP/test_kernels" -lm -pthread
+ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:halt_on_error=1" \
+    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" "$TMP/test_kernels"
 
 LIBASAN="$("$CC" -print-file-name=libasan.so)"
 if [ ! -e "$LIBASAN" ]; then

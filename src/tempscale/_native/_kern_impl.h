@@ -1,11 +1,13 @@
 /*
  * Vector kernels of tempscale's native softmax, written once with GCC vector extensions and
- * compiled once per instruction set: _tskernels.c includes this file several times, each time
- * under a different `#pragma GCC target(...)`, with SFX(name) naming the copy (name_avx512,
- * name_avx2, name_base) and VF the number of float lanes of the machine's native vector
- * (16 for AVX-512, 8 for AVX2, 4 for SSE2 / NEON).  A "vf" holds VF floats, a "vd" VF/2 doubles
- * (the same bytes), so one vf converts to two vd.  Native widths matter: GCC lowers wider generic
- * vectors through memory.
+ * compiled once per instruction set: _dispatch.c includes this file several times, each time
+ * for a different target (`#pragma GCC target(...)`, or `#pragma clang attribute` with clang),
+ * with SFX(name) naming the copy (name_avx512, name_avx2, name_base) and VF the number of float
+ * lanes of the machine's native vector (16 for AVX-512, 8 for AVX2, 4 for SSE2 / NEON).  The
+ * includer also says what the target has: KI_AVX512 (AVX-512 F/DQ/VL/BW intrinsics) and
+ * KI_FMA_X86 (AVX2 + FMA intrinsics); neither for the portable copy.  A "vf" holds VF floats, a
+ * "vd" VF/2 doubles (the same bytes), so one vf converts to two vd.  Native widths matter: GCC
+ * lowers wider generic vectors through memory.
  *
  * Numerics (docs/performance.md has the error analysis):
  *   float32, AVX-512: exp2_tsum.  x - m is kept exactly (TwoSum), t = (x - m) log2(e)/T as a
@@ -24,7 +26,7 @@
  *            (log_sum), so logsumexp([0, -40]) = 4.25e-18, not 0.
  * Non-finite cases (NaN, no finite maximum, +inf maximum, T = 0, T = inf) never come out of these
  * loops: the max pass flags NaN, the callers check the maximum and T, and such rows are redone by
- * the scalar reference code in _tskernels.c.
+ * the scalar reference (_ref_impl.h).
  */
 
 #define AI static inline __attribute__((always_inline))
@@ -45,7 +47,7 @@ typedef float SFX(hf_t) __attribute__((vector_size(2 * VF)));
 #define vu SFX(vu_t)
 #define hf SFX(hf_t)
 
-#if VF == 16 && defined(__AVX512F__) && defined(__AVX512DQ__)
+#ifdef KI_AVX512
 #define HAVE_TSUM 1
 #endif
 
@@ -169,14 +171,19 @@ AI vd SFX(exp2_hi2)(vd t, vd tl) {
 
 AI vd SFX(exp2_hi)(vd t) { return SFX(exp2_hi2)(t, (vd){0}); }
 
-/* a * b - p exactly, for p = a * b rounded (FMA where the build has it, else Dekker's product;
+/* a * b - p exactly, for p = a * b rounded (FMA where the target has it, else Dekker's product;
    there a lane whose split overflows gets 0: only |a| > 1e300, where the caller's term has
-   |t| >> 1 or a tiny c anyway) */
+   |t| >> 1 or a tiny c anyway.  Dekker's splits are only reached without hardware FMA, so no
+   -ffp-contract can fuse them) */
 AI vd SFX(prod_err)(vd a, vd b, vd p) {
-#if VF == 16 && defined(__AVX512F__)
+#if defined(KI_AVX512)
     return (vd)_mm512_fmsub_pd((__m512d)a, (__m512d)b, (__m512d)p);
-#elif VF == 8 && defined(__FMA__)
+#elif defined(KI_FMA_X86)
     return (vd)_mm256_fmsub_pd((__m256d)a, (__m256d)b, (__m256d)p);
+#elif defined(__aarch64__) || defined(__FP_FAST_FMA)
+    vd e;
+    for (int l = 0; l < VD; l++) e[l] = __builtin_fma(a[l], b[l], -p[l]);
+    return e;
 #else
     vd sa = a * 134217729.0, sb = b * 134217729.0;
     vd ah = sa - (sa - a), al = a - ah, bh = sb - (sb - b), bl = b - bh;
@@ -189,10 +196,16 @@ AI vd SFX(prod_err)(vd a, vd b, vd p) {
    (prod_err must see the same rounded value) */
 AI vd SFX(mul_opaque)(vd a, vd b) {
     vd p = a * b;
+#if defined(__x86_64__) || defined(__i386__)
 #if VF == 16
     __asm__("" : "+v"(p));
 #else
     __asm__("" : "+x"(p));
+#endif
+#elif defined(__aarch64__)
+    __asm__("" : "+w"(p));
+#else
+    __asm__("" : "+m"(p)); /* any other target: through memory */
 #endif
     return p;
 }
@@ -209,6 +222,7 @@ AI vd SFX(targ_f64)(vd x, vd h, vd mh, vd A, vd ch, vd cl, vd *tl) {
     return th;
 }
 
+#ifdef TS_BENCH_KERNELS
 /* float-only exp(x) for the benchmark's "machine limit" pass (one read, one write). */
 AI vf SFX(expf_fast)(vf x) {
     vf hi = (vf){0} + 88.0f, lo = (vf){0} - 103.0f;
@@ -230,16 +244,17 @@ AI vf SFX(expf_fast)(vf x) {
     vf e = p * (vf)((vui)(k1 + 127) << 23) * (vf)((vui)(k2 + 127) << 23);
     return e;
 }
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* wide rows, float32, contiguous                                                             */
 /* ------------------------------------------------------------------------------------------ */
 /* row maximum ignoring NaN; *nan set when a NaN is present */
-AI float SFX(rowmax_f32)(const float *x, npy_intp n, int *nan) {
+AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) {
     vf ninf = (vf){0} - INFINITY;
     vf a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
     vi bad = (vi){0};
-    npy_intp i = 0;
+    ts_intp i = 0;
     for (; i + 4 * VF <= n; i += 4 * VF) {
         vf v0 = SFX(ldf)(x + i), v1 = SFX(ldf)(x + i + VF);
         vf v2 = SFX(ldf)(x + i + 2 * VF), v3 = SFX(ldf)(x + i + 3 * VF);
@@ -274,16 +289,16 @@ AI float SFX(rowmax_f32)(const float *x, npy_intp n, int *nan) {
 /* sum (in double) of 2^((x - m) c); with store, also writes the unnormalised values to o.
    With cnt (log_softmax / logsumexp), the entries equal to the maximum (whose term is exactly 1)
    are left out of the sum and counted in *cnt instead, so that log(sum) can be formed as
-   log(k) + log1p(rest / k) without losing the small terms (log_sum in _tskernels.c).
+   log(k) + log1p(rest / k) without losing the small terms (log_sum in _common.h).
    AVX-512 evaluates with exp2_tsum when c is in [TSUM_LO, TSUM_HI] (the float pair (ch, cl)
    is then normal and an overflowed x - m still means a zero term); otherwise, and on other
    instruction sets, t = (x - m) c is formed in double (exact x - m, c un-narrowed).  precise:
    always in double, with exp2_hi (terms down to 2^-1074 instead of float subnormals / the 2^-200
    cut-off of exp2_lo), for log-sums whose non-maximal terms add up to less than PRECISE_BELOW. */
-AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double c, int store,
+AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double c, int store,
                           double *cnt, int precise) {
     vd s0 = (vd){0}, s1 = (vd){0};
-    npy_intp i = 0;
+    ts_intp i = 0;
 #define EXP2D(t) (precise ? SFX(exp2_hi)(t) : SFX(exp2_lo)(t))
 #ifdef HAVE_TSUM
     if (!precise && c >= TSUM_LO && c <= TSUM_HI) {
@@ -324,13 +339,13 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
         }
         if (i < n) {
             float buf[16], ob[16];
-            npy_intp r = n - i;
+            ts_intp r = n - i;
             for (int l = 0; l < 16; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
             vf v0 = SFX(ldf)(buf);
             vf e0 = EXPV(v0);
             if (store) {
                 SFX(stf)(ob, e0);
-                for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
+                for (ts_intp l = 0; l < r; l++) o[i + l] = ob[l];
             }
             SPLIT(e0, v0)
             s0 += SFX(lo2d)(e0);
@@ -363,7 +378,7 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
         }
         if (i < n) {
             float buf[VF], ob[VF];
-            npy_intp r = n - i;
+            ts_intp r = n - i;
             for (int l = 0; l < VF; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
             vd x0 = SFX(ldhf)(buf), x1 = SFX(ldhf)(buf + VD);
             vd e0 = EXP2D((x0 - m) * c);
@@ -371,7 +386,7 @@ AI double SFX(expsum_f32)(const float *x, float *o, npy_intp n, double m, double
             if (store) {
                 SFX(sthf)(ob, e0);
                 SFX(sthf)(ob + VD, e1);
-                for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
+                for (ts_intp l = 0; l < r; l++) o[i + l] = ob[l];
             }
             if (cnt) {
                 vl q0 = (vl)(x0 == m), q1 = (vl)(x1 == m);
@@ -405,10 +420,10 @@ AI vf SFX(mul2)(vf v, vf ah, vf al) { return v * ah + v * al; }
 #endif
 
 /* o *= a, with a = ah + al a float pair */
-AI void SFX(scale_f32)(float *o, npy_intp n, double a) {
+AI void SFX(scale_f32)(float *o, ts_intp n, double a) {
     float ahs = (float)a, als = (float)(a - (double)ahs);
     vf ah = (vf){0} + ahs, al = (vf){0} + als;
-    npy_intp i = 0;
+    ts_intp i = 0;
     for (; i + 2 * VF <= n; i += 2 * VF) {
         vf v0 = SFX(ldf)(o + i), v1 = SFX(ldf)(o + i + VF);
         SFX(stf)(o + i, SFX(mul2)(v0, ah, al));
@@ -422,19 +437,19 @@ AI void SFX(scale_f32)(float *o, npy_intp n, double a) {
 }
 
 /* o = (x - m) * invT - ls, in double, rounded once */
-AI void SFX(logsm_f32)(const float *x, float *o, npy_intp n, double m, double invT, double ls) {
-    npy_intp i = 0;
+AI void SFX(logsm_f32)(const float *x, float *o, ts_intp n, double m, double invT, double ls) {
+    ts_intp i = 0;
     for (; i + VD <= n; i += VD) SFX(sthf)(o + i, (SFX(ldhf)(x + i) - m) * invT - ls);
     for (; i < n; i++) o[i] = (float)(((double)x[i] - m) * invT - ls);
 }
 
-#ifdef HAVE_TSUM
+#if defined(HAVE_TSUM) && defined(TS_BENCH_KERNELS)
 /* o = src * a (a = ah + al) with streaming stores: the output of a large softmax bypasses the
    caches, so it costs one write instead of a read-for-ownership plus a write */
-AI void SFX(scale_stream_f32)(const float *src, float *o, npy_intp n, double a) {
+AI void SFX(scale_stream_f32)(const float *src, float *o, ts_intp n, double a) {
     float ahs = (float)a, als = (float)(a - (double)ahs);
     __m512 ah = _mm512_set1_ps(ahs), al = _mm512_set1_ps(als);
-    npy_intp i = 0;
+    ts_intp i = 0;
     for (; i < n && ((uintptr_t)(o + i) & 63); i++) o[i] = (float)((double)src[i] * a);
     for (; i + 16 <= n; i += 16) {
         __m512 v = _mm512_loadu_ps(src + i);
@@ -447,16 +462,16 @@ AI void SFX(scale_stream_f32)(const float *src, float *o, npy_intp n, double a) 
 
 /* returns 0 when handled, 1 when the row needs the scalar reference (NaN, no finite maximum,
    T = 0 / inf / NaN, and T < TMIN_F32: there every float gap is an exact zero term);
-   scratch (AVX-512 softmax only, else NULL): n floats for the unnormalised values, then the
-   result is streamed to o */
-static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind, double *lse,
+   scratch (NULL, except in benchmark builds (TS_BENCH_KERNELS) with streaming stores on, for
+   AVX-512 softmax): n floats for the unnormalised values, then the result is streamed to o */
+static int SFX(row_f32)(const float *x, float *o, ts_intp n, double T, int kind, double *lse,
                         float *scratch) {
     int nan;
     float mf = SFX(rowmax_f32)(x, n, &nan);
     if (nan || !isfinite(mf) || !(T >= TMIN_F32 && T < INFINITY)) return 1;
     double m = mf, c = LOG2E / T;
     if (kind == KIND_SOFTMAX) {
-#ifdef HAVE_TSUM
+#if defined(HAVE_TSUM) && defined(TS_BENCH_KERNELS)
         if (scratch) {
             double s = SFX(expsum_f32)(x, scratch, n, m, c, 1, NULL, 0);
             if (!isfinite(s)) return 1;
@@ -484,10 +499,10 @@ static int SFX(row_f32)(const float *x, float *o, npy_intp n, double T, int kind
 /* ------------------------------------------------------------------------------------------ */
 /* wide rows, float64, contiguous                                                             */
 /* ------------------------------------------------------------------------------------------ */
-AI double SFX(rowmax_f64)(const double *x, npy_intp n) {
+AI double SFX(rowmax_f64)(const double *x, ts_intp n) {
     vd ninf = (vd){0} - INFINITY;
     vd a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
-    npy_intp i = 0;
+    ts_intp i = 0;
     for (; i + 4 * VD <= n; i += 4 * VD) {
         a0 = SFX(maxd)(SFX(ldd)(x + i), a0);
         a1 = SFX(maxd)(SFX(ldd)(x + i + VD), a1);
@@ -518,13 +533,13 @@ AI void SFX(twosum)(vd *s, vd *r, vd e) {
    product overflowing to -inf still means a zero term.  c = log2(e) / (T h A), finite for every
    T in (0, inf).  NaN propagates through exp2_hi into the sum, which the caller checks.  With
    cnt, the maxima are counted instead of summed (see expsum_f32). */
-AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, double h, double A,
+AI double SFX(expsum_f64)(const double *x, double *o, ts_intp n, double mh, double h, double A,
                           double ch, double cl, double m, int store, double *cnt) {
     vd hv = (vd){0} + h, mhv = (vd){0} + mh, Av = (vd){0} + A, chv = (vd){0} + ch;
     vd clv = (vd){0} + cl, t0l, t1l;
     vd s0 = (vd){0} + 1.0, s1 = (vd){0} + 1.0, r0 = (vd){0}, r1 = (vd){0}; /* see twosum */
     vl k0 = (vl){0}, k1 = (vl){0};
-    npy_intp i = 0;
+    ts_intp i = 0;
     for (; i + 2 * VD <= n; i += 2 * VD) {
         vd x0 = SFX(ldd)(x + i), x1 = SFX(ldd)(x + i + VD);
         vd t0 = SFX(targ_f64)(x0, hv, mhv, Av, chv, clv, &t0l);
@@ -547,14 +562,14 @@ AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, dou
     }
     for (; i < n; i += VD) {
         double buf[VD], ob[VD];
-        npy_intp r = n - i < VD ? n - i : VD;
+        ts_intp r = n - i < VD ? n - i : VD;
         for (int l = 0; l < VD; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
         vd x0 = SFX(ldd)(buf);
         vd t0 = SFX(targ_f64)(x0, hv, mhv, Av, chv, clv, &t0l);
         vd e0 = SFX(exp2_hi2)(t0, t0l);
         if (store) {
             SFX(std_)(ob, e0);
-            for (npy_intp l = 0; l < r; l++) o[i + l] = ob[l];
+            for (ts_intp l = 0; l < r; l++) o[i + l] = ob[l];
         }
         if (cnt) {
             vl q0 = (vl)(x0 == m);
@@ -584,21 +599,21 @@ AI double SFX(expsum_f64)(const double *x, double *o, npy_intp n, double mh, dou
     return s;
 }
 
-AI void SFX(scale_f64)(double *o, npy_intp n, double a) {
-    npy_intp i = 0;
+AI void SFX(scale_f64)(double *o, ts_intp n, double a) {
+    ts_intp i = 0;
     for (; i + VD <= n; i += VD) SFX(std_)(o + i, SFX(ldd)(o + i) * a);
     for (; i < n; i++) o[i] *= a;
 }
 
 /* o = ((x h - m h) A) / (T h A) - ls, as ((x h - mh) A) iT - ls */
-AI void SFX(logsm_f64)(const double *x, double *o, npy_intp n, double mh, double h, double A,
+AI void SFX(logsm_f64)(const double *x, double *o, ts_intp n, double mh, double h, double A,
                        double iT, double ls) {
-    npy_intp i = 0;
+    ts_intp i = 0;
     for (; i + VD <= n; i += VD) SFX(std_)(o + i, ((SFX(ldd)(x + i) * h - mh) * A) * iT - ls);
     for (; i < n; i++) o[i] = ((x[i] * h - mh) * A) * iT - ls;
 }
 
-static int SFX(row_f64)(const double *x, double *o, npy_intp n, double T, int kind, double *lse) {
+static int SFX(row_f64)(const double *x, double *o, ts_intp n, double T, int kind, double *lse) {
     double m = SFX(rowmax_f64)(x, n);
     if (!isfinite(m) || !(T > 0.0 && T < INFINITY)) return 1;
     double h, A;
@@ -627,11 +642,11 @@ static int SFX(row_f64)(const double *x, double *o, npy_intp n, double T, int ki
    (softmax/log_softmax) or lse[VF]; spec[r] = 1 for rows the scalar reference must redo (NaN,
    no finite maximum, T not in [TMIN_F32, inf)); such rows compute with T = 1 here, so that one
    odd row does not move the whole block off the exp2_tsum path. */
-static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double *Tr, int kind,
+static void SFX(block_f32)(const float *XT, float *PT, ts_intp n, const double *Tr, int kind,
                            double *lse, unsigned char *spec) {
     vf mv = (vf){0} - INFINITY;
     vi bad = (vi){0};
-    for (npy_intp j = 0; j < n; j++) {
+    for (ts_intp j = 0; j < n; j++) {
         vf v = SFX(ldf)(XT + j * VF);
         mv = SFX(maxf)(v, mv);
         bad |= SFX(isnanf)(v);
@@ -661,7 +676,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
             vf clv = SFX(d2f)(c0 - SFX(lo2d)(chv), c1 - SFX(hi2d)(chv));
             vf nmv = -mv;
             vi kv = (vi){0};
-            for (npy_intp j = 0; j < n; j++) {
+            for (ts_intp j = 0; j < n; j++) {
                 vf v = SFX(ldf)(XT + j * VF);
                 vf e = SFX(exp2_tsum)(v, mv, nmv, chv, clv);
                 if (kind == KIND_SOFTMAX) SFX(stf)(PT + j * VF, e);
@@ -678,7 +693,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
 #endif
         {
             vl k0 = (vl){0}, k1 = (vl){0};
-            for (npy_intp j = 0; j < n; j++) {
+            for (ts_intp j = 0; j < n; j++) {
                 vd x0 = SFX(ldhf)(XT + j * VF), x1 = SFX(ldhf)(XT + j * VF + VD);
                 vd t0 = (x0 - m0) * c0, t1 = (x1 - m1) * c1;
                 vd e0 = precise ? SFX(exp2_hi)(t0) : SFX(exp2_lo)(t0);
@@ -713,7 +728,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
         vd i0 = 1.0 / s0, i1 = 1.0 / s1;
         vf ih = SFX(d2f)(i0, i1);
         vf il = SFX(d2f)(i0 - SFX(lo2d)(ih), i1 - SFX(hi2d)(ih));
-        for (npy_intp j = 0; j < n; j++) {
+        for (ts_intp j = 0; j < n; j++) {
             vf v = SFX(ldf)(PT + j * VF);
             SFX(stf)(PT + j * VF, SFX(mul2)(v, ih, il));
         }
@@ -727,7 +742,7 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
         if (kind == KIND_LOGSOFTMAX) {
             vd l0 = SFX(ldd)(ls), l1 = SFX(ldd)(ls + VD);
             vd i0 = SFX(ldd)(il), i1 = SFX(ldd)(il + VD);
-            for (npy_intp j = 0; j < n; j++) {
+            for (ts_intp j = 0; j < n; j++) {
                 SFX(sthf)(PT + j * VF, (SFX(ldhf)(XT + j * VF) - m0) * i0 - l0);
                 SFX(sthf)(PT + j * VF + VD, (SFX(ldhf)(XT + j * VF + VD) - m1) * i1 - l1);
             }
@@ -740,11 +755,11 @@ static void SFX(block_f32)(const float *XT, float *PT, npy_intp n, const double 
 }
 
 /* float64: BR = VD rows; per row the (h, A) scaling of expsum_f64 */
-static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const double *Tr, int kind,
+static void SFX(block_f64)(const double *XT, double *PT, ts_intp n, const double *Tr, int kind,
                            double *lse, unsigned char *spec) {
     vd mv = (vd){0} - INFINITY;
     vl bad = (vl){0};
-    for (npy_intp j = 0; j < n; j++) {
+    for (ts_intp j = 0; j < n; j++) {
         vd v = SFX(ldd)(XT + j * VD);
         mv = SFX(maxd)(v, mv);
         bad |= (vl)(v != v);
@@ -765,7 +780,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
     vd mh = mv * hv;
     vd s0 = (vd){0};
     vl k0 = (vl){0};
-    for (npy_intp j = 0; j < n; j++) {
+    for (ts_intp j = 0; j < n; j++) {
         vd v = SFX(ldd)(XT + j * VD);
         vd th = SFX(targ_f64)(v, hv, mh, Av, cv, clv, &tl);
         vd e0 = SFX(exp2_hi2)(th, tl);
@@ -780,7 +795,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
     SFX(std_)(sl, s0);
     if (kind == KIND_SOFTMAX) {
         vd inv = 1.0 / s0;
-        for (npy_intp j = 0; j < n; j++) SFX(std_)(PT + j * VD, SFX(ldd)(PT + j * VD) * inv);
+        for (ts_intp j = 0; j < n; j++) SFX(std_)(PT + j * VD, SFX(ldd)(PT + j * VD) * inv);
     } else {
         double ls[VD];
         for (int r = 0; r < VD; r++) {
@@ -790,7 +805,7 @@ static void SFX(block_f64)(const double *XT, double *PT, npy_intp n, const doubl
         }
         if (kind == KIND_LOGSOFTMAX) {
             vd l0 = SFX(ldd)(ls), iv = SFX(ldd)(il);
-            for (npy_intp j = 0; j < n; j++)
+            for (ts_intp j = 0; j < n; j++)
                 SFX(std_)(PT + j * VD, ((SFX(ldd)(XT + j * VD) * hv - mh) * Av) * iv - l0);
         } else {
             for (int r = 0; r < VD; r++) lse[r] = lse_combine(ml[r], Tr[r], ls[r]);
@@ -830,7 +845,7 @@ AI void SFX(tr16)(__m512 r[16]) {
    loads, transpose, vertical max / exp / sum / scale, transpose back, masked row stores.
    c = log2(e)/T as the float pair (chv, clv).  Returns 1 (nothing written) when a row needs the
    scalar reference (NaN, no finite maximum). */
-static int SFX(nblock16_sm_f32)(const char *xb, npy_intp rs, int n, char *ob, npy_intp os,
+static int SFX(nblock16_sm_f32)(const char *xb, ts_intp rs, int n, char *ob, ts_intp os,
                                 const float *cpair) {
     __mmask16 k = (__mmask16)((1u << n) - 1u);
     __m512 r[16];
@@ -864,8 +879,8 @@ static int SFX(nblock16_sm_f32)(const char *xb, npy_intp rs, int n, char *ob, np
 }
 
 /* 16 rows (row r at xb + r*rs bytes, n contiguous floats) -> XT[j*16 + r] */
-static void SFX(tr_in_f32)(const char *xb, npy_intp rs, npy_intp n, float *XT) {
-    for (npy_intp j0 = 0; j0 < n; j0 += 16) {
+static void SFX(tr_in_f32)(const char *xb, ts_intp rs, ts_intp n, float *XT) {
+    for (ts_intp j0 = 0; j0 < n; j0 += 16) {
         int w = (int)(n - j0 < 16 ? n - j0 : 16);
         __mmask16 k = (__mmask16)((1u << w) - 1u);
         __m512 r[16];
@@ -876,8 +891,8 @@ static void SFX(tr_in_f32)(const char *xb, npy_intp rs, npy_intp n, float *XT) {
 }
 
 /* PT[j*16 + r] -> 16 rows (row r at ob + r*os bytes) */
-static void SFX(tr_out_f32)(const float *PT, npy_intp n, char *ob, npy_intp os) {
-    for (npy_intp j0 = 0; j0 < n; j0 += 16) {
+static void SFX(tr_out_f32)(const float *PT, ts_intp n, char *ob, ts_intp os) {
+    for (ts_intp j0 = 0; j0 < n; j0 += 16) {
         int w = (int)(n - j0 < 16 ? n - j0 : 16);
         __mmask16 k = (__mmask16)((1u << w) - 1u);
         __m512 r[16];
@@ -888,9 +903,10 @@ static void SFX(tr_out_f32)(const float *PT, npy_intp n, char *ob, npy_intp os) 
 }
 #endif
 
+#ifdef TS_BENCH_KERNELS
 /* the benchmark's limit: o = exp(x), float32, contiguous */
-static void SFX(exp_pass)(const float *x, float *o, npy_intp n, int nt) {
-    npy_intp i = 0;
+static void SFX(exp_pass)(const float *x, float *o, ts_intp n, int nt) {
+    ts_intp i = 0;
 #ifdef HAVE_TSUM
     if (nt) {
         for (; i < n && ((uintptr_t)(o + i) & 63); i++) o[i] = expf(x[i]);
@@ -908,6 +924,7 @@ static void SFX(exp_pass)(const float *x, float *o, npy_intp n, int nt) {
     }
     for (; i < n; i++) o[i] = expf(x[i]);
 }
+#endif
 
 #undef AI
 #undef VD

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Portability check of the compiled core, without Python: build the standalone C test of the
+# kernels (tests/c/test_kernels.c + the Python-free sources of src/tempscale/_native) with the
+# flags setup.py uses, and run it
+#   1. natively (x86-64: every instruction set this CPU runs, the baseline path included, each
+#      selected the way the module's set_isa selects it),
+#   2. for aarch64 with Debian's cross compiler, under qemu-aarch64 (the x86 paths compiled out),
+# plus a compile-only pass of the benchmark-only kernels (TS_BENCH_KERNELS) for both targets and,
+# when clang is installed, the same two builds and runs with clang.  Missing Debian packages are installed
+# (gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user).  About 20 s once installed.
+#
+#   usage: .ci/cross.sh            (CC=... for the native compiler; KEEP_TMP=1 keeps the build)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NATIVE="$ROOT/src/tempscale/_native"
+CC="${CC:-cc}"
+XCC=aarch64-linux-gnu-gcc
+SYSROOT=/usr/aarch64-linux-gnu
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/tempscale-cross.XXXXXX")"
+trap '[ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"' EXIT
+
+# ---- Debian packages ------------------------------------------------------------------------
+if ! command -v "$XCC" >/dev/null || ! command -v qemu-aarch64 >/dev/null ||
+   [ ! -e "$SYSROOT/include/stdio.h" ]; then
+  PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "[cross] installing ${PKGS[*]}"
+  $SUDO apt-get install -y -qq "${PKGS[@]}" >/dev/null ||
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${PKGS[@]}" >/dev/null; }
+fi
+
+# setup.py's flags, plus warnings as errors
+CFLAGS=(-O3 -std=gnu11 -fno-math-errno -fvisibility=hidden -Wno-psabi -Wall -Wextra -Werror)
+SRCS=("$ROOT/tests/c/test_kernels.c" "$NATIVE/_dispatch.c" "$NATIVE/_reference.c"
+      "$NATIVE/_job.c" "$NATIVE/_pool.c")
+build() { # build COMPILER OUTPUT [extra flags]
+  local cc="$1" out="$2"; shift 2
+  "$cc" "${CFLAGS[@]}" "$@" -I"$NATIVE" "${SRCS[@]}" -o "$out" -lm -pthread
+}
+bench_compile() { # the benchmark-only kernels compile too (no run: they have no contract)
+  local cc="$1"; shift
+  for f in _dispatch _job; do
+    "$cc" "${CFLAGS[@]}" "$@" -DTS_BENCH_KERNELS=1 -I"$NATIVE" -c "$NATIVE/$f.c" -o "$TMP/$f.bench.o"
+  done
+}
+
+start=$(date +%s)
+echo "[cross] building: native ($("$CC" -dumpmachine)) and aarch64 ($XCC)"
+build "$CC" "$TMP/test_native" &
+native_pid=$!
+build "$XCC" "$TMP/test_aarch64"
+wait "$native_pid"
+bench_compile "$CC"
+bench_compile "$XCC"
+
+rc=0
+run() { # run LABEL COMMAND...: its summary line, rc=1 when it fails
+  local label="$1" out; shift
+  out="$("$@")" || rc=1
+  echo "[cross] $label $out"
+}
+run "native: " "$TMP/test_native"
+run "aarch64:" qemu-aarch64 -L "$SYSROOT" "$TMP/test_aarch64"
+if command -v clang >/dev/null; then
+  build clang "$TMP/test_clang"
+  build clang "$TMP/test_clang_aarch64" --target=aarch64-linux-gnu
+  run "clang native: " "$TMP/test_clang"
+  run "clang aarch64:" qemu-aarch64 -L "$SYSROOT" "$TMP/test_clang_aarch64"
+else
+  echo "[cross] clang not installed: clang build skipped"
+fi
+[ "$rc" -eq 0 ] || { echo "[cross] FAILED"; exit 1; }
+echo "[cross] passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,87 @@
+/*
+ * Shared definitions of tempscale's compiled core: operation and dtype codes, the temperature
+ * regimes, and the small numerical helpers used by both the vector kernels (_kern_impl.h) and
+ * the scalar reference (_ref_impl.h).  No Python, no NumPy: the C test harness (tests/c/) builds
+ * the kernels from these sources alone.
+ */
+#ifndef TEMPSCALE_COMMON_H
+#define TEMPSCALE_COMMON_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* signed index / byte offset: the type of npy_intp (Py_intptr_t) */
+typedef intptr_t ts_intp;
+
+#define LOG2E 1.4426950408889634
+
+/* operations */
+#define KIND_SOFTMAX 0
+#define KIND_LOGSOFTMAX 1
+#define KIND_LSE 2
+
+/* element types of x / out / temperature arrays */
+#define T_F16 0
+#define T_F32 1
+#define T_F64 2
+
+#if defined(__FLT16_MAX__)
+#define HAVE_F16 1
+typedef _Float16 f16_t;
+#else
+#define HAVE_F16 0
+#endif
+
+/* Temperature ranges (every accepted T in [0, inf] gives the contract's value):
+ *   float32 compute: T < TMIN_F32 goes to the scalar reference (there every nonzero float gap
+ *     d >= 2^-149 has d/T > 2^151: an exact zero term, and a log-softmax below -FLT_MAX);
+ *     AVX-512's float-pair exp2_tsum only for c = log2(e)/T in [TSUM_LO, TSUM_HI] (ch = (float)c
+ *     normal, and an overflowed x - m then still means a zero term); outside it t is formed in
+ *     double.
+ *   float64 compute: (x/2 - m/2) * (2 log2(e) / T) for T >= F64_SMALL_T; below it (T/2 could
+ *     underflow, 1/T overflow) ((x - m) * F64_SCALE) * (log2(e) / (T * F64_SCALE)). */
+#define TMIN_F32 0x1p-300
+#define TSUM_LO 0x1p-60
+#define TSUM_HI 0x1p120
+#define F64_SMALL_T 0x1p-900
+#define F64_SCALE 0x1p900
+/* float32 log-sums whose non-maximal terms add up to less than this are summed again in double
+   with exp2_hi: float subnormals and exp2_lo's 2^-200 cut-off would lose them (logsumexp of
+   [0, -3700] at T = 37 is 37 e^-100 = 1.38e-42, a float subnormal) */
+#define PRECISE_BELOW 0x1p-90
+
+#define NARROW 48 /* rows shorter than this go through the transposed block kernels */
+
+/* log(k + rest) for k >= 1 maxima (each contributing exactly 1) and the sum of the other terms:
+   log1p keeps the small terms (log(1 + 1e-18) is 1e-18, not 0) */
+static inline double log_sum(double k, double rest) {
+    if (rest >= k) return log(k + rest); /* log s >= log 2: log alone is as exact, and faster */
+    return k == 1.0 ? log1p(rest) : log(k) + log1p(rest / k);
+}
+
+/* logsumexp = m + T log s, without a spurious overflow of T log s when the sum is finite
+   (m = -max/2, T = max, log s = 1.04: T log s > max, m + T log s = 0.54 max) */
+static inline double lse_combine(double m, double T, double ls) {
+    double r = m + T * ls;
+    if (isinf(r) && isfinite(m) && isfinite(T)) r = 2.0 * (0.5 * m + (0.5 * T) * ls);
+    return r;
+}
+
+/* log2(e) / t as hi + *lo (a double-double, ~2^-104 relative); t > 0 normal */
+static inline double log2e_over(double t, double *lo) {
+    const double l2e_hi = 1.4426950408889634, l2e_lo = 2.0355273740931033e-17;
+    double q = l2e_hi / t;
+    double r = fma(-q, t, l2e_hi); /* exact remainder */
+    *lo = (r + l2e_lo) / t;
+    return q;
+}
+
+/* the float64 scaling (h, A) for temperature T > 0 (see above) */
+static inline void f64_regime(double T, double *h, double *A) {
+    if (T >= F64_SMALL_T) { *h = 0.5; *A = 1.0; }
+    else { *h = 1.0; *A = F64_SCALE; }
+}
+
+#endif /* TEMPSCALE_COMMON_H */

@@ -1,0 +1,371 @@
+/*
+ * Running a job (see _job.h): walking the rows, gathering strided / masked / other-dtype rows into
+ * the compute type, the wide-row and narrow-block paths, the scalar reference for the rows the
+ * vector kernels decline, and the split into tasks for the thread pool.
+ *
+ *   wide rows (n >= NARROW): one row at a time, K->row_f32 / row_f64 on the row itself when it
+ *     is contiguous in the compute type (no mask), else on a gathered copy;
+ *   narrow rows (n < NARROW): blocks of K->brf (float32) or K->brd (float64) rows held
+ *     transposed and vectorised across rows (AVX-512: 16 / 8 rows, and all-in-register blocks
+ *     for contiguous float32 softmax rows of n <= 16).
+ */
+#include "_job.h"
+
+#include <stdlib.h>
+
+#include "_pool.h"
+
+#ifdef TS_BENCH_KERNELS
+/* outputs at least this large use streaming (non-temporal) stores; off by default: on the
+   development VM they measured slower (softmax 9.7 -> 11.7 ms on 512 x 32768) */
+static size_t g_stream_bytes = SIZE_MAX;
+#endif
+
+static inline void row_ptrs(const job_t *J, ts_intp r, char **px, char **pm, char **pt, char **po) {
+    ts_intp ox = 0, om = 0, ot = 0, oo = 0;
+    if (J->nd == 1) {
+        ox = r * J->sx[0]; om = r * J->sm[0]; ot = r * J->st[0]; oo = r * J->so[0];
+    } else {
+        for (int d = J->nd - 1; d >= 0; d--) {
+            ts_intp i = r % J->shape[d];
+            r /= J->shape[d];
+            ox += i * J->sx[d]; om += i * J->sm[d]; ot += i * J->st[d]; oo += i * J->so[d];
+        }
+    }
+    *px = J->x + ox;
+    *pm = J->m ? J->m + om : NULL;
+    *pt = J->t ? J->t + ot : NULL;
+    *po = J->o + oo;
+}
+
+static inline double read_T(const job_t *J, const char *pt) {
+    if (J->tt < 0) return J->T;
+    if (J->tt == T_F32) { float v; memcpy(&v, pt, 4); return v; }
+    double v; memcpy(&v, pt, 8); return v;
+}
+
+static inline double load_as_double(const char *p, int t) {
+    if (t == T_F32) { float v; memcpy(&v, p, 4); return v; }
+    if (t == T_F64) { double v; memcpy(&v, p, 8); return v; }
+#if HAVE_F16
+    f16_t h; memcpy(&h, p, 2); return (double)(float)h;
+#else
+    return NAN;
+#endif
+}
+
+static inline void store_from_double(char *p, int t, double v) {
+    if (t == T_F32) { float f = (float)v; memcpy(p, &f, 4); return; }
+    if (t == T_F64) { memcpy(p, &v, 8); return; }
+#if HAVE_F16
+    f16_t h = (f16_t)v; memcpy(p, &h, 2); /* one rounding (not double -> float -> half) */
+#endif
+}
+
+/* one row of x (and mask) -> dst[j * ds], as the compute type */
+static void gather_f32(const job_t *J, const char *px, const char *pm, float *dst, ts_intp ds) {
+    ts_intp n = J->n;
+    if (J->xfast && !pm) {
+        const float *x = (const float *)px;
+        for (ts_intp j = 0; j < n; j++) dst[j * ds] = x[j];
+        return;
+    }
+    for (ts_intp j = 0; j < n; j++) {
+        float v;
+        if (J->xt == T_F32) memcpy(&v, px + j * J->rx, 4);
+        else v = (float)load_as_double(px + j * J->rx, J->xt);
+        if (pm && !pm[j * J->rm]) v = -INFINITY;
+        dst[j * ds] = v;
+    }
+}
+
+static void gather_f64(const job_t *J, const char *px, const char *pm, double *dst, ts_intp ds) {
+    ts_intp n = J->n;
+    if (J->xfast && !pm) {
+        const double *x = (const double *)px;
+        for (ts_intp j = 0; j < n; j++) dst[j * ds] = x[j];
+        return;
+    }
+    for (ts_intp j = 0; j < n; j++) {
+        double v;
+        memcpy(&v, px + j * J->rx, 8);
+        if (pm && !pm[j * J->rm]) v = -INFINITY;
+        dst[j * ds] = v;
+    }
+}
+
+static void scatter_f32(const job_t *J, char *po, const float *src, ts_intp ss) {
+    ts_intp n = J->n;
+    if (J->ofast) {
+        float *o = (float *)po;
+        for (ts_intp j = 0; j < n; j++) o[j] = src[j * ss];
+        return;
+    }
+    for (ts_intp j = 0; j < n; j++) {
+        if (J->ot == T_F32) memcpy(po + j * J->ro, &src[j * ss], 4);
+        else store_from_double(po + j * J->ro, J->ot, src[j * ss]);
+    }
+}
+
+static void scatter_f64(const job_t *J, char *po, const double *src, ts_intp ss) {
+    ts_intp n = J->n;
+    if (J->ofast) {
+        double *o = (double *)po;
+        for (ts_intp j = 0; j < n; j++) o[j] = src[j * ss];
+        return;
+    }
+    for (ts_intp j = 0; j < n; j++) store_from_double(po + j * J->ro, J->ot, src[j * ss]);
+}
+
+static void run_wide(job_t *J, ts_intp r0, ts_intp r1) {
+    ts_intp n = J->n;
+    int f32 = J->ct == T_F32;
+    size_t es = f32 ? 4 : 8;
+    char *xb = NULL, *ob = NULL;
+    float *scratch = NULL; /* see row_f32: only benchmark builds stream */
+#ifdef TS_BENCH_KERNELS
+    if (J->stream) {
+        scratch = malloc(4 * (size_t)n);
+        if (!scratch) { __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    }
+#endif
+    if (!J->contig) {
+        xb = malloc(es * (size_t)(n ? n : 1));
+        ob = malloc(es * (size_t)(n ? n : 1));
+        if (!xb || !ob) { free(xb); free(ob); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    }
+    for (ts_intp r = r0; r < r1; r++) {
+        char *px, *pm, *pt, *po;
+        row_ptrs(J, r, &px, &pm, &pt, &po);
+        double T = read_T(J, pt), lse = 0.0;
+        if (f32) {
+            const float *xr;
+            float *orow;
+            if (J->contig) { xr = (const float *)px; orow = J->kind == KIND_LSE ? NULL : (float *)po; }
+            else { gather_f32(J, px, pm, (float *)xb, 1); xr = (float *)xb; orow = (float *)ob; }
+            if (J->K->row_f32(xr, orow, n, T, J->kind, &lse, scratch))
+                ts_ref_f32(xr, 1, n, T, J->kind, orow, 1, &lse);
+            if (J->kind == KIND_LSE) store_from_double(po, J->ot, lse);
+            else if (!J->contig) scatter_f32(J, po, orow, 1);
+        } else {
+            const double *xr;
+            double *orow;
+            if (J->contig) { xr = (const double *)px; orow = J->kind == KIND_LSE ? NULL : (double *)po; }
+            else { gather_f64(J, px, pm, (double *)xb, 1); xr = (double *)xb; orow = (double *)ob; }
+            if (J->K->row_f64(xr, orow, n, T, J->kind, &lse)) ts_ref_f64(xr, 1, n, T, J->kind, orow, 1, &lse);
+            if (J->kind == KIND_LSE) store_from_double(po, J->ot, lse);
+            else if (!J->contig) scatter_f64(J, po, orow, 1);
+        }
+    }
+    free(xb);
+    free(ob);
+    free(scratch);
+}
+
+static void run_narrow(job_t *J, ts_intp r0, ts_intp r1) {
+    ts_intp n = J->n;
+    int f32 = J->ct == T_F32;
+    int BR = f32 ? J->K->brf : J->K->brd;
+    size_t es = f32 ? 4 : 8;
+    char *XT = malloc(es * BR * (size_t)n), *PT = malloc(es * BR * (size_t)n);
+    if (!XT || !PT) { free(XT); free(PT); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    double Tr[16], lse[16];
+    unsigned char spec[16];
+    char *po_r[16];
+    /* one outer dim, contiguous rows of the compute type, no mask, scalar T */
+    int fast = J->nd == 1 && J->xfast && !J->m && J->tt < 0 && (J->kind == KIND_LSE || J->ofast);
+    /* all-in-registers AVX-512 softmax blocks for n <= 16 */
+    double cT = J->T >= TMIN_F32 ? LOG2E / J->T : 0.0;
+    int reg16 = fast && f32 && J->kind == KIND_SOFTMAX && J->K->nblock16_sm_f32 && n <= 16 &&
+                J->T < INFINITY && cT >= TSUM_LO && cT <= TSUM_HI;
+    float cpair[2] = {(float)cT, 0.0f};
+    cpair[1] = (float)(cT - (double)cpair[0]);
+    for (ts_intp rb = r0; rb < r1; rb += BR) {
+        int nr = (int)(r1 - rb < BR ? r1 - rb : BR);
+        if (reg16 && nr == BR &&
+            !J->K->nblock16_sm_f32(J->x + rb * J->sx[0], J->sx[0], (int)n, J->o + rb * J->so[0],
+                                   J->so[0], cpair))
+            continue;
+        if (fast && nr == BR) {
+            /* contiguous rows: transpose column by column (sequential writes into XT, so the
+               block kernel's vector loads never wait on pending scalar stores) */
+            const char *xb = J->x + rb * J->sx[0];
+            ts_intp rs = J->sx[0];
+            for (int r = 0; r < BR; r++) Tr[r] = J->T;
+            if (f32) {
+                float *X = (float *)XT;
+                if (J->K->tr_in_f32) J->K->tr_in_f32(xb, rs, n, X);
+                else
+                    for (ts_intp j = 0; j < n; j++)
+                        for (int r = 0; r < BR; r++) X[j * BR + r] = ((const float *)(xb + r * rs))[j];
+                J->K->block_f32(X, (float *)PT, n, Tr, J->kind, lse, spec);
+            } else {
+                double *X = (double *)XT;
+                for (ts_intp j = 0; j < n; j++)
+                    for (int r = 0; r < BR; r++) X[j * BR + r] = ((const double *)(xb + r * rs))[j];
+                J->K->block_f64(X, (double *)PT, n, Tr, J->kind, lse, spec);
+            }
+            int anyspec = 0;
+            for (int r = 0; r < BR; r++) anyspec |= spec[r];
+            if (!anyspec && J->kind != KIND_LSE) {
+                char *ob = J->o + rb * J->so[0];
+                ts_intp os = J->so[0];
+                if (f32 && J->K->tr_out_f32) {
+                    J->K->tr_out_f32((const float *)PT, n, ob, os);
+                } else if (f32) {
+                    const float *P = (const float *)PT;
+                    for (ts_intp j = 0; j < n; j++)
+                        for (int r = 0; r < BR; r++) ((float *)(ob + r * os))[j] = P[j * BR + r];
+                } else {
+                    const double *P = (const double *)PT;
+                    for (ts_intp j = 0; j < n; j++)
+                        for (int r = 0; r < BR; r++) ((double *)(ob + r * os))[j] = P[j * BR + r];
+                }
+                continue;
+            }
+            for (int r = 0; r < BR; r++) po_r[r] = J->o + (rb + r) * J->so[0];
+            goto finish;
+        }
+        for (int r = 0; r < BR; r++) {
+            if (r < nr) {
+                char *px, *pm, *pt;
+                row_ptrs(J, rb + r, &px, &pm, &pt, &po_r[r]);
+                Tr[r] = read_T(J, pt);
+                if (f32) gather_f32(J, px, pm, (float *)XT + r, BR);
+                else gather_f64(J, px, pm, (double *)XT + r, BR);
+            } else {
+                Tr[r] = 1.0;
+                for (ts_intp j = 0; j < n; j++) {
+                    if (f32) ((float *)XT)[j * BR + r] = 0.0f;
+                    else ((double *)XT)[j * BR + r] = 0.0;
+                }
+            }
+        }
+        if (f32) J->K->block_f32((float *)XT, (float *)PT, n, Tr, J->kind, lse, spec);
+        else J->K->block_f64((double *)XT, (double *)PT, n, Tr, J->kind, lse, spec);
+    finish:
+        for (int r = 0; r < nr; r++) {
+            if (spec[r]) {
+                if (f32) ts_ref_f32((float *)XT + r, BR, n, Tr[r], J->kind, (float *)PT + r, BR, &lse[r]);
+                else ts_ref_f64((double *)XT + r, BR, n, Tr[r], J->kind, (double *)PT + r, BR, &lse[r]);
+            }
+            if (J->kind == KIND_LSE) store_from_double(po_r[r], J->ot, lse[r]);
+            else if (f32) scatter_f32(J, po_r[r], (float *)PT + r, BR);
+            else scatter_f64(J, po_r[r], (double *)PT + r, BR);
+        }
+    }
+    free(XT);
+    free(PT);
+}
+
+static void job_task(void *ctx, ts_intp task) {
+    job_t *J = ctx;
+    ts_intp r0 = task * J->rows_per_task;
+    ts_intp r1 = r0 + J->rows_per_task;
+    if (r1 > J->nrows) r1 = J->nrows;
+    if (J->narrow) run_narrow(J, r0, r1);
+    else run_wide(J, r0, r1);
+}
+
+
+static const size_t type_size[3] = {2, 4, 8};
+
+void ts_job_init(job_t *J, int kind, int nd, const ts_intp *shape, int axis, const ts_operand *x,
+                 const ts_operand *mask, const ts_operand *temp, double T, const ts_operand *out,
+                 const kernels_t *K) {
+    memset(J, 0, sizeof *J);
+    const ts_operand *m = mask && mask->data ? mask : NULL, *t = temp && temp->data ? temp : NULL;
+    J->kind = kind;
+    J->xt = x->type;
+    J->ot = out->type;
+    J->ct = J->xt == T_F64 ? T_F64 : T_F32;
+    J->tt = t ? t->type : -1;
+    J->T = T;
+    J->n = shape[axis];
+    J->rx = x->strides[axis];
+    J->ro = out->strides[axis];
+    J->rm = m ? m->strides[axis] : 0;
+    J->x = x->data;
+    J->o = out->data;
+    J->m = m ? m->data : NULL;
+    J->t = t ? t->data : NULL;
+    /* outer dims (all but axis), coalesced where every array allows it */
+    J->nd = 0;
+    J->nrows = 1;
+    for (int d = 0; d < nd; d++) {
+        if (d == axis) continue;
+        ts_intp sh = shape[d];
+        J->nrows *= sh;
+        if (sh == 1) continue;
+        ts_intp sx = x->strides[d], so = out->strides[d];
+        ts_intp sm = m ? m->strides[d] : 0, st = t ? t->strides[d] : 0;
+        int k = J->nd - 1;
+        if (k >= 0 && J->sx[k] == sx * sh && J->so[k] == so * sh && J->sm[k] == sm * sh &&
+            J->st[k] == st * sh) {
+            J->shape[k] *= sh;
+            J->sx[k] = sx; J->so[k] = so; J->sm[k] = sm; J->st[k] = st;
+        } else {
+            J->shape[J->nd] = sh;
+            J->sx[J->nd] = sx; J->so[J->nd] = so; J->sm[J->nd] = sm; J->st[J->nd] = st;
+            J->nd++;
+        }
+    }
+    if (J->nd == 0) { J->nd = 1; J->shape[0] = 1; J->sx[0] = J->so[0] = J->sm[0] = J->st[0] = 0; }
+    size_t cs = type_size[J->ct];
+    J->xfast = J->xt == J->ct && J->rx == (ts_intp)cs && x->aligned;
+    J->ofast = J->ot == J->ct && J->ro == (ts_intp)cs && out->aligned;
+    J->contig = J->xfast && !m && (kind == KIND_LSE || J->ofast);
+    J->narrow = J->n < NARROW;
+    J->K = K;
+#ifdef TS_BENCH_KERNELS
+    /* large float32 softmax outputs (>= g_stream_bytes) bypass the caches */
+    J->stream = K->stream && kind == KIND_SOFTMAX && J->ct == T_F32 && J->contig && !J->narrow &&
+                (size_t)J->nrows * (size_t)J->n * 4 >= g_stream_bytes;
+#endif
+    ts_intp per = J->n > 0 ? J->n : 1;
+    ts_intp rpt = (ts_intp)65536 / per;
+    if (rpt < 1) rpt = 1;
+    if (J->narrow) rpt = (rpt + 15) / 16 * 16; /* a multiple of every block size */
+    J->rows_per_task = rpt;
+}
+
+int ts_job_run(job_t *J, int nthreads) {
+    if (J->nrows == 0) return 0;
+    if (J->n == 0) { /* empty rows: logsumexp -inf, nothing to write otherwise */
+        if (J->kind == KIND_LSE) {
+            for (ts_intp r = 0; r < J->nrows; r++) {
+                char *px, *pm, *pt, *po;
+                row_ptrs(J, r, &px, &pm, &pt, &po);
+                store_from_double(po, J->ot, -INFINITY);
+            }
+        }
+        return 0;
+    }
+    ts_intp ntasks = (J->nrows + J->rows_per_task - 1) / J->rows_per_task;
+    J->err = 0;
+    ts_parallel_run(job_task, J, ntasks, nthreads);
+    return J->err ? -1 : 0;
+}
+
+#ifdef TS_BENCH_KERNELS
+size_t ts_set_stream_bytes(size_t n) {
+    size_t old = g_stream_bytes;
+    g_stream_bytes = n;
+    return old;
+}
+
+typedef struct { const float *x; float *o; ts_intp n, chunk; const kernels_t *K; int nt; } exp_job_t;
+
+static void exp_task(void *ctx, ts_intp task) {
+    exp_job_t *E = ctx;
+    ts_intp a = task * E->chunk, b = a + E->chunk;
+    if (b > E->n) b = E->n;
+    E->K->exp_pass(E->x + a, E->o + a, b - a, E->nt);
+}
+
+void ts_exp_pass(const float *x, float *o, ts_intp n, int nthreads, const kernels_t *K) {
+    exp_job_t E = {x, o, n, 65536, K, 0};
+    E.nt = K->stream && (size_t)n * 4 >= g_stream_bytes; /* same store policy as softmax */
+    ts_parallel_run(exp_task, &E, (n + E.chunk - 1) / E.chunk, nthreads);
+}
+#endif

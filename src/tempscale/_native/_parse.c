@@ -1,0 +1,88 @@
+/*
+ * compute(kind, x, T, mask, out, axis, nthreads) arguments -> a job (_job.h).  The Python wrapper
+ * (__init__.py, try_compute) has already broadcast the temperature and mask to x's shape and made
+ * `out`; this checks what the C code relies on (types, dimensions, shapes) and describes the
+ * arrays as plain strided operands.
+ */
+#include "_py.h"
+
+/* T_F16 / T_F32 / T_F64 for a native-byte-order float array, else -1 */
+static int type_code(PyArrayObject *a) {
+    if (!PyArray_ISNBO(PyArray_DESCR(a)->byteorder)) return -1;
+    switch (PyArray_TYPE(a)) {
+        case NPY_HALF: return HAVE_F16 ? T_F16 : -1;
+        case NPY_FLOAT: return T_F32;
+        case NPY_DOUBLE: return T_F64;
+        default: return -1;
+    }
+}
+
+static ts_operand operand(PyArrayObject *a, int type) {
+    ts_operand op = {PyArray_BYTES(a), type, PyArray_STRIDES(a), PyArray_ISALIGNED(a) != 0};
+    return op;
+}
+
+int ts_parse_compute(PyObject *args, const kernels_t *K, job_t *J, int *nthreads) {
+    int kind, axis;
+    PyObject *xo, *To, *mo, *oo;
+    if (!PyArg_ParseTuple(args, "iO!OOO!ii", &kind, &PyArray_Type, &xo, &To, &mo, &PyArray_Type, &oo,
+                          &axis, nthreads))
+        return -1;
+    PyArrayObject *x = (PyArrayObject *)xo, *o = (PyArrayObject *)oo, *m = NULL, *t = NULL;
+    int nd = PyArray_NDIM(x);
+    if (kind < 0 || kind > 2 || axis < 0 || axis >= nd || PyArray_NDIM(o) != nd) {
+        PyErr_SetString(PyExc_ValueError, "bad kind / axis / out");
+        return -1;
+    }
+    if (nd > TS_MAXDIMS) {
+        PyErr_SetString(PyExc_ValueError, "too many dimensions");
+        return -1;
+    }
+    int xt = type_code(x), ot = type_code(o), tt = -1;
+    if (xt < 0 || ot < 0 || !PyArray_ISWRITEABLE(o)) {
+        PyErr_SetString(PyExc_TypeError, "unsupported dtype");
+        return -1;
+    }
+    if (xt == T_F64 && ot != T_F64) {
+        PyErr_SetString(PyExc_TypeError, "float64 input needs float64 output");
+        return -1;
+    }
+    if (mo != Py_None) {
+        if (!PyArray_Check(mo) || PyArray_TYPE((PyArrayObject *)mo) != NPY_BOOL ||
+            PyArray_NDIM((PyArrayObject *)mo) != nd) {
+            PyErr_SetString(PyExc_TypeError, "mask must be a bool array of x's ndim");
+            return -1;
+        }
+        m = (PyArrayObject *)mo;
+    }
+    double T = 0.0;
+    if (PyArray_Check(To)) {
+        t = (PyArrayObject *)To;
+        tt = type_code(t);
+        if (tt != T_F32 && tt != T_F64) {
+            PyErr_SetString(PyExc_TypeError, "temperature array must be float32/float64");
+            return -1;
+        }
+        if (PyArray_NDIM(t) != nd) {
+            PyErr_SetString(PyExc_ValueError, "temperature array must have x's ndim");
+            return -1;
+        }
+    } else {
+        T = PyFloat_AsDouble(To);
+        if (T == -1.0 && PyErr_Occurred()) return -1;
+    }
+    npy_intp *shape = PyArray_SHAPE(x);
+    for (int d = 0; d < nd; d++) {
+        if (PyArray_DIM(o, d) != shape[d] || (m && PyArray_DIM(m, d) != shape[d]) ||
+            (t && d != axis && PyArray_DIM(t, d) != shape[d])) {
+            PyErr_SetString(PyExc_ValueError, "shape mismatch");
+            return -1;
+        }
+    }
+    ts_operand xop = operand(x, xt), oop = operand(o, ot);
+    ts_operand mop = {NULL, 0, NULL, 0}, top = {NULL, 0, NULL, 0};
+    if (m) mop = operand(m, 0);
+    if (t) top = operand(t, tt);
+    ts_job_init(J, kind, nd, shape, axis, &xop, &mop, &top, T, &oop, K);
+    return 0;
+}

@@ -1,0 +1,373 @@
+/*
+ * Standalone test of tempscale's compiled kernels, without Python: softmax, log_softmax and
+ * logsumexp on float16 (where the compiler has _Float16), float32 and float64, checked against a
+ * long-double reference of the numerical contract on rows of every kind (plain, ties, masked
+ * -inf, all masked, +inf, NaN, +-max of the dtype, one entry left, a wide spread), every class of
+ * temperature (0, 1e-300, 1e-30, 0.5, 1, 2, 1e30, inf, and per-row temperatures including NaN and
+ * negative ones, which give NaN rows), narrow and wide rows (the transposed-block and the row
+ * kernels), contiguous / masked / other-axis layouts, single- and multi-threaded, on every
+ * instruction set this CPU runs (selected as the Python module's set_isa does).
+ *
+ * Build (from the repository root; .ci/cross.sh and .ci/sanitize.sh do this):
+ *   cc -O2 -std=gnu11 -Isrc/tempscale/_native tests/c/test_kernels.c \
+ *      src/tempscale/_native/{_dispatch,_reference,_job,_pool}.c -lm -pthread -o test_kernels
+ *   ./test_kernels [--isa NAME] [--quiet]
+ * Prints one summary line "N passed, M failed (...)" and exits non-zero on any failure.
+ */
+#include <float.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_job.h"
+#include "_pool.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * rows of every contract kind
+ * ------------------------------------------------------------------------------------------- */
+enum { P_PLAIN, P_TIES, P_MASKED, P_ALLMASKED, P_PINF, P_NAN, P_MAX, P_ONELEFT, P_SPREAD, NPAT };
+static const char *const PAT_NAME[NPAT] = {"plain", "ties",   "masked",   "all-masked", "+inf",
+                                           "nan",   "+-max", "one-left", "spread"};
+
+/* temperatures of the scalar runs; the per-row runs add NaN and -1 (NaN rows) */
+static const double TEMPS[] = {0.0, 1e-300, 1e-30, 0.5, 1.0, 2.0, 1e30, INFINITY, NAN, -1.0};
+#define NT_SCALAR 8
+#define NT_ROW 10
+
+static const int WIDTHS[] = {1, 7, 47, 48, 300}; /* narrow (< 48) and wide rows */
+#define NW ((int)(sizeof WIDTHS / sizeof WIDTHS[0]))
+
+static const int TYPE_SIZE[3] = {2, 4, 8};
+static const char *const TYPE_NAME[3] = {"float16", "float32", "float64"};
+
+static double unit(int pat, int j) { /* a fixed pseudo-random value in [-4, 4) */
+    uint32_t h = (uint32_t)(j + 1) * 2654435761u ^ (uint32_t)(pat + 7) * 40503u;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    return (double)(h % 65536u) / 8192.0 - 4.0;
+}
+
+static double type_max(int type) {
+    return type == T_F16 ? 65504.0 : type == T_F32 ? (double)FLT_MAX : DBL_MAX;
+}
+
+/* v rounded to `type` (exact for NaN / inf) */
+static double round_to(int type, double v) {
+#if HAVE_F16
+    if (type == T_F16) return (double)(f16_t)v;
+#endif
+    if (type == T_F32) return (double)(float)v;
+    return v;
+}
+
+static double pattern_value(int pat, int j, int n, int type) {
+    double u = unit(pat, j), big = type_max(type);
+    switch (pat) {
+        case P_TIES: return j % 3 == 0 ? 5.0 : u;
+        case P_MASKED: return j % 3 == 1 ? -INFINITY : u;
+        case P_ALLMASKED: return -INFINITY;
+        case P_PINF: return j % 4 == 2 ? INFINITY : u;
+        case P_NAN: return j == n / 2 ? NAN : u;
+        case P_MAX: return j % 3 == 0 ? big : j % 3 == 1 ? -big : u;
+        case P_ONELEFT: return j == n - 1 ? u : -INFINITY;
+        case P_SPREAD: return u * 2000.0;
+        default: return u;
+    }
+}
+
+static int mask_on(int j) { return j % 5 != 4; } /* the masked layout drops every fifth entry */
+
+/* ---------------------------------------------------------------------------------------------
+ * the reference: long double, every contract case spelled out
+ * ------------------------------------------------------------------------------------------- */
+typedef struct {
+    int done;
+    double *p, *lp, lse; /* softmax, log_softmax (n each), logsumexp */
+} ref_t;
+
+static void reference(const double *x, int n, double T, double *p, double *lp, double *lse) {
+    int nan = !(T >= 0.0);
+    long double m = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        if (x[j] != x[j]) nan = 1;
+        else if (x[j] > m) m = x[j];
+    }
+    if (nan) {
+        for (int j = 0; j < n; j++) p[j] = lp[j] = NAN;
+        *lse = NAN;
+        return;
+    }
+    if (m == -INFINITY) { /* nothing unmasked */
+        for (int j = 0; j < n; j++) { p[j] = 0.0; lp[j] = -INFINITY; }
+        *lse = -INFINITY;
+        return;
+    }
+    if (m == INFINITY || T == 0.0 || T == INFINITY) { /* ties of the maxima, or uniform */
+        int tie = m == INFINITY || T == 0.0, cnt = 0;
+        for (int j = 0; j < n; j++) cnt += tie ? x[j] == m : x[j] > -INFINITY;
+        for (int j = 0; j < n; j++) {
+            int on = tie ? x[j] == m : x[j] > -INFINITY;
+            p[j] = on ? (double)(1.0L / cnt) : 0.0;
+            lp[j] = on ? (double)-logl((long double)cnt) : -INFINITY;
+        }
+        *lse = tie || cnt == 1 ? (double)m : INFINITY;
+        return;
+    }
+    long double k = 0, rest = 0, Tl = T;
+    for (int j = 0; j < n; j++) {
+        if (x[j] == m) k += 1;
+        else rest += expl(((long double)x[j] - m) / Tl);
+    }
+    /* log s = log k + log1p(rest / k): log(s) alone would round 1 + 1e-40 to 1 */
+    long double ls = logl(k) + log1pl(rest / k), s = k + rest;
+    for (int j = 0; j < n; j++) {
+        long double y = ((long double)x[j] - m) / Tl;
+        p[j] = (double)(expl(y) / s);
+        lp[j] = (double)(y - ls);
+    }
+    *lse = (double)(m + Tl * ls);
+}
+
+/* cache: [input type][masked][width][pattern][temperature] */
+static ref_t REFS[3][2][NW][NPAT][NT_ROW];
+
+static const ref_t *get_ref(int xt, int masked, int wi, int pat, int ti) {
+    ref_t *r = &REFS[xt][masked][wi][pat][ti];
+    if (!r->done) {
+        int n = WIDTHS[wi];
+        double *x = malloc(sizeof(double) * (size_t)n);
+        r->p = malloc(sizeof(double) * (size_t)n);
+        r->lp = malloc(sizeof(double) * (size_t)n);
+        if (!x || !r->p || !r->lp) { fprintf(stderr, "out of memory\n"); exit(2); }
+        for (int j = 0; j < n; j++) {
+            x[j] = round_to(xt, pattern_value(pat, j, n, xt));
+            if (masked && !mask_on(j)) x[j] = -INFINITY;
+        }
+        reference(x, n, TEMPS[ti], r->p, r->lp, &r->lse);
+        free(x);
+        r->done = 1;
+    }
+    return r;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * checking one value
+ * ------------------------------------------------------------------------------------------- */
+static long long n_pass = 0, n_fail = 0;
+static int quiet = 0;
+
+static double load(const char *p, int type) {
+#if HAVE_F16
+    if (type == T_F16) { f16_t h; memcpy(&h, p, 2); return (double)h; }
+#endif
+    if (type == T_F32) { float f; memcpy(&f, p, 4); return f; }
+    double d; memcpy(&d, p, 8); return d;
+}
+
+static void store(char *p, int type, double v) {
+#if HAVE_F16
+    if (type == T_F16) { f16_t h = (f16_t)v; memcpy(p, &h, 2); return; }
+#endif
+    if (type == T_F32) { float f = (float)v; memcpy(p, &f, 4); return; }
+    memcpy(p, &v, 8);
+}
+
+/* the spacing of `type` at |r| (r finite) */
+static double ulp_of(int type, double r) {
+    int prec = type == T_F16 ? 10 : type == T_F32 ? 23 : 52;
+    double tiny = type == T_F16 ? 0x1p-24 : type == T_F32 ? 0x1p-149 : 0x1p-1074;
+    int e;
+    if (r == 0.0) return tiny;
+    frexp(fabs(r), &e);
+    double u = ldexp(1.0, e - 1 - prec);
+    return u > tiny ? u : tiny;
+}
+
+/* measured maxima plus headroom, in ulps of the output type (tests/test_native_hardening.py) */
+static double ulp_bound(int type) { return type == T_F16 ? 1.0 : type == T_F32 ? 4.0 : 8.0; }
+
+/* got (of type ot) against the exact ref: same NaN / inf, exact zero where ref is 0 (up to the
+   smallest subnormal: a value just under half of it may round up after two roundings), else
+   within ulp_bound(ot) ulps of ref rounded to ot */
+static int close_enough(double got, double ref, int ot) {
+    if (ref != ref) return got != got;
+    if (got != got) return 0;
+    double rt = round_to(ot, ref);
+    if (isinf(rt)) return got == rt;
+    if (ref == 0.0) return fabs(got) <= ulp_of(ot, 0.0);
+    return fabs(got - rt) <= ulp_bound(ot) * ulp_of(ot, rt);
+}
+
+static void fail(const char *what, const char *isa, int xt, int ot, int kind, int n, int pat,
+                 double T, int threads, ts_intp row, ts_intp j, double got, double ref) {
+    n_fail++;
+    if (n_fail <= 25 && !quiet)
+        fprintf(stderr, "FAIL %s isa=%s %s->%s kind=%d n=%d row=%s T=%g threads=%d r=%ld j=%ld: "
+                "got %.17g want %.17g\n", what, isa, TYPE_NAME[xt], TYPE_NAME[ot], kind, n,
+                PAT_NAME[pat], T, threads, (long)row, (long)j, got, ref);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * one run: R rows of width n in a layout, through ts_job_init / ts_job_run
+ * ------------------------------------------------------------------------------------------- */
+enum { L_ROWS, L_MASKED, L_COLUMNS, NLAYOUT }; /* row-major; + bool mask; rows along axis 0 */
+static const char *const LAYOUT_NAME[NLAYOUT] = {"rows", "masked", "columns"};
+
+/* row r: pattern r % NPAT; with per-row T, temperature index (r / NPAT) % NT_ROW */
+static void run_case(const kernels_t *K, int xt, int ot, int kind, int wi, int layout, int ti,
+                     int t_type, ts_intp R, int threads) {
+    int n = WIDTHS[wi];
+    int per_row = ti < 0;
+    size_t xs = (size_t)TYPE_SIZE[xt], os = (size_t)TYPE_SIZE[ot];
+    char *x = malloc(xs * (size_t)R * (size_t)n);
+    char *o = malloc(os * (size_t)R * (size_t)n);
+    unsigned char *mk = layout == L_MASKED ? malloc((size_t)R * (size_t)n) : NULL;
+    char *Tarr = per_row ? malloc((size_t)R * 8) : NULL;
+    if (!x || !o || (layout == L_MASKED && !mk) || (per_row && !Tarr)) {
+        fprintf(stderr, "out of memory\n");
+        exit(2);
+    }
+    /* element (r, j) sits at r * s_r + j * s_j (bytes); axis = the dimension of j */
+    int cols = layout == L_COLUMNS;
+    ts_intp xsr = cols ? (ts_intp)xs : (ts_intp)(xs * (size_t)n), xsj = cols ? (ts_intp)(xs * (size_t)R) : (ts_intp)xs;
+    ts_intp osr = cols ? (ts_intp)os : (ts_intp)(os * (size_t)n), osj = cols ? (ts_intp)(os * (size_t)R) : (ts_intp)os;
+    if (kind == KIND_LSE) { osr = (ts_intp)os; osj = 0; }
+    for (ts_intp r = 0; r < R; r++) {
+        for (int j = 0; j < n; j++) {
+            store(x + r * xsr + j * xsj, xt, pattern_value((int)(r % NPAT), j, n, xt));
+            if (mk) mk[r * n + j] = (unsigned char)mask_on(j);
+        }
+        if (per_row) {
+            double T = TEMPS[(r / NPAT) % NT_ROW];
+            if (t_type == T_F32) { float f = (float)T; memcpy(Tarr + r * 4, &f, 4); }
+            else memcpy(Tarr + r * 8, &T, 8);
+        }
+    }
+    memset(o, 0x7f, os * (size_t)R * (size_t)n); /* garbage: every output must be written */
+    int axis = cols ? 0 : 1;
+    ts_intp shape[2] = {cols ? n : R, cols ? R : n};
+    ts_intp xstr[2] = {cols ? xsj : xsr, cols ? xsr : xsj};
+    ts_intp ostr[2] = {cols ? osj : osr, cols ? osr : osj};
+    ts_intp mstr[2] = {n, 1};
+    ts_intp tstr[2] = {cols ? 0 : TYPE_SIZE[t_type], cols ? TYPE_SIZE[t_type] : 0};
+    ts_operand xop = {x, xt, xstr, 1}, oop = {o, ot, ostr, 1};
+    ts_operand mop = {(char *)mk, 0, mstr, 1}, top = {Tarr, t_type, tstr, 1};
+    job_t J;
+    double Ts = per_row ? 1.0 : TEMPS[ti];
+    ts_job_init(&J, kind, 2, shape, axis, &xop, &mop, &top, Ts, &oop, K);
+    if (ts_job_run(&J, threads) != 0) {
+        fprintf(stderr, "ts_job_run: out of memory\n");
+        exit(2);
+    }
+    /* check every row against its reference */
+    for (ts_intp r = 0; r < R; r++) {
+        int pat = (int)(r % NPAT), tj = per_row ? (int)((r / NPAT) % NT_ROW) : ti;
+        double Tr = TEMPS[tj];
+        if (per_row && t_type == T_F32) Tr = (double)(float)Tr;
+        /* float32 temperature arrays: only the temperatures float32 holds exactly are checked
+           (the others are the float64 runs' job) */
+        if (per_row && t_type == T_F32 && Tr != TEMPS[tj] && Tr == Tr) continue;
+        const ref_t *ref = get_ref(xt, layout == L_MASKED, wi, pat, tj);
+        int ok = 1;
+        if (kind == KIND_LSE) {
+            double got = load(o + r * osr, ot);
+            if (!close_enough(got, ref->lse, ot)) {
+                fail(LAYOUT_NAME[layout], K->name, xt, ot, kind, n, pat, Tr, threads, r, -1, got, ref->lse);
+                ok = 0;
+            }
+        } else {
+            const double *want = kind == KIND_SOFTMAX ? ref->p : ref->lp;
+            for (int j = 0; j < n && ok; j++) {
+                double got = load(o + r * osr + j * osj, ot);
+                if (!close_enough(got, want[j], ot)) {
+                    fail(LAYOUT_NAME[layout], K->name, xt, ot, kind, n, pat, Tr, threads, r, j, got, want[j]);
+                    ok = 0;
+                }
+            }
+        }
+        n_pass += ok;
+    }
+    free(x);
+    free(o);
+    free(mk);
+    free(Tarr);
+}
+
+/* empty rows and no rows: logsumexp of nothing is -inf, nothing else is written */
+static void run_empty(const kernels_t *K) {
+    double x[1] = {0}, out[3] = {7, 7, 7};
+    ts_intp shape[2] = {3, 0}, xstr[2] = {0, 8}, ostr[2] = {8, 0};
+    ts_operand xop = {(char *)x, T_F64, xstr, 1}, oop = {(char *)out, T_F64, ostr, 1};
+    job_t J;
+    ts_job_init(&J, KIND_LSE, 2, shape, 1, &xop, NULL, NULL, 1.0, &oop, K);
+    int ok = ts_job_run(&J, 2) == 0 && out[0] == -INFINITY && out[1] == -INFINITY && out[2] == -INFINITY;
+    ts_intp shape0[2] = {0, 5};
+    ts_job_init(&J, KIND_SOFTMAX, 2, shape0, 1, &xop, NULL, NULL, 1.0, &oop, K);
+    ok = ok && ts_job_run(&J, 2) == 0;
+    if (ok) n_pass++;
+    else {
+        n_fail++;
+        fprintf(stderr, "FAIL empty rows isa=%s: logsumexp %g %g %g\n", K->name, out[0], out[1], out[2]);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--isa") == 0 && i + 1 < argc) only = argv[++i];
+        else if (strcmp(argv[i], "--quiet") == 0) quiet = 1;
+        else {
+            fprintf(stderr, "usage: %s [--isa NAME] [--quiet]\n", argv[0]);
+            return 2;
+        }
+    }
+    /* type pairs (input -> output) the Python wrapper uses */
+    static const int PAIRS[][2] = {{T_F16, T_F16}, {T_F16, T_F32}, {T_F32, T_F32}, {T_F64, T_F64}};
+    int first_pair = HAVE_F16 ? 0 : 2;
+    char isas[128] = "";
+    if (ts_isa_best() != ts_isa_kernels(ts_isa_best()->name)) {
+        fprintf(stderr, "FAIL ts_isa_best is not a supported ISA\n");
+        n_fail++;
+    }
+    for (int ii = 0; ii < ts_isa_count; ii++) {
+        const char *name = ts_isa_names[ii];
+        if (only && strcmp(only, name) != 0) continue;
+        const kernels_t *K = ts_isa_kernels(name); /* as the module's set_isa */
+        if (!K) continue;                          /* not on this CPU */
+        strncat(isas, isas[0] ? "," : "", sizeof isas - strlen(isas) - 1);
+        strncat(isas, name, sizeof isas - strlen(isas) - 1);
+        run_empty(K);
+        for (int pi = first_pair; pi < 4; pi++) {
+            int xt = PAIRS[pi][0], ot = PAIRS[pi][1];
+            for (int kind = 0; kind < 3; kind++) {
+                for (int wi = 0; wi < NW; wi++) {
+                    for (int layout = 0; layout < NLAYOUT; layout++) {
+                        for (int ti = 0; ti < NT_SCALAR; ti++)
+                            run_case(K, xt, ot, kind, wi, layout, ti, T_F64, 2 * NPAT + 3, 1);
+                        run_case(K, xt, ot, kind, wi, layout, -1, T_F64, NPAT * NT_ROW + 5, 1);
+                    }
+                    run_case(K, xt, ot, kind, wi, L_ROWS, -1, T_F32, NPAT * NT_ROW + 5, 1);
+                }
+                /* several tasks on the pool: > 65536 entries */
+                run_case(K, xt, ot, kind, 1, L_ROWS, -1, T_F64, 20011, 3);
+                run_case(K, xt, ot, kind, 4, L_ROWS, -1, T_F64, 1009, 3);
+                run_case(K, xt, ot, kind, 4, L_MASKED, 3, T_F64, 1009, 3);
+            }
+        }
+    }
+    if (!isas[0]) {
+        fprintf(stderr, "no instruction set to test (--isa %s not supported here)\n", only ? only : "?");
+        return 2;
+    }
+#if defined(__aarch64__)
+    const char *arch = "aarch64";
+#elif defined(__x86_64__)
+    const char *arch = "x86-64";
+#else
+    const char *arch = "other";
+#endif
+    printf("%lld passed, %lld failed (rows checked; %s; isa %s; float16 %s)\n", n_pass, n_fail,
+           arch, isas, HAVE_F16 ? "yes" : "no");
+    return n_fail ? 1 : 0;
+}
