@@ -9,10 +9,11 @@ import warnings
 
 import numpy as np
 import pytest
-from .conftest import to_numpy
 
 from tempscale import _args as A
 from tempscale import _config
+
+from .conftest import to_numpy
 
 
 # --------------------------------------------------------------------------------------------

@@ -286,8 +286,9 @@ def row_param(value: Any, func: str, *, param: str, like: Any, axis: int, lo: fl
         v = _scalar_value(value)
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise param_error(param, func, expect, value, TypeError)
-        out: float | int = check_scalar(v, param, func, lo=lo, hi=hi, lo_open=lo_open, integer=integer)
-        return out
+        if integer:
+            return check_scalar(v, param, func, lo=lo, hi=hi, lo_open=lo_open, integer=True)
+        return check_scalar(v, param, func, lo=lo, hi=hi, lo_open=lo_open)
     if isinstance(value, (str, bytes)):
         raise param_error(param, func, expect, value, TypeError)
     xp = array_namespace(like)

@@ -8,13 +8,19 @@ the user hands us one of its arrays.
 from __future__ import annotations
 
 import functools
-import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, ParamSpec, TypeVar
 
 import array_api_compat
 import array_api_compat.numpy  # noqa: F401  (a submodule: not loaded by ``import array_api_compat``)
 import numpy as np
+
+from ._typing import DType, Namespace
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "array_namespace",
@@ -29,6 +35,7 @@ __all__ = [
     "is_array_api_strict_namespace",
     "is_python_scalar",
     "float_bits",
+    "quiet",
 ]
 
 
@@ -36,14 +43,14 @@ def is_python_scalar(x: Any) -> bool:
     return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
 
 
-def array_namespace(*arrays: Any):
+def array_namespace(*arrays: Any) -> Namespace:
     """The array-API namespace of ``arrays`` (Python scalars and ``None`` are ignored).
 
     Lists, tuples, NumPy scalars and array-likes that are not array-API arrays (pandas
     ``DataFrame``/``Series``, anything with ``__array__``) resolve to NumPy, so
     ``softmax([1, 2, 3])`` and ``softmax(df)`` work.
     """
-    arrs = [_as_numpy_input(a) for a in arrays if a is not None and not is_python_scalar(a)]
+    arrs: list[Any] = [_as_numpy_input(a) for a in arrays if a is not None and not is_python_scalar(a)]
     if not arrs:
         return array_api_compat.numpy
     return array_api_compat.array_namespace(*arrs)
@@ -81,7 +88,7 @@ def _as_numpy_input(x: Any, param: str = "x") -> Any:
 def _public_caller() -> str:
     """The outermost public tempscale function on the call stack (for error messages)."""
     name = "tempscale"
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         mod = frame.f_globals.get("__name__", "")
         if not mod.startswith("tempscale"):
@@ -95,7 +102,8 @@ def _public_caller() -> str:
     return name
 
 
-def as_array(x: Any, xp, *, like=None, dtype=None, param: str = "x"):
+def as_array(x: Any, xp: Namespace, *, like: Any = None, dtype: DType | None = None,
+             param: str = "x") -> Any:
     """``x`` as an array of namespace ``xp`` (on ``like``'s device when given); no copy if it is one.
 
     ``param`` names the argument in the error raised for an object array.
@@ -108,7 +116,7 @@ def as_array(x: Any, xp, *, like=None, dtype=None, param: str = "x"):
         if dev is not None and device(x) != dev:
             x = array_api_compat.to_device(x, dev)
         return x
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if dev is not None:
@@ -118,35 +126,32 @@ def as_array(x: Any, xp, *, like=None, dtype=None, param: str = "x"):
     return xp.asarray(x, **kwargs)
 
 
-def device(x: Any):
+def device(x: Any) -> Any:
+    """The device ``x`` lives on (``"cpu"`` for NumPy)."""
     return array_api_compat.device(x)
 
 
-def is_numpy_namespace(xp) -> bool:
-    return array_api_compat.is_numpy_namespace(xp)
+def is_numpy_namespace(xp: Namespace) -> bool:
+    return bool(array_api_compat.is_numpy_namespace(xp))
 
 
-def is_torch_namespace(xp) -> bool:
-    return array_api_compat.is_torch_namespace(xp)
+def is_torch_namespace(xp: Namespace) -> bool:
+    return bool(array_api_compat.is_torch_namespace(xp))
 
 
-def is_jax_namespace(xp) -> bool:
-    return array_api_compat.is_jax_namespace(xp)
+def is_jax_namespace(xp: Namespace) -> bool:
+    return bool(array_api_compat.is_jax_namespace(xp))
 
 
-def is_dask_namespace(xp) -> bool:
-    return array_api_compat.is_dask_namespace(xp)
+def is_dask_namespace(xp: Namespace) -> bool:
+    return bool(array_api_compat.is_dask_namespace(xp))
 
 
-def is_array_api_strict_namespace(xp) -> bool:
-    return array_api_compat.is_array_api_strict_namespace(xp)
+def is_array_api_strict_namespace(xp: Namespace) -> bool:
+    return bool(array_api_compat.is_array_api_strict_namespace(xp))
 
 
-def is_numpy_array(x) -> bool:
-    return isinstance(x, np.ndarray)
-
-
-def default_float_dtype(xp, dev=None):
+def default_float_dtype(xp: Namespace, dev: Any = None) -> DType:
     """The namespace's default real floating dtype (float64 for NumPy, float32 for torch/JAX)."""
     if is_torch_namespace(xp):
         import torch
@@ -159,7 +164,8 @@ def default_float_dtype(xp, dev=None):
         return xp.asarray(0.0).dtype
 
 
-def float_bits(xp, dtype) -> int:
+def float_bits(xp: Namespace, dtype: DType) -> int:
+    """The number of bits of a floating dtype (16, 32, 64)."""
     return int(xp.finfo(dtype).bits)
 
 
@@ -179,60 +185,39 @@ def is_concrete(x: Any) -> bool:
 
         if isinstance(x, torch.Tensor):
             # meta / fake tensors (torch.compile tracing) carry no values
-            return x.device.type != "meta" and not _is_torch_fake(x)
+            return bool(x.device.type != "meta") and not _is_torch_fake(x)
     return True
 
 
-def _is_torch_fake(x) -> bool:
+def _is_torch_fake(x: Any) -> bool:
     try:
         from torch._subclasses.fake_tensor import FakeTensor
 
-        return isinstance(x, FakeTensor)
+        return bool(isinstance(x, FakeTensor))
     except Exception:  # pragma: no cover
         return False
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """A concrete array of any backend as a NumPy array (a copy off the CPU; computes Dask)."""
-    if isinstance(x, np.ndarray):
-        return x
-    if isinstance(x, (list, tuple, np.generic, int, float, bool)):
-        return np.asarray(x)
-    mod = type(x).__module__
-    if mod.startswith("dask"):
-        return np.asarray(x.compute())
-    if mod.startswith("cupy"):
-        return x.get()
-    if mod.startswith("torch"):
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()
-        return x.numpy()
-    if mod.startswith("array_api_strict"):
-        return np.from_dlpack(x)
-    return np.asarray(x)
+def to_numpy(x: Any) -> np.ndarray[Any, Any]:
+    """A concrete array of any backend as a NumPy array (see ``_args.to_numpy``, its home).
+
+    Kept for the modules that have not moved to the argument layer yet.
+    """
+    from ._args import to_numpy as _to_numpy
+
+    return _to_numpy(x)
 
 
-def quiet(func):
-    """Run ``func`` with NumPy's floating-point warnings off.
+def quiet(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``func`` with NumPy's floating-point warnings off (its signature kept visible).
 
     The contract relies on IEEE overflow to ``-inf`` and on ``exp(-inf) = 0``; NumPy-backed
     namespaces would warn about both.
     """
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             return func(*args, **kwargs)
 
     return wrapper
-
-
-def to_float(x: Any) -> float:
-    """A concrete 0-d array or scalar as a Python float."""
-    if is_python_scalar(x):
-        return float(x)
-    return float(x.item() if hasattr(x, "item") else x)
-
-
-INF = math.inf

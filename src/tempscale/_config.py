@@ -64,7 +64,8 @@ def _defaults() -> Config:
                   fast_sampling=not _env_off("TEMPSCALE_DISABLE_FAST_SAMPLING"))
 
 
-_CURRENT: ContextVar[Config] = ContextVar("tempscale_config", default=_defaults())
+# Config is a frozen dataclass: an immutable default, which B039 cannot see
+_CURRENT: ContextVar[Config] = ContextVar("tempscale_config", default=_defaults())  # noqa: B039
 
 
 def current() -> Config:

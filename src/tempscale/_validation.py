@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar, cast, overload
+
+_C = TypeVar("_C")
 
 __all__ = ["param_error", "check_axis", "check_choice", "check_scalar", "check_bool"]
 
 
-def param_error(param: str, func: str, expect: str, got: Any, exc=ValueError) -> Exception:
+def param_error(param: str, func: str, expect: str, got: Any,
+                exc: type[Exception] = ValueError) -> Exception:
     """The library's error: names the parameter, the function, what it takes and what it got."""
     msg = f"The {param!r} parameter of {func} must be {expect}. Got {got!r} instead."
-    return exc(msg)
+    error: Exception = exc(msg)
+    return error
 
 
 def check_axis(axis: Any, ndim: int, func: str) -> int:
@@ -29,10 +34,13 @@ def check_axis(axis: Any, ndim: int, func: str) -> int:
         from numpy.exceptions import AxisError
 
         raise AxisError(axis, ndim)
-    return axis % ndim
+    normalised: int = axis % ndim
+    return normalised
 
 
-def check_choice(value: Any, choices, param: str, func: str) -> Any:
+def check_choice(value: _C, choices: Iterable[Any], param: str, func: str) -> _C:
+    """``value`` if it is one of ``choices`` (a ValueError listing them otherwise)."""
+    choices = tuple(choices)
     if value not in choices:
         opts = ", ".join(repr(c) for c in choices)
         raise param_error(param, func, f"one of {{{opts}}}", value)
@@ -40,9 +48,28 @@ def check_choice(value: Any, choices, param: str, func: str) -> Any:
 
 
 def check_bool(value: Any, param: str, func: str) -> bool:
+    """``value`` if it is a bool (a TypeError otherwise: 0/1 and None are not bools)."""
     if not isinstance(value, bool):
         raise param_error(param, func, "a bool", value, TypeError)
     return value
+
+
+@overload
+def check_scalar(value: Any, param: str, func: str, *, lo: float = ..., hi: float = ...,
+                 lo_open: bool = ..., hi_open: bool = ..., integer: Literal[False] = ...,
+                 allow_none: Literal[False] = ...) -> float: ...
+
+
+@overload
+def check_scalar(value: Any, param: str, func: str, *, lo: float = ..., hi: float = ...,
+                 lo_open: bool = ..., hi_open: bool = ..., integer: Literal[True],
+                 allow_none: Literal[False] = ...) -> int: ...
+
+
+@overload
+def check_scalar(value: Any, param: str, func: str, *, lo: float = ..., hi: float = ...,
+                 lo_open: bool = ..., hi_open: bool = ..., integer: bool = ...,
+                 allow_none: bool = ...) -> float | None: ...
 
 
 def check_scalar(
@@ -56,8 +83,8 @@ def check_scalar(
     hi_open: bool = False,
     integer: bool = False,
     allow_none: bool = False,
-):
-    """Check a real scalar lies in an interval; returns it as float (or int)."""
+) -> float | None:
+    """Check a real scalar lies in an interval; returns it as float (or int, or None)."""
     if value is None and allow_none:
         return None
     lb = "(" if lo_open else "["
@@ -70,7 +97,7 @@ def check_scalar(
         if not (isinstance(value, float) and value.is_integer()):
             raise param_error(param, func, expect, value, TypeError)
         value = int(value)
-    v = int(value) if integer else float(value)
+    v = int(cast(numbers.Integral, value)) if integer else float(value)
     if math.isnan(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
         raise param_error(param, func, expect, value)
     return v
