@@ -1,0 +1,302 @@
+r"""Sampling with temperature: top-k / top-p / min-p truncation, greedy at ``T = 0``, Gumbel-softmax.
+
+Three public functions, one implementation over the Python Array API (NumPy, PyTorch, JAX,
+array-api-strict), with exact fast paths for NumPy and PyTorch:
+
+* :func:`warp` -- the final sampling distribution after temperature and truncation;
+* :func:`sample` -- draws token indices from it (with or without replacement), reproducibly;
+* :func:`gumbel_softmax` -- the relaxed (and straight-through) categorical sample.
+
+The sampler chain
+-----------------
+``order="temperature-first"`` (Hugging Face transformers, vLLM) divides the logits by ``T`` and
+then applies top-k, top-p and min-p, in that order, each on the distribution left by the one
+before (renormalised over the survivors).  ``order="temperature-last"`` (llama.cpp's default
+chain) applies the same three filters to the ``T = 1`` distribution and then the temperature to
+the survivors only: the set of candidate tokens does not depend on ``T``, only their weights do.
+
+Rules (the same on every backend, and bit for bit the same on the fast and generic paths):
+
+* **Ranking.**  Tokens are ranked by their logit, which is the order of ``x / T`` for every
+  ``T`` in ``(0, inf)``, so rounding of ``x / T`` never creates ties and ``T = inf`` keeps the
+  set of every large finite ``T`` (the limit), uniform over it.
+* **Probabilities** seen by top-p and min-p are the tempered softmax computed without overflow,
+  ``exp((x/2 - m/2) / (T/2))`` (``m`` the row maximum), as in :func:`tempscale.softmax`, in
+  float32 for float16/bfloat16/float32 logits and float64 for float64 logits, multiplied by
+  the reciprocal of a sum that does not depend on the summation order (an exact multi-part sum
+  in float64), as torch's softmax multiplies by the reciprocal of its sum.
+* **top-k** keeps every token whose logit is ``>=`` the ``k``-th largest, so ties at the
+  ``k``-th value are all kept -- transformers' ``TopKLogitsWarper`` rule.  ``top_k >= V``
+  keeps everything; ``top_k = 0`` switches the filter off (transformers' and llama.cpp's
+  convention), also per row in an array of ``top_k``.
+* **top-p** is transformers' ``TopPLogitsWarper`` rule in its own arithmetic: sort ascending,
+  take the cumulative sum of the probabilities, remove the tokens whose cumulative sum is
+  ``<= 1 - top_p`` (compared in the probabilities' dtype, ``1 - top_p`` computed in float64 and
+  rounded to it), never the most probable token.  The cumulative sums are exact sums of the
+  probabilities (float64 accumulation, as torch's CPU ``cumsum`` of float32) rounded to the
+  probabilities' dtype, so no summation order can change a decision.  Tied logits rank
+  ascending by index (a stable ascending sort): at the boundary the *higher* index is kept, as
+  transformers does wherever torch's sort is stable (vocabularies of at most 16 tokens on a CPU;
+  beyond that torch's own choice among tied tokens is unspecified).  ``top_p = 1`` switches the
+  filter off.
+* **min-p** removes tokens whose probability is ``< min_p * p_max``, the product computed in
+  the probabilities' dtype (transformers' ``MinPLogitsWarper``); ``min_p = 0`` switches it off.
+* ``min_tokens_to_keep`` protects the first ``n`` tokens of the ranking from top-p (tied
+  logits: higher index first, as above) and from min-p (tied logits: lower index first), and
+  raises top-k to at least ``n``.
+* **T = 0** is greedy decoding: all the mass on the *first* maximal logit (lowest index among
+  ties, like ``argmax``), whatever the filters.  It equals ``top_k=1`` when the maximum is unique
+  (top-k keeps tied maxima).  Note :func:`tempscale.softmax` at ``T = 0`` *splits* the mass among
+  tied maxima; a sampler must pick one token.  A tiny positive ``T`` is not greedy: it splits
+  the mass among tied maxima (the limit ``T -> 0+``).  ``T = inf`` is uniform over the
+  survivors.  Every ``T`` in ``[0, inf]`` and every finite logit up to the dtype's maximum are
+  exact: no logit overflows into a false ``+-inf``.
+* ``-inf`` logits and ``mask == False`` entries are never drawn.  A **fully masked row** gives an
+  all-zero distribution (log-probabilities ``-inf``), never NaN, and :func:`sample` returns the
+  index ``-1`` (log-probability ``-inf``) for it.  A row containing an unmasked NaN gives a NaN
+  distribution and index ``-1`` with log-probability NaN.  Any other row (one finite or ``+inf``
+  logit is enough) always has a candidate and never draws ``-1`` with replacement.
+
+Random numbers
+--------------
+Pass ``seed=`` (a non-negative int) for reproducible draws on any backend, or ``rng=`` with the
+library's own generator: a :class:`numpy.random.Generator` for NumPy (and array-api-strict), a
+:class:`torch.Generator` (on the tensor's device) for PyTorch, a PRNG key
+(``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``) for JAX.  With neither, NumPy and PyTorch use
+fresh OS entropy / the global torch generator and JAX draws a fresh key from OS entropy (pass a key
+under ``jax.jit``).  The same seed gives the same draws; the fast and the generic path use the
+same uniforms and agree draw for draw except where rounding of the CDF differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._backend import check_seed
+from .._compat import quiet as _quiet
+from .._typing import Array, ArrayLike, Temperature
+from .._validation import check_bool, check_scalar, param_error
+from ._draw import draw, gumbel_sample
+from ._layout import ORDERS, prepare, restore
+from ._paths import distribution
+
+__all__ = ["warp", "sample", "gumbel_softmax"]
+
+_FAST_OK = True  # tests switch this off to compare the fast paths against the generic one
+_TORCH_CPU_VIA_NUMPY = True  # the torch-only path (used on GPUs) is tested by switching this off
+
+
+@_quiet
+def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Array | None = None,
+         top_p: float | Array | None = None, min_p: float | Array | None = None,
+         order: str = "temperature-first", min_tokens_to_keep: int = 1, axis: int = -1,
+         mask: ArrayLike | None = None, log: bool = False) -> Any:
+    r"""The sampling distribution after temperature and top-k / top-p / min-p truncation.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores; any array-API array or a nested list (read as NumPy).
+    temperature : float or array, default 1.0
+        ``T`` in ``[0, inf]``, or one per row (shape ``logits.shape`` without ``axis``, or with
+        a size-1 ``axis``).  ``T = 0`` is greedy: all the mass on the first maximal logit.
+        Every ``T`` is exact for every finite logit (no overflow: tiny ``T`` tends to the
+        argmax, huge ``T`` to the uniform distribution over the kept tokens).
+    top_k : int or array of int, optional
+        Keep the tokens whose logit is ``>=`` the ``k``-th largest (ties kept).  ``0`` (or
+        None) switches top-k off, as in transformers and llama.cpp; in a per-row array a ``0``
+        switches it off for that row.
+    top_p : float or array, optional
+        In ``(0, 1]``: keep the smallest set of most probable tokens with mass ``>= top_p``
+        (transformers' rule and arithmetic, see the module docstring).  ``1`` (or None)
+        switches top-p off, also per row.
+    min_p : float or array, optional
+        In ``[0, 1]``: drop tokens with probability ``< min_p * max probability``.  ``0`` (or
+        None) switches min-p off, also per row.
+    order : {"temperature-first", "temperature-last"}, default "temperature-first"
+        ``"temperature-first"``: the filters see ``softmax(x / T)`` (transformers, vLLM).
+        ``"temperature-last"``: the filters see ``softmax(x)`` and ``T`` reshapes only the
+        survivors (llama.cpp).
+    min_tokens_to_keep : int, default 1
+        Never truncate below this many tokens (top-k is raised to it; the best ``n`` tokens are
+        protected from top-p and min-p).
+    axis : int, default -1
+        The vocabulary axis.
+    mask : array of bool, optional
+        Broadcastable to ``logits``; ``False`` entries are never kept (like ``-inf`` logits).
+    log : bool, default False
+        Return log-probabilities (``-inf`` for removed tokens) instead of probabilities.
+
+    Returns
+    -------
+    array
+        Same shape, namespace and floating dtype as ``logits`` (integers promote to the default
+        float).  A fully masked row is all zeros (``-inf`` with ``log=True``); a row with a NaN is
+        all NaN.
+
+    Notes
+    -----
+    The rules (tie handling, ``T = 0``, masked rows, the arithmetic of each decision) are
+    listed in the module docstring; they match transformers' ``TemperatureLogitsWarper`` →
+    ``TopKLogitsWarper`` → ``TopPLogitsWarper`` → ``MinPLogitsWarper`` chain for
+    ``order="temperature-first"`` (float16/bfloat16 logits are decided in float32, as
+    transformers' generation loop casts its scores to float32).  For NumPy and PyTorch inputs
+    an exact path avoids sorting the vocabulary: top-k uses a partial selection and top-p a
+    bisection on the logit value that leaves only a few hundred undecided tokens to sort; it
+    computes the same numbers as the generic path and keeps exactly the same tokens.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.sampling import warp
+    >>> np.set_printoptions(precision=4)
+    >>> x = np.array([2.0, 1.0, 0.0, -1.0])
+    >>> warp(x, 0.5, top_k=2)
+    array([0.8808, 0.1192, 0.    , 0.    ])
+    >>> warp(x, top_p=0.8)                       # 0.644 + 0.237 >= 0.8
+    array([0.7311, 0.2689, 0.    , 0.    ])
+    >>> warp(x, 10.0, top_p=0.8, order="temperature-last")  # same survivors, flattened
+    array([0.525, 0.475, 0.   , 0.   ])
+    >>> warp(np.array([1.0, 3.0, 3.0]), 0)      # greedy: the first maximum
+    array([0., 1., 0.])
+    >>> warp(x, 0.5, top_k=0, top_p=1.0, min_p=0.0)  # every filter off
+    array([0.865 , 0.1171, 0.0158, 0.0021])
+    """
+    func = "warp"
+    check_bool(log, "log", func)
+    a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func)
+    r = distribution(a, log)
+    if r.dtype != a.out:
+        r = a.xp.astype(r, a.out)
+    return restore(a, r)
+
+
+@_quiet
+def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Array | None = None,
+           top_p: float | Array | None = None, min_p: float | Array | None = None,
+           order: str = "temperature-first", min_tokens_to_keep: int = 1,
+           num_samples: int | None = None, replacement: bool = True, seed: int | None = None,
+           rng: Any = None, axis: int = -1, mask: ArrayLike | None = None,
+           return_logprobs: bool = False) -> Any:
+    r"""Draw token indices from :func:`warp`'s distribution.
+
+    Parameters
+    ----------
+    logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask
+        As in :func:`warp`.  ``T = 0`` is greedy decoding (``argmax``, lowest index among ties).
+    num_samples : int, optional
+        ``None`` (default): one draw per row, the result has ``logits``' shape without ``axis``
+        (like :func:`jax.random.categorical`).  An int ``n >= 1``: ``n`` draws per row on a new
+        last axis (like :func:`torch.multinomial`).
+    replacement : bool, default True
+        Draw with replacement (inverse CDF on one uniform per draw) or without (Gumbel-top-k,
+        ``n <= vocabulary size``; positions beyond a row's number of candidates get ``-1``).
+    seed : int, optional
+        Seed for a fresh generator of the array's library.
+    rng : numpy.random.Generator, torch.Generator or JAX PRNG key, optional
+        The library's own generator (advanced in place for NumPy and torch).
+    return_logprobs : bool, default False
+        Also return the log-probability of each draw under the warped distribution.
+
+    Returns
+    -------
+    indices : integer array
+        ``-1`` for rows without candidates (fully masked) or containing NaN; a row with at
+        least one finite (or ``+inf``) unmasked logit always has a candidate.  Without
+        replacement, draws beyond a row's tokens of nonzero probability are ``-1``.
+    logprobs : array, only with ``return_logprobs=True``
+        ``-inf`` where the index is ``-1`` (NaN for NaN rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.sampling import sample
+    >>> x = np.array([[2.0, 1.0, 0.0, -1.0], [0.0, 5.0, 5.0, 1.0]])
+    >>> sample(x, 0)                                       # greedy
+    array([0, 1])
+    >>> idx = sample(x, 0.7, top_k=2, num_samples=5, seed=0)
+    >>> idx.shape, bool(np.all(idx[0] < 2))
+    ((2, 5), True)
+    >>> bool(np.all(sample(x, 0.7, top_k=2, num_samples=5, seed=0) == idx))
+    True
+    """
+    func = "sample"
+    check_bool(replacement, "replacement", func)
+    check_bool(return_logprobs, "return_logprobs", func)
+    if num_samples is not None:
+        check_scalar(num_samples, "num_samples", func, lo=1, integer=True)
+        num_samples = int(num_samples)
+    check_seed(seed, rng, func)
+    a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func)
+    n = 1 if num_samples is None else num_samples
+    if not replacement and n > a.V:
+        raise param_error("num_samples", func,
+                          f"at most the vocabulary size {a.V} when replacement=False", n)
+    idx, lp = draw(a, n, replacement, seed, rng, func)
+    xp = a.xp
+    if lp.dtype != a.out:
+        lp = xp.astype(lp, a.out)
+    idx = xp.reshape(idx, a.batch_shape + (n,))
+    lp = xp.reshape(lp, a.batch_shape + (n,))
+    if num_samples is None:
+        idx, lp = idx[..., 0], lp[..., 0]
+    return (idx, lp) if return_logprobs else idx
+
+
+@_quiet
+def gumbel_softmax(logits: ArrayLike, temperature: Temperature = 1.0, *, hard: bool = False,
+                   seed: int | None = None, rng: Any = None, axis: int = -1,
+                   mask: ArrayLike | None = None) -> Any:
+    r"""A relaxed categorical sample, :math:`\mathrm{softmax}((x + g) / T)` with Gumbel noise ``g``.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised log-probabilities.
+    temperature : float or array, default 1.0
+        ``tau`` in ``[0, inf]`` or one per row (``logits.shape`` without ``axis``, or with a size-1
+        ``axis``); an array temperature receives gradients.  ``T = 0`` gives the one-hot argmax of
+        the perturbed logits.
+    hard : bool, default False
+        Return the one-hot argmax of the perturbed logits ``x + g`` (the argmax of the soft
+        sample for every ``T``, also where the soft sample rounds to a uniform row at huge ``T``:
+        the Gumbel-max sample, distributed as ``softmax(x)`` whatever ``T``).  On PyTorch and JAX
+        the gradient is the soft sample's (straight-through estimator: ``y_hard - stop_gradient(y_soft) + y_soft``).
+    seed, rng
+        As in :func:`sample`.
+    axis : int, default -1
+        The category axis.
+    mask : array of bool, optional
+        ``False`` entries (like ``-inf`` logits) get exactly zero weight.
+
+    Returns
+    -------
+    array
+        Same shape, namespace and floating dtype as ``logits``.  A fully masked row is all zeros;
+        a NaN row is NaN.
+
+    Notes
+    -----
+    The noise is ``-log(-log u)`` with ``u`` drawn in ``[0, 1)`` and raised to the smallest normal
+    number, so it is finite (never ``log 0``): no NaN or inf comes from the noise, unlike
+    implementations that take ``log`` of an exponential draw that can be zero.
+
+    References
+    ----------
+    .. [1] E. Jang, S. Gu, B. Poole, "Categorical Reparameterization with Gumbel-Softmax", 2017.
+    .. [2] C. Maddison, A. Mnih, Y. W. Teh, "The Concrete Distribution", 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.sampling import gumbel_softmax
+    >>> y = gumbel_softmax(np.array([1.0, 2.0, 3.0]), 0.5, seed=0)
+    >>> y.shape, bool(abs(y.sum() - 1) < 1e-12)
+    ((3,), True)
+    >>> gumbel_softmax(np.array([1.0, 2.0, 3.0]), 0.5, hard=True, seed=0)
+    array([0., 0., 1.])
+    """
+    func = "gumbel_softmax"
+    check_bool(hard, "hard", func)
+    check_seed(seed, rng, func)
+    return gumbel_sample(logits, temperature, hard, seed, rng, axis, mask, func)

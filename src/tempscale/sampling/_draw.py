@@ -1,0 +1,175 @@
+"""The draws: inverse CDF (generic and blocked) with replacement, Gumbel-top-k without."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import _backend, _compat
+from .._softmax import log_softmax, softmax
+from .._validation import check_axis
+from . import _fast, _reference
+from ._layout import Args, full
+from ._ops import Ops, ops_for
+from ._paths import fast_candidates
+
+
+def draw(a: Args, n: int, replacement: bool, seed: Any, rng: Any, func: str) -> tuple[Any, Any]:
+    """(indices, log-probabilities), both (B, n), in ``a``'s namespace."""
+    fast = fast_candidates(a)
+    c = a  # the arguments (and namespace) the draws run in
+    if fast is not None:
+        c, (ci, cx, Tf, keep, nan_row) = fast
+    else:
+        cx, Tf, keep, nan_row = _reference.warp_parts(a)
+    if replacement:
+        logp = log_softmax(cx, Tf, axis=-1, mask=keep)  # the core's overflow-free tempered form
+        u = _backend.uniform(a.xp, (a.B, n), _backend.widest_float(a.xp), a.x, seed, rng, func)
+        if c is not a:
+            u = _backend.numpy_view(u)
+        ops = ops_for(c)
+        if fast is None or ops is None:
+            idx, lp = inverse_cdf(c, logp, keep, u)
+        else:
+            idx, lp = blocked(c, ops, logp, keep, u)
+            idx = c.xp.take_along_axis(ci, idx, axis=-1)
+    else:
+        if fast is not None:
+            keep = _fast.scatter_keep(c, ci, keep)
+            cx = c.x
+            if c is not a:
+                Tf, keep, nan_row = map(_backend.to_torch, (Tf, keep, nan_row))
+                cx, c = a.x, a
+        logp = log_softmax(cx, Tf, axis=-1, mask=keep)
+        idx, lp = without(c, logp, n, seed, rng, func)
+    xp = c.xp
+    bad = xp.logical_or(nan_row, xp.logical_not(xp.any(keep, axis=-1, keepdims=True)))
+    idx = xp.where(bad, -xp.ones_like(idx), idx)
+    lp = xp.where(xp.logical_and(bad, xp.logical_not(nan_row)), full(xp, lp, -math.inf, shape=()), lp)
+    lp = xp.where(nan_row, full(xp, lp, math.nan, shape=()), lp)
+    if c is not a:
+        idx, lp = _backend.to_torch(idx), _backend.to_torch(lp)
+    return idx, lp
+
+
+def inverse_cdf(a: Args, logp: Any, keep: Any, u: Any) -> tuple[Any, Any]:
+    """Inverse CDF with xp operations: per draw, the number of CDF entries <= ``u * total``.
+
+    ``logp``/``keep`` are (B, W); positions along that axis are returned (chunked over draws to
+    bound the (B, n, W) comparison).
+    """
+    xp = a.xp
+    p = xp.exp(logp)
+    wide = u.dtype
+    cdf = xp.cumulative_sum(xp.astype(p, wide) if p.dtype != wide else p, axis=-1)
+    total = cdf[:, -1:]
+    last = xp.astype(xp.argmax(cdf, axis=-1, keepdims=True), _backend.index_dtype(xp))  # last token with mass
+    n, W = u.shape[-1], cdf.shape[-1]
+    step = max(1, (1 << 23) // max(1, a.B * W))
+    outs = []
+    for s0 in range(0, n, step):
+        t = u[:, s0:min(n, s0 + step)] * total
+        outs.append(xp.sum(xp.astype(cdf[:, None, :] <= t[:, :, None], _backend.index_dtype(xp)), axis=-1))
+    idx = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
+    idx = xp.where(idx > last, xp.broadcast_to(last, idx.shape), idx)
+    lp = xp.take_along_axis(logp, idx, axis=-1)
+    return idx, lp
+
+
+def blocked(a: Args, ops: type[Ops], logp: Any, keep: Any, u: Any,
+            bs: int = 1024) -> tuple[Any, Any]:
+    """The same inverse CDF for NumPy / torch in two levels: block sums locate each draw's
+    block, a cumulative sum inside that block only locates the token (one pass over the row)."""
+    xp = a.xp
+    B, W = logp.shape
+    ninf = full(xp, logp, -math.inf, shape=())
+    M = xp.max(xp.where(keep, logp, ninf), axis=-1, keepdims=True)
+    M = xp.where(M > ninf, M, xp.zeros_like(M))
+    w = xp.where(keep, xp.exp(logp - M), xp.zeros_like(logp))
+    bs = min(bs, W)
+    for d in range(bs, bs // 2, -1):  # a block size dividing W avoids padding
+        if W % d == 0:
+            bs = d
+            break
+    nb = -(-W // bs)
+    if nb * bs != W:
+        w = xp.concat([w, xp.zeros((B, nb * bs - W), dtype=w.dtype, device=_compat.device(w))], axis=-1)
+    w3 = xp.reshape(w, (B, nb, bs))
+    cb = ops.cumsum64(ops.f64(xp.sum(w3, axis=-1)))  # (B, nb)
+    cb = xp.where(xp.isnan(cb), xp.zeros_like(cb), cb)  # NaN rows: answered by the caller
+    total = cb[:, -1:]
+    t = u * total
+    blk = ops.searchsorted(cb / xp.where(total > 0, total, xp.ones_like(total)), u)
+    last_blk = xp.argmax(cb, axis=-1, keepdims=True)  # the last block with mass
+    blk = xp.where(blk > last_blk, xp.broadcast_to(last_blk, blk.shape), blk)
+    prev = xp.take_along_axis(cb, xp.where(blk > 0, blk - 1, xp.zeros_like(blk)), axis=-1)
+    rem = t - xp.where(blk > 0, prev, xp.zeros_like(prev))
+    rows = xp.reshape(xp.arange(B, device=_compat.device(w)), (B, 1))
+    wb = ops.f64(w3[rows, blk])  # (B, n, bs): the chosen blocks
+    cw = ops.cumsum64(wb)
+    pos = xp.sum(xp.astype(cw <= rem[..., None], xp.int64), axis=-1)
+    last = xp.argmax(cw, axis=-1)  # the last token with mass in the block
+    pos = xp.where(pos > last, last, pos)
+    idx = xp.astype(blk * bs + pos, xp.int64)
+    return idx, xp.take_along_axis(logp, idx, axis=-1)
+
+
+def without(a: Args, logp: Any, n: int, seed: Any, rng: Any, func: str) -> tuple[Any, Any]:
+    """Gumbel-top-k: the n largest of log p + Gumbel noise, without replacement."""
+    xp = a.xp
+    g = _backend.gumbel(xp, (a.B, a.V), logp.dtype, logp, seed, rng, func)
+    keys = logp + g
+    order_ = xp.argsort(keys, axis=-1, descending=True, stable=True)[:, :n]
+    lp = xp.take_along_axis(logp, order_, axis=-1)
+    idx = xp.where(lp > -math.inf, order_, -xp.ones_like(order_))
+    return xp.astype(idx, _backend.index_dtype(xp)), lp
+
+
+def gumbel_sample(logits: Any, temperature: Any, hard: bool, seed: Any, rng: Any, axis: Any,
+                  mask: Any, func: str) -> Any:
+    """:func:`tempscale.sampling.gumbel_softmax` after its argument checks."""
+    from .._compat import array_namespace
+    from .._softmax import _float_dtypes
+
+    xp = array_namespace(logits)
+    x = _compat.as_array(logits, xp)
+    if x.ndim == 0:
+        from .._validation import param_error
+
+        raise param_error("logits", func, "an array with at least one dimension", "a 0-d array")
+    compute, out = _float_dtypes(xp, x, None, func)
+    ax = check_axis(axis, x.ndim, func)
+    if x.dtype != compute:
+        x = xp.astype(x, compute)
+    g = _backend.gumbel(xp, tuple(x.shape), compute, x, seed, rng, func)
+    xg = x + g  # finite logits stay finite: |g| is far below the spacing of floats near the max
+    y = softmax(xg, temperature, axis=ax, mask=mask)
+    if hard:
+        y = _straight_through(xp, x, xg, y, ax, mask)
+    if y.dtype != out:
+        y = xp.astype(y, out)
+    return y
+
+
+def _straight_through(xp: Any, x: Any, xg: Any, y: Any, ax: int, mask: Any) -> Any:
+    """The one-hot argmax of the perturbed logits ``xg``, with ``y``'s gradient where there are
+    gradients (``y_hard - stop_gradient(y) + y``).
+
+    The argmax of the perturbed logits is the argmax of the soft sample for every ``T`` in
+    ``(0, inf)``, also where ``y`` rounds to a uniform row (huge ``T``) or to 0 (tiny ``T``).
+    """
+    nan_row = xp.any(xp.isnan(y), axis=ax, keepdims=True)
+    ninf = full(xp, xg, -math.inf, shape=())
+    valid = xg > ninf
+    if mask is not None:
+        valid = xp.logical_and(valid, _compat.as_array(mask, xp, like=x))
+    xk = xp.where(valid, _backend.stop_gradient(xp, xg), ninf)
+    am = xp.argmax(xk, axis=ax, keepdims=True)
+    shape = [1] * x.ndim
+    shape[ax] = x.shape[ax]
+    pos = xp.reshape(xp.arange(x.shape[ax], device=_compat.device(x)), tuple(shape))
+    hit = xp.logical_and(pos == am, xp.any(valid, axis=ax, keepdims=True))
+    y_hard = xp.astype(hit, y.dtype)
+    if not _backend.has_autodiff(xp):
+        return xp.where(nan_row, full(xp, y, math.nan, shape=()), y_hard)
+    return y_hard - _backend.stop_gradient(xp, y) + y

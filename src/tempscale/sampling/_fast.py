@@ -1,0 +1,332 @@
+"""The fast path (NumPy and PyTorch): the generic path's decisions without a full sort.
+
+Top-k comes from a partial selection; top-p from a bisection on the logit value that leaves a
+band of at most :data:`GAP` undecided tokens to sort.  Every sum a decision depends on is first
+estimated in float64 (one pass, with a proven error bound) and recomputed with the generic
+path's exact multi-part arithmetic only for the rows where an estimate lies within rounding
+distance of a decision edge: the kept sets are the generic path's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import _compat
+from .._compat import is_python_scalar
+from . import _arith
+from ._layout import Args, final_T, full, is_zero_T
+from ._ops import Ops, TorchOps, ops_for
+
+#: the fast top-p search stops bisecting once a row's undecided band holds at most this many tokens
+GAP = 256
+
+Candidates = tuple[Any, Any, Any, Any, Any]
+"""(ci, cx, T, keepc, nan_row): see :func:`candidates`."""
+
+_U64 = 2.0 ** -53  # the unit roundoff of float64
+
+
+def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | None:
+    """The warped distribution on a compact candidate set, without a full sort.
+
+    Returns ``(args, (ci, cx, T, keepc, nan_row))``: per row the candidate token indices ``ci``
+    (B, W) in increasing order, their logits ``cx`` and keep mask ``keepc`` (the result is
+    ``softmax(cx, T, mask=keepc)`` scattered back), in the namespace of ``args`` (NumPy views for
+    CPU tensors when ``via_numpy``); or None when the generic path must run.  Exact and identical
+    to the generic path: top-k from the k largest values (ties at the k-th value are collected
+    too), top-p by bisecting for a logit band around the boundary so that only a few hundred
+    tokens are sorted (the cumulative sums are those of the full sort), min-p from the same
+    probabilities.
+    """
+    ops = ops_for(a)
+    if ops is None or a.mtk != 1 or a.B == 0:
+        return None
+    if ops is TorchOps and via_numpy and a.x.device.type == "cpu":
+        return candidates(a.numpy_view())
+    xp, x = a.xp, a.x
+    key, valid, nan_row = _arith.keys(a)
+    ninf = full(xp, key, -math.inf, shape=())
+    m = xp.max(key, axis=-1, keepdims=True)
+    if bool(xp.any(m == math.inf)):
+        return None  # +inf logits: the limit rules live in the generic path
+    ci, ck = _top_k(a, ops, key, valid)
+    if ci is None:
+        ck = key  # full rows: positions are the token indices
+    keep = ck > ninf
+    if a.top_p is not None or a.min_p is not None:
+        e = _arith.exp(a, _arith.tempered(a, ck, m))
+        if a.top_p is not None:
+            keep = _top_p(a, ops, ck, probs(a, ops, e, keep), keep, m)
+        if a.min_p is not None:
+            p = probs(a, ops, e, keep)
+            keep = xp.logical_and(keep, xp.logical_not(p < _arith.min_p_threshold(a, p, keep)))
+    zero_T = is_zero_T(a)
+    if zero_T is not False:  # greedy rows: the candidate holding the first maximum
+        W = ck.shape[-1]
+        posn = xp.arange(W, device=_compat.device(ck))
+        first = xp.min(xp.where(ck == m, posn, full(xp, posn, W, shape=())), axis=-1, keepdims=True)
+        onehot = xp.logical_and(posn == first, ck > ninf)
+        keep = onehot if zero_T is True else xp.where(zero_T, onehot, keep)
+    if ci is None:
+        ci, cx, keep = _maybe_compact(a, ops, keep)
+    else:
+        cx = xp.take_along_axis(x, ci, axis=-1)
+    return a, (ci, cx, final_T(a), keep, nan_row)
+
+
+def _top_k(a: Args, ops: type[Ops], key: Any, valid: Any) -> tuple[Any, Any]:
+    """(indices, logits) of the top-k candidates in index order (-inf padded), or (None, None)
+    when top-k keeps every token."""
+    xp = a.xp
+    V = a.V
+    ninf = full(xp, key, -math.inf, shape=())
+    k = a.top_k
+    kmax = None if k is None else (k if is_python_scalar(k) else int(xp.max(k)))
+    if kmax is None:
+        return None, None
+    if kmax >= V:
+        if is_python_scalar(k):
+            return None, None
+        small = k < V  # rows that truncate; the others keep everything
+        km = int(xp.max(xp.where(small, k, xp.zeros_like(k))))
+        if km == 0:
+            return None, None
+        vals = ops.topk(key, km)[0]
+        kth = xp.take_along_axis(vals, xp.astype(xp.clip(k, 1, km) - 1, xp.int64), axis=-1)
+        kth = xp.where(small, kth, ninf)
+        return ops.compact(key, xp.logical_and(valid, key >= kth))
+    sup = ops.topk_superset(key, kmax)
+    if sup is not None:
+        ci, ck = sup  # every token >= the k-th largest (and a few more), in index order
+        vals = ops.topk(ck, kmax)[0]
+        kth = vals[:, kmax - 1:kmax] if is_python_scalar(k) else \
+            xp.take_along_axis(vals, xp.astype(k - 1, xp.int64), axis=-1)
+        return ci, xp.where(ck >= kth, ck, ninf)
+    vals, idx = ops.topk(key, kmax)  # descending
+    kth = vals[:, kmax - 1:kmax] if is_python_scalar(k) else \
+        xp.take_along_axis(vals, xp.astype(k - 1, xp.int64), axis=-1)
+    if bool(xp.any(vals[:, -1:] == kth)) and \
+            bool(xp.any(ops.count(key >= kth) > ops.count(vals >= kth))):
+        return ops.compact(key, xp.logical_and(valid, key >= kth))  # ties beyond the k largest
+    ck = xp.where(vals >= kth, vals, ninf)
+    order_ = ops.argsort(idx)
+    return xp.take_along_axis(idx, order_, axis=-1), xp.take_along_axis(ck, order_, axis=-1)
+
+
+def _maybe_compact(a: Args, ops: type[Ops], keep: Any) -> tuple[Any, Any, Any]:
+    """(indices, logits, keep) of the kept tokens, compacted when they are few."""
+    xp = a.xp
+    if int(xp.max(ops.count(keep))) * 4 <= a.V:
+        ci, cx = ops.compact(a.x, keep)  # kept logits are finite: the padding is -inf
+        return ci, cx, cx > full(xp, cx, -math.inf, shape=())
+    ci = xp.broadcast_to(xp.arange(a.V, device=_compat.device(keep))[None, :], (a.B, a.V))
+    return ci, a.x, keep
+
+
+def scatter_keep(a: Args, ci: Any, keepc: Any) -> Any:
+    """The (B, V) keep mask from the compact candidate arrays."""
+    xp = a.xp
+    B, V = a.B, a.V
+    if ci.shape[-1] == V and keepc.shape[-1] == V and \
+            bool(xp.all(ci == xp.arange(V, device=_compat.device(ci))[None, :])):
+        return keepc
+    pos = xp.where(keepc, ci, full(xp, ci, V, shape=()))
+    if _compat.is_torch_namespace(xp):
+        import torch
+
+        out = torch.zeros((B, V + 1), dtype=torch.bool, device=keepc.device)
+        out.scatter_(1, pos, keepc)
+    else:
+        out = np.zeros((B, V + 1), dtype=bool)
+        np.put_along_axis(out, pos, keepc, axis=-1)
+    return out[:, :V]
+
+
+# --------------------------------------------------------------------------------------------
+# probabilities: the generic path's numbers, from a float64 estimate of the row sum
+# --------------------------------------------------------------------------------------------
+def probs(a: Args, ops: type[Ops], e: Any, keep: Any) -> Any:
+    """:func:`_arith.probs` (``e`` over the exact sum of the kept ``e``), exactly, in one pass.
+
+    The exact rule rounds ``R``, a multi-part sum within ``(V + 8) u S + V 2**-g`` of the true
+    sum ``S`` (``u`` = 2**-53, ``g`` the finest grid), to ``e``'s dtype; a float64 sum in any
+    order is within ``(V - 1) u S`` of ``S``.  Where both ends of that interval round to the same
+    float32 number, that number is the exact rule's; the other rows (about ``V / 2**28`` of them)
+    take the multi-part sum.  float64 probabilities always take it (no wider estimate exists).
+    """
+    xp = a.xp
+    if e.dtype == a.wide or _compat.float_bits(xp, e.dtype) != 32:
+        return _arith.probs(a, e, keep)
+    ek = xp.where(keep, e, xp.zeros_like(e))
+    s_est = ops.sum64(ek)
+    tail = a.V * 2.0 ** (1 - _arith.grids(a, _arith.sum_head(a), e.dtype)[-1])
+    delta = xp.where(s_est > 0, s_est * ((a.V + 16) * 2 * _U64) + tail, xp.zeros_like(s_est))
+    s = xp.astype(s_est - delta, e.dtype)
+    amb = s != xp.astype(s_est + delta, e.dtype)
+    if bool(xp.any(amb)):
+        rows = xp.nonzero(amb[:, 0])[0]
+        ew = ops.f64(ek[rows])
+        exact = _arith.exact_sum(xp, _arith.parts(xp, ew, _arith.grids(a, _arith.sum_head(a), e.dtype)))
+        s = xp.asarray(s, copy=True)
+        s[rows] = xp.astype(exact, e.dtype)
+    s = xp.where(s > 0, s, xp.ones_like(s))
+    return ek * (1 / s)
+
+
+# --------------------------------------------------------------------------------------------
+# top-p
+# --------------------------------------------------------------------------------------------
+def _edges(a: Args, ops: type[Ops], thr: Any, dtype: Any, W: int) -> tuple[Any, Any]:
+    """``(lo, hi)`` around the float64 edge ``E`` of the decision ``fl(R) <= thr``.
+
+    ``R`` is the exact rule's cumulative sum before its rounding to ``dtype``: float32
+    probabilities are removed below the midpoint ``E`` of ``thr`` and the next float32 number
+    and kept above it; float64 ones at ``E = thr``.  An estimate ``c`` of ``R`` with
+    ``|c - R| <= delta`` decides when ``c < E - delta`` (removed) or ``c > E + delta`` (kept).
+    ``delta`` bounds the float64 estimates (three sums of at most ``V`` terms below 2) and the
+    exact rule's dropped tails and final combination, with a factor 2 to spare.
+    """
+    xp = a.xp
+    tail = a.V * 2.0 ** (1 - _arith.grids(a, _arith.CUM_HEAD, dtype)[-1])
+    delta = (3 * a.V + 64) * 4 * _U64 + tail
+    if _compat.float_bits(xp, dtype) == 32:
+        if is_python_scalar(thr):
+            nxt = float(np.nextafter(np.float32(thr), np.float32(np.inf)))
+            E = (thr + nxt) / 2  # exact: two neighbouring float32 numbers
+        else:
+            nxt = xp.nextafter(thr, full(xp, thr, math.inf, shape=()))
+            E = (ops.f64(thr) + ops.f64(nxt)) / 2
+    else:
+        E = thr
+    return E - delta, E + delta
+
+
+def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any) -> Any:
+    """The top-p keep mask of the rows of ``key`` (positions in index order), by bisection.
+
+    With ``L(t)`` the mass of the tokens with ``key < t`` (the cumulative sum of the last of
+    them), the invariant per row is: every token below ``lo`` is removed (``L(lo)`` surely below
+    the edge) and every token at or above ``hi`` is kept (``L(hi)`` surely above it, or ``hi``
+    above the maximum).  The band ``[lo, hi)`` is halved until it holds at most :data:`GAP`
+    tokens, on a compacted copy once it is small; then only the band is sorted and its
+    cumulative sums start from ``L(lo)``.  Masses are float64 estimates; a row where one lies
+    within rounding distance of the edge is decided by the exact rule on its full sort.
+    """
+    xp = a.xp
+    W = key.shape[-1]
+    ninf = full(xp, key, -math.inf, shape=())
+    pinf = full(xp, key, math.inf, shape=())
+    thr = _arith.top_p_threshold(a, p.dtype)
+    lo_edge, hi_edge = _edges(a, ops, thr, p.dtype, W)
+    p64 = ops.f64(p)
+    finite = key > ninf
+    nonempty = m > ninf
+    active = nonempty if is_python_scalar(a.top_p) else xp.logical_and(nonempty, a.top_p < 1)
+    exact = xp.zeros_like(nonempty)  # rows the estimates cannot decide
+
+    def below(Wk: Any, Wp: Any, t: Any, base: Any) -> Any:
+        """The mass below ``t`` (plus ``base``)."""
+        L = ops.msum(Wp, Wk < t)
+        return L if base is None else base + L
+
+    kmin = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
+    lo = xp.where(nonempty, kmin, xp.zeros_like(kmin))  # nothing is below the minimum
+    Llo = xp.zeros_like(p64[:, :1])
+    hi = xp.where(nonempty, xp.nextafter(m, pinf), xp.zeros_like(m))  # nothing is above the maximum
+    # start: the tokens ranked below every token of probability >= thr / (2 n) are removed
+    n = ops.f64(ops.count(finite))
+    thr_w = thr if is_python_scalar(thr) else ops.f64(thr)
+    bound = thr_w / (2.0 * xp.where(n > 0, n, xp.ones_like(n)))
+    guess = xp.min(xp.where(xp.logical_and(finite, p64 >= bound), key, pinf), axis=-1, keepdims=True)
+    L = below(key, p64, guess, None)
+    ok = xp.logical_and(xp.logical_and(L < lo_edge, guess > lo), guess < pinf)
+    lo = xp.where(ok, guess, lo)
+    Llo = xp.where(ok, L, Llo)
+
+    def band_count(Wk: Any) -> Any:
+        return ops.count(xp.logical_and(xp.logical_and(Wk >= lo, Wk < hi), active))
+
+    if int(xp.max(band_count(key))) * 4 > W and W > 4 * GAP:
+        # a wide band (flat rows): a bracket estimated from a strided sample, each edge checked
+        # (a row whose check fails keeps its old edge)
+        stride = max(1, W // 4096)
+        ks = key[:, ::stride]
+        o = ops.argsort_values(ks)  # ascending
+        ks = xp.take_along_axis(ks, o, axis=-1)
+        est = ops.cumsum64(xp.take_along_axis(p64[:, ::stride], o, axis=-1)) * stride
+        pos = ops.count(est <= thr_w)
+        Ls = ks.shape[-1]
+
+        def at(i: Any) -> Any:
+            return xp.take_along_axis(ks, xp.astype(xp.clip(i, 0, Ls - 1), xp.int64), axis=-1)
+
+        lo_c, hi_c = at(pos - 16), at(pos + 16)
+        L = below(key, p64, lo_c, None)
+        ok = xp.logical_and(xp.logical_and(L < lo_edge, lo_c > lo), lo_c > ninf)
+        lo = xp.where(ok, lo_c, lo)
+        Llo = xp.where(ok, L, Llo)
+        L = below(key, p64, hi_c, None)
+        ok = xp.logical_and(xp.logical_and(L > hi_edge, hi_c < hi), hi_c > lo)
+        hi = xp.where(ok, hi_c, hi)
+    Wk, Wp, Wi, base = key, p64, None, None  # the working set (full rows, later compacted)
+    for _ in range(80):
+        cnt = band_count(Wk)
+        mid = lo / 2 + hi / 2
+        go = xp.logical_and(xp.logical_and(active, cnt > GAP), xp.logical_and(mid > lo, mid < hi))
+        go = xp.logical_and(go, xp.logical_not(exact))
+        if not bool(xp.any(go)):
+            break
+        if Wi is None and int(xp.max(cnt)) * 4 <= W:
+            # compact the band; the mass below it is L(lo)
+            band = xp.logical_and(xp.logical_and(key >= lo, key < hi), active)
+            Wi, Wk = ops.compact(key, xp.logical_and(band, xp.logical_not(exact)))
+            Wp = xp.where(Wk > ninf, xp.take_along_axis(p64, Wi, axis=-1), xp.zeros_like(p64[:, :1]))
+            base = Llo
+        L = below(Wk, Wp, mid, base)
+        up = xp.logical_and(go, L < lo_edge)
+        down = xp.logical_and(go, L > hi_edge)
+        exact = xp.logical_or(exact, xp.logical_and(go, xp.logical_not(xp.logical_or(up, down))))
+        lo = xp.where(up, mid, lo)
+        Llo = xp.where(up, L, Llo)
+        hi = xp.where(down, mid, hi)
+    # the band, sorted ascending by (logit, index), with cumulative sums from L(lo)
+    band = xp.logical_and(xp.logical_and(xp.logical_and(Wk >= lo, Wk < hi), active),
+                          xp.logical_not(exact))
+    bi, bk = ops.compact(Wk, band)  # positions in the working set, in index order
+    o = ops.argsort_values(bk)  # stable: ties stay in index order
+    bi = xp.take_along_axis(bi, o, axis=-1)
+    bk = xp.take_along_axis(bk, o, axis=-1)
+    real = bk > ninf
+    C = Llo + ops.cumsum64(xp.where(real, xp.take_along_axis(Wp, bi, axis=-1), xp.zeros_like(Llo)))
+    rem_b = xp.logical_and(C < lo_edge, real)
+    undecided = xp.logical_and(real, xp.logical_not(xp.logical_or(rem_b, C > hi_edge)))
+    exact = xp.logical_or(exact, xp.any(undecided, axis=-1, keepdims=True))
+    cols = bi if Wi is None else xp.take_along_axis(Wi, bi, axis=-1)
+    rem = ops.scatter_bool(cols, rem_b, W)
+    rem = xp.logical_or(rem, xp.logical_and(key < lo, finite))
+    rem = xp.logical_and(rem, active)
+    if bool(xp.any(exact)):
+        rem = _exact_rows(a, ops, key, p, thr, rem, exact)
+    # the most probable token (the highest index among tied maxima) is never removed
+    posn = xp.arange(W, device=_compat.device(key))
+    top = xp.max(xp.where(key == m, posn, -xp.ones_like(posn)), axis=-1, keepdims=True)
+    rem = xp.logical_and(rem, posn != top)
+    return xp.logical_and(keep, xp.logical_not(rem))
+
+
+def _exact_rows(a: Args, ops: type[Ops], key: Any, p: Any, thr: Any, rem: Any, exact: Any) -> Any:
+    """``rem`` with the rows ``exact`` replaced by the generic path's rule on their full sort."""
+    xp = a.xp
+    W = key.shape[-1]
+    rows = xp.nonzero(exact[:, 0])[0]
+    kr = key[rows]
+    idx = ops.argsort_values(kr)  # ascending, ties by index: the generic path's order
+    thr_r = thr if is_python_scalar(thr) else thr[rows]
+    rs = _arith.cum_decide(a, None, xp.take_along_axis(p[rows], idx, axis=-1), thr_r)
+    rs = xp.logical_and(rs, xp.arange(W, device=_compat.device(rs)) < W - 1)  # the top stays
+    rem = xp.asarray(rem, copy=True)
+    rem[rows] = ops.scatter_bool(idx, rs, W)
+    return rem

@@ -1,0 +1,211 @@
+"""Argument layout: the logits as (rows, vocabulary), per-row parameters as (rows, 1)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .. import _backend, _compat
+from .._compat import array_namespace, is_concrete, is_python_scalar
+from .._compat import to_numpy as _to_numpy
+from .._softmax import _as_mask, _float_dtypes, _prepare_temperature
+from .._validation import check_axis, check_choice, check_scalar, param_error
+
+ORDERS = ("temperature-first", "temperature-last")
+
+
+class Args:
+    """Validated arguments in the (rows, vocabulary) layout every kernel works on.
+
+    ``x`` is (B, V) in the compute dtype, ``mask`` (B, V) or None; ``T``, ``top_k``, ``top_p``
+    and ``min_p`` are None (off), Python numbers, or (B, 1) arrays.  ``wide`` is the widest
+    float of the namespace; ``torch_exp`` is set on NumPy views of CPU tensors (exp is torch's).
+    """
+
+    __slots__ = ("xp", "x", "mask", "T", "top_k", "top_p", "min_p", "order", "mtk", "out",
+                 "batch_shape", "ax", "ndim", "B", "V", "func", "wide", "torch_exp")
+
+    xp: Any
+    x: Any
+    mask: Any
+    T: Any
+    top_k: Any
+    top_p: Any
+    min_p: Any
+    order: str
+    mtk: int
+    out: Any
+    batch_shape: tuple[int, ...]
+    ax: int
+    ndim: int
+    B: int
+    V: int
+    func: str
+    wide: Any
+    torch_exp: bool
+
+    def numpy_view(self) -> Args:
+        """CPU tensors: the same arguments as zero-copy NumPy views (exp stays torch's)."""
+        import array_api_compat.numpy as npx
+
+        b = copy.copy(self)
+        b.xp = npx
+        b.x = _backend.numpy_view(self.x)
+        b.mask = None if self.mask is None else _backend.numpy_view(self.mask)
+        b.wide = np.float64
+        b.torch_exp = True
+        for name in ("T", "top_k", "top_p", "min_p"):
+            v = getattr(self, name)
+            if v is not None and not is_python_scalar(v):
+                setattr(b, name, _backend.numpy_view(v))
+        return b
+
+
+def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, order: Any,
+            mtk: Any, axis: Any, mask: Any, func: str) -> Args:
+    """Check every argument and lay the logits out as (rows, vocabulary)."""
+    a = Args()
+    a.func = func
+    a.torch_exp = False
+    xp = array_namespace(logits)
+    if _compat.is_dask_namespace(xp):
+        raise param_error("logits", func, "an in-memory array (call .compute() on a Dask array; "
+                          "sampling needs take_along_axis)", "a Dask array", TypeError)
+    x = _compat.as_array(logits, xp)
+    if x.ndim == 0:
+        raise param_error("logits", func, "an array with at least one dimension", "a 0-d array")
+    compute, out = _float_dtypes(xp, x, None, func)
+    ax = check_axis(axis, x.ndim, func)
+    a.order = check_choice(order, ORDERS, "order", func)
+    a.mtk = check_scalar(mtk, "min_tokens_to_keep", func, lo=1, integer=True)
+    if x.dtype != compute:
+        x = xp.astype(x, compute)
+    a.wide = _backend.widest_float(xp)
+    # per-row temperatures stay in the wide dtype: T = 1e-50 must not round to 0 (greedy)
+    T = _prepare_temperature(temperature, x, ax, xp, a.wide, func)
+    if mask is not None:
+        mask = _as_mask(mask, x, xp, func)
+        if tuple(mask.shape) != tuple(x.shape):
+            mask = xp.broadcast_to(mask, x.shape)
+    kshape = tuple(1 if i == ax else n for i, n in enumerate(x.shape))
+    x = xp.moveaxis(x, ax, -1)
+    batch_shape = tuple(x.shape[:-1])
+    V = int(x.shape[-1])
+    B = math.prod(batch_shape)
+    if V == 0:
+        raise param_error("logits", func, "non-empty along axis", f"shape {tuple(_shape(logits))}")
+    x = xp.reshape(x, (B, V))
+    if mask is not None:
+        mask = xp.reshape(xp.moveaxis(mask, ax, -1), (B, V))
+    if not is_python_scalar(T):
+        T = _rows(xp.broadcast_to(T, kshape), ax, B, xp)
+    a.xp, a.x, a.mask, a.T, a.out = xp, x, mask, T, out
+    a.batch_shape, a.ax, a.ndim, a.B, a.V = batch_shape, ax, len(kshape), B, V
+    a.top_k = _row_param(top_k, "top_k", a, kshape, integer=True, lo=0, hi=math.inf,
+                         expect="an int >= 0 (0 switches top-k off) or an array of per-row ints")
+    a.top_p = _row_param(top_p, "top_p", a, kshape, lo=0, hi=1, lo_open=True, dtype=a.wide,
+                         expect="a float in (0, 1] (1 switches top-p off) or an array of per-row floats")
+    a.min_p = _row_param(min_p, "min_p", a, kshape, lo=0, hi=1,
+                         expect="a float in [0, 1] (0 switches min-p off) or an array of per-row floats")
+    if is_python_scalar(a.top_p) and a.top_p >= 1:
+        a.top_p = None  # off
+    if is_python_scalar(a.min_p) and a.min_p == 0:
+        a.min_p = None  # off
+    return a
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(getattr(x, "shape", np.shape(x)))
+
+
+def _rows(arr: Any, ax: int, B: int, xp: Any) -> Any:
+    """A keepdims-shaped per-row array as (B, 1)."""
+    return xp.reshape(xp.moveaxis(arr, ax, -1), (B, 1))
+
+
+def _row_param(value: Any, name: str, a: Args, kshape: tuple[int, ...], *, lo: float, hi: float,
+               expect: str, integer: bool = False, lo_open: bool = False,
+               dtype: Any = None) -> Any:
+    """None, a Python number, or a (B, 1) array of per-row values (checked when concrete).
+
+    ``top_k = 0`` (scalar or per row) is "off": a scalar 0 becomes None, a per-row 0 becomes the
+    vocabulary size.  Float arrays are converted to ``dtype`` (default: the compute dtype).
+    """
+    if value is None:
+        return None
+    xp, func = a.xp, a.func
+    if isinstance(value, numbers.Real) and not isinstance(value, np.ndarray):
+        if isinstance(value, np.generic):
+            value = value.item()
+        v = check_scalar(value, name, func, lo=lo, hi=hi, lo_open=lo_open, integer=integer)
+        if integer:
+            v = None if v == 0 else min(v, a.V)
+        return v
+    arr = _compat.as_array(value, xp, like=a.x)
+    kind = "integral" if integer else ("real floating", "integral")
+    if not xp.isdtype(arr.dtype, kind):
+        raise param_error(name, func, expect, f"an array of dtype {arr.dtype}", TypeError)
+    batch = kshape[:a.ax] + kshape[a.ax + 1:]
+    if arr.ndim == 0:
+        arr = xp.reshape(arr, (1,) * len(kshape))
+    elif arr.ndim == len(kshape) - 1 and _bcast(arr.shape, batch):
+        arr = xp.expand_dims(arr, axis=a.ax)
+    elif not (arr.ndim == len(kshape) and _bcast(arr.shape, kshape)):
+        raise param_error(name, func, f"{expect} of shape {batch} or {kshape}",
+                          f"an array of shape {tuple(arr.shape)}")
+    arr = _rows(xp.broadcast_to(arr, kshape), a.ax, a.B, xp)
+    target = a.x.dtype if dtype is None else dtype
+    if not integer and arr.dtype != target:
+        arr = xp.astype(arr, target)
+    if is_concrete(arr):
+        if integer:
+            bad = arr < lo
+        else:
+            bad = xp.logical_or(xp.isnan(arr), xp.logical_or(arr < lo, arr > hi))
+            if lo_open:
+                bad = xp.logical_or(bad, arr == lo)
+        if bool(xp.any(bad)):
+            got = np.asarray(_to_numpy(arr)).reshape(-1)[np.asarray(_to_numpy(bad)).reshape(-1)][0]
+            raise param_error(name, func, expect, got.item())
+    if integer:
+        arr = xp.where(arr == 0, xp.full_like(arr, a.V), xp.clip(arr, None, a.V))
+    return arr
+
+
+def _bcast(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
+    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst, strict=True))
+
+
+def full(xp: Any, like: Any, value: float, shape: tuple[int, ...] | None = None,
+         dtype: Any = None) -> Any:
+    """``xp.full`` on ``like``'s device (``like``'s shape and dtype unless given)."""
+    return xp.full(like.shape if shape is None else shape, value,
+                   dtype=like.dtype if dtype is None else dtype, device=_compat.device(like))
+
+
+def is_zero_T(a: Args) -> Any:
+    """Greedy rows: a Python bool for a scalar temperature, else a (B, 1) bool array."""
+    return a.T == 0
+
+
+def final_T(a: Args) -> Any:
+    """The temperature of the final distribution (the greedy rows hold one token).
+
+    A Python float beyond the compute dtype's range (``T = 1e39`` on float32 logits) is passed
+    as a per-row array in the wide dtype, so that no path rounds it to ``inf``."""
+    T, xp = a.T, a.xp
+    if is_python_scalar(T) and math.isfinite(T) and a.x.dtype != a.wide and \
+            T > float(xp.finfo(a.x.dtype).max):
+        return full(xp, a.x, T, shape=(a.B, 1), dtype=a.wide)
+    return T
+
+
+def restore(a: Args, r: Any) -> Any:
+    """(B, V) or (B, n) back to the user's layout (the axis moved back into place)."""
+    xp = a.xp
+    r = xp.reshape(r, a.batch_shape + (r.shape[-1],))
+    return xp.moveaxis(r, -1, a.ax) if r.ndim > 1 else r

@@ -1,0 +1,42 @@
+"""Which path computes a call (fast or generic), and the warped distribution."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from .. import _backend
+from .._softmax import log_softmax, softmax
+from . import _fast, _reference
+from ._layout import Args, full
+
+
+def switches() -> tuple[bool, bool]:
+    """(fast paths allowed, CPU tensors through NumPy views): the one place the switch is read."""
+    pkg = sys.modules[__package__]
+    return bool(pkg._FAST_OK), bool(pkg._TORCH_CPU_VIA_NUMPY)
+
+
+def fast_candidates(a: Args) -> tuple[Args, _fast.Candidates] | None:
+    """The fast path's candidates (see :func:`tempscale.sampling._fast.candidates`), or None
+    where the generic path runs (switched off, an unsupported library, ``min_tokens_to_keep >
+    1``, ``+inf`` logits)."""
+    fast_ok, via_numpy = switches()
+    return _fast.candidates(a, via_numpy) if fast_ok else None
+
+
+def distribution(a: Args, log: bool) -> Any:
+    """The warped distribution (B, V) in ``a``'s namespace (probabilities or log-probabilities)."""
+    f = log_softmax if log else softmax
+    fast = fast_candidates(a)
+    c = a  # the arguments (and namespace) the computation runs in
+    if fast is not None:
+        c, (ci, _cx, Tf, keepc, nan_row) = fast
+        keep = _fast.scatter_keep(c, ci, keepc)
+        xf = c.x
+    else:
+        xf, Tf, keep, nan_row = _reference.warp_parts(a)
+    r = f(xf, Tf, axis=-1, mask=keep)
+    r = c.xp.where(nan_row, full(c.xp, r, math.nan, shape=()), r)
+    return r if c is a else _backend.to_torch(r)
