@@ -332,13 +332,13 @@ def test_calibration_error_from_logits_and_binary(xp):
     z = rng.normal(size=(100, 3))
     y = rng.integers(0, 3, size=100)
     e = calibration_error(sp_softmax(z, axis=1), y)
-    assert calibration_error(xp.asarray(z), xp.asarray(y), from_logits=True) == pytest.approx(e, rel=1e-12)
+    assert calibration_error(xp.asarray(z), xp.asarray(y), input="logits") == pytest.approx(e, rel=1e-12)
     s = rng.normal(size=100)
     yb = (rng.random(100) < 0.5).astype(int)
     pb = 1 / (1 + np.exp(-s))
     two = np.stack([1 - pb, pb], axis=1)
     assert calibration_error(pb, yb) == pytest.approx(calibration_error(two, yb), rel=1e-12)
-    assert calibration_error(s, yb, from_logits=True) == pytest.approx(calibration_error(two, yb),
+    assert calibration_error(s, yb, input="logits") == pytest.approx(calibration_error(two, yb),
                                                                        rel=1e-12)
 
 
@@ -403,8 +403,8 @@ def test_brier_and_nll_match_sklearn(xp):
     assert nll(p, y, sample_weight=w) == pytest.approx(metrics.log_loss(y, p, sample_weight=w),
                                                        rel=1e-12)
     z = np.log(p) + 3.0
-    assert nll(xp.asarray(z), xp.asarray(y), from_logits=True) == pytest.approx(nll(p, y), rel=1e-10)
-    assert brier_score(xp.asarray(z), y, from_logits=True) == pytest.approx(brier_score(p, y),
+    assert nll(xp.asarray(z), xp.asarray(y), input="logits") == pytest.approx(nll(p, y), rel=1e-10)
+    assert brier_score(xp.asarray(z), y, input="logits") == pytest.approx(brier_score(p, y),
                                                                            rel=1e-10)
     pb = p[:, 0]
     yb = (y == 0).astype(int)
@@ -414,7 +414,7 @@ def test_brier_and_nll_match_sklearn(xp):
 
 def test_nll_from_logits_is_exact_for_huge_logits():
     z = np.array([[1e4, 0.0], [0.0, 2e4]])
-    assert nll(z, [1, 1], from_logits=True) == pytest.approx(5e3, rel=1e-12)
+    assert nll(z, [1, 1], input="logits") == pytest.approx(5e3, rel=1e-12)
     assert nll(np.array([[1.0, 0.0]]), [1]) == math.inf
 
 
@@ -571,3 +571,101 @@ def test_example_calibrate_runs(tmp_path, capsys):
     assert res["after"]["NLL"] < res["before"]["NLL"]
     assert res["after"]["accuracy"] == res["before"]["accuracy"]
     assert "T = " in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: one vocabulary (prediction, labels, input=) with the old spellings deprecated;
+# TemperatureScaler in tempscale.sklearn; warnings at the user's line
+# --------------------------------------------------------------------------------------------
+METRICS = {"calibration_error": calibration_error, "reliability_curve": reliability_curve,
+           "brier_score": brier_score, "nll": nll}
+
+
+def _same(a, b):
+    if isinstance(a, tuple):
+        return all(np.array_equal(u, v, equal_nan=True) for u, v in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_metrics_take_prediction_and_input(name):
+    import inspect
+
+    f = METRICS[name]
+    params = list(inspect.signature(f).parameters)
+    assert params[:2] == ["prediction", "labels"]
+    assert inspect.signature(f).parameters["input"].default == "probabilities"
+    p, y = random_probs(60, 3, seed=50)
+    z = np.log(p) + 1.0
+    assert _same(f(z, y, input="logits"), f(sp_softmax(z, axis=1), y))
+    assert _same(f(prediction=p, labels=y), f(p, y))
+    with pytest.raises(ValueError, match=f"'input' parameter of {name}"):
+        f(p, y, input="logit")
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_metrics_deprecated_from_logits_and_probs(name):
+    f = METRICS[name]
+    p, y = random_probs(60, 3, seed=51)
+    z = np.log(p) - 2.0
+    with pytest.warns(DeprecationWarning, match=f"{name}: the 'from_logits' keyword.*input='logits'") as rec:
+        got = f(z, y, from_logits=True)
+    assert rec[0].filename == __file__                     # points at the caller's line
+    assert _same(got, f(z, y, input="logits"))
+    with pytest.warns(DeprecationWarning, match="input='probabilities'"):
+        assert _same(f(p, y, from_logits=False), f(p, y))
+    with pytest.warns(DeprecationWarning, match=f"{name}: the 'probs' keyword.*prediction="):
+        assert _same(f(probs=p, labels=y), f(p, y))
+    with pytest.raises(TypeError, match="'from_logits' parameter of " + name):
+        f(z, y, from_logits="yes")
+    with pytest.raises(TypeError, match="'from_logits' \\(deprecated\\) and 'input'"):
+        f(z, y, from_logits=True, input="logits")
+
+
+def test_error_names_prediction_and_input():
+    with pytest.raises(ValueError, match="'prediction' parameter of brier_score.*input=\"logits\""):
+        brier_score(np.array([[2.0, -1.0]]), [0])
+    with pytest.raises(ValueError, match="'prediction' parameter of nll must be a non-empty 2-D"):
+        nll(np.zeros((2, 2, 2)), [0, 1], input="logits")
+
+
+def test_temperature_scaler_lives_in_tempscale_sklearn():
+    import tempscale
+    import tempscale.calibration as C
+    import tempscale.sklearn as S
+
+    assert S.TemperatureScaler is C.TemperatureScaler is tempscale.TemperatureScaler
+    assert S.TemperatureScaler.__module__ == "tempscale.sklearn"
+    assert S.TemperatureScaler.__qualname__ == "TemperatureScaler"
+    assert "TemperatureScaler" in dir(C) and "TemperatureScaler" in C.__all__
+    s = pickle.loads(pickle.dumps(S.TemperatureScaler(tol=1e-6)))
+    assert type(s) is S.TemperatureScaler and s.tol == 1e-6
+    code = ("import sys, tempscale, tempscale.calibration\n"
+            "assert 'sklearn' not in sys.modules and 'tempscale.sklearn' not in sys.modules\n"
+            "tempscale.calibration.TemperatureScaler\n"
+            "assert 'sklearn' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_warnings_point_at_the_caller():
+    z, y = make_problem(100, 3, signal=50.0, seed=1)
+    with pytest.warns(CalibrationWarning, match="T = 0") as rec:
+        fit_temperature(z, y)
+    assert [r.filename for r in rec] == [__file__]
+    with pytest.warns(CalibrationWarning, match="max_iter=1") as rec:
+        fit_temperature(*make_problem(300, 3, seed=2), max_iter=1)
+    assert rec[0].filename == __file__
+    with pytest.warns(CalibrationWarning, match="TemperatureScaler.fit: .*T = 0") as rec:
+        TemperatureScaler().fit(z, y)
+    assert rec[0].filename == __file__
+
+
+def test_solver_reports_outcomes_without_exceptions():
+    # the public result of each degenerate case is a defined value, and the solver module has
+    # no exception classes used for returns (issue 15: no exception-driven control flow)
+    import tempscale.calibration as C
+
+    pkg = __import__("pathlib").Path(C.__file__).parent
+    text = "".join(f.read_text() for f in pkg.glob("*.py"))
+    assert "_Outcome" not in text and "_NonFinite" not in text
+    assert "stacklevel=" not in text.replace("stacklevel=level", "")

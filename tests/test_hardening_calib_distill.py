@@ -184,11 +184,11 @@ LABEL_CASES = [
 METRIC_FUNCS = {
     "fit_temperature": lambda z, p, y: fit_temperature(z, y),
     "calibration_error": lambda z, p, y: calibration_error(p, y),
-    "calibration_error(from_logits)": lambda z, p, y: calibration_error(z, y, from_logits=True),
+    "calibration_error(from_logits)": lambda z, p, y: calibration_error(z, y, input="logits"),
     "reliability_curve": lambda z, p, y: reliability_curve(p, y),
     "brier_score": lambda z, p, y: brier_score(p, y),
     "nll": lambda z, p, y: nll(p, y),
-    "nll(from_logits)": lambda z, p, y: nll(z, y, from_logits=True),
+    "nll(from_logits)": lambda z, p, y: nll(z, y, input="logits"),
 }
 
 
@@ -223,10 +223,10 @@ def test_probabilities_as_logits_warn(func):
     p, y = _probs()
     calls = {
         "fit_temperature": lambda a: fit_temperature(a, y),
-        "calibration_error": lambda a: calibration_error(a, y, from_logits=True),
-        "reliability_curve": lambda a: reliability_curve(a, y, from_logits=True),
-        "brier_score": lambda a: brier_score(a, y, from_logits=True),
-        "nll": lambda a: nll(a, y, from_logits=True),
+        "calibration_error": lambda a: calibration_error(a, y, input="logits"),
+        "reliability_curve": lambda a: reliability_curve(a, y, input="logits"),
+        "brier_score": lambda a: brier_score(a, y, input="logits"),
+        "nll": lambda a: nll(a, y, input="logits"),
     }
     if func == "TemperatureScaler.fit":
         pytest.importorskip("sklearn")
@@ -307,11 +307,11 @@ def test_foreign_arrays_accepted_as_numpy(kind):
     Ta = fit_temperature(Z, Y, as_array=True)
     assert isinstance(Ta, np.ndarray) and float(Ta) == fit_temperature(z, y)
     assert calibration_error(P, Y, sample_weight=W) == calibration_error(p, y, sample_weight=w)
-    assert calibration_error(Z, Y, from_logits=True) == calibration_error(z, y, from_logits=True)
+    assert calibration_error(Z, Y, input="logits") == calibration_error(z, y, input="logits")
     np.testing.assert_array_equal(reliability_curve(P, Y).counts, reliability_curve(p, y).counts)
     assert brier_score(P, Y, sample_weight=W) == brier_score(p, y, sample_weight=w)
     assert nll(P, Y, sample_weight=W) == nll(p, y, sample_weight=w)
-    assert nll(Z, Y, from_logits=True, sample_weight=W) == nll(z, y, from_logits=True,
+    assert nll(Z, Y, input="logits", sample_weight=W) == nll(z, y, input="logits",
                                                                sample_weight=w)
     t = z[::-1].copy()
     assert float(kd_loss(Z, frame(t), 2.0, labels=Y)) == float(kd_loss(z, t, 2.0, labels=y))
@@ -402,7 +402,7 @@ def test_calibration_under_jit_says_what_to_do(name):
         "reliability_curve": lambda a, b: reliability_curve(a, b),
         "brier_score": lambda a, b: brier_score(a, b),
         "nll": lambda a, b: nll(a, b),
-        "nll(from_logits)": lambda a, b: nll(a, b, from_logits=True),
+        "nll(from_logits)": lambda a, b: nll(a, b, input="logits"),
     }
     fname = name.split("(")[0]
     a = np.log(p) if name in ("fit_temperature", "nll(from_logits)") else p

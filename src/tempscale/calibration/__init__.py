@@ -1,0 +1,59 @@
+"""Temperature scaling and calibration metrics.
+
+* :func:`fit_temperature` -- the NLL-optimal temperature of held-out logits (Guo et al. 2017),
+  found exactly: the negative log-likelihood is convex in :math:`\\beta = 1/T`, so a safeguarded
+  Halley/Newton iteration on :math:`\\beta` reaches the optimum in a few passes over the data.
+* :class:`TemperatureScaler` -- the same as a scikit-learn estimator on logits (defined in
+  :mod:`tempscale.sklearn`; scikit-learn is imported only when the class is first asked for).
+* :class:`ProbabilitiesAsLogitsWarning` -- probabilities were given where logits are expected.
+* :func:`calibration_error` (ECE / RMSCE / MCE, top-label or classwise, with a bootstrap interval),
+  :func:`reliability_curve` (per-bin data for reliability diagrams), :func:`brier_score`,
+  :func:`nll`.  Every metric takes ``(prediction, labels)``: probabilities, or logits with
+  ``input="logits"``.
+
+Shapes: logits/probabilities are ``(n_samples, n_classes)``; a binary problem may be given as one
+column (or a 1-D array) holding the logit (probability) of class 1, read as the two columns
+``[0, z]`` (``[1 - p, p]``).  Labels are integers in ``[0, n_classes)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._fit import fit_temperature
+from ._metrics import brier_score, calibration_error, nll, reliability_curve
+from ._types import (
+    CalibrationErrorResult,
+    CalibrationWarning,
+    ProbabilitiesAsLogitsWarning,
+    ReliabilityCurve,
+)
+
+if TYPE_CHECKING:
+    from ..sklearn import TemperatureScaler as TemperatureScaler
+
+__all__ = [
+    "CalibrationErrorResult",
+    "CalibrationWarning",
+    "ProbabilitiesAsLogitsWarning",
+    "ReliabilityCurve",
+    "TemperatureScaler",
+    "brier_score",
+    "calibration_error",
+    "fit_temperature",
+    "nll",
+    "reliability_curve",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # TemperatureScaler subclasses scikit-learn's BaseEstimator: import it only when asked for
+    if name == "TemperatureScaler":
+        from ..sklearn import TemperatureScaler
+
+        return TemperatureScaler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "TemperatureScaler"])
