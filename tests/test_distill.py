@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from scipy.special import log_softmax as sp_log_softmax
 from scipy.special import rel_entr
 
-from .conftest import assert_close, to_numpy
 from tempscale.distill import kd_loss
+
+from .conftest import assert_close, to_numpy
 
 INF = math.inf
 
@@ -218,7 +219,7 @@ def test_learnable_temperature_gradcheck():
     lab = torch.tensor([1, -100, 3])
     for div in ("forward", "reverse", "jsd"):
         assert torch.autograd.gradcheck(
-            lambda a, b, c: kd_loss(a, b, c, divergence=div, labels=lab, alpha=0.6), (S, Tt, T))
+            lambda a, b, c, div=div: kd_loss(a, b, c, divergence=div, labels=lab, alpha=0.6), (S, Tt, T))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,10 +231,10 @@ def test_mask_and_ignore_index_leave_rows_out(xp):
     labels = np.array([1, 2, -100, 0, 3])
     ref = _ref_rows(s, t, 1.5, labels=labels, mask=mask)
     got = kd_loss(xp.asarray(s), xp.asarray(t), 1.5, labels=xp.asarray(labels),
-                  mask=xp.asarray(mask))
+                  where=xp.asarray(mask))
     assert_close(got, ref.sum() / 3, xp=xp, shape=())
     got = kd_loss(xp.asarray(s), xp.asarray(t), 1.5, labels=xp.asarray(labels),
-                  mask=xp.asarray(mask), reduction="none")
+                  where=xp.asarray(mask), reduction="none")
     assert_close(got, ref, xp=xp)
 
 
@@ -243,7 +244,7 @@ def test_garbage_in_left_out_rows_is_ignored(xp):
     s2[1] = np.nan
     t2[1] = -INF
     mask = np.array([True, False, True])
-    got = kd_loss(xp.asarray(s2), xp.asarray(t2), mask=xp.asarray(mask))
+    got = kd_loss(xp.asarray(s2), xp.asarray(t2), where=xp.asarray(mask))
     assert_close(got, _ref_rows(s, t, 1.0, mask=mask).sum() / 2, xp=xp, shape=())
 
 
@@ -318,7 +319,7 @@ def test_no_valid_row_gives_zero_and_zero_gradient():
         assert float(loss.detach()) == 0.0
         assert (S.grad == 0).all() and (T.grad == 0).all()
         g = jax.grad(lambda a, d=div: kd_loss(a, jax.numpy.asarray(t),
-                                              mask=jax.numpy.zeros(3, dtype=bool), divergence=d))(
+                                              where=jax.numpy.zeros(3, dtype=bool), divergence=d))(
             jax.numpy.asarray(s))
         assert bool((g == 0).all())
     assert kd_loss(np.zeros((0, 4)), np.zeros((0, 4))) == 0.0
@@ -415,8 +416,9 @@ def test_divergences_are_nonnegative_and_zero_at_equality(n, v, T, seed, diverge
     ({"labels": np.array([0, 3])}, IndexError, "Got 3 instead"),
     ({"labels": np.array([0.0, 1.0])}, TypeError, "'labels'"),
     ({"labels": np.array([0, 1, 2])}, ValueError, "'labels'"),
-    ({"mask": np.array([1, 0])}, TypeError, "'mask'"),
-    ({"mask": np.ones(3, dtype=bool)}, ValueError, "'mask'"),
+    ({"where": np.array([1.0, 0.0])}, TypeError, "'where'"),
+    ({"where": np.array([1, 2])}, ValueError, "'where'"),
+    ({"where": np.ones(3, dtype=bool)}, ValueError, "'where'"),
     ({"t2_scale": 1}, TypeError, "'t2_scale'"),
     ({"ignore_index": 1.5}, TypeError, "'ignore_index'"),
     ({"axis": 2}, ValueError, "axis 2 is out of bounds"),
@@ -440,7 +442,7 @@ def test_shape_mismatch():
 def test_inputs_are_not_modified():
     s, t = _rng_logits(seed=18)
     s0, t0 = s.copy(), t.copy()
-    kd_loss(s, t, 2.0, labels=np.array([0, 1, 2, -100, 3, 4]), mask=np.ones(6, dtype=bool))
+    kd_loss(s, t, 2.0, labels=np.array([0, 1, 2, -100, 3, 4]), where=np.ones(6, dtype=bool))
     np.testing.assert_array_equal(s, s0)
     np.testing.assert_array_equal(t, t0)
     assert to_numpy(s).shape == (6, 7)

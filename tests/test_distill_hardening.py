@@ -119,7 +119,7 @@ KD_CASES = {
     "forward": dict(),
     "reverse+labels": dict(divergence="reverse", labels=[0, 1, -100, 3, 4, 2], alpha=0.3),
     "jsd+sum": dict(divergence="jsd", beta=0.3, reduction="sum"),
-    "none+mask": dict(reduction="none", mask=[True, False, True, True, True, True]),
+    "none+where": dict(reduction="none", where=[True, False, True, True, True, True]),
     "row T": dict(temperature=[1.0, 2.0, 0.5, 3.0, 1.5, 1.0]),
     "teacher T=0": dict(teacher_temperature=0.0, labels=[0, 1, 2, 3, 4, 0], alpha=0.6),
     "masked class": dict(t2_scale=False),
@@ -131,7 +131,7 @@ def _kd_kwargs(case):
     T = kw.pop("temperature", 2.0)
     if isinstance(T, list):
         T = torch.tensor(T, dtype=torch.float64)
-    for key in ("labels", "mask"):
+    for key in ("labels", "where"):
         if key in kw:
             kw[key] = torch.tensor(kw[key])
     return T, kw
@@ -175,8 +175,8 @@ def test_gradient_penalty_equals_kd_loss(case):
     T, kw = _kd_kwargs(case)
     results = []
     for fn in (lambda x: KDLoss(T, **{k: v for k, v in kw.items()
-                                      if k not in ("labels", "mask", "alpha")},
-                                alpha=kw.get("alpha"))(x, t, kw.get("labels"), mask=kw.get("mask")),
+                                      if k not in ("labels", "where", "alpha")},
+                                alpha=kw.get("alpha"))(x, t, kw.get("labels"), where=kw.get("where")),
                lambda x: kd_loss(x, t, T, **kw)):
         x = s.detach().clone().requires_grad_(True)
         loss = fn(x)
@@ -232,3 +232,90 @@ def test_kdloss_first_order_path_unchanged():
     loss.backward()
     q, p = torch.softmax(s.detach() / 2, -1), torch.softmax(t / 2, -1)
     torch.testing.assert_close(s.grad, 2.0 * (q - p) / 6, rtol=1e-12, atol=1e-14)
+
+
+# ============================================================================================
+# issue 15: row masks are `where` (optax's word); `mask=` is the deprecated spelling
+# ============================================================================================
+def _where_inputs(seed=21):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    t = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    return s, t, torch.tensor([True, False, True, True, False])
+
+
+def _ref_where(s, t, T, keep):
+    """Independent reference: T^2 KL(p || q) averaged over the kept rows (SciPy, float64)."""
+    p = sp_softmax(np.asarray(t) / T, axis=1)
+    q = sp_softmax(np.asarray(s) / T, axis=1)
+    rows = T * T * np.sum(p * (np.log(p) - np.log(q)), axis=1)
+    return rows[np.asarray(keep)].mean()
+
+
+@pytest.mark.parametrize("fn", ["kd_loss", "fused_kd_loss", "KDLoss"])
+def test_where_is_the_row_mask_and_mask_is_deprecated(fn):
+    s, t, keep = _where_inputs()
+    calls = {
+        "kd_loss": lambda **kw: kd_loss(s, t, 2.0, **kw),
+        "fused_kd_loss": lambda **kw: fused_kd_loss(s, t, 2.0, **kw),
+        "KDLoss": lambda **kw: KDLoss(2.0)(s, t, **kw),
+    }
+    new = calls[fn](where=keep)
+    assert float(new) == pytest.approx(_ref_where(s, t, 2.0, keep), rel=1e-12)
+    with pytest.warns(DeprecationWarning, match="'mask' keyword is deprecated.*where="):
+        old = calls[fn](mask=keep)
+    assert float(old) == float(new)
+    with pytest.raises(TypeError, match="both 'mask'.*and 'where'"):
+        calls[fn](mask=keep, where=keep)
+    # 0/1 integers are read as a bool row mask, as entry masks are
+    assert float(calls[fn](where=keep.to(torch.int64))) == float(new)
+    with pytest.raises(ValueError, match="'where' parameter of (kd_loss|KDLoss)"):
+        calls[fn](where=torch.tensor([1, 0, 2, 1, 1]))
+
+
+def test_where_on_numpy_and_jax():
+    s, t, keep = (a.numpy() for a in _where_inputs(seed=22))
+    ref = _ref_where(s, t, 1.5, keep)
+    assert float(kd_loss(s, t, 1.5, where=keep)) == pytest.approx(ref, rel=1e-12)
+    with pytest.warns(DeprecationWarning):
+        assert float(kd_loss(s, t, 1.5, mask=keep)) == pytest.approx(ref, rel=1e-12)
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    got = jax.jit(lambda a, b, w: kd_loss(a, b, 1.5, where=w))(jnp.asarray(s), jnp.asarray(t),
+                                                             jnp.asarray(keep))
+    assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+def test_zero_d_tensor_temperature_on_the_fused_path():
+    """A 0-d tensor temperature is one temperature for every row (it used to fail to reshape)."""
+    s, t, _ = _where_inputs(seed=23)
+    for T in (torch.tensor(2.0, dtype=torch.float64), torch.tensor([[2.0]], dtype=torch.float64)):
+        got = fused_kd_loss(s, t, T)
+        assert float(got) == pytest.approx(float(kd_loss(s, t, 2.0)), rel=1e-12)
+        assert float(KDLoss(T)(s, t)) == pytest.approx(float(got), rel=1e-12)
+
+
+def test_distill_and_torch_import_only_the_shared_layer():
+    """No private name is imported across modules: only the shared argument/backend layer."""
+    import ast
+    from pathlib import Path
+
+    import tempscale
+
+    shared = {"_args", "_config", "_typing", "_backend", "_compat", "_validation", "_kd_args", "_io",
+              "_version"}
+    root = Path(tempscale.__file__).parent
+    for name in ("distill.py", "torch.py", "plot.py", "explorer/__init__.py"):
+        tree = ast.parse((root / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if node.module is None:  # from . import _compat: modules of the shared layer
+                    assert {a.name for a in node.names} <= shared | {"__version__"}, name
+                    continue
+                mod = node.module.split(".")[-1]
+                private = [a.name for a in node.names
+                           if a.name.startswith("_") and not a.name.endswith("__")]
+                assert not private, f"{name} imports private {private} from {node.module}"
+                if mod.startswith("_") and mod not in shared:  # public functions only
+                    names = {a.name for a in node.names}
+                    assert names <= set(tempscale.__all__), f"{name}: {names} from {node.module}"

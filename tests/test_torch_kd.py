@@ -54,7 +54,7 @@ CASES = [
     {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 0.3},
     {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 0.0},
     {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 1.0, "reduction": "none"},
-    {"mask": [True, True, False, True, False, True, True]},
+    {"where": [True, True, False, True, False, True, True]},
     {"t2_scale": False},
     {"teacher_temperature": 0.7},
 ]
@@ -67,8 +67,8 @@ def test_matches_kd_loss_float64(divergence, case, T):
     kw = dict(CASES[case])
     if "labels" in kw:
         kw["labels"] = torch.tensor(kw["labels"])
-    if "mask" in kw:
-        kw["mask"] = torch.tensor(kw["mask"])
+    if "where" in kw:
+        kw["where"] = torch.tensor(kw["where"])
     s, t = _logits(seed=case)
     s[:, -1] = -INF  # a masked class
     t[:, -1] = -INF
@@ -176,7 +176,7 @@ def test_special_rows(divergence, deferred, monkeypatch):
     s[5, 2] = float("nan")       # NaN row -> NaN loss
     mask = torch.ones(8, dtype=torch.bool)
     mask[1] = False
-    (l1, g1), (l2, g2) = _both(s, t, 2.0, divergence=divergence, mask=mask, reduction="none",
+    (l1, g1), (l2, g2) = _both(s, t, 2.0, divergence=divergence, where=mask, reduction="none",
                                chunk_size=3)
     _close(l1, l2, 1e-12)
     _close(g1, g2, 1e-12)
@@ -198,7 +198,7 @@ def test_no_valid_row_gives_zero_and_zero_gradient():
     loss.backward()
     assert loss.item() == 0.0 and (a.grad == 0).all()
     b = s.clone().requires_grad_()
-    loss = KDLoss(3.0, divergence="reverse")(b, t, mask=torch.zeros(4, dtype=torch.bool))
+    loss = KDLoss(3.0, divergence="reverse")(b, t, where=torch.zeros(4, dtype=torch.bool))
     loss.backward()
     assert loss.item() == 0.0 and (b.grad == 0).all()
 
@@ -255,7 +255,7 @@ def test_teacher_or_temperature_gradients_fall_back_to_autograd():
         T = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
         fn(a, b, T, divergence="jsd").backward()
         grads.append((a.grad, b.grad, T.grad))
-    for x, y in zip(*grads):
+    for x, y in zip(*grads, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-14)
 
 

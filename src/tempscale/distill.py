@@ -13,233 +13,23 @@ the same gradient chunk by chunk and keeps only the gradient in memory (import i
 from __future__ import annotations
 
 import math
-import numbers
+from typing import Any
 
 import numpy as np
 
 from . import _compat
-from ._compat import array_namespace, is_concrete, is_python_scalar
+from ._compat import is_concrete, is_python_scalar
+from ._kd_args import check_options, prepare, where_alias
 from ._softmax import log_softmax
-from ._validation import check_axis, check_bool, check_choice, check_scalar, param_error
+from ._typing import ArrayLike, DType, Namespace, Temperature
 
 __all__ = ["kd_loss"]
-
-DIVERGENCES = ("forward", "reverse", "jsd")
-REDUCTIONS = ("batchmean", "sum", "none")
-
-_T_EXPECT = "a float in (0, inf) or an array of per-row temperatures"
-_TT_EXPECT = "None, a float in [0, inf] or an array of per-row temperatures"
-
-
-# --------------------------------------------------------------------------------------------
-# argument checks shared with tempscale.torch
-# --------------------------------------------------------------------------------------------
-def _check_options(func, *, alpha, labels, divergence, beta, t2_scale, ignore_index, reduction):
-    """Validate the scalar options; returns ``(alpha, beta)`` with ``alpha`` resolved."""
-    check_choice(divergence, DIVERGENCES, "divergence", func)
-    check_choice(reduction, REDUCTIONS, "reduction", func)
-    beta = check_scalar(beta, "beta", func, lo=0.0, hi=1.0)
-    check_bool(t2_scale, "t2_scale", func)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise param_error("ignore_index", func, "an int", ignore_index, TypeError)
-    if labels is None:
-        if alpha is not None:
-            raise param_error("alpha", func, "None when no labels are given (alpha weighs the "
-                              "soft term against the hard-label term)", alpha)
-        return 1.0, beta
-    if alpha is None:
-        return 0.5, beta
-    return check_scalar(alpha, "alpha", func, lo=0.0, hi=1.0), beta
-
-
-def _row_temperature(temperature, batch_shape, xp, like, compute, func, param, *, allow_edges):
-    """A Python float, or an array of shape ``batch_shape + (1,)`` in ``compute`` dtype.
-
-    ``temperature`` may have the batch shape, or the batch shape with a size-1 class axis kept
-    at the end (the caller has already moved the class axis last).
-    """
-    expect = _TT_EXPECT if allow_edges else _T_EXPECT
-    if is_python_scalar(temperature):
-        t = float(temperature)
-        bad = math.isnan(t) or t < 0 or (not allow_edges and (t == 0 or math.isinf(t)))
-        if bad:
-            raise param_error(param, func, expect, temperature)
-        return t
-    T = _compat.as_array(temperature, xp, like=like)
-    if not xp.isdtype(T.dtype, ("real floating", "integral")):
-        raise param_error(param, func, expect, f"an array of dtype {T.dtype}", TypeError)
-    if T.dtype != compute:
-        T = xp.astype(T, compute)
-    bshape = tuple(batch_shape)
-    if T.ndim == 0:
-        T = xp.reshape(T, (1,) * (len(bshape) + 1))
-    elif tuple(T.shape) == bshape:
-        T = xp.reshape(T, bshape + (1,))
-    elif tuple(T.shape) == bshape + (1,):
-        pass
-    else:
-        raise param_error(param, func, f"a float or an array of per-row temperatures of shape "
-                          f"{bshape} or {bshape + (1,)}", f"an array of shape {tuple(T.shape)}")
-    if is_concrete(T):
-        if allow_edges:
-            bad = xp.logical_or(xp.isnan(T), T < 0)
-        else:
-            bad = xp.logical_not(xp.logical_and(T > 0, T < math.inf))
-        if bool(xp.any(bad)):
-            tn = np.asarray(_to_numpy(T)).reshape(-1)
-            bn = np.asarray(_to_numpy(bad)).reshape(-1)
-            raise param_error(param, func, expect, float(tn[bn][0]))
-    return T
-
-
-def _coerce(x):
-    """``x`` itself if it is an array of a supported library, else NumPy's view of it
-    (pandas objects, lists and anything with ``__array__`` are read as NumPy arrays)."""
-    if x is None or isinstance(x, np.ndarray) or is_python_scalar(x):
-        return x
-    if isinstance(x, (list, tuple, np.generic)):
-        return np.asarray(x)
-    try:
-        xp = array_namespace(x)
-    except TypeError:
-        if not hasattr(x, "__array__"):
-            raise
-        xp = None
-    if xp is not None and not _compat.is_numpy_namespace(xp):
-        return x
-    # an array-like read as NumPy (pandas, __array__ objects); pandas hands out read-only
-    # views, which torch refuses to wrap without a warning: copy those
-    a = np.asarray(x)
-    return a if a.flags.writeable else a.copy()
-
-
-def _lib(x) -> str:
-    return type(x).__module__.split(".")[0]
-
-
-def _to_numpy(a):
-    if hasattr(a, "detach"):
-        a = a.detach().cpu()
-    if type(a).__module__.startswith("array_api_strict"):
-        return np.from_dlpack(a)
-    return np.asarray(a)
-
-
-def _move_class_axis(temperature, ax, ndim, xp, like):
-    """A keepdims-form per-row temperature array with its size-1 axis moved last, like the logits."""
-    if temperature is None or is_python_scalar(temperature) or ax == ndim - 1:
-        return temperature
-    T = _compat.as_array(temperature, xp, like=like)
-    if T.ndim == ndim and T.shape[ax] == 1:
-        perm = tuple(i for i in range(ndim) if i != ax) + (ax,)
-        T = xp.permute_dims(T, perm)
-    return T
-
-
-def _prepare_rows(labels, mask, batch_shape, n_classes, ignore_index, xp, like, func):
-    """Labels (int array, batch shape) and the valid-row mask (bool, batch shape or None)."""
-    valid = None
-    if labels is not None:
-        labels = _compat.as_array(_coerce(labels), xp, like=like)
-        if not xp.isdtype(labels.dtype, "integral"):
-            raise param_error("labels", func, "an array of integer class indices",
-                              f"dtype {labels.dtype}", TypeError)
-        if tuple(labels.shape) != tuple(batch_shape):
-            raise param_error("labels", func, f"an array of shape {tuple(batch_shape)} (the logits' "
-                              "shape without the class axis)", f"shape {tuple(labels.shape)}")
-        valid = labels != ignore_index
-        if is_concrete(labels) and math.prod(labels.shape):
-            out = xp.logical_and(valid, xp.logical_or(labels < 0, labels >= n_classes))
-            if bool(xp.any(out)):
-                ln = np.asarray(_to_numpy(labels)).reshape(-1)
-                on = np.asarray(_to_numpy(out)).reshape(-1)
-                raise param_error("labels", func, f"class indices in [0, {n_classes}) or "
-                                  f"ignore_index={ignore_index}", int(ln[on][0]), IndexError)
-    if mask is not None:
-        mask = _compat.as_array(_coerce(mask), xp, like=like)
-        if mask.dtype != xp.bool:
-            raise param_error("mask", func, "a boolean array of rows (True = keep)",
-                              f"dtype {mask.dtype}", TypeError)
-        try:
-            shp = xp.broadcast_shapes(tuple(mask.shape), tuple(batch_shape))
-        except (ValueError, RuntimeError):
-            shp = None
-        if shp != tuple(batch_shape):
-            raise param_error("mask", func, f"broadcastable to the row shape {tuple(batch_shape)}",
-                              f"shape {tuple(mask.shape)}")
-        mask = xp.broadcast_to(mask, tuple(batch_shape))
-        valid = mask if valid is None else xp.logical_and(valid, mask)
-    return labels, valid
-
-
-def _float_dtypes(xp, s, t, func):
-    """(compute dtype, output dtype) of the two logit arrays."""
-    dev = _compat.device(s)
-    dts = []
-    for name, a in (("student_logits", s), ("teacher_logits", t)):
-        if xp.isdtype(a.dtype, "real floating"):
-            dts.append(a.dtype)
-        elif xp.isdtype(a.dtype, ("integral", "bool")):
-            dts.append(_compat.default_float_dtype(xp, dev))
-        else:
-            raise param_error(name, func, "an array of real numbers", f"dtype {a.dtype}", TypeError)
-    out = xp.result_type(*dts)
-    compute = xp.float32 if _compat.float_bits(xp, out) < 32 else out
-    return compute, out
-
-
-def _namespace_of_pair(student, teacher, func):
-    """The namespace of the two logits; a NumPy one (or an array-like) joins the other's.
-
-    A NumPy teacher with a JAX student (``jax.grad``/``jit`` of a function that closes over
-    precomputed teacher logits) or a torch student is converted to the student's library,
-    on its device.  Two arrays of two different non-NumPy libraries are refused.
-    """
-    try:
-        return array_namespace(student, teacher)
-    except TypeError:
-        pass
-    s_np = isinstance(student, np.ndarray)
-    t_np = isinstance(teacher, np.ndarray)
-    if t_np and not s_np:
-        return array_namespace(student)
-    if s_np and not t_np:
-        return array_namespace(teacher)
-    raise param_error("teacher_logits", func, f"an array of the student's library "
-                      f"({_lib(student)}) or a NumPy array; convert one of them",
-                      f"a {_lib(teacher)} {type(teacher).__name__}", TypeError)
-
-
-def _prepare_logits(student_logits, teacher_logits, axis, func):
-    """Namespace, both logits with the class axis last, dtypes."""
-    student_logits = _coerce(student_logits)
-    teacher_logits = _coerce(teacher_logits)
-    xp = _namespace_of_pair(student_logits, teacher_logits, func)
-    s = _compat.as_array(student_logits, xp)
-    if isinstance(teacher_logits, np.ndarray) and not _compat.is_numpy_namespace(xp):
-        # a NumPy teacher joins the student's library, in the student's floating dtype
-        dt = s.dtype if xp.isdtype(s.dtype, "real floating") else None
-        t = _compat.as_array(teacher_logits, xp, like=s, dtype=dt)
-    else:
-        t = _compat.as_array(teacher_logits, xp, like=s)
-    if s.ndim == 0:
-        raise param_error("student_logits", func, "an array with a class axis", "a 0-d array")
-    if tuple(s.shape) != tuple(t.shape):
-        raise param_error("teacher_logits", func, f"an array of the student's shape {tuple(s.shape)}",
-                          f"shape {tuple(t.shape)}")
-    ax = check_axis(axis, s.ndim, func)
-    if ax != s.ndim - 1:
-        perm = tuple(i for i in range(s.ndim) if i != ax) + (ax,)
-        s = xp.permute_dims(s, perm)
-        t = xp.permute_dims(t, perm)
-    compute, out = _float_dtypes(xp, s, t, func)
-    return xp, s, t, ax, compute, out
 
 
 # --------------------------------------------------------------------------------------------
 # the generic implementation
 # --------------------------------------------------------------------------------------------
-def _xlogratio(w, log_a, log_b, xp):
+def _xlogratio(w: Any, log_a: Any, log_b: Any, xp: Namespace) -> Any:
     r"""Per-entry :math:`w (\log a - \log b)` with :math:`0 \cdot (\cdot) = 0`, NaN-free gradients.
 
     A NaN weight still propagates (``NaN != 0``), so garbage is not hidden.
@@ -251,7 +41,7 @@ def _xlogratio(w, log_a, log_b, xp):
     return xp.where(nz, w * (la - lb), zero)
 
 
-def _soft_rows(logq, logp, divergence, beta, xp):
+def _soft_rows(logq: Any, logp: Any, divergence: str, beta: float, xp: Namespace) -> Any:
     """Per-row divergence (summed over the last axis) between teacher ``p`` and student ``q``."""
     if divergence == "jsd" and beta == 0.0:
         divergence = "forward"
@@ -271,7 +61,7 @@ def _soft_rows(logq, logp, divergence, beta, xp):
     return beta * kl_p + (1.0 - beta) * kl_q
 
 
-def _hard_rows(logq1, labels, xp):
+def _hard_rows(logq1: Any, labels: Any, xp: Namespace) -> Any:
     """Per-row cross-entropy ``-log q1[label]`` (labels already made safe)."""
     idx = xp.expand_dims(labels, axis=-1)
     if hasattr(xp, "take_along_axis"):
@@ -282,9 +72,12 @@ def _hard_rows(logq1, labels, xp):
     return -xp.sum(xp.where(onehot, logq1, xp.zeros_like(logq1)), axis=-1)  # pragma: no cover
 
 
-def kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=None, alpha=None,
-            divergence="forward", beta=0.5, teacher_temperature=None, t2_scale=True,
-            ignore_index=-100, mask=None, reduction="batchmean", axis=-1):
+def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: Temperature = 1.0,
+            *, labels: ArrayLike | None = None, alpha: float | None = None,
+            divergence: str = "forward", beta: float = 0.5,
+            teacher_temperature: Temperature | None = None, t2_scale: bool = True,
+            ignore_index: int = -100, where: ArrayLike | None = None, reduction: str = "batchmean",
+            axis: int = -1, mask: ArrayLike | None = None) -> Any:
     r"""Knowledge-distillation loss with temperature, on any Array-API library.
 
     The soft term compares the teacher's tempered distribution
@@ -336,15 +129,20 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=None, alp
         Multiply the soft term by :math:`T^2` (per row for per-row temperatures).  See Notes.
     ignore_index : int, default -100
         The label value that marks rows to leave out.
-    mask : bool array, optional
+    where : bool array, optional
         Rows to keep (True) or leave out (False), broadcastable to the row shape (the logits'
-        shape without ``axis``).  Masked classes within a row are given as ``-inf`` logits.
+        shape without ``axis``); 0/1 integers are read as bools.  Masked classes within a row
+        are given as ``-inf`` logits (``mask`` means entries elsewhere in tempscale, ``where``
+        rows, as in optax).
     reduction : {"batchmean", "sum", "none"}, default "batchmean"
         ``"batchmean"``: sum over classes, mean over the valid rows (the true KL per example);
         ``"sum"``: sum over the valid rows; ``"none"``: one value per row, 0 for left-out rows.
         A batch with no valid row gives 0 (and zero gradient), never 0/0 = NaN.
     axis : int, default -1
         The class axis.
+    mask : bool array, optional
+        Deprecated spelling of ``where`` (a DeprecationWarning); it will be removed in a future
+        release.
 
     Returns
     -------
@@ -401,39 +199,33 @@ def kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=None, alp
     >>> np.set_printoptions(precision=4)
     >>> kd_loss(s, t, 2.0, divergence="jsd", reduction="none")
     array([0.0898, 0.0495])
-    >>> float(kd_loss(s, t, mask=np.array([False, False])))  # nothing to learn from: 0, not NaN
+    >>> float(kd_loss(s, t, where=np.array([False, False])))  # nothing to learn from: 0, not NaN
     0.0
     """
     func = "kd_loss"
-    alpha, beta = _check_options(func, alpha=alpha, labels=labels, divergence=divergence,
-                                 beta=beta, t2_scale=t2_scale, ignore_index=ignore_index,
-                                 reduction=reduction)
-    xp, s, t, ax, compute, out = _prepare_logits(student_logits, teacher_logits, axis, func)
-    temperature = _move_class_axis(temperature, ax, s.ndim, xp, s)
-    teacher_temperature = _move_class_axis(teacher_temperature, ax, s.ndim, xp, s)
-    batch_shape = tuple(s.shape[:-1])
-    n_classes = s.shape[-1]
-    labels, valid = _prepare_rows(labels, mask, batch_shape, n_classes, ignore_index, xp, s, func)
-    T = _row_temperature(temperature, batch_shape, xp, s, compute, func, "temperature",
-                         allow_edges=False)
-    if teacher_temperature is None:
-        Tt = T
-    else:
-        Tt = _row_temperature(teacher_temperature, batch_shape, xp, s, compute, func,
-                              "teacher_temperature", allow_edges=True)
+    where = where_alias(where, mask, func)
+    alpha_r, beta_r = check_options(func, alpha=alpha, labels=labels, divergence=divergence,
+                                    beta=beta, t2_scale=t2_scale, ignore_index=ignore_index,
+                                    reduction=reduction)
+    args = prepare(student_logits, teacher_logits, temperature,
+                   teacher_temperature=teacher_temperature, labels=labels, where=where,
+                   ignore_index=ignore_index, axis=axis, func=func)
+    xp, s, t, compute, out = args.xp, args.s, args.t, args.compute, args.out
     if s.dtype != compute:
         s = xp.astype(s, compute)
     if t.dtype != compute:
         t = xp.astype(t, compute)
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        loss = _kd_rows(xp, s, t, T, Tt, labels, valid, alpha, divergence, beta, t2_scale)
-        loss = _reduce(xp, loss, valid, reduction, compute)
+        loss = _kd_rows(xp, s, t, args.T, args.Tt, args.labels, args.valid, alpha_r, divergence,
+                        beta_r, t2_scale)
+        loss = _reduce(xp, loss, args.valid, reduction, compute)
     if loss.dtype != out:
         loss = xp.astype(loss, out)
     return loss
 
 
-def _kd_rows(xp, s, t, T, Tt, labels, valid, alpha, divergence, beta, t2_scale):
+def _kd_rows(xp: Namespace, s: Any, t: Any, T: Any, Tt: Any, labels: Any,
+             valid: Any, alpha: float, divergence: str, beta: float, t2_scale: bool) -> Any:
     """Per-row loss (row shape), 0 at left-out rows; inputs have the class axis last."""
     if valid is not None:
         # left-out rows are computed on zeros, so no inf/NaN there can leak into the gradient
@@ -475,7 +267,8 @@ def _kd_rows(xp, s, t, T, Tt, labels, valid, alpha, divergence, beta, t2_scale):
     return rows
 
 
-def _reduce(xp, rows, valid, reduction, compute):
+def _reduce(xp: Namespace, rows: Any, valid: Any, reduction: str, compute: DType) -> Any:
+    """The per-row losses reduced: as they are, summed, or averaged over the valid rows."""
     if reduction == "none":
         return rows
     total = xp.sum(rows)

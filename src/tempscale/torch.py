@@ -24,14 +24,20 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, cast
 
+import numpy as np
 import torch
 from torch import nn
 
-from . import distill as _distill
+from ._args import check_temperature, coerce
 from ._compat import is_python_scalar
+from ._kd_args import check_options, prepare, where_alias
+from ._typing import ArrayLike, Temperature
 from ._validation import check_bool, check_scalar, param_error
+from .distill import kd_loss
 
 __all__ = ["KDLoss", "fused_kd_loss"]
 
@@ -44,7 +50,26 @@ _CHUNK_ELEMENTS_GPU = 1 << 22
 _DEFER_CHECKS = False
 
 
-def _auto_chunk(n_rows: int, n_classes: int, device=None) -> int:
+class _Config(NamedTuple):
+    """The options of one call, as the chunk functions read them."""
+
+    alpha: float
+    divergence: str
+    beta: float
+    t2_scale: bool
+    ignore_index: int
+    reduction: str
+    chunk: int
+    compute: torch.dtype
+    inplace: bool
+
+
+#: a temperature as the chunk functions take it: a Python float or a (rows, 1) tensor
+_Temp = Any
+
+
+def _auto_chunk(n_rows: int, n_classes: int, device: torch.device | None = None) -> int:
+    """Rows per chunk: about ``_CHUNK_ELEMENTS`` elements (more on GPUs)."""
     elements = _CHUNK_ELEMENTS
     if device is not None and device.type != "cpu":
         elements = max(_CHUNK_ELEMENTS, min(_CHUNK_ELEMENTS_GPU, n_rows * n_classes // 30))
@@ -55,7 +80,9 @@ class _FusedKD(torch.autograd.Function):
     """Chunked forward that also computes d(loss)/d(student); backward only rescales it."""
 
     @staticmethod
-    def forward(ctx, s, t, T, Tt, labels, valid, cfg):
+    def forward(ctx: Any, s: torch.Tensor, t: torch.Tensor, T: _Temp, Tt: _Temp,
+                labels: torch.Tensor | None, valid: torch.Tensor | None,
+                cfg: _Config) -> torch.Tensor:
         alpha, divergence, beta, t2_scale, ignore_index, reduction, chunk, compute, inplace = cfg
         n, v = s.shape
         need_grad = bool(ctx.needs_input_grad[0])
@@ -67,33 +94,35 @@ class _FusedKD(torch.autograd.Function):
         starts = list(range(0, n, chunk))
         workers = _workers(len(starts), s.device)
         local = threading.local()
-        deferred = []   # (start, flag tensor) of chunks whose check stays on the device
+        deferred: list[tuple[int, torch.Tensor]] = []   # chunks whose check stays on the device
 
-        def run(i, generic=False):
+        def run(i: int, generic: bool = False) -> None:
             with torch.no_grad():  # grad mode is thread-local: worker threads start with it on
                 _run(i, generic)
 
-        def _run(i, generic):
+        def _run(i: int, generic: bool) -> None:
             j = min(n, i + chunk)
             Tc = T if is_python_scalar(T) else T[i:j]
             Ttc = Tt if is_python_scalar(Tt) else Tt[i:j]
             lab = None if labels is None else labels[i:j]
             val = None if valid is None else valid[i:j]
-            out = grad[i:j] if need_grad else None
+            out = None if grad is None else grad[i:j]
             done = False
             if not (special_t or generic):
                 ws = getattr(local, "ws", None)
                 if ws is None:
                     ws = local.ws = _Workspace(min(chunk, n), v, compute, s.device, divergence)
-                done = _chunk_fast(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, ws, rows[i:j], out)
-                if isinstance(done, torch.Tensor):
+                flag = _chunk_fast(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, ws, rows[i:j], out)
+                if isinstance(flag, torch.Tensor):
                     # GPU: no host sync per chunk; special chunks are redone after the loop
-                    deferred.append((i, done))
+                    deferred.append((i, flag))
                     done = True
+                else:
+                    done = flag
             if not done:
                 r, g = _chunk_generic(s[i:j], t[i:j], Tc, Ttc, lab, val, cfg, w, need_grad)
                 rows[i:j] = r
-                if need_grad:
+                if out is not None and g is not None:
                     out.copy_(g)
 
         if workers <= 1:
@@ -110,10 +139,9 @@ class _FusedKD(torch.autograd.Function):
                 torch.set_num_threads(saved)
         if deferred:
             flags = torch.stack([f for _, f in deferred]).cpu().tolist()
-            for (i, _), bad in zip(deferred, flags):
+            for (i, _), bad in zip(deferred, flags, strict=True):
                 if bad:
                     run(i, generic=True)
-        del local
         ctx.grad = grad
         ctx.reduction = reduction
         ctx.inplace = inplace
@@ -131,7 +159,7 @@ class _FusedKD(torch.autograd.Function):
         return total * w if reduction == "batchmean" else total
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if torch.is_grad_enabled():
             # create_graph=True (gradient penalties, MAML, gradgradcheck): the stored gradient
             # is a constant to autograd, so recompute it differentiably instead (the stored one
@@ -157,7 +185,7 @@ class _FusedKD(torch.autograd.Function):
         return g, None, None, None, None, None, None
 
 
-def _differentiable_grad(ctx, grad_out):
+def _differentiable_grad(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
     """d(loss)/d(student) * grad_out as a function of the student logits (and of ``grad_out``),
     through the generic :func:`tempscale.distill.kd_loss`, so that it can be differentiated
     again."""
@@ -169,23 +197,25 @@ def _differentiable_grad(ctx, grad_out):
     T = ctx.scalars[0] if T is None else T
     Tt = ctx.scalars[1] if Tt is None else Tt
     with torch.enable_grad():
-        loss = _distill.kd_loss(
+        loss = kd_loss(
             s, t, T, labels=labels, alpha=None if labels is None else alpha,
             divergence=divergence, beta=beta, teacher_temperature=Tt, t2_scale=t2_scale,
-            ignore_index=ignore_index, mask=valid, reduction=reduction)
-        (g,) = torch.autograd.grad(loss, s, grad_outputs=grad_out.to(loss.dtype),
-                                   create_graph=True)
+            ignore_index=ignore_index, where=valid, reduction=reduction)
+        grads = torch.autograd.grad(loss, s, grad_outputs=grad_out.to(loss.dtype),
+                                    create_graph=True)
+    g: torch.Tensor = grads[0]
     return g
 
 
-def _workers(n_chunks: int, device) -> int:
+def _workers(n_chunks: int, device: torch.device) -> int:
     """Threads that walk the chunks: torch's intra-op thread count, on CPU."""
     if device.type != "cpu" or n_chunks < 2:
         return 1
     return max(1, min(torch.get_num_threads(), n_chunks))
 
 
-def _special_teacher_temperature(Tt) -> bool:
+def _special_teacher_temperature(Tt: _Temp) -> bool:
+    """Whether a teacher temperature is 0 or inf somewhere (the generic path handles those)."""
     if is_python_scalar(Tt):
         return Tt == 0 or math.isinf(Tt)
     return bool(torch.any((Tt == 0) | torch.isinf(Tt)))
@@ -194,16 +224,20 @@ def _special_teacher_temperature(Tt) -> bool:
 class _Workspace:
     """Chunk-sized float buffers, allocated once per call and reused by every chunk."""
 
-    def __init__(self, rows, v, dtype, device, divergence):
+    def __init__(self, rows: int, v: int, dtype: torch.dtype, device: torch.device,
+                 divergence: str) -> None:
         k = 6 if divergence == "jsd" else 5
         self._bufs = torch.empty((k, rows, v), dtype=dtype, device=device)
         self.max_neg = -torch.finfo(dtype).max
 
-    def take(self, c):
+    def take(self, c: int) -> list[torch.Tensor]:
         return [b[:c] for b in self._bufs]
 
 
-def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
+def _chunk_fast(sc: torch.Tensor, tc: torch.Tensor, T: _Temp, Tt: _Temp,
+                lab: torch.Tensor | None, val: torch.Tensor | None, cfg: _Config, w: float,
+                ws: _Workspace, rows_out: torch.Tensor,
+                grad_out: torch.Tensor | None) -> bool | torch.Tensor:
     """Loss rows (into ``rows_out``) and weighted gradient (into ``grad_out``) of one chunk.
 
     Uses only torch's vectorised kernels and the workspace buffers.  A row is special (NaN,
@@ -221,7 +255,7 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
     bufs = ws.take(c)
     Z, LQ, LP, Q, B = bufs[:5]
     need_grad = grad_out is not None
-    if need_grad and grad_out.dtype == compute:
+    if grad_out is not None and grad_out.dtype == compute:
         B = grad_out                       # write the gradient in place
     scalar_T = is_python_scalar(T)
     # log q = log_softmax(s / T), log p = log_softmax(t / T_t), in the compute dtype
@@ -286,6 +320,7 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
     else:
         safe = lab if val is None else torch.where(val, lab, torch.zeros_like(lab))
         idx = safe.unsqueeze(-1)
+        Q1: torch.Tensor | None
         if scalar_T and T == 1.0:
             LQ1, Q1 = LQ, Q
         else:
@@ -302,7 +337,7 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
             r = hard
         else:
             r = alpha * soft + (1.0 - alpha) * hard
-        if need_grad:
+        if need_grad and Q1 is not None:
             hw = (1.0 - alpha) * w
             if alpha == 0.0:
                 torch.mul(Q1, hw, out=B)
@@ -314,20 +349,22 @@ def _chunk_fast(sc, tc, T, Tt, lab, val, cfg, w, ws, rows_out, grad_out):
         if need_grad:
             B.masked_fill_(~val.unsqueeze(-1), 0.0)
     rows_out.copy_(r)
-    if need_grad and B is not grad_out:
+    if grad_out is not None and B is not grad_out:
         grad_out.copy_(B)
     return True if on_cpu else bad
 
 
-def _chunk_generic(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
+def _chunk_generic(sc: torch.Tensor, tc: torch.Tensor, T: _Temp, Tt: _Temp,
+                   lab: torch.Tensor | None, val: torch.Tensor | None, cfg: _Config, w: float,
+                   need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The same via the generic implementation and autograd (NaN/+inf/fully masked rows, T_t in {0, inf})."""
     alpha, divergence, beta, t2_scale, ignore_index, _red, _chunk, compute, _inplace = cfg
     with torch.enable_grad():
         x = sc.detach().to(compute).requires_grad_(need_grad)
-        rows = _distill.kd_loss(
+        rows = kd_loss(
             x, tc.detach(), T, labels=lab, alpha=None if lab is None else alpha,
             divergence=divergence, beta=beta, teacher_temperature=Tt, t2_scale=t2_scale,
-            ignore_index=ignore_index, mask=val, reduction="none")
+            ignore_index=ignore_index, where=val, reduction="none")
         rows = rows.to(compute)
         g = None
         if need_grad:
@@ -335,11 +372,9 @@ def _chunk_generic(sc, tc, T, Tt, lab, val, cfg, w, need_grad):
     return rows.detach(), g
 
 
-def _teacher_tensor(teacher, student, func):
+def _teacher_tensor(teacher: Any, student: torch.Tensor, func: str) -> torch.Tensor:
     """A NumPy (pandas, array-like) teacher as a tensor on the student's device and dtype."""
-    import numpy as np
-
-    arr = _distill._coerce(teacher)
+    arr = coerce(teacher)
     if not isinstance(arr, np.ndarray):
         raise param_error("teacher_logits", func, "a torch.Tensor or a NumPy array",
                           type(teacher).__name__, TypeError)
@@ -349,14 +384,17 @@ def _teacher_tensor(teacher, student, func):
     return torch.as_tensor(arr, device=student.device, dtype=dt)
 
 
-def _is_tensor_requiring_grad(x) -> bool:
+def _is_tensor_requiring_grad(x: object) -> bool:
     return isinstance(x, torch.Tensor) and x.requires_grad
 
 
-def fused_kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=None, alpha=None,
-                  divergence="forward", beta=0.5, teacher_temperature=None, t2_scale=True,
-                  ignore_index=-100, mask=None, reduction="batchmean", axis=-1, chunk_size=None,
-                  inplace_backward=True):
+def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | ArrayLike,
+                  temperature: Temperature = 1.0, *, labels: ArrayLike | None = None,
+                  alpha: float | None = None, divergence: str = "forward", beta: float = 0.5,
+                  teacher_temperature: Temperature | None = None, t2_scale: bool = True,
+                  ignore_index: int = -100, where: ArrayLike | None = None,
+                  reduction: str = "batchmean", axis: int = -1, chunk_size: int | None = None,
+                  inplace_backward: bool = True, mask: ArrayLike | None = None) -> torch.Tensor:
     r"""Memory-lean :func:`tempscale.distill.kd_loss` for PyTorch tensors.
 
     Same parameters, result and numerical contract as :func:`tempscale.distill.kd_loss`
@@ -366,6 +404,9 @@ def fused_kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=Non
 
     Parameters
     ----------
+    where : bool tensor, optional
+        Rows to keep, as in :func:`tempscale.distill.kd_loss` (``mask=`` is its deprecated
+        spelling: a DeprecationWarning).
     chunk_size : int, optional
         Rows per chunk.  Default: about 2**20 elements per chunk (e.g. 32 rows of a 32,000-class
         vocabulary), so that a chunk's few float32 temporaries stay in cache.
@@ -408,56 +449,52 @@ def fused_kd_loss(student_logits, teacher_logits, temperature=1.0, *, labels=Non
     True
     """
     func = "KDLoss"
+    where = where_alias(where, mask, func)
     if not isinstance(student_logits, torch.Tensor):
         raise param_error("student_logits", func, "a torch.Tensor", type(student_logits).__name__,
                           TypeError)
     if not isinstance(teacher_logits, torch.Tensor):
         teacher_logits = _teacher_tensor(teacher_logits, student_logits, func)
-    alpha_r, beta_r = _distill._check_options(
+    alpha_r, beta_r = check_options(
         func, alpha=alpha, labels=labels, divergence=divergence, beta=beta, t2_scale=t2_scale,
         ignore_index=ignore_index, reduction=reduction)
     check_bool(inplace_backward, "inplace_backward", func)
     if chunk_size is not None:
         chunk_size = check_scalar(chunk_size, "chunk_size", func, lo=1, integer=True)
-    generic = torch.is_grad_enabled() and (
-        teacher_logits.requires_grad or _is_tensor_requiring_grad(temperature)
-        or _is_tensor_requiring_grad(teacher_temperature))
-    if generic:
-        return _distill.kd_loss(
+
+    def generic() -> torch.Tensor:
+        """The same loss by the generic autograd implementation."""
+        result: torch.Tensor = kd_loss(
             student_logits, teacher_logits, temperature, labels=labels, alpha=alpha,
             divergence=divergence, beta=beta, teacher_temperature=teacher_temperature,
-            t2_scale=t2_scale, ignore_index=ignore_index, mask=mask, reduction=reduction,
+            t2_scale=t2_scale, ignore_index=ignore_index, where=where, reduction=reduction,
             axis=axis)
-    xp, s, t, ax, compute, out = _distill._prepare_logits(student_logits, teacher_logits, axis, func)
-    temperature = _distill._move_class_axis(temperature, ax, s.ndim, xp, s)
-    teacher_temperature = _distill._move_class_axis(teacher_temperature, ax, s.ndim, xp, s)
-    batch_shape = tuple(s.shape[:-1])
+        return result
+
+    if torch.is_grad_enabled() and (
+            teacher_logits.requires_grad or _is_tensor_requiring_grad(temperature)
+            or _is_tensor_requiring_grad(teacher_temperature)):
+        return generic()
+    args = prepare(student_logits, teacher_logits, temperature,
+                   teacher_temperature=teacher_temperature, labels=labels, where=where,
+                   ignore_index=ignore_index, axis=axis, func=func)
+    s, T, Tt, out = args.s, args.T, args.Tt, args.out
+    batch_shape = args.batch_shape
     v = s.shape[-1]
-    labels, valid = _distill._prepare_rows(labels, mask, batch_shape, v, ignore_index, xp, s, func)
-    T = _distill._row_temperature(temperature, batch_shape, xp, s, compute, func, "temperature",
-                                  allow_edges=False)
-    if teacher_temperature is None:
-        Tt = T
-    else:
-        Tt = _distill._row_temperature(teacher_temperature, batch_shape, xp, s, compute, func,
-                                       "teacher_temperature", allow_edges=True)
     n = math.prod(batch_shape)
     s2 = s.reshape(n, v)
-    t2 = t.detach().reshape(n, v)
+    t2 = args.t.detach().reshape(n, v)
     T2 = T if is_python_scalar(T) else T.detach().reshape(n, 1)
     Tt2 = Tt if is_python_scalar(Tt) else Tt.detach().reshape(n, 1)
-    lab2 = None if labels is None else labels.reshape(n)
-    val2 = None if valid is None else valid.reshape(n)
+    lab2 = None if args.labels is None else args.labels.reshape(n)
+    val2 = None if args.valid is None else args.valid.reshape(n)
     chunk = chunk_size if chunk_size is not None else _auto_chunk(n, v, s.device)
-    cfg = (alpha_r, divergence, beta_r, t2_scale, ignore_index, reduction, chunk, compute,
-           inplace_backward)
+    cfg = _Config(alpha_r, divergence, beta_r, t2_scale, ignore_index, reduction, chunk,
+                  args.compute, inplace_backward)
     if n == 0 or v == 0:
-        return _distill.kd_loss(
-            student_logits, teacher_logits, temperature, labels=labels, alpha=alpha,
-            divergence=divergence, beta=beta, teacher_temperature=teacher_temperature,
-            t2_scale=t2_scale, ignore_index=ignore_index, mask=mask, reduction=reduction,
-            axis=axis)
-    loss = _FusedKD.apply(s2, t2, T2, Tt2, lab2, val2, cfg)
+        return generic()
+    apply = cast(Callable[..., torch.Tensor], _FusedKD.apply)
+    loss = apply(s2, t2, T2, Tt2, lab2, val2, cfg)
     if reduction == "none":
         loss = loss.reshape(batch_shape)
     return loss.to(out) if loss.dtype != out else loss
@@ -525,19 +562,20 @@ class KDLoss(nn.Module):
     torch.Size([8, 10])
     """
 
-    def __init__(self, temperature=1.0, *, alpha=None, divergence="forward", beta=0.5,
-                 teacher_temperature=None, t2_scale=True, ignore_index=-100,
-                 reduction="batchmean", axis=-1, chunk_size=None, inplace_backward=True):
+    def __init__(self, temperature: Temperature = 1.0, *, alpha: float | None = None,
+                 divergence: str = "forward", beta: float = 0.5,
+                 teacher_temperature: Temperature | None = None, t2_scale: bool = True,
+                 ignore_index: int = -100, reduction: str = "batchmean", axis: int = -1,
+                 chunk_size: int | None = None, inplace_backward: bool = True) -> None:
         super().__init__()
         func = "KDLoss"
-        _distill._check_options(func, alpha=alpha, labels=None if alpha is None else True,
-                                divergence=divergence, beta=beta, t2_scale=t2_scale,
-                                ignore_index=ignore_index, reduction=reduction)
-        if is_python_scalar(temperature):
-            check_scalar(temperature, "temperature", func, lo=0.0, hi=math.inf, lo_open=True,
-                         hi_open=True)
+        check_options(func, alpha=alpha, labels=None if alpha is None else True,
+                      divergence=divergence, beta=beta, t2_scale=t2_scale,
+                      ignore_index=ignore_index, reduction=reduction)
+        if is_python_scalar(temperature):  # tensors are checked where the loss is computed
+            check_temperature(temperature, func, edges=False)
         if teacher_temperature is not None and is_python_scalar(teacher_temperature):
-            check_scalar(teacher_temperature, "teacher_temperature", func, lo=0.0, hi=math.inf)
+            check_temperature(teacher_temperature, func, param="teacher_temperature")
         self.temperature = temperature
         self.alpha = alpha
         self.divergence = divergence
@@ -550,21 +588,26 @@ class KDLoss(nn.Module):
         self.chunk_size = chunk_size
         self.inplace_backward = inplace_backward
 
-    def forward(self, student_logits, teacher_logits, labels=None, *, mask=None,
-                temperature=None, teacher_temperature=None):
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | ArrayLike,
+                labels: ArrayLike | None = None, *, where: ArrayLike | None = None,
+                temperature: Temperature | None = None,
+                teacher_temperature: Temperature | None = None,
+                mask: ArrayLike | None = None) -> torch.Tensor:
         """The loss; ``temperature``/``teacher_temperature`` here override the module's
-        (e.g. per-row temperature tensors)."""
+        (e.g. per-row temperature tensors).  ``where``: the rows to keep (``mask=`` is its
+        deprecated spelling)."""
         T = self.temperature if temperature is None else temperature
         Tt = self.teacher_temperature if teacher_temperature is None else teacher_temperature
         alpha = self.alpha if labels is not None else None
         return fused_kd_loss(
             student_logits, teacher_logits, T, labels=labels, alpha=alpha,
             divergence=self.divergence, beta=self.beta, teacher_temperature=Tt,
-            t2_scale=self.t2_scale, ignore_index=self.ignore_index, mask=mask,
+            t2_scale=self.t2_scale, ignore_index=self.ignore_index, where=where, mask=mask,
             reduction=self.reduction, axis=self.axis, chunk_size=self.chunk_size,
             inplace_backward=self.inplace_backward)
 
     def extra_repr(self) -> str:
+        """The options that differ from the defaults, for ``repr``."""
         parts = [f"temperature={self.temperature}", f"divergence={self.divergence!r}"]
         if self.divergence == "jsd":
             parts.append(f"beta={self.beta}")
