@@ -115,7 +115,7 @@ def bench_shape(shape, methods, args, rng):
         xt = torch.from_numpy(x)
     gb = 2 * x.nbytes / 1e9
     times = {name: [] for name in methods}
-    for name, f in methods.items():  # warm-up (jit compile, page faults, thread pools)
+    for f in methods.values():  # warm-up (jit compile, page faults, thread pools)
         f(x, xt)
     deadline = time.perf_counter() + args.budget
     reps = 0
@@ -180,11 +180,11 @@ def main(argv=None):
         rows.append((shape, reps, gb, med))
     if args.markdown:
         print()
-        print("| shape | tempscale GB/s | " + " | ".join(f"{n} GB/s" for n in names[1:]) + " | "
-              + " | ".join(f"speed-up vs {n}" for n in peers) + (" | % of limit |" if has_limit
-                                                                   else " |"))
-        print("|---" * (2 + len(names) - 1 + len(peers) + has_limit) + "|")
-        for shape, reps, gb, med in rows:
+        heads = (["shape", "tempscale GB/s"] + [f"{n} GB/s" for n in names[1:]]
+                 + [f"speed-up vs {n}" for n in peers] + (["% of limit"] if has_limit else []))
+        print("| " + " | ".join(heads) + " |")
+        print("|---" * len(heads) + "|")
+        for shape, _reps, gb, med in rows:
             ts = med["tempscale"]
             cells = [str(shape), f"{gb / ts:.1f}"] + [f"{gb / med[n]:.2f}" for n in names[1:]]
             cells += [f"{med[n] / ts:.1f}x" for n in peers]

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -629,6 +632,180 @@ def test_large_inputs_all_threads():
         np.testing.assert_allclose(p.sum(-1, dtype=np.float64), 1.0, rtol=2e-6)
         rows = [0, shape[0] // 2, shape[0] - 1]
         assert_f32_ulp(p[rows], reference("softmax", x[rows], 0.7))
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled core's build: sources, build flags, portability (issue 15)
+# ---------------------------------------------------------------------------------------------
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NATIVE_DIR = ROOT / "src" / "tempscale" / "_native"
+needs_sources = pytest.mark.skipif(not (ROOT / "setup.py").exists() or not NATIVE_DIR.is_dir(),
+                                   reason="needs the source tree (setup.py, src/tempscale/_native)")
+# Python-free translation units: what the C test harness (tests/c) builds
+CORE_SOURCES = ["_dispatch.c", "_reference.c", "_job.c", "_pool.c"]
+
+
+def _setup_extensions(**env):
+    """setup.py's extension list (name, sources, depends, macros, compile flags) under ``env``,
+    without building anything."""
+    code = textwrap.dedent("""
+        import json, os, runpy, sys
+        import setuptools
+        os.chdir(sys.argv[1])
+        setuptools.setup = lambda **kw: print(json.dumps(
+            [[e.name, e.sources, e.depends, e.define_macros, e.extra_compile_args]
+             for e in kw.get("ext_modules", [])]))
+        runpy.run_path("setup.py", run_name="__main__")
+    """)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("TEMPSCALE_")}
+    e.update(env)
+    r = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=e, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@needs_sources
+def test_setup_lists_every_native_source_and_header():
+    """The split into one-concern files is complete: setup.py compiles every .c file of
+    _native and rebuilds on a change of any header; pyproject's package-data globs
+    (_native/*.c, _native/*.h) cover them all."""
+    (name, sources, depends, macros, cflags), = _setup_extensions()
+    assert name == "tempscale._native._tskernels"
+    on_disk = {p.name for p in NATIVE_DIR.iterdir() if p.suffix in (".c", ".h")}
+    assert {pathlib.Path(s).name for s in sources} == {n for n in on_disk if n.endswith(".c")}
+    assert {pathlib.Path(d).name for d in depends} == {n for n in on_disk if n.endswith(".h")}
+    for f in sources + depends:
+        assert (ROOT / f).is_file(), f
+    others = {p.name for p in NATIVE_DIR.iterdir() if p.is_file()} - on_disk
+    assert all(n == "__init__.py" or n.endswith((".so", ".pyd")) for n in others), others
+    # no backslash macro longer than a few lines is left (the reference is a header per type)
+    for p in NATIVE_DIR.glob("*.[ch]"):
+        run = longest = 0
+        for line in p.read_text().splitlines():
+            run = run + 1 if line.rstrip().endswith("\\") else 0
+            longest = max(longest, run)
+        assert longest <= 12, f"{p.name}: a {longest}-line backslash macro"
+
+
+@needs_sources
+def test_benchmark_kernels_only_with_the_build_flag():
+    """TEMPSCALE_BENCH_KERNELS=1 (and only it) defines TS_BENCH_KERNELS; a normal build
+    has no exp_pass / _set_stream_bytes."""
+    (_, _, _, plain, _), = _setup_extensions()
+    (_, _, _, bench, _), = _setup_extensions(TEMPSCALE_BENCH_KERNELS="1")
+    assert "TS_BENCH_KERNELS" not in {m for m, _ in plain}
+    assert ["TS_BENCH_KERNELS", "1"] in bench
+    if getattr(_K, "bench_kernels", 0):
+        assert hasattr(_K, "exp_pass") and hasattr(_K, "_set_stream_bytes")
+    else:
+        assert not hasattr(_K, "exp_pass") and not hasattr(_K, "_set_stream_bytes")
+
+
+# identifiers that exist only on some platforms / compilers / CPUs: allowed only inside a
+# preprocessor conditional that names a platform (or an ISA macro set for the x86 copies)
+_PLATFORM_ONLY = ["malloc_usable_size", "malloc_size", "<malloc.h>", "<malloc/malloc.h>",
+                  "<malloc_np.h>", "sched_getaffinity", "pthread_setaffinity_np", "get_nprocs",
+                  "memalign", "__builtin_cpu_supports", "__builtin_cpu_init", "<immintrin.h>",
+                  "#pragma GCC target", "#pragma clang attribute", "_mm512_", "_mm256_", "_mm_",
+                  "__m512", "__m256", "__mmask"]
+_PLATFORM_MACROS = ["__linux__", "__APPLE__", "__FreeBSD__", "__x86_64__", "__aarch64__",
+                    "__clang__", "__GNUC__", "HAVE_X86_DISPATCH", "HAVE_TSUM", "KI_AVX512",
+                    "KI_FMA_X86"]
+
+
+def _unguarded_platform_uses(text):
+    """(line number, token) of platform-only tokens outside platform conditionals."""
+    stack, bad = [], []
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("/*") or line.startswith("*") or line.startswith("//"):
+            continue
+        if re.match(r"#\s*if", line):
+            stack.append(line)
+            continue
+        if re.match(r"#\s*(elif|else)", line):
+            stack[-1] += " " + line
+            continue
+        if re.match(r"#\s*endif", line):
+            stack.pop()
+            continue
+        code = line.split("/*")[0]
+        guarded = any(m in group for group in stack for m in _PLATFORM_MACROS)
+        for tok in _PLATFORM_ONLY:
+            if tok in code and not guarded:
+                bad.append((no, tok))
+    return bad
+
+
+@needs_sources
+def test_c_sources_guard_platform_specific_calls():
+    """Portable C: glibc-only calls, x86 intrinsics, CPU detection and target pragmas only
+    inside conditionals naming their platform (each with a fallback), so that the same
+    sources build with gcc and clang on Linux x86-64 / aarch64 and macOS."""
+    found = {}
+    for p in sorted(NATIVE_DIR.glob("*.[ch]")):
+        bad = _unguarded_platform_uses(p.read_text())
+        if bad:
+            found[p.name] = bad
+    assert not found, found
+    # the checker itself sees an unguarded use, and accepts a guarded one
+    assert _unguarded_platform_uses("#include <malloc.h>\nx = malloc_usable_size(p);\n")
+    assert not _unguarded_platform_uses("#if defined(__linux__)\n#include <malloc.h>\n#endif\n")
+    # setup.py: no -march / -ffast-math (one wheel for every CPU; the contract needs inf / NaN)
+    (_, _, _, _, cflags), = _setup_extensions()
+    assert not [f for f in cflags if f.startswith(("-march", "-mtune=native", "-ffast-math",
+                                                   "-Ofast", "-mavx"))], cflags
+
+
+def test_cpu_count_without_sched_getaffinity(monkeypatch):
+    """macOS has no os.sched_getaffinity: the default thread count falls back to cpu_count."""
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    assert _native._cpu_count() == max(1, os.cpu_count() or 1)
+
+
+def _compiler(*names):
+    for n in names:
+        if shutil.which(n):
+            return n
+    return None
+
+
+@needs_sources
+def test_c_harness_passes_natively():
+    """tests/c/test_kernels.c (no Python): every contract row, temperature, dtype, layout and
+    instruction set of this CPU against a long-double reference, one and three threads."""
+    cc = _compiler("cc", "gcc", "clang")
+    if cc is None:
+        pytest.skip("no C compiler (cc / gcc / clang) on PATH")
+    r = subprocess.run(["bash", str(ROOT / "tests" / "c" / "run.sh"), "--quiet"], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "CC": cc})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^\d+ passed, 0 failed", r.stdout, re.M), r.stdout
+
+
+@needs_sources
+def test_core_compiles_for_aarch64_without_x86_paths(tmp_path):
+    """The Python-free core cross-compiles for aarch64 (warnings are errors) with only the
+    baseline kernels (.ci/cross.sh also runs the C test there under qemu-aarch64)."""
+    xcc = _compiler("aarch64-linux-gnu-gcc")
+    if xcc is None:
+        pytest.skip("aarch64-linux-gnu-gcc not installed (apt-get install gcc-aarch64-linux-gnu "
+                    "libc6-dev-arm64-cross; .ci/cross.sh installs it)")
+    objs = []
+    for src in CORE_SOURCES:
+        obj = tmp_path / (src + ".o")
+        r = subprocess.run([xcc, "-c", "-O1", "-std=gnu11", "-Wall", "-Wextra", "-Werror",
+                            "-Wno-psabi", "-I", str(NATIVE_DIR), str(NATIVE_DIR / src), "-o",
+                            str(obj)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        objs.append(str(obj))
+    nm = _compiler("aarch64-linux-gnu-nm", "nm")
+    if nm:
+        syms = subprocess.run([nm, *objs], capture_output=True, text=True).stdout
+        assert "_base" in syms and "_avx" not in syms
 
 
 # ---------------------------------------------------------------------------------------------
