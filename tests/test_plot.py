@@ -60,7 +60,7 @@ def test_temperature_display_classic_example_structure():
     assert disp.figure_ is disp.ax_[0].figure
     # one panel per T, each with 10 bars, sharing the y axis 0..1
     assert len(disp.bars_) == 5
-    for ax, bars, T in zip(disp.ax_, disp.bars_, CLASSIC_T):
+    for ax, bars, T in zip(disp.ax_, disp.bars_, CLASSIC_T, strict=True):
         assert len(bars) == 10
         assert ax.get_ylim() == (0.0, 1.0)
         np.testing.assert_allclose(_heights(bars), _reference(CLASSIC_P, T), rtol=1e-12, atol=1e-15)
@@ -88,7 +88,7 @@ def test_temperature_display_one_sequential_colour_per_temperature():
     cmap = mpl.colormaps["viridis"]
     faces = [to_rgba(bars[0].get_facecolor()) for bars in disp.bars_]
     assert len(set(faces)) == 5  # a distinct colour per T
-    for bars, face in zip(disp.bars_, faces):  # all bars of a panel share its colour
+    for bars, face in zip(disp.bars_, faces, strict=True):  # all bars of a panel share its colour
         assert all(to_rgba(b.get_facecolor()) == face for b in bars)
     # positions on the colormap increase with log T: recover them by nearest sample
     samples = cmap(np.linspace(0, 1, 1001))
@@ -101,7 +101,7 @@ def test_temperature_display_one_sequential_colour_per_temperature():
 def test_temperature_display_probabilities_input_is_temper():
     p = CLASSIC_P / CLASSIC_P.sum()
     disp = TemperatureDisplay.from_logits(CLASSIC_P, input="probabilities")
-    for bars, T in zip(disp.bars_, CLASSIC_T):
+    for bars, T in zip(disp.bars_, CLASSIC_T, strict=True):
         ref = p ** (1 / T) / np.sum(p ** (1 / T))
         np.testing.assert_allclose(_heights(bars), ref, rtol=1e-10, atol=1e-300)
     # T = 1 gives p back; probabilities read as logits are nearly flat at T = 1
@@ -335,18 +335,18 @@ def test_reliability_display_from_predictions_and_logits():
     pytest.importorskip("tempscale.calibration")
     y, z = _overconfident()
     before, after = sp_softmax(z, axis=1), sp_softmax(z / 3.0, axis=1)
-    disp = ReliabilityDisplay.from_predictions(y, before, probs_after=after, temperature=3.0)
+    disp = ReliabilityDisplay.from_predictions(before, y, prediction_after=after, temperature=3.0)
     assert disp.ax_.shape == (2, 2)
     assert disp.ax_[0, 1].get_title().startswith("after temperature scaling (T = 3)")
     assert disp.ece[0] == pytest.approx(_ece_reference(before, y), abs=1e-9)
     assert disp.ece[1] < disp.ece[0]
     assert all(len(b) == 15 for b in disp.bars_)
-    for j, p in enumerate([before, after]):
+    for j in range(2):
         counts = np.asarray(disp.curves[j].counts)
         assert counts.sum() == len(y)
-    same = ReliabilityDisplay.from_logits(y, z, temperature=3.0)
+    same = ReliabilityDisplay.from_logits(z, y, temperature=3.0)
     assert same.ece == pytest.approx(disp.ece)
-    single = ReliabilityDisplay.from_logits(y, z, n_bins=10)
+    single = ReliabilityDisplay.from_logits(z, y, n_bins=10)
     assert single.ax_.shape == (2, 1) and len(single.bars_[0]) == 10
 
 
@@ -355,7 +355,7 @@ def test_reliability_display_fits_temperature():
     if not hasattr(calibration, "fit_temperature"):
         pytest.skip("fit_temperature not available")
     y, z = _overconfident(seed=1)
-    disp = ReliabilityDisplay.from_logits(y, z, temperature="fit")
+    disp = ReliabilityDisplay.from_logits(z, y, temperature="fit")
     T = float(calibration.fit_temperature(z, y))
     assert disp.ax_[0, 1].get_title().startswith(f"after temperature scaling (T = {T:.3g})")
     assert disp.ece[1] < disp.ece[0]
@@ -366,7 +366,7 @@ def test_reliability_display_binary_and_quantile_bins():
     rng = np.random.default_rng(2)
     z = rng.normal(size=800) * 3
     y = (rng.random(800) < 1 / (1 + np.exp(-z / 2))).astype(int)  # the logits are 2x too sharp
-    disp = ReliabilityDisplay.from_logits(y, z, temperature=2.0, n_bins=8, strategy="quantile")
+    disp = ReliabilityDisplay.from_logits(z, y, temperature=2.0, n_bins=8, strategy="quantile")
     assert disp.ax_.shape == (2, 2)
     for j in range(2):
         edges = np.asarray(disp.curves[j].bin_edges)
@@ -375,12 +375,12 @@ def test_reliability_display_binary_and_quantile_bins():
         assert np.asarray(disp.curves[j].counts).sum() == 800
     # the same from probabilities of class 1
     p1 = 1 / (1 + np.exp(-z))
-    same = ReliabilityDisplay.from_predictions(y, p1, n_bins=8, strategy="quantile")
+    same = ReliabilityDisplay.from_predictions(p1, y, n_bins=8, strategy="quantile")
     assert same.ece[0] == pytest.approx(disp.ece[0], rel=1e-9)
     with pytest.raises(ValueError, match="'temperature' parameter of ReliabilityDisplay.from_logits"):
-        ReliabilityDisplay.from_logits(y, z, temperature="auto")
+        ReliabilityDisplay.from_logits(z, y, temperature="auto")
     with pytest.raises(ValueError, match="'temperature' parameter"):
-        ReliabilityDisplay.from_logits(y, z, temperature=-1.0)
+        ReliabilityDisplay.from_logits(z, y, temperature=-1.0)
 
 
 def test_temperature_display_reference_ticks():
@@ -460,3 +460,57 @@ def test_entropy_curve_caps():
     with pytest.raises(ValueError, match="'figsize' parameter of EntropyCurveDisplay.plot"):
         EntropyCurveDisplay.from_logits([0.0, 1.0], figsize=(500, 4))
     assert not plt.get_fignums()
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: (prediction, labels) order, as in every metric; the former order warns
+# --------------------------------------------------------------------------------------------
+def test_reliability_display_former_argument_order_is_deprecated():
+    pytest.importorskip("tempscale.calibration")
+    y, z = _overconfident(n=600, k=3, seed=5)
+    p, q = sp_softmax(z, axis=1), sp_softmax(z / 2.0, axis=1)
+    new = ReliabilityDisplay.from_logits(z, y, temperature=2.0)
+    with pytest.warns(DeprecationWarning, match=r"from_logits: the arguments are \(prediction, labels\)") as rec:
+        old = ReliabilityDisplay.from_logits(y, z, temperature=2.0)
+    assert rec[0].filename == __file__          # points at the caller
+    assert old.ece == new.ece and old.ece[0] == pytest.approx(_ece_reference(p, y), abs=1e-12)
+    # keywords by their (unchanged) names work in any order, without a warning
+    assert ReliabilityDisplay.from_logits(labels=y, logits=z, temperature=2.0).ece == new.ece
+    new = ReliabilityDisplay.from_predictions(p, y, prediction_after=q)
+    with pytest.warns(DeprecationWarning, match="from_predictions: the arguments are"):
+        old = ReliabilityDisplay.from_predictions(y, p, prediction_after=q)
+    assert old.ece == new.ece and new.ece[1] == pytest.approx(_ece_reference(q, y), abs=1e-12)
+    # binary scores (one column) in the former order too
+    s = z[:, 1] - z[:, 0]
+    yb = (y == 1).astype(int)
+    with pytest.warns(DeprecationWarning):
+        old = ReliabilityDisplay.from_logits(yb, s)
+    assert old.ece == ReliabilityDisplay.from_logits(s, yb).ece
+    plt.close("all")
+
+
+def test_reliability_display_deprecated_probs_keywords():
+    pytest.importorskip("tempscale.calibration")
+    y, z = _overconfident(n=400, k=3, seed=6)
+    p, q = sp_softmax(z, axis=1), sp_softmax(z / 2.0, axis=1)
+    new = ReliabilityDisplay.from_predictions(p, y, prediction_after=q)
+    with pytest.warns(DeprecationWarning, match="'probs_after' keyword is deprecated.*prediction_after="):
+        after = ReliabilityDisplay.from_predictions(p, y, probs_after=q)
+    with pytest.warns(DeprecationWarning, match="'probs' keyword is deprecated.*prediction="):
+        kw = ReliabilityDisplay.from_predictions(labels=y, probs=p)
+    assert after.ece == new.ece and kw.ece == new.ece[:1]
+    with pytest.raises(TypeError, match="needs the prediction and the labels"):
+        ReliabilityDisplay.from_predictions(p)
+    plt.close("all")
+
+
+@pytest.mark.parametrize("T", [np.float32(1.5), np.float64(2.0), 3, math.inf])
+def test_reliability_display_temperature_scalars(T):
+    pytest.importorskip("tempscale.calibration")
+    y, z = _overconfident(n=300, k=3, seed=7)
+    disp = ReliabilityDisplay.from_logits(z, y, temperature=T)
+    assert disp.ece[1] == pytest.approx(_ece_reference(sp_softmax(z / float(T), axis=1), y), abs=1e-12)
+    for bad, exc in ((True, TypeError), ("1.5", ValueError), (np.nan, ValueError)):
+        with pytest.raises(exc, match="'temperature' parameter of ReliabilityDisplay.from_logits"):
+            ReliabilityDisplay.from_logits(z, y, temperature=bad)
+    plt.close("all")

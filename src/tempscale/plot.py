@@ -17,12 +17,24 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Sequence
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ._args import binary_columns, check_input, check_temperature, check_temperatures, deprecated_alias, to_numpy
 from ._softmax import softmax
+from ._typing import ArrayLike
 from ._validation import check_choice, param_error
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colorbar import Colorbar
+    from matplotlib.colors import Colormap
+    from matplotlib.container import BarContainer
+    from matplotlib.legend import Legend
+    from matplotlib.lines import Line2D
 
 __all__ = ["EntropyCurveDisplay", "ReliabilityDisplay", "TemperatureDisplay"]
 
@@ -44,16 +56,26 @@ MAX_FIGSIZE = 40.0
 # part of a sequential colormap used for temperatures (the pale end of plasma/viridis is too
 # light to read on white)
 _CMAP_SPAN = (0.0, 0.86)
+#: a float64 NumPy array
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+#: a matplotlib colour (an RGBA tuple or a colour string)
+Color = tuple[float, float, float, float] | str
+
 _INK = "#222222"
 _MUTED = "#666666"
 _BLUE = "#3B6EA8"
 _RED = "#C8553D"
+# the gap bars of a reliability diagram: over-confident (red edge) and under-confident bins
+_OVER_FILL = "#F4CFC5"
+_UNDER_FILL = "#F6E3B4"
+_UNDER_EDGE = "#C08A1E"
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _pyplot():
+def _pyplot() -> Any:
+    """matplotlib.pyplot, imported on first use."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
@@ -62,14 +84,10 @@ def _pyplot():
     return plt
 
 
-def _to_numpy(a, name: str, func: str) -> np.ndarray:
+def _float64(a: Any, name: str, func: str) -> FloatArray:
     """Any array (NumPy, torch incl. requires_grad/GPU, JAX, array-api-strict, list) as float64."""
-    if hasattr(a, "detach"):
-        a = a.detach().cpu()
-    if type(a).__module__.startswith("array_api_strict"):
-        a = np.from_dlpack(a)
     try:
-        arr = np.asarray(a, dtype=np.float64)
+        arr: FloatArray = np.asarray(to_numpy(a), dtype=np.float64)
     except (TypeError, ValueError):
         raise param_error(name, func, "an array of real numbers", type(a).__name__, TypeError) from None
     return arr
@@ -83,26 +101,14 @@ def _fmt_t(t: float) -> str:
     return f"{t:g}"
 
 
-def _check_temperatures(temperatures, func: str, *, param: str = "temperatures") -> tuple[float, ...]:
-    expect = "a non-empty sequence of floats in [0, inf]"
-    if isinstance(temperatures, numbers.Real) and not isinstance(temperatures, bool):
-        temperatures = (temperatures,)
-    try:
-        ts = tuple(float(t) for t in np.asarray(temperatures, dtype=np.float64).reshape(-1))
-    except (TypeError, ValueError):
-        raise param_error(param, func, expect, temperatures, TypeError) from None
-    if not ts or any(math.isnan(t) or t < 0 for t in ts):
-        raise param_error(param, func, expect, temperatures)
-    return ts
-
-
 def _check_count(n: int, limit: int, param: str, func: str, what: str, hint: str = "") -> None:
     """Refuse more than ``limit`` items (a figure with more is unreadable and slow to draw)."""
     if n > limit:
         raise param_error(param, func, f"at most {limit} {what}{hint}", f"{n} {what}")
 
 
-def _check_figsize(figsize, func: str):
+def _check_figsize(figsize: Any, func: str) -> tuple[float, float] | None:
+    """None, or (width, height) in inches, each in (0, MAX_FIGSIZE]."""
     if figsize is None:
         return None
     expect = f"None or (width, height) in inches, each in (0, {MAX_FIGSIZE:g}]"
@@ -115,11 +121,7 @@ def _check_figsize(figsize, func: str):
     return (w, h)
 
 
-def _check_input(input: str, func: str) -> str:
-    return check_choice(input, ("logits", "probabilities"), "input", func)
-
-
-def _as_logits(x: np.ndarray, input: str, func: str, name: str = "logits") -> np.ndarray:
+def _as_logits(x: FloatArray, input: str, func: str, name: str = "logits") -> FloatArray:
     """Logits as given, or ``log p`` (``-inf`` where p is 0) for probabilities."""
     if input == "logits":
         return x
@@ -127,17 +129,19 @@ def _as_logits(x: np.ndarray, input: str, func: str, name: str = "logits") -> np
         raise param_error(name, func, "non-negative probabilities when input='probabilities'",
                           "an array with negative entries")
     with np.errstate(divide="ignore"):
-        return np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), -np.inf)
+        logs: FloatArray = np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), -np.inf)
+    return logs
 
 
-def _entropy_of(p: np.ndarray, axis: int = -1) -> np.ndarray:
+def _entropy_of(p: FloatArray, axis: int = -1) -> FloatArray:
     """Shannon entropy in nats of probabilities (0 log 0 = 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return terms.sum(axis=axis)
+    total: FloatArray = terms.sum(axis=axis)
+    return total
 
 
-def _temperature_positions(temps: Sequence[float]) -> np.ndarray:
+def _temperature_positions(temps: Sequence[float]) -> FloatArray:
     """Where each temperature sits on the colormap: by log T between the smallest and largest."""
     t = np.asarray(temps, dtype=np.float64)
     finite = np.isfinite(t) & (t > 0)
@@ -154,14 +158,16 @@ def _temperature_positions(temps: Sequence[float]) -> np.ndarray:
     return lo + (hi - lo) * pos
 
 
-def _colors(cmap, temps):
+def _colors(cmap: str | Colormap, temps: Sequence[float]) -> list[Color]:
+    """The colour of each temperature: its log-T position on the colormap."""
     import matplotlib
 
     cm = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
     return [cm(p) for p in _temperature_positions(temps)]
 
 
-def _style(ax, *, ygrid: bool = True, xgrid: bool = False) -> None:
+def _style(ax: Axes, *, ygrid: bool = True, xgrid: bool = False) -> None:
+    """The house style: no top/right spines, grey ticks, light grid lines behind the data."""
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     for side in ("left", "bottom"):
@@ -174,7 +180,7 @@ def _style(ax, *, ygrid: bool = True, xgrid: bool = False) -> None:
     ax.set_axisbelow(True)
 
 
-def _axes_list(ax, n: int, func: str) -> list:
+def _axes_list(ax: Any, n: int, func: str) -> list[Axes]:
     """The user's axes as a flat list of ``n`` axes."""
     from matplotlib.axes import Axes
 
@@ -187,7 +193,8 @@ def _axes_list(ax, n: int, func: str) -> list:
     return flat
 
 
-def _class_labels(labels, n: int, func: str) -> list[str]:
+def _class_labels(labels: Sequence[Any] | None, n: int, func: str) -> list[str]:
+    """Class names as strings, one per class (default ``0 … n - 1``)."""
     if labels is None:
         return [str(i) for i in range(n)]
     if isinstance(labels, str):
@@ -198,7 +205,7 @@ def _class_labels(labels, n: int, func: str) -> list[str]:
     return out
 
 
-def _nats_unit(base) -> tuple[str, float]:
+def _nats_unit(base: float | None) -> tuple[str, float]:
     """(unit name, divisor) for an entropy base."""
     if base is None or base == math.e:
         return "nats", 1.0
@@ -272,9 +279,11 @@ class TemperatureDisplay:
     >>> plt.close(disp.figure_)
     """
 
-    def __init__(self, probabilities, temperatures, *, labels=None, input="logits", reference=None):
+    def __init__(self, probabilities: ArrayLike, temperatures: Sequence[float], *,
+                 labels: Sequence[str] | None = None, input: str = "logits",
+                 reference: ArrayLike | None = None) -> None:
         func = "TemperatureDisplay"
-        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        self.probabilities: FloatArray = np.asarray(probabilities, dtype=np.float64)
         self.temperatures = tuple(float(t) for t in temperatures)
         _check_count(len(self.temperatures), MAX_TEMPERATURES, "temperatures", func,
                      "temperatures", " (one bar panel each)")
@@ -282,13 +291,15 @@ class TemperatureDisplay:
                      "probabilities", func, "classes", " drawn as bars")
         self.labels = labels
         self.input = input
-        self.reference = None if reference is None else np.asarray(reference, dtype=np.float64)
+        self.reference: FloatArray | None = (None if reference is None
+                                             else np.asarray(reference, dtype=np.float64))
         self.entropy = _entropy_of(self.probabilities)
-        self.max_prob = self.probabilities.max(axis=-1)
+        self.max_prob: FloatArray = self.probabilities.max(axis=-1)
 
     @classmethod
-    def from_logits(cls, logits, temperatures=CLASSIC_TEMPERATURES, *, labels=None, input="logits",
-                    ax=None, **plot_kwargs):
+    def from_logits(cls, logits: ArrayLike, temperatures: Sequence[float] | float = CLASSIC_TEMPERATURES,
+                    *, labels: Sequence[Any] | None = None, input: str = "logits", ax: Any = None,
+                    **plot_kwargs: Any) -> TemperatureDisplay:
         """Compute ``softmax(logits, T)`` (or ``temper``) for each T and plot it.
 
         Parameters
@@ -313,12 +324,12 @@ class TemperatureDisplay:
         TemperatureDisplay
         """
         func = "TemperatureDisplay.from_logits"
-        input = _check_input(input, func)
-        x = _to_numpy(logits, "logits", func)
+        input = check_input(input, func)
+        x = _float64(logits, "logits", func)
         if x.ndim != 1 or x.size == 0:
             raise param_error("logits", func, "a non-empty 1-D array (one distribution)",
                               f"an array of shape {x.shape}")
-        temps = _check_temperatures(temperatures, func)
+        temps = check_temperatures(temperatures, func)
         _check_count(len(temps), MAX_TEMPERATURES, "temperatures", func, "temperatures",
                      " (one bar panel each)")
         _check_count(x.size, MAX_CLASSES, "logits", func, "classes", " drawn as bars")
@@ -331,14 +342,18 @@ class TemperatureDisplay:
         return disp.plot(ax=ax, **plot_kwargs)
 
     @classmethod
-    def from_probabilities(cls, probs, temperatures=CLASSIC_TEMPERATURES, *, labels=None, ax=None,
-                           **plot_kwargs):
+    def from_probabilities(cls, probs: ArrayLike,
+                           temperatures: Sequence[float] | float = CLASSIC_TEMPERATURES, *,
+                           labels: Sequence[Any] | None = None, ax: Any = None,
+                           **plot_kwargs: Any) -> TemperatureDisplay:
         """Re-temper a probability vector (``temper(p, T)``) at each T and plot it."""
         return cls.from_logits(probs, temperatures, labels=labels, input="probabilities", ax=ax,
                                **plot_kwargs)
 
-    def plot(self, ax=None, *, layout=None, cmap="plasma", colorbar=True, reference=None,
-             ylim=(0.0, 1.0), title=None, ncols=None, figsize=None):
+    def plot(self, ax: Any = None, *, layout: str | None = None, cmap: str | Colormap = "plasma",
+             colorbar: bool = True, reference: bool | None = None,
+             ylim: tuple[float, float] | None = (0.0, 1.0), title: str | None = None,
+             ncols: int | None = None, figsize: tuple[float, float] | None = None) -> TemperatureDisplay:
         """Draw the bars.
 
         Parameters
@@ -372,12 +387,11 @@ class TemperatureDisplay:
         if ncols is not None and (isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral)
                                   or not 1 <= ncols <= MAX_TEMPERATURES):
             raise param_error("ncols", func, f"None or an int in [1, {MAX_TEMPERATURES}]", ncols)
-        plt = _pyplot()
+        _pyplot()
         from matplotlib.axes import Axes
 
         n = len(self.temperatures)
         k = self.probabilities.shape[-1]
-        labels = self.labels if self.labels is not None else [str(i) for i in range(k)]
         if layout is None:
             layout = "grouped" if isinstance(ax, Axes) and n > 1 else "panels"
         check_choice(layout, ("panels", "grouped"), "layout", func)
@@ -385,77 +399,23 @@ class TemperatureDisplay:
         if title is None:
             title = ("temper(p, T) = p^(1/T) / Σ p^(1/T)   (input treated as probabilities)"
                      if self.input == "probabilities" else "softmax(x / T)   (input treated as logits)")
-        xs = np.arange(k)
         if reference is None:  # auto: ticks help up to a few dozen classes, then they clutter
             reference = k <= 30
         show_ref = bool(reference) and self.reference is not None
-        self.bars_ = []
-        self.colorbar_ = None
-        self.legend_ = None
+        self.bars_: list[BarContainer] = []
+        self.colorbar_: Colorbar | None = None
+        self.legend_: Legend | None = None
         if layout == "panels":
-            if ax is None:
-                ncols = min(n, 5) if ncols is None else int(ncols)
-                nrows = math.ceil(n / ncols)
-                width = min(max(2.5, 1.45 + 0.1 * k), 4.0)
-                figsize = figsize or (0.9 + width * ncols, 0.5 + 2.9 * nrows)
-                fig, axs = plt.subplots(nrows, ncols, sharey=True, squeeze=False, figsize=figsize,
-                                        layout="constrained")
-                axs = list(axs.reshape(-1))
-                for extra in axs[n:]:
-                    extra.remove()
-                axs = axs[:n]
-            else:
-                axs = _axes_list(ax, n, func)
-                fig = axs[0].figure
-            for i, (a, t) in enumerate(zip(axs, self.temperatures)):
-                p = self.probabilities[i]
-                bars = a.bar(xs, p, width=0.78, color=colors[i], edgecolor="white", linewidth=0.5,
-                             zorder=2, label=f"T = {_fmt_t(t)}")
-                self.bars_.append(bars)
-                if show_ref and t != 1.0:
-                    ref_handle = a.hlines(self.reference, xs - 0.39, xs + 0.39, colors=_INK, linewidth=1.1,
-                             zorder=3, label="T = 1")
-                a.set_title(f"T = {_fmt_t(t)}\nH = {self.entropy[i]:.2f} nats · max p = "
-                            f"{self.max_prob[i]:.2f}", fontsize=10, color=_INK, linespacing=1.5)
-                self._xticks(a, xs, labels)
-                _style(a)
-                if ylim is not None:
-                    a.set_ylim(*ylim)
-                a.set_xlim(-0.6, k - 0.4)
-            axs[0].set_ylabel("probability", fontsize=10, color=_INK)
-            for a in axs:
-                a.set_xlabel("class", fontsize=9, color=_MUTED)
-            if show_ref and any(t != 1.0 for t in self.temperatures):
-                if ax is None:  # constrained layout: a legend under the panels, clear of the bars
-                    self.legend_ = fig.legend([ref_handle], ["T = 1 distribution (reference)"],
-                                              loc="outside lower right", fontsize=8, frameon=False,
-                                              handlelength=1.2)
-                else:
-                    self.legend_ = axs[0].legend([ref_handle], ["T = 1 (reference)"], loc="best",
-                                                 fontsize=8, frameon=False, handlelength=1.2)
+            fig, axs = self._panel_axes(ax, ncols, figsize, func)
+            ref_handle = self._draw_panels(axs, colors, show_ref, ylim)
+            if ref_handle is not None:
+                self.legend_ = self._reference_legend(ref_handle, fig, axs, below=ax is None)
             if colorbar:
                 self.colorbar_ = self._colorbar(fig, axs, colors)
         else:
-            if ax is None:
-                fig, a = plt.subplots(figsize=figsize or (min(MAX_FIGSIZE, max(5.0, 1.5 + 0.5 * k * max(1, n / 3))), 3.6),
-                                      layout="constrained")
-            else:
-                a = _axes_list(ax, 1, func)[0]
-                fig = a.figure
+            fig, a = self._grouped_axes(ax, figsize, func)
             axs = [a]
-            w = 0.84 / n
-            for i, t in enumerate(self.temperatures):
-                bars = a.bar(xs - 0.42 + w * (i + 0.5), self.probabilities[i], width=w, color=colors[i],
-                             edgecolor="white", linewidth=0.3, zorder=2,
-                             label=f"T = {_fmt_t(t)}  (H = {self.entropy[i]:.2f}, max p = "
-                                   f"{self.max_prob[i]:.2f})")
-                self.bars_.append(bars)
-            self._xticks(a, xs, labels)
-            _style(a)
-            if ylim is not None:
-                a.set_ylim(*ylim)
-            a.set_ylabel("probability", fontsize=10, color=_INK)
-            a.set_xlabel("class", fontsize=9, color=_MUTED)
+            self._draw_grouped(a, colors, ylim)
             if colorbar:
                 self.legend_ = a.legend(fontsize=8, frameon=False, loc="upper right")
         if title:
@@ -464,15 +424,111 @@ class TemperatureDisplay:
         self.figure_ = fig
         return self
 
+    def _class_names(self) -> list[str]:
+        k = self.probabilities.shape[-1]
+        return list(self.labels) if self.labels is not None else [str(i) for i in range(k)]
+
+    def _panel_axes(self, ax: Any, ncols: int | None, figsize: tuple[float, float] | None,
+                    func: str) -> tuple[Any, list[Axes]]:
+        """(figure, one axes per temperature): a new grid of panels sharing the y axis, or the
+        user's axes."""
+        n = len(self.temperatures)
+        if ax is not None:
+            axs = _axes_list(ax, n, func)
+            return axs[0].figure, axs
+        k = self.probabilities.shape[-1]
+        ncols = min(n, 5) if ncols is None else int(ncols)
+        nrows = math.ceil(n / ncols)
+        width = min(max(2.5, 1.45 + 0.1 * k), 4.0)
+        figsize = figsize or (0.9 + width * ncols, 0.5 + 2.9 * nrows)
+        fig, grid = _pyplot().subplots(nrows, ncols, sharey=True, squeeze=False, figsize=figsize,
+                                       layout="constrained")
+        panels: list[Axes] = list(grid.reshape(-1))
+        for extra in panels[n:]:
+            extra.remove()
+        return fig, panels[:n]
+
+    def _draw_panels(self, axs: list[Axes], colors: list[Color], show_ref: bool,
+                     ylim: tuple[float, float] | None) -> Any:
+        """One bar panel per temperature, with the ``T = 1`` ticks where asked; returns the
+        handle of those ticks for the legend (None when none were drawn)."""
+        k = self.probabilities.shape[-1]
+        xs = np.arange(k)
+        labels = self._class_names()
+        ref_handle = None
+        reference = self.reference if show_ref else None
+        for i, (a, t) in enumerate(zip(axs, self.temperatures, strict=True)):
+            bars = a.bar(xs, self.probabilities[i], width=0.78, color=colors[i], edgecolor="white",
+                         linewidth=0.5, zorder=2, label=f"T = {_fmt_t(t)}")
+            self.bars_.append(bars)
+            if reference is not None and t != 1.0:
+                ref_handle = a.hlines(reference, xs - 0.39, xs + 0.39, colors=_INK,
+                                      linewidth=1.1, zorder=3, label="T = 1")
+            a.set_title(f"T = {_fmt_t(t)}\nH = {self.entropy[i]:.2f} nats · max p = "
+                        f"{self.max_prob[i]:.2f}", fontsize=10, color=_INK, linespacing=1.5)
+            self._xticks(a, xs, labels)
+            _style(a)
+            if ylim is not None:
+                a.set_ylim(*ylim)
+            a.set_xlim(-0.6, k - 0.4)
+        axs[0].set_ylabel("probability", fontsize=10, color=_INK)
+        for a in axs:
+            a.set_xlabel("class", fontsize=9, color=_MUTED)
+        return ref_handle
+
     @staticmethod
-    def _xticks(a, xs, labels):
+    def _reference_legend(handle: Any, fig: Any, axs: list[Axes], *, below: bool) -> Legend:
+        """The key of the ``T = 1`` ticks: under the panels of a figure of our own (constrained
+        layout keeps it clear of the bars), else in the first panel."""
+        if below:
+            legend: Legend = fig.legend([handle], ["T = 1 distribution (reference)"],
+                                        loc="outside lower right", fontsize=8, frameon=False,
+                                        handlelength=1.2)
+            return legend
+        return axs[0].legend([handle], ["T = 1 (reference)"], loc="best", fontsize=8,
+                             frameon=False, handlelength=1.2)
+
+    def _grouped_axes(self, ax: Any, figsize: tuple[float, float] | None,
+                      func: str) -> tuple[Any, Axes]:
+        """(figure, axes) for the grouped bars: a new figure sized to the groups, or the user's."""
+        if ax is not None:
+            a = _axes_list(ax, 1, func)[0]
+            return a.figure, a
+        n = len(self.temperatures)
+        k = self.probabilities.shape[-1]
+        width = min(MAX_FIGSIZE, max(5.0, 1.5 + 0.5 * k * max(1, n / 3)))
+        fig, a = _pyplot().subplots(figsize=figsize or (width, 3.6), layout="constrained")
+        return fig, a
+
+    def _draw_grouped(self, a: Axes, colors: list[Color], ylim: tuple[float, float] | None) -> None:
+        """One group of bars per class, one bar per temperature."""
+        k = self.probabilities.shape[-1]
+        xs = np.arange(k)
+        w = 0.84 / len(self.temperatures)
+        for i, t in enumerate(self.temperatures):
+            bars = a.bar(xs - 0.42 + w * (i + 0.5), self.probabilities[i], width=w, color=colors[i],
+                         edgecolor="white", linewidth=0.3, zorder=2,
+                         label=f"T = {_fmt_t(t)}  (H = {self.entropy[i]:.2f}, max p = "
+                               f"{self.max_prob[i]:.2f})")
+            self.bars_.append(bars)
+        self._xticks(a, xs, self._class_names())
+        _style(a)
+        if ylim is not None:
+            a.set_ylim(*ylim)
+        a.set_ylabel("probability", fontsize=10, color=_INK)
+        a.set_xlabel("class", fontsize=9, color=_MUTED)
+
+    @staticmethod
+    def _xticks(a: Axes, xs: np.ndarray[Any, np.dtype[Any]], labels: list[str]) -> None:
+        """Class ticks: every class named up to 24 (rotated when crowded), else a few."""
         from matplotlib.ticker import MaxNLocator
 
         k = len(xs)
         if k <= 24:
             a.set_xticks(xs)
             # rotate when the labels would not fit side by side under the panel
-            inches = a.get_position().width * a.figure.get_figwidth()
+            fig: Any = a.figure
+            inches = a.get_position().width * fig.get_figwidth()
             crowded = max(len(s) for s in labels) * 9 * 0.55 / 72 > 0.9 * inches / k
             a.set_xticklabels(labels, fontsize=9, rotation=40 if crowded else 0,
                               ha="right" if crowded else "center", rotation_mode="anchor")
@@ -484,7 +540,8 @@ class TemperatureDisplay:
                     lambda v, _pos: labels[int(v)] if 0 <= int(v) < k and v == int(v) else "")
         a.tick_params(axis="x", length=0)
 
-    def _colorbar(self, fig, axs, colors):
+    def _colorbar(self, fig: Any, axs: list[Axes], colors: list[Color]) -> Colorbar:
+        """A discrete colour bar keyed by T (temperatures in increasing order)."""
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import BoundaryNorm, ListedColormap
 
@@ -492,8 +549,9 @@ class TemperatureDisplay:
         order = np.argsort(np.asarray(self.temperatures), kind="stable")
         cmap = ListedColormap([colors[i] for i in order])
         norm = BoundaryNorm(np.arange(n + 1) - 0.5, n)
-        cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axs), ticks=np.arange(n),
-                          fraction=0.02, pad=0.01, aspect=25 * max(1, len(fig.axes) // 6 + 1))
+        cb: Colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(axs),
+                                    ticks=np.arange(n), fraction=0.02, pad=0.01,
+                                    aspect=25 * max(1, len(fig.axes) // 6 + 1))
         cb.set_ticklabels([_fmt_t(self.temperatures[i]) for i in order])
         cb.set_label("temperature T", fontsize=9, color=_INK)
         cb.ax.tick_params(labelsize=8, length=0)
@@ -505,21 +563,24 @@ class TemperatureDisplay:
 # EntropyCurveDisplay
 # --------------------------------------------------------------------------------------------
 _QUANTITIES = ("entropy", "perplexity", "max_prob")
+#: one colour per row of an entropy-curve figure
+_ROW_PALETTE = ("#3B6EA8", "#C8553D", "#4E9A5B", "#8E5EA2", "#D19A2A", "#3A9FB0", "#A0522D",
+                "#6B6B6B", "#B5487A", "#7A8B2E")
 
 
-def _curve(z: np.ndarray, grid: np.ndarray, quantity: str) -> np.ndarray:
+def _curve(z: FloatArray, grid: FloatArray, quantity: str) -> FloatArray:
     """``quantity`` of softmax(z, T) for every T in ``grid``: shape (n_rows, n_grid)."""
     from ._entropy import entropy, perplexity
 
     rows, k = z.shape
-    out = np.empty((rows, grid.size))
+    out: FloatArray = np.empty((rows, grid.size))
     step = max(1, int(2_000_000 // max(1, rows * k)))
     for s in range(0, grid.size, step):
         g = grid[s:s + step]
         zb = np.broadcast_to(z, (g.size, rows, k))
         Tb = np.broadcast_to(g[:, None], (g.size, rows))
         if quantity == "max_prob":
-            v = softmax(zb, Tb).max(axis=-1)
+            v = np.asarray(softmax(zb, Tb)).max(axis=-1)
         elif quantity == "entropy":
             v = entropy(zb, Tb)
         else:
@@ -573,28 +634,35 @@ class EntropyCurveDisplay:
     >>> plt.close(disp.figure_)
     """
 
-    def __init__(self, temperatures, values, *, quantity="entropy", n_classes=None, marks=(),
-                 mark_values=None, target=None, target_temperatures=None, row_labels=None, base=None):
+    def __init__(self, temperatures: ArrayLike, values: ArrayLike, *, quantity: str = "entropy",
+                 n_classes: ArrayLike | None = None, marks: Sequence[float] = (),
+                 mark_values: ArrayLike | None = None, target: float | None = None,
+                 target_temperatures: ArrayLike | None = None,
+                 row_labels: Sequence[str] | None = None, base: float | None = None) -> None:
         func = "EntropyCurveDisplay"
-        self.temperatures = np.asarray(temperatures, dtype=np.float64)
-        self.values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+        self.temperatures: FloatArray = np.asarray(temperatures, dtype=np.float64)
+        self.values: FloatArray = np.atleast_2d(np.asarray(values, dtype=np.float64))
         self.quantity = quantity
         self.n_classes = None if n_classes is None else np.asarray(n_classes)
         self.marks = tuple(float(t) for t in marks)
         _check_count(self.temperatures.size, MAX_GRID, "temperatures", func, "grid points")
         _check_count(self.values.shape[0], MAX_CURVES, "values", func, "rows", " (one curve each)")
         _check_count(len(self.marks), MAX_TEMPERATURES, "marks", func, "marked temperatures")
-        self.mark_values = None if mark_values is None else np.asarray(mark_values, dtype=np.float64)
+        self.mark_values: FloatArray | None = (None if mark_values is None
+                                               else np.asarray(mark_values, dtype=np.float64))
         self.target = target
-        self.target_temperatures = (None if target_temperatures is None
-                                    else np.asarray(target_temperatures, dtype=np.float64))
+        self.target_temperatures: FloatArray | None = (
+            None if target_temperatures is None else np.asarray(target_temperatures, dtype=np.float64))
         self.row_labels = row_labels
         self.base = base
 
     @classmethod
-    def from_logits(cls, logits, temperatures=CLASSIC_TEMPERATURES, *, quantity="entropy", target=None,
-                    input="logits", t_range=(1e-2, 1e2), num=241, base=None, row_labels=None,
-                    ax=None, **plot_kwargs):
+    def from_logits(cls, logits: ArrayLike,
+                    temperatures: Sequence[float] | float | None = CLASSIC_TEMPERATURES, *,
+                    quantity: str = "entropy", target: float | None = None, input: str = "logits",
+                    t_range: tuple[float, float] = (1e-2, 1e2), num: int = 241,
+                    base: float | None = None, row_labels: Sequence[str] | None = None,
+                    ax: Any = None, **plot_kwargs: Any) -> EntropyCurveDisplay:
         """Compute the curve(s) and plot them.
 
         Parameters
@@ -626,17 +694,18 @@ class EntropyCurveDisplay:
         EntropyCurveDisplay
         """
         func = "EntropyCurveDisplay.from_logits"
-        input = _check_input(input, func)
+        input = check_input(input, func)
         check_choice(quantity, _QUANTITIES, "quantity", func)
-        x = _to_numpy(logits, "logits", func)
+        x = _float64(logits, "logits", func)
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[-1] == 0 or x.shape[0] == 0:
             raise param_error("logits", func, "a 1-D or 2-D array with at least one class",
                               f"an array of shape {x.shape}")
         _check_count(x.shape[0], MAX_CURVES, "logits", func, "rows", " (one curve each)")
-        marks = () if temperatures is None or (not np.isscalar(temperatures) and len(temperatures) == 0) \
-            else _check_temperatures(temperatures, func)
+        marks: tuple[float, ...] = ()
+        if temperatures is not None and (np.isscalar(temperatures) or len(np.atleast_1d(temperatures))):
+            marks = check_temperatures(temperatures, func)
         _check_count(len(marks), MAX_TEMPERATURES, "temperatures", func, "temperatures",
                      " (one mark each)")
         try:
@@ -675,7 +744,8 @@ class EntropyCurveDisplay:
                    target_temperatures=target_t, row_labels=row_labels, base=base)
         return disp.plot(ax=ax, **plot_kwargs)
 
-    def plot(self, ax=None, *, title=None, colors=None, figsize=None, legend=True):
+    def plot(self, ax: Any = None, *, title: str | None = None, colors: Sequence[Color] | None = None,
+             figsize: tuple[float, float] | None = None, legend: bool = True) -> EntropyCurveDisplay:
         """Draw the curves on ``ax`` (a new figure when ``None``); returns self."""
         func = "EntropyCurveDisplay.plot"
         figsize = _check_figsize(figsize, func)
@@ -687,74 +757,20 @@ class EntropyCurveDisplay:
             fig = a.figure
         rows = self.values.shape[0]
         if colors is None:
-            palette = ["#3B6EA8", "#C8553D", "#4E9A5B", "#8E5EA2", "#D19A2A", "#3A9FB0",
-                       "#A0522D", "#6B6B6B", "#B5487A", "#7A8B2E"]
-            colors = [palette[i % len(palette)] for i in range(rows)]
-        labels = (list(self.row_labels) if self.row_labels is not None
-                  else ([f"row {i}" for i in range(rows)] if rows > 1 else [None]))
+            colors = [_ROW_PALETTE[i % len(_ROW_PALETTE)] for i in range(rows)]
+        labels: list[str | None] = (list(self.row_labels) if self.row_labels is not None
+                                    else ([f"row {i}" for i in range(rows)] if rows > 1 else [None]))
         if len(labels) != rows:
             raise param_error("row_labels", func, f"{rows} labels", f"{len(labels)} labels")
-        unit = _nats_unit(self.base)[0]
-        ylabel = {"entropy": f"entropy H ({unit})",
-                  "perplexity": "perplexity exp(H)  (effective classes)",
-                  "max_prob": "top probability max p"}[self.quantity]
-        self.lines_ = []
         a.set_xscale("log")
-        for i in range(rows):
-            (line,) = a.plot(self.temperatures, self.values[i], color=colors[i], linewidth=2.0,
-                             label=labels[i], zorder=3)
-            self.lines_.append(line)
-        # limits: uniform over the n unmasked classes
-        limits = []
-        if self.n_classes is not None:
-            ks = sorted({int(k) for k in np.asarray(self.n_classes).reshape(-1) if k > 0})
-            for k in ks[:3]:
-                lim = {"entropy": math.log(k) / _nats_unit(self.base)[1], "perplexity": float(k),
-                       "max_prob": 1.0 / k}[self.quantity]
-                limits.append(lim)
-                a.axhline(lim, color="#999999", linewidth=0.9, linestyle=(0, (4, 3)), zorder=1)
-                txt = {"entropy": f"uniform: log {k} = {lim:.2f}", "perplexity": f"uniform: {k}",
-                       "max_prob": f"uniform: 1/{k} = {lim:.2f}"}[self.quantity]
-                top = self.quantity != "max_prob"
-                a.annotate(txt, (0.0, lim), xycoords=("axes fraction", "data"),
-                           xytext=(4, 3 if top else -3), textcoords="offset points", ha="left",
-                           va="bottom" if top else "top", fontsize=8, color=_MUTED)
-        # chosen temperatures
-        tmin, tmax = self.temperatures[0], self.temperatures[-1]
-        for j, t in enumerate(self.marks):
-            if not (tmin <= t <= tmax):
-                continue
-            a.axvline(t, color="#cccccc", linewidth=0.8, zorder=0)
-            a.annotate(f"T = {_fmt_t(t)}", (t, 1.0), xycoords=("data", "axes fraction"),
-                       xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                       fontsize=8, color=_MUTED)
-            if self.mark_values is not None:
-                a.scatter(np.full(rows, t), self.mark_values[:, j], s=22, c=colors[:rows],
-                          edgecolors="white", linewidths=0.8, zorder=4)
-        # the target
+        self.lines_ = self._draw_curves(a, colors, labels)
+        limits = self._draw_limits(a)
+        self._draw_marks(a, colors)
         if self.target is not None:
-            a.axhline(self.target, color=_INK, linewidth=1.0, linestyle=(0, (1, 2)), zorder=2,
-                      label={"entropy": f"target H = {self.target:g} {unit}",
-                             "perplexity": f"target exp(H) = {self.target:g}",
-                             "max_prob": f"target max p = {self.target:g}"}[self.quantity])
-            if self.target_temperatures is not None:
-                for i, t in enumerate(self.target_temperatures):
-                    if not (np.isfinite(t) and tmin <= t <= tmax):
-                        continue
-                    a.scatter([t], [self.target], marker="D", s=34, color=colors[i],
-                              edgecolors=_INK, linewidths=0.8, zorder=5)
-                    a.annotate(f"T* = {t:.3g}", (t, self.target), xytext=(6, -12 - 11 * i),
-                               textcoords="offset points", fontsize=8, color=colors[i])
-        a.set_xlim(tmin, tmax)
-        a.xaxis.set_major_formatter(lambda v, _pos: _fmt_t(v))
-        if self.quantity == "max_prob":
-            a.set_ylim(0, 1.04)
-        else:
-            finite = self.values[np.isfinite(self.values)]
-            top = max([float(finite.max()) if finite.size else 1.0] + limits)
-            a.set_ylim(0 if self.quantity == "entropy" else 1, top * 1.08 if top > 0 else 1.0)
+            self._draw_target(a, colors, self.target)
+        self._set_ranges(a, limits)
         a.set_xlabel("temperature T (log scale)", fontsize=10, color=_INK)
-        a.set_ylabel(ylabel, fontsize=10, color=_INK)
+        a.set_ylabel(self._ylabel(), fontsize=10, color=_INK)
         _style(a, xgrid=True)
         if legend and (rows > 1 or self.target is not None):
             a.legend(fontsize=8, frameon=False,
@@ -768,23 +784,145 @@ class EntropyCurveDisplay:
         self.figure_ = fig
         return self
 
+    def _ylabel(self) -> str:
+        unit = _nats_unit(self.base)[0]
+        return {"entropy": f"entropy H ({unit})",
+                "perplexity": "perplexity exp(H)  (effective classes)",
+                "max_prob": "top probability max p"}[self.quantity]
+
+    def _draw_curves(self, a: Axes, colors: Sequence[Color], labels: list[str | None]) -> list[Line2D]:
+        """One line per row along the temperature grid."""
+        lines = []
+        for i in range(self.values.shape[0]):
+            (line,) = a.plot(self.temperatures, self.values[i], color=colors[i], linewidth=2.0,
+                             label=labels[i], zorder=3)
+            lines.append(line)
+        return lines
+
+    def _draw_limits(self, a: Axes) -> list[float]:
+        """The T = inf limits: a dashed line at the uniform value over the ``n`` unmasked classes
+        (up to three distinct ``n``), annotated; returns their values."""
+        limits: list[float] = []
+        if self.n_classes is None:
+            return limits
+        divisor = _nats_unit(self.base)[1]
+        ks = sorted({int(k) for k in np.asarray(self.n_classes).reshape(-1) if k > 0})
+        for k in ks[:3]:
+            lim = {"entropy": math.log(k) / divisor, "perplexity": float(k),
+                   "max_prob": 1.0 / k}[self.quantity]
+            limits.append(lim)
+            a.axhline(lim, color="#999999", linewidth=0.9, linestyle=(0, (4, 3)), zorder=1)
+            txt = {"entropy": f"uniform: log {k} = {lim:.2f}", "perplexity": f"uniform: {k}",
+                   "max_prob": f"uniform: 1/{k} = {lim:.2f}"}[self.quantity]
+            top = self.quantity != "max_prob"
+            a.annotate(txt, (0.0, lim), xycoords=("axes fraction", "data"),
+                       xytext=(4, 3 if top else -3), textcoords="offset points", ha="left",
+                       va="bottom" if top else "top", fontsize=8, color=_MUTED)
+        return limits
+
+    def _draw_marks(self, a: Axes, colors: Sequence[Color]) -> None:
+        """The chosen temperatures inside the grid: a vertical line, a label above the axes, and
+        a dot on every curve."""
+        rows = self.values.shape[0]
+        tmin, tmax = self.temperatures[0], self.temperatures[-1]
+        for j, t in enumerate(self.marks):
+            if not (tmin <= t <= tmax):
+                continue
+            a.axvline(t, color="#cccccc", linewidth=0.8, zorder=0)
+            a.annotate(f"T = {_fmt_t(t)}", (t, 1.0), xycoords=("data", "axes fraction"),
+                       xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                       fontsize=8, color=_MUTED)
+            if self.mark_values is not None:
+                a.scatter(np.full(rows, t), self.mark_values[:, j], s=22, c=list(colors[:rows]),
+                          edgecolors="white", linewidths=0.8, zorder=4)
+
+    def _draw_target(self, a: Axes, colors: Sequence[Color], target: float) -> None:
+        """The target value (a dotted line) and, per row, the temperature reaching it (T*)."""
+        unit = _nats_unit(self.base)[0]
+        a.axhline(target, color=_INK, linewidth=1.0, linestyle=(0, (1, 2)), zorder=2,
+                  label={"entropy": f"target H = {target:g} {unit}",
+                         "perplexity": f"target exp(H) = {target:g}",
+                         "max_prob": f"target max p = {target:g}"}[self.quantity])
+        if self.target_temperatures is None:
+            return
+        tmin, tmax = self.temperatures[0], self.temperatures[-1]
+        for i, t in enumerate(self.target_temperatures):
+            if not (np.isfinite(t) and tmin <= t <= tmax):
+                continue
+            a.scatter([t], [target], marker="D", s=34, color=colors[i],
+                      edgecolors=_INK, linewidths=0.8, zorder=5)
+            a.annotate(f"T* = {t:.3g}", (t, target), xytext=(6, -12 - 11 * i),
+                       textcoords="offset points", fontsize=8, color=colors[i])
+
+    def _set_ranges(self, a: Axes, limits: list[float]) -> None:
+        """x: the grid, labelled as temperatures; y: from the T = 0 side to above the highest
+        curve or limit (probabilities: [0, 1])."""
+        a.set_xlim(self.temperatures[0], self.temperatures[-1])
+        a.xaxis.set_major_formatter(lambda v, _pos: _fmt_t(v))
+        if self.quantity == "max_prob":
+            a.set_ylim(0, 1.04)
+        else:
+            finite = self.values[np.isfinite(self.values)]
+            top = max([float(finite.max()) if finite.size else 1.0] + limits)
+            a.set_ylim(0 if self.quantity == "entropy" else 1, top * 1.08 if top > 0 else 1.0)
+
 
 # --------------------------------------------------------------------------------------------
 # ReliabilityDisplay
 # --------------------------------------------------------------------------------------------
-def _two_columns(z: np.ndarray) -> np.ndarray:
-    """Binary problems given as one logit per sample become two columns ``[0, z]``."""
-    if z.ndim == 2 and z.shape[1] == 1:
-        z = z[:, 0]
-    if z.ndim == 1:
-        return np.stack([np.zeros_like(z), z], axis=-1)
-    return z
+def _is_labels(a: np.ndarray[Any, np.dtype[Any]]) -> bool:
+    return a.ndim == 1 and a.dtype.kind in "biu"
 
 
-def _field(curve, name):
-    if isinstance(curve, dict):
-        return np.asarray(curve[name])
-    return np.asarray(getattr(curve, name))
+def _prediction_first(prediction: Any, labels: Any, func: str) -> tuple[Any, Any]:
+    """``(prediction, labels)``, swapping a call in the former ``(labels, prediction)`` order.
+
+    The former order is recognised by an integer (or bool) 1-D first argument with a floating
+    second one (1-D: a binary problem's scores, or 2-D); it is swapped with a
+    DeprecationWarning.  Anything else is taken as given (the metrics report what is wrong).
+    """
+    first, second = np.asarray(to_numpy(prediction)), np.asarray(to_numpy(labels))
+    if _is_labels(first) and second.dtype.kind == "f" and second.ndim in (1, 2):
+        warnings.warn(f"{func}: the arguments are (prediction, labels), as in every metric; the "
+                      "former (labels, prediction) order is deprecated and will stop working in "
+                      "a future release: swap them", DeprecationWarning, stacklevel=3)
+        return labels, prediction
+    return prediction, labels
+
+
+def _field(curve: Any, name: str) -> FloatArray:
+    """A field of a reliability curve (a ``ReliabilityCurve`` or a dict) as float64."""
+    value = curve[name] if isinstance(curve, dict) else getattr(curve, name)
+    arr: FloatArray = np.asarray(value).astype(np.float64)
+    return arr
+
+
+class _Bins(NamedTuple):
+    """One reliability curve, ready to draw."""
+
+    edges: FloatArray
+    conf: FloatArray
+    acc: FloatArray
+    counts: FloatArray
+
+    @classmethod
+    def of(cls, curve: Any) -> _Bins:
+        return cls(_field(curve, "bin_edges"), _field(curve, "confidence"),
+                   _field(curve, "accuracy"), _field(curve, "counts"))
+
+    @property
+    def left(self) -> FloatArray:
+        return self.edges[:-1]
+
+    @property
+    def width(self) -> FloatArray:
+        width: FloatArray = np.diff(self.edges)
+        return width
+
+    @property
+    def filled(self) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        filled: np.ndarray[Any, np.dtype[np.bool_]] = self.counts > 0
+        return filled
 
 
 class ReliabilityDisplay:
@@ -817,24 +955,31 @@ class ReliabilityDisplay:
         The gap bars of each column.
     """
 
-    def __init__(self, curves, names, *, ece=None):
+    def __init__(self, curves: Sequence[Any], names: Sequence[str], *,
+                 ece: Sequence[float] | None = None) -> None:
         self.curves = list(curves)
         self.names = list(names)
         self.ece = None if ece is None else [float(e) for e in ece]
 
     @classmethod
-    def from_predictions(cls, labels, probs, *, probs_after=None, n_bins=15, strategy="uniform",
-                         sample_weight=None, names=None, temperature=None, ax=None, **plot_kwargs):
+    def from_predictions(cls, prediction: ArrayLike | None = None, labels: ArrayLike | None = None, *,
+                         prediction_after: ArrayLike | None = None, n_bins: int = 15,
+                         strategy: str = "uniform", sample_weight: ArrayLike | None = None,
+                         names: Sequence[str] | None = None, temperature: float | None = None,
+                         ax: Any = None, **plot_kwargs: Any) -> ReliabilityDisplay:
         """Diagram(s) from predicted probabilities.
 
         Parameters
         ----------
+        prediction : array_like, shape (n_samples, n_classes) or (n_samples,)
+            Predicted probabilities (one column: the probability of class 1 of a binary
+            problem).  ``probs=`` is its deprecated name.
         labels : array_like of int, shape (n_samples,)
-            True classes.
-        probs : array_like, shape (n_samples, n_classes) or (n_samples,)
-            Predicted probabilities (one column: the probability of class 1 of a binary problem).
-        probs_after : array_like, optional
-            The same after temperature scaling; drawn in a second column.
+            True classes.  The former ``(labels, prediction)`` order still works, with a
+            DeprecationWarning.
+        prediction_after : array_like, optional
+            The same after temperature scaling; drawn in a second column (``probs_after=`` is
+            its deprecated name).
         n_bins : int, default 15
         strategy : {"uniform", "quantile"}, default "uniform"
             Equal-width bins, or bins holding equal numbers of samples.
@@ -851,10 +996,19 @@ class ReliabilityDisplay:
         from .calibration import calibration_error, reliability_curve
 
         func = "ReliabilityDisplay.from_predictions"
-        sets = [probs] if probs_after is None else [probs, probs_after]
+        given = {"prediction": prediction, "prediction_after": prediction_after}
+        for old, new in (("probs", "prediction"), ("probs_after", "prediction_after")):
+            if old in plot_kwargs:
+                given[old] = plot_kwargs.pop(old)
+                deprecated_alias(given, old, new, func)
+        prediction, prediction_after = given["prediction"], given["prediction_after"]
+        if prediction is None or labels is None:
+            raise TypeError(f"{func}() needs the prediction and the labels")
+        prediction, labels = _prediction_first(prediction, labels, func)
+        sets = [prediction] if prediction_after is None else [prediction, prediction_after]
         curves, eces = [], []
         for p in sets:
-            kw = {"n_bins": n_bins, "strategy": strategy, "sample_weight": sample_weight}
+            kw: dict[str, Any] = {"n_bins": n_bins, "strategy": strategy, "sample_weight": sample_weight}
             curves.append(reliability_curve(p, labels, **kw))
             eces.append(float(calibration_error(p, labels, **kw)))
         if names is None:
@@ -864,15 +1018,20 @@ class ReliabilityDisplay:
         return cls(curves, names, ece=eces).plot(ax=ax, **plot_kwargs)
 
     @classmethod
-    def from_logits(cls, labels, logits, temperature=None, *, n_bins=15, strategy="uniform",
-                    sample_weight=None, names=None, ax=None, **plot_kwargs):
+    def from_logits(cls, logits: ArrayLike, labels: ArrayLike,
+                    temperature: float | str | None = None, *, n_bins: int = 15,
+                    strategy: str = "uniform", sample_weight: ArrayLike | None = None,
+                    names: Sequence[str] | None = None, ax: Any = None,
+                    **plot_kwargs: Any) -> ReliabilityDisplay:
         """Diagram(s) from logits: ``softmax(logits)`` and, given ``temperature``, ``softmax(logits, T)``.
 
         Parameters
         ----------
-        labels : array_like of int, shape (n_samples,)
         logits : array_like, shape (n_samples, n_classes) or (n_samples,)
             One logit per sample is a binary problem (the logit of class 1).
+        labels : array_like of int, shape (n_samples,)
+            True classes.  The former ``(labels, logits)`` order still works, with a
+            DeprecationWarning.
         temperature : float or "fit", optional
             Draw the diagram after temperature scaling too; ``"fit"`` fits T with
             :func:`tempscale.calibration.fit_temperature` on these logits (which shows the best
@@ -888,7 +1047,7 @@ class ReliabilityDisplay:
         >>> rng = np.random.default_rng(0)
         >>> y = rng.integers(0, 3, 600)
         >>> z = 4.0 * (rng.normal(size=(600, 3)) + 1.5 * np.eye(3)[y])  # over-confident logits
-        >>> disp = ReliabilityDisplay.from_logits(y, z, temperature="fit")
+        >>> disp = ReliabilityDisplay.from_logits(z, y, temperature="fit")
         >>> disp.ax_.shape
         (2, 2)
         >>> bool(disp.ece[1] < disp.ece[0])
@@ -896,24 +1055,24 @@ class ReliabilityDisplay:
         >>> plt.close(disp.figure_)
         """
         func = "ReliabilityDisplay.from_logits"
-        z = _two_columns(_to_numpy(logits, "logits", func))
+        logits, labels = _prediction_first(logits, labels, func)
+        z = binary_columns(_float64(logits, "logits", func))
         if isinstance(temperature, str):
             check_choice(temperature, ("fit",), "temperature", func)
             from .calibration import fit_temperature
 
             temperature = float(fit_temperature(z, labels, sample_weight=sample_weight))
         elif temperature is not None:
-            if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-                    or not temperature >= 0):
-                raise param_error("temperature", func, 'None, "fit" or a float in [0, inf]',
-                                  temperature)
+            temperature = check_temperature(temperature, func,
+                                            expect='None, "fit" or a float in [0, inf]')
         before = softmax(z)
         after = None if temperature is None else softmax(z, float(temperature))
-        return cls.from_predictions(labels, before, probs_after=after, n_bins=n_bins,
+        return cls.from_predictions(before, labels, prediction_after=after, n_bins=n_bins,
                                     strategy=strategy, sample_weight=sample_weight, names=names,
                                     temperature=temperature, ax=ax, **plot_kwargs)
 
-    def plot(self, ax=None, *, title=None, figsize=None, hist=True):
+    def plot(self, ax: Any = None, *, title: str | None = None,
+             figsize: tuple[float, float] | None = None, hist: bool = True) -> ReliabilityDisplay:
         """Draw the diagram(s); returns self.
 
         Parameters
@@ -928,52 +1087,18 @@ class ReliabilityDisplay:
         """
         func = "ReliabilityDisplay.plot"
         figsize = _check_figsize(figsize, func)
-        plt = _pyplot()
-        ncols = len(self.curves)
-        nrows = 2 if hist else 1
-        if ax is None:
-            fig, axs = plt.subplots(nrows, ncols, squeeze=False, sharex=True,
-                                    figsize=figsize or (4.4 * ncols + 0.4, 5.6 if hist else 4.4),
-                                    layout="constrained",
-                                    gridspec_kw={"height_ratios": [3.2, 1.0]} if hist else None)
-        else:
-            flat = _axes_list(ax, nrows * ncols, func)
-            axs = np.asarray(flat, dtype=object).reshape(nrows, ncols)
-            fig = flat[0].figure
-        self.bars_, self.gap_bars_ = [], []
+        fig, axs = self._grid(ax, figsize, hist, func)
+        self.bars_: list[BarContainer] = []
+        self.gap_bars_: list[BarContainer] = []
         for j, curve in enumerate(self.curves):
-            edges = _field(curve, "bin_edges").astype(np.float64)
-            conf = _field(curve, "confidence").astype(np.float64)
-            acc = _field(curve, "accuracy").astype(np.float64)
-            counts = _field(curve, "counts").astype(np.float64)
-            left, width = edges[:-1], np.diff(edges)
-            filled = counts > 0
+            bins = _Bins.of(curve)
             a = axs[0, j]
-            acc0 = np.where(filled, acc, 0.0)
-            bars = a.bar(left, acc0, width=width, align="edge", color=_BLUE, edgecolor="white",
-                         linewidth=0.8, zorder=2, label="accuracy")
-            gap = np.where(filled, conf - acc, 0.0)
-            # over-confident bins (confidence above accuracy): the gap sits on top of the bar;
-            # under-confident bins: it covers the top of the bar down to the confidence
-            over = gap > 0
-            gaps = a.bar(left, gap, bottom=acc0, width=width, align="edge",
-                         color=np.where(over, "#F4CFC5", "#F6E3B4").tolist(),
-                         edgecolor=np.where(over, _RED, "#C08A1E").tolist(),
-                         linewidth=np.where(gap != 0, 0.8, 0.0).tolist(), hatch="///", zorder=3)
+            bars, gaps = self._draw_diagram(a, bins)
             self.bars_.append(bars)
             self.gap_bars_.append(gaps)
             a.plot([0, 1], [0, 1], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0, zorder=4)
             if j == 0:
-                from matplotlib.lines import Line2D
-                from matplotlib.patches import Patch
-
-                handles = [Line2D([], [], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0),
-                           Patch(facecolor=_BLUE, edgecolor="white"),
-                           Patch(facecolor="#F4CFC5", edgecolor=_RED, hatch="///"),
-                           Patch(facecolor="#F6E3B4", edgecolor="#C08A1E", hatch="///")]
-                names = ["perfect calibration", "accuracy", "gap: over-confident",
-                         "gap: under-confident"]
-                a.legend(handles, names, fontsize=8, frameon=False, loc="upper left")
+                self._gap_legend(a)
             a.set_xlim(0, 1)
             a.set_ylim(0, 1)
             a.set_aspect("equal" if not hist else "auto")
@@ -983,26 +1108,10 @@ class ReliabilityDisplay:
             a.set_title(f"{name}{sub}", fontsize=10, color=_INK, linespacing=1.5)
             _style(a, xgrid=True)
             if hist:
-                h = axs[1, j]
-                n = counts.sum()
-                share = counts / n if n else counts
-                h.bar(left, share, width=width, align="edge", color="#9AA5B1", edgecolor="white",
-                      linewidth=0.8, zorder=2)
-                if n:
-                    mean_conf = float(np.sum(conf[filled] * counts[filled]) / n)
-                    mean_acc = float(np.sum(acc[filled] * counts[filled]) / n)
-                    h.axvline(mean_acc, color=_BLUE, linewidth=1.6, zorder=3,
-                              label=f"accuracy {mean_acc:.2f}")
-                    h.axvline(mean_conf, color=_RED, linewidth=1.6, linestyle=(0, (3, 2)), zorder=3,
-                              label=f"mean confidence {mean_conf:.2f}")
-                    h.legend(fontsize=7.5, frameon=False, loc="upper left")
-                h.set_xlim(0, 1)
-                h.set_ylabel("share", fontsize=9, color=_INK)
-                h.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
-                _style(h)
+                self._draw_histogram(axs[1, j], bins)
             else:
                 a.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
-        if hist and ncols > 1:  # the same share scale under every diagram
+        if hist and len(self.curves) > 1:  # the same share scale under every diagram
             top = max(h.get_ylim()[1] for h in axs[1])
             for h in axs[1]:
                 h.set_ylim(0, top)
@@ -1011,3 +1120,68 @@ class ReliabilityDisplay:
         self.ax_ = axs
         self.figure_ = fig
         return self
+
+    def _grid(self, ax: Any, figsize: tuple[float, float] | None, hist: bool,
+              func: str) -> tuple[Any, np.ndarray[Any, np.dtype[Any]]]:
+        """(figure, axes of shape (rows, columns)): diagrams above histograms, one column per
+        curve; a new figure or the user's axes."""
+        ncols = len(self.curves)
+        nrows = 2 if hist else 1
+        if ax is None:
+            fig, axs = _pyplot().subplots(
+                nrows, ncols, squeeze=False, sharex=True,
+                figsize=figsize or (4.4 * ncols + 0.4, 5.6 if hist else 4.4), layout="constrained",
+                gridspec_kw={"height_ratios": [3.2, 1.0]} if hist else None)
+            return fig, axs
+        flat = _axes_list(ax, nrows * ncols, func)
+        return flat[0].figure, np.asarray(flat, dtype=object).reshape(nrows, ncols)
+
+    @staticmethod
+    def _draw_diagram(a: Axes, bins: _Bins) -> tuple[BarContainer, BarContainer]:
+        """Accuracy bars and, on them, the hatched gaps to the mean confidence: over-confident
+        bins (confidence above accuracy) get the gap on top of the bar, under-confident ones a
+        gap covering the top of the bar down to the confidence."""
+        acc0 = np.where(bins.filled, bins.acc, 0.0)
+        bars = a.bar(bins.left, acc0, width=bins.width, align="edge", color=_BLUE,
+                     edgecolor="white", linewidth=0.8, zorder=2, label="accuracy")
+        gap = np.where(bins.filled, bins.conf - bins.acc, 0.0)
+        over = gap > 0
+        gaps = a.bar(bins.left, gap, bottom=acc0, width=bins.width, align="edge",
+                     color=np.where(over, _OVER_FILL, _UNDER_FILL).tolist(),
+                     edgecolor=np.where(over, _RED, _UNDER_EDGE).tolist(),
+                     linewidth=np.where(gap != 0, 0.8, 0.0).tolist(), hatch="///", zorder=3)
+        return bars, gaps
+
+    @staticmethod
+    def _gap_legend(a: Axes) -> None:
+        """The key of the diagram: diagonal, accuracy, and the two kinds of gap."""
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [Line2D([], [], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0),
+                   Patch(facecolor=_BLUE, edgecolor="white"),
+                   Patch(facecolor=_OVER_FILL, edgecolor=_RED, hatch="///"),
+                   Patch(facecolor=_UNDER_FILL, edgecolor=_UNDER_EDGE, hatch="///")]
+        names = ["perfect calibration", "accuracy", "gap: over-confident", "gap: under-confident"]
+        a.legend(handles, names, fontsize=8, frameon=False, loc="upper left")
+
+    @staticmethod
+    def _draw_histogram(h: Axes, bins: _Bins) -> None:
+        """The share of samples per bin, with the mean accuracy and mean confidence marked."""
+        counts, filled = bins.counts, bins.filled
+        n = counts.sum()
+        share = counts / n if n else counts
+        h.bar(bins.left, share, width=bins.width, align="edge", color="#9AA5B1", edgecolor="white",
+              linewidth=0.8, zorder=2)
+        if n:
+            mean_conf = float(np.sum(bins.conf[filled] * counts[filled]) / n)
+            mean_acc = float(np.sum(bins.acc[filled] * counts[filled]) / n)
+            h.axvline(mean_acc, color=_BLUE, linewidth=1.6, zorder=3,
+                      label=f"accuracy {mean_acc:.2f}")
+            h.axvline(mean_conf, color=_RED, linewidth=1.6, linestyle=(0, (3, 2)), zorder=3,
+                      label=f"mean confidence {mean_conf:.2f}")
+            h.legend(fontsize=7.5, frameon=False, loc="upper left")
+        h.set_xlim(0, 1)
+        h.set_ylabel("share", fontsize=9, color=_INK)
+        h.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
+        _style(h)
