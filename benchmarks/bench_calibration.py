@@ -119,8 +119,9 @@ def fit_torch_tuned(zt, yt):
 def breakdown(z, y):
     """tempscale's evaluations (rows, beta, float64?, seconds) for one fit."""
     import tempscale.calibration as C
+    from tempscale.calibration import _nll  # the NumPy evaluator whose passes are timed
 
-    orig = C._NumpyProblem.evaluate
+    orig = _nll.NumpyNLL.evaluate
     calls = []
 
     def timed(self, beta, precise):
@@ -129,13 +130,13 @@ def breakdown(z, y):
         calls.append((self.n, beta, precise or self.z.dtype == np.float64, time.perf_counter() - t0))
         return r
 
-    C._NumpyProblem.evaluate = timed
+    _nll.NumpyNLL.evaluate = timed
     try:
         t0 = time.perf_counter()
         C.fit_temperature(z, y)
         total = time.perf_counter() - t0
     finally:
-        C._NumpyProblem.evaluate = orig
+        _nll.NumpyNLL.evaluate = orig
     for n, beta, f64, t in calls:
         print(f"{'':>16}   pass over {n:>9,} rows  beta {beta:.8f}  {'float64' if f64 else 'float32'}"
               f"  {t:.4f} s")
