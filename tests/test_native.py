@@ -648,6 +648,7 @@ CORE_SOURCES = ["_dispatch.c", "_reference.c", "_job.c", "_pool.c"]
 def _setup_extensions(**env):
     """setup.py's extension list (name, sources, depends, macros, compile flags) under ``env``,
     without building anything."""
+    pytest.importorskip("setuptools", reason="setup.py needs setuptools (a build requirement)")
     code = textwrap.dedent("""
         import json, os, runpy, sys
         import setuptools
