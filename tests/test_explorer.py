@@ -278,7 +278,7 @@ def test_javascript_softmax_follows_the_contract(open_page):
 
 
 def test_probabilities_mode_tempers(open_page):
-    ex = open_page(logits=[0.1, 0.2, 0.7, 0.0], mode="probabilities")
+    ex = open_page(logits=[0.1, 0.2, 0.7, 0.0], input="probabilities")
     rows = [[0.1, 0.2, 0.7, 0.0], [0.0, 0.0], [2.0, 2.0, 1.0], [1e-300, 1e-310, 0.5], [math.inf, 1.0, 0.0]]
     for x in rows:
         ex.set_values(", ".join(map(repr, x)))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tempscale.cli import main
-from tempscale.explorer import DEFAULT_TITLE, explorer_html, classic_vector, write_explorer
+from tempscale.explorer import DEFAULT_TITLE, classic_vector, explorer_html, write_explorer
 
 XSS = "<script>alert(1)</script>"
 NASTY = [XSS, '<img src=x onerror="alert(2)">', "</script><!--", "a & b", "\u2028\u2029", "\"'`", "<!-- -->"]
@@ -81,7 +81,7 @@ def test_default_page_is_the_classic_example_as_probabilities():
 def test_given_logits_default_to_logits_mode():
     _, data = data_of(explorer_html([1, 2, 3]))
     assert data["mode"] == "logits" and data["values"] == [1.0, 2.0, 3.0]
-    _, data = data_of(explorer_html([0.2, 0.8], mode="probabilities", temperature=0.5))
+    _, data = data_of(explorer_html([0.2, 0.8], input="probabilities", temperature=0.5))
     assert data["mode"] == "probabilities" and data["temperature"] == 0.5
 
 
@@ -147,7 +147,8 @@ def test_javascript_uses_no_html_sinks():
 
 
 def test_bad_arguments_name_parameter_and_function():
-    with pytest.raises(ValueError, match=r"The 'labels' parameter of explorer_html must be None or a sequence of 3 labels"):
+    with pytest.raises(ValueError, match=r"The 'labels' parameter of explorer_html must be None or a sequence "
+                                         r"of 3 labels"):
         explorer_html([1, 2, 3], labels=["a", "b"])
     with pytest.raises(TypeError, match="'labels' parameter of explorer_html"):
         explorer_html([1, 2], labels="ab")
@@ -158,9 +159,9 @@ def test_bad_arguments_name_parameter_and_function():
     with pytest.raises(TypeError, match="'logits' parameter of explorer_html"):
         explorer_html(["a", "b"])
     with pytest.raises(ValueError, match="non-negative probabilities"):
-        explorer_html([0.5, -0.1], mode="probabilities")
-    with pytest.raises(ValueError, match="'mode' parameter of explorer_html"):
-        explorer_html(mode="probs")
+        explorer_html([0.5, -0.1], input="probabilities")
+    with pytest.raises(ValueError, match="'input' parameter of explorer_html"):
+        explorer_html(input="probs")
     with pytest.raises(ValueError, match="'temperature' parameter of explorer_html"):
         explorer_html(temperature=-1.0)
     with pytest.raises(ValueError, match="'temperature' parameter of explorer_html"):
@@ -229,7 +230,7 @@ def test_cli_explore_files_rows_and_errors(tmp_path, monkeypatch, capsys):
     np.save("x.npy", np.array([[1.0, 2.0, 3.0], [0.1, 0.2, 0.7]]))
     rc, _, err = run_cli(capsys, "explore", "--file", "x.npy", "-o", "a.html")
     assert rc == 2 and "--row" in err
-    rc, out, _ = run_cli(capsys, "explore", "--file", "x.npy", "--row", "1", "--mode", "probabilities",
+    rc, out, _ = run_cli(capsys, "explore", "--file", "x.npy", "--row", "1", "--input", "probabilities",
                          "--title", "Row <1>", "-o", "a.html")
     assert rc == 0 and "wrote a.html" in out
     page = Path("a.html").read_text()
@@ -238,13 +239,14 @@ def test_cli_explore_files_rows_and_errors(tmp_path, monkeypatch, capsys):
         (["--labels", "a,b", "1", "2", "3"], "2 labels for 3 classes"),
         (["-T", "-1", "1", "2"], "temperature"),
         (["-T", "nan", "1", "2"], "temperature"),
-        (["--mode", "probabilities", "--", "-1", "2"], "non-negative"),
+        (["--input", "probabilities", "--", "-1", "2"], "non-negative"),
         (["-o", "missing/dir/p.html", "1"], "does not exist"),
         (["--row", "1"], "--row"),
         (["--file", "x.npy", "--row", "5"], "out of range"),
         (["1", "x2"], "not a number"),
     ]:
-        rc, out, err = run_cli(capsys, "explore", "-o", "b.html", *argv) if "-o" not in argv else run_cli(capsys, "explore", *argv)
+        extra = ["-o", "b.html"] if "-o" not in argv else []
+        rc, out, err = run_cli(capsys, "explore", *extra, *argv)
         assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, (argv, err)
     assert not Path("b.html").exists()
 
@@ -283,3 +285,66 @@ def test_python_m_tempscale_explore(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "p.html").stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: the logits-or-probabilities switch is `input` (library) and `--input` (CLI)
+# --------------------------------------------------------------------------------------------
+def test_mode_is_the_deprecated_name_of_input(tmp_path):
+    new = explorer_html([0.2, 0.8], input="probabilities", temperature=0.5)
+    with pytest.warns(DeprecationWarning, match="'mode' keyword is deprecated.*input=") as rec:
+        old = explorer_html([0.2, 0.8], mode="probabilities", temperature=0.5)
+    assert rec[0].filename == __file__ and old == new
+    assert data_of(new)[1]["mode"] == "probabilities"
+    with pytest.warns(DeprecationWarning):
+        write_explorer(tmp_path / "p.html", [0.2, 0.8], mode="probabilities", temperature=0.5)
+    assert (tmp_path / "p.html").read_text(encoding="utf-8") == new
+    with pytest.raises(TypeError, match="both 'mode'.*and 'input'"):
+        explorer_html([0.2, 0.8], mode="logits", input="logits")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="'input' parameter"):
+        explorer_html(mode="probs")
+
+
+def test_cli_mode_flag_is_a_hidden_deprecated_alias(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli(capsys, "explore", "--input", "probabilities", "-o", "a.html", "0.2", "0.8")
+    assert rc == 0 and err == ""
+    rc, out, err = run_cli(capsys, "explore", "--mode", "probabilities", "-o", "b.html", "0.2", "0.8")
+    assert rc == 0 and err.strip() == ("warning: --mode is deprecated and will be removed in a "
+                                       "future release; use --input")
+    assert Path("a.html").read_text() == Path("b.html").read_text()
+    rc, _, err = run_cli(capsys, "explore", "--mode", "logits", "--input", "probabilities", "1", "2")
+    assert rc == 2 and "disagree" in err
+    with pytest.raises(SystemExit):
+        main(["explore", "--help"])
+    assert "--mode" not in capsys.readouterr().out
+
+
+def test_one_no_follow_writer_for_the_cli_and_the_explorer(tmp_path):
+    """tempscale._io.write_file: exclusive creation, replacement of the path itself, cleanup."""
+    import os
+
+    from tempscale._io import write_file
+
+    def boom(fh):
+        fh.write(b"half")
+        raise RuntimeError("disk on fire")
+
+    for replace in (False, True):
+        with pytest.raises(RuntimeError):
+            write_file(tmp_path / "a.bin", boom, replace=replace)
+        assert list(tmp_path.iterdir()) == []          # nothing half-written is left
+    write_file(tmp_path / "a.bin", lambda fh: fh.write(b"one"))
+    with pytest.raises(FileExistsError):
+        write_file(tmp_path / "a.bin", lambda fh: fh.write(b"two"))
+    target = tmp_path / "target"
+    target.write_bytes(b"keep")
+    os.symlink(target, tmp_path / "link")
+    with pytest.raises(FileExistsError):
+        write_file(tmp_path / "link", lambda fh: fh.write(b"two"))
+    write_file(tmp_path / "link", lambda fh: fh.write(b"two"), replace=True)
+    assert target.read_bytes() == b"keep" and not (tmp_path / "link").is_symlink()
+    assert (tmp_path / "link").read_bytes() == b"two"
+    with pytest.raises(KeyError):  # creation failures go through create_error
+        write_file(tmp_path / "no" / "x", lambda fh: None,
+                   create_error=lambda exc, p: KeyError(f"{type(exc).__name__} {p.name}"))

@@ -119,7 +119,7 @@ def _metrics(z, y, T, n_bins, strategy):
 
     p = np.asarray(softmax(z, T, axis=-1), dtype=np.float64)
     return {
-        "nll": nll(z / T if 0 < T < math.inf else np.log(np.maximum(p, 1e-300)), y, from_logits=True),
+        "nll": nll(z / T if 0 < T < math.inf else np.log(np.maximum(p, 1e-300)), y, input="logits"),
         "ece": calibration_error(p, y, n_bins=n_bins, strategy=strategy),
         "brier": brier_score(p, y),
         "accuracy": float(np.mean(np.argmax(z, axis=1) == y)),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._console import CLIError
+from ._console import CLIError, warn
 from ._numbers import parse_float
 from ._readers import add_input_args, load_input, warn_if_probabilities
 from ._writers import check_output, write_text
@@ -35,7 +35,8 @@ def register(sub) -> None:
         description="Write the interactive temperature explorer: one self-contained HTML file "
                     "(no network) with a log-scale temperature slider, editable logits or "
                     "probabilities, live bars, entropy / perplexity / top probability and an "
-                    "entropy-against-T curve. Without numbers it opens on the classic 10-class example (the N(4, 1) density at classes 0..9, read as probabilities).",
+                    "entropy-against-T curve. Without numbers it opens on the classic 10-class "
+                    "example (the N(4, 1) density at classes 0..9, read as probabilities).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -45,11 +46,13 @@ def register(sub) -> None:
     p.add_argument("--labels", metavar="A,B,...", help="comma-separated class labels")
     p.add_argument("-T", "--temperature", default="1", metavar="T",
                    help="the temperature the page opens at, in [0, inf] (default 1)")
-    p.add_argument("--input", "--mode", choices=("logits", "probabilities"), default=None,
-                   dest="mode",
+    p.add_argument("--input", choices=("logits", "probabilities"), default=None,
                    help="read the numbers as logits (softmax) or probabilities (temper); "
                         "default: probabilities for the classic 10-class example, logits "
                         "otherwise")
+    # the former name of --input, hidden; it warns on stderr
+    p.add_argument("--mode", choices=("logits", "probabilities"), default=None,
+                   dest="deprecated_mode", help=argparse.SUPPRESS)
     p.add_argument("--title", default=None, help="the page title")
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="PATH",
                    help=f"where to write the page (default ./{DEFAULT_OUTPUT})")
@@ -88,7 +91,19 @@ def _open_in_browser(path: Path) -> bool:
         return False
 
 
-def run(args) -> int:
+def _input_kind(args: argparse.Namespace) -> str | None:
+    """``--input``, or the deprecated ``--mode`` (with a warning on stderr)."""
+    old = args.deprecated_mode
+    if old is None:
+        given: str | None = args.input
+        return given
+    warn("--mode is deprecated and will be removed in a future release; use --input")
+    if args.input is not None and args.input != old:
+        raise CLIError(f"--input {args.input} and --mode {old} disagree; pass only --input")
+    return str(old)
+
+
+def run(args: argparse.Namespace) -> int:
     from ..explorer import DEFAULT_TITLE, explorer_html
 
     temperature = parse_float(args.temperature, "-T/--temperature value")
@@ -106,15 +121,16 @@ def run(args) -> int:
         n = 10 if x is None else x.size
         if len(labels) != n:
             raise CLIError(f"--labels gives {len(labels)} labels for {n} classes")
-    if args.mode == "probabilities" and x is not None and bool(np.any(x < 0)):
+    input_kind = _input_kind(args)
+    if input_kind == "probabilities" and x is not None and bool(np.any(x < 0)):
         raise CLIError("--input probabilities needs non-negative numbers")
     if x is not None:
-        warn_if_probabilities(x, args.mode, "the explorer")
+        warn_if_probabilities(x, input_kind, "the explorer")
     check_output(args.output, args.force)
     page = explorer_html(None if x is None else x, labels,
                          math.inf if math.isinf(temperature) else temperature,
                          title=args.title if args.title is not None else DEFAULT_TITLE,
-                         mode=args.mode)
+                         input=input_kind)
     path = write_text(args.output, args.force, page)
     print(f"wrote {path}  (open it in a web browser; it needs no network)")
     if args.open_browser:

@@ -28,15 +28,18 @@ import json
 import math
 import os
 import re
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from .._args import check_input, check_temperature, deprecated_alias
 from .._io import write_file
-from .._validation import check_choice, check_scalar, param_error
+from .._typing import ArrayLike
+from .._validation import param_error
 
 __all__ = ["explorer_html", "write_explorer"]
 
@@ -44,11 +47,10 @@ __all__ = ["explorer_html", "write_explorer"]
 DEFAULT_TITLE = "Softmax temperature explorer"
 #: the most classes a page takes (the curve recomputes the whole row 161 times per update)
 MAX_CLASSES = 5000
-_MODES = ("logits", "probabilities")
 _PLACEHOLDER = re.compile(r"\{\{(CSP|VERSION|TITLE|STYLE|SCRIPT|DATA)\}\}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _asset(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
@@ -88,7 +90,8 @@ def _encode_float(v: float) -> float | str:
     return float(v)
 
 
-def _check_values(values, mode: str, func: str) -> np.ndarray:
+def _check_values(values: Any, input: str, func: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The page's numbers: 1 to MAX_CLASSES reals (one row of a 2-D array is accepted)."""
     expect = f"a 1-D sequence of 1 to {MAX_CLASSES} real numbers, or None"
     try:
         arr = np.asarray(values)
@@ -101,13 +104,15 @@ def _check_values(values, mode: str, func: str) -> np.ndarray:
         arr = arr[0]
     if arr.ndim != 1 or not 1 <= arr.size <= MAX_CLASSES:
         raise param_error("logits", func, expect, f"an array of shape {arr.shape}")
-    if mode == "probabilities" and bool(np.any(arr < 0)):
-        raise param_error("logits", func, "non-negative probabilities when mode='probabilities'",
+    if input == "probabilities" and bool(np.any(arr < 0)):
+        raise param_error("logits", func, "non-negative probabilities when input='probabilities'",
                           "an array with negative entries")
-    return arr
+    out: np.ndarray[Any, np.dtype[np.float64]] = arr
+    return out
 
 
-def _check_labels(labels, n: int, func: str) -> list[str]:
+def _check_labels(labels: Any, n: int, func: str) -> list[str]:
+    """One label per class as text (an empty list: number the classes)."""
     if labels is None:
         return []
     expect = f"None or a sequence of {n} labels (one per class)"
@@ -123,11 +128,12 @@ def _check_labels(labels, n: int, func: str) -> list[str]:
 
 
 def explorer_html(
-    logits: Sequence[float] | Any = None,
+    logits: ArrayLike | None = None,
     labels: Sequence[Any] | None = None,
     temperature: float = 1.0,
     *,
     title: str = DEFAULT_TITLE,
+    input: str | None = None,
     mode: str | None = None,
 ) -> str:
     """The interactive temperature explorer as one self-contained HTML page.
@@ -144,12 +150,15 @@ def explorer_html(
         The temperature the page opens at, in ``[0, inf]``.
     title : str, default "Softmax temperature explorer"
         The page title (HTML-escaped).
-    mode : {"logits", "probabilities"}, optional
+    input : {"logits", "probabilities"}, optional
         How the page reads the numbers at first (the user can switch): ``"logits"`` shows
         ``softmax(x / T)``, ``"probabilities"`` shows ``temper(p, T) = p**(1/T) / sum(p**(1/T))``
         and requires non-negative numbers.  By default ``"probabilities"`` for the classic example
         (it *is* a distribution; the common mistake is to feed it to softmax as logits, which the
         page explains) and ``"logits"`` when ``logits`` is given.
+    mode : {"logits", "probabilities"}, optional
+        Deprecated name of ``input`` (a DeprecationWarning); it will be removed in a future
+        release.
 
     Returns
     -------
@@ -170,12 +179,14 @@ def explorer_html(
     (False, True)
     """
     func = "explorer_html"
-    if mode is None:
-        mode = "probabilities" if logits is None else "logits"
-    check_choice(mode, _MODES, "mode", func)
-    values = classic_vector() if logits is None else _check_values(logits, mode, func)
+    if mode is not None:
+        input = deprecated_alias({"mode": mode, "input": input}, "mode", "input", func)["input"]
+    if input is None:
+        input = "probabilities" if logits is None else "logits"
+    input = check_input(input, func)
+    values = classic_vector() if logits is None else _check_values(logits, input, func)
     labels_out = _check_labels(labels, values.size, func)
-    t = check_scalar(temperature, "temperature", func, lo=0.0)
+    t = check_temperature(temperature, func)
     if not isinstance(title, str):
         raise param_error("title", func, "a str", title, TypeError)
 
@@ -190,7 +201,7 @@ def explorer_html(
         "values": [_encode_float(v) for v in values.tolist()],
         "labels": labels_out,
         "temperature": _encode_float(t),
-        "mode": mode,
+        "mode": input,   # the page's own name for its logits/probabilities switch
     }
     csp = ("default-src 'none'; base-uri 'none'; form-action 'none'; img-src data:; "
            f"style-src {_csp_hash(style)}; script-src {_csp_hash(script)}")
@@ -207,14 +218,15 @@ def explorer_html(
 
 
 def write_explorer(
-    path: str | os.PathLike,
-    logits: Sequence[float] | Any = None,
+    path: str | os.PathLike[str],
+    logits: ArrayLike | None = None,
     labels: Sequence[Any] | None = None,
     temperature: float = 1.0,
     *,
     title: str = DEFAULT_TITLE,
-    mode: str | None = None,
+    input: str | None = None,
     overwrite: bool = False,
+    mode: str | None = None,
 ) -> Path:
     """Write the interactive explorer page (see :func:`explorer_html`) to ``path``.
 
@@ -222,8 +234,8 @@ def write_explorer(
     ----------
     path : str or os.PathLike
         Where to write the page (UTF-8).  Its folder must exist.
-    logits, labels, temperature, title, mode
-        As in :func:`explorer_html`.
+    logits, labels, temperature, title, input
+        As in :func:`explorer_html` (``mode`` is the deprecated name of ``input``).
     overwrite : bool, default False
         Replace an existing file.  Without it an existing ``path`` -- a symbolic link included,
         even a dangling one -- raises ``FileExistsError``.  With it the page is written to a
@@ -250,7 +262,7 @@ def write_explorer(
     if not isinstance(overwrite, bool):
         raise param_error("overwrite", "write_explorer", "a bool", overwrite, TypeError)
     p = Path(path)
-    page = explorer_html(logits, labels, temperature, title=title, mode=mode)
+    page = explorer_html(logits, labels, temperature, title=title, input=input, mode=mode)
     if p.is_dir() and not p.is_symlink():
         raise IsADirectoryError(f"{str(p)!r} is a folder; give write_explorer a file path")
     data = page.encode("utf-8")
