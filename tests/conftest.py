@@ -127,10 +127,4 @@ def generic_path():
         yield
 
 
-@pytest.fixture
-def generic_only(generic_path):
-    """The former name of :func:`generic_path` (kept for the tests that still use it)."""
-    yield
-
-
 INF = math.inf

@@ -14,7 +14,7 @@ layout, row kinds, mask, temperature) and checks ``softmax``, ``log_softmax``, `
   ``test_reference_agrees_with_mpmath`` checks this reference against mpmath at 200 bits;
 * on each implementation: the compiled kernel forced to every instruction set this CPU has
   (``avx512f``, ``avx2``, ``baseline``; ``_tskernels.set_isa``) and the generic Array-API path
-  (``tempscale._softmax._NATIVE_OK = False``), float64, float32 and float16.
+  (``tempscale.config(native=False)``), float64, float32 and float16.
 
 Inputs cover 1-D to 3-D arrays, every axis (negative too) and ``axis=None``, C / Fortran /
 strided (steps 2-3, reversed) / transposed layouts, narrow rows (0-20 columns, the transposed
@@ -73,7 +73,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tempscale  # noqa: E402
-from tempscale import _native, _softmax  # noqa: E402
+from tempscale import _native  # noqa: E402
+from tempscale._config import config as tempscale_config  # noqa: E402
 
 INF, NAN = math.inf, math.nan
 LD = np.longdouble
@@ -132,12 +133,8 @@ def _implementation(impl):
     """Route tempscale's NumPy calls to ``impl``; yields a dict counting native calls."""
     used = {"native": 0}
     if impl == "generic":
-        saved = _softmax._NATIVE_OK
-        _softmax._NATIVE_OK = False
-        try:
+        with tempscale_config(native=False, torch_fused=False):
             yield used
-        finally:
-            _softmax._NATIVE_OK = saved
         return
     inner = _native.try_compute
 

@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tempscale
+import tempscale._config
 import tempscale._softmax as sm
 from tempscale import entropy, log_softmax, logsumexp, perplexity, softmax, solve_temperature, temper
 
@@ -224,14 +225,9 @@ def test_entropy_of_near_one_hot_rows_is_exact():
             assert abs(h - float(want)) <= 4e-16 * float(want)
 
 
-class sm_generic:
-    """Context manager: the native kernel off (the generic path), restored on exit."""
-
-    def __enter__(self):
-        self.saved, sm._NATIVE_OK = sm._NATIVE_OK, False
-
-    def __exit__(self, *exc):
-        sm._NATIVE_OK = self.saved
+def sm_generic():
+    """Context manager: the native kernel and the fused torch path off (the generic path)."""
+    return tempscale._config.config(native=False, torch_fused=False)
 
 
 def _err(got, want):
@@ -474,7 +470,7 @@ def _extreme_rows(fmax):
 
 @pytest.mark.parametrize("T", [5e-324, 1e-310, 1e-300, 1e-40, 1e-30, 0.7, 1e30, 1e38, 1e300,
                                1.7e308, F64_MAX, INF])
-def test_extreme_temperatures_and_logits(xp, T, generic_only):
+def test_extreme_temperatures_and_logits(xp, T, generic_path):
     for dt_name in ("float64", "float32"):
         dt = getattr(xp, dt_name)
         fmax = F64_MAX if dt_name == "float64" else F32_MAX

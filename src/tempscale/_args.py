@@ -98,6 +98,18 @@ def coerce(x: Any) -> Any:
     return a if a.flags.writeable else a.copy()
 
 
+def _as_input(value: Any, xp: Namespace, like: Any, param: str) -> Any:
+    """An argument as an array of ``xp`` on ``like``'s device (``like`` may be None).
+
+    Lists, pandas objects and ``__array__`` holders are read as NumPy first (an object array is
+    a TypeError naming ``param``); a read-only NumPy view is copied so torch wraps it silently.
+    """
+    v = _compat._as_numpy_input(value, param)
+    if isinstance(v, np.ndarray) and not v.flags.writeable and not _compat.is_numpy_namespace(xp):
+        v = v.copy()
+    return _compat.as_array(v, xp, like=like, param=param)
+
+
 # ============================================================================================
 # temperatures
 # ============================================================================================
@@ -236,7 +248,7 @@ def row_temperature(value: Any, func: str, *, like: Any, axis: int | None,
     xp = array_namespace(like)
     if isinstance(value, (str, bytes)):
         raise param_error(param, func, expect, value, TypeError)
-    T = _compat.as_array(value, xp, like=like, param=param)
+    T = _as_input(value, xp, like, param)
     if not xp.isdtype(T.dtype, ("real floating", "integral")):
         raise param_error(param, func, expect, f"an array of dtype {T.dtype}", TypeError)
     target = _wide_dtype(xp, like, T.dtype, dtype)
@@ -292,7 +304,7 @@ def row_param(value: Any, func: str, *, param: str, like: Any, axis: int, lo: fl
     if isinstance(value, (str, bytes)):
         raise param_error(param, func, expect, value, TypeError)
     xp = array_namespace(like)
-    arr = _compat.as_array(value, xp, like=like, param=param)
+    arr = _as_input(value, xp, like, param)
     kinds = "integral" if integer else ("real floating", "integral")
     if not xp.isdtype(arr.dtype, kinds):
         raise param_error(param, func, expect, f"an array of dtype {arr.dtype}", TypeError)
@@ -346,7 +358,7 @@ def _bool_mask(mask: Any, shape: tuple[Any, ...], func: str, *, param: str, like
                expect: str, where: str) -> Any:
     """A bool (or 0/1 integer) array broadcast to ``shape`` on ``like``'s namespace."""
     xp = array_namespace(like)
-    m = _compat.as_array(coerce(mask), xp, like=like, param=param)
+    m = _as_input(mask, xp, like, param)
     if m.dtype != xp.bool:
         if not xp.isdtype(m.dtype, "integral"):
             raise param_error(param, func, expect, f"dtype {m.dtype}", TypeError)
@@ -403,8 +415,10 @@ def labels(labels: Any, func: str, *, like: Any, n_classes: int,
     ``ignore_index`` must lie in ``[0, n_classes)``: else ``range_error`` (IndexError) naming the
     value received (in its own dtype: ``1e+300``, not what a cast would make of it).
     """
-    xp = array_namespace(like) if like is not None else array_namespace(coerce(labels))
-    y = _compat.as_array(coerce(labels), xp, like=like, param=param)
+    if like is None:
+        labels = _compat._as_numpy_input(labels, param)
+    xp = array_namespace(like if like is not None else labels)
+    y = _as_input(labels, xp, like, param)
     if batch_shape is not None:
         bshape = tuple(batch_shape)
         if tuple(y.shape) == bshape + (1,):

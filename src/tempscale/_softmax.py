@@ -2,8 +2,9 @@
 
 Every function takes the array first, finds its namespace and uses only ``xp.*`` operations, so
 NumPy, PyTorch (autograd intact), JAX (``jit``/``grad``/``vmap`` intact), array-api-strict and Dask
-arrays all work.  For NumPy float arrays a compiled kernel (:mod:`tempscale._native`) computes the
-same contract faster; this module is its reference.
+arrays all work.  For NumPy float arrays a compiled kernel (see :func:`tempscale.show_config`)
+computes the same contract faster, and torch tensors use torch's fused ops; this generic code is
+their reference (``tempscale.config(native=False, torch_fused=False)`` selects it).
 
 The numerical contract
 ----------------------
@@ -25,94 +26,62 @@ The numerical contract
 from __future__ import annotations
 
 import math
+from typing import Any, Literal
 
 import numpy as np
 
-from . import _compat
+from . import _args, _compat, _config
 from ._compat import array_namespace, is_concrete, is_python_scalar
 from ._compat import quiet as _quiet
+from ._typing import Array, ArrayLike, DType, Namespace, Temperature
 from ._validation import check_axis, param_error
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "temper"]
 
-_T_EXPECT = "a float in [0, inf] or an array of per-row temperatures"
+Kind = Literal["softmax", "log_softmax", "logsumexp"]
 
 
 # --------------------------------------------------------------------------------------------
-# argument preparation
+# argument preparation (the rules themselves live in the argument layer)
 # --------------------------------------------------------------------------------------------
-def _float_dtypes(xp, x, dtype, func):
-    """(compute dtype, output dtype) for input ``x`` and the user's ``dtype=``."""
-    dev = _compat.device(x)
-    if dtype is not None:
-        try:
-            ok = xp.isdtype(dtype, "real floating")
-        except Exception:
-            ok = False
-        if not ok:
-            raise param_error("dtype", func, "a real floating dtype or None", dtype, TypeError)
-        out = dtype
-    elif xp.isdtype(x.dtype, "real floating"):
-        out = x.dtype
-    elif xp.isdtype(x.dtype, ("integral", "bool")):
-        out = _compat.default_float_dtype(xp, dev)
-    else:
-        raise param_error("x", func, "an array of real numbers", f"dtype {x.dtype}", TypeError)
-    compute = xp.float32 if _compat.float_bits(xp, out) < 32 else out
-    return compute, out
-
-
-def _prepare(x, temperature, axis, mask, dtype, func):
-    """Validate and convert; returns everything the kernels need.
+def _prepare(x: Any, temperature: Any, axis: int | None, mask: Any, dtype: DType | None,
+             func: str) -> tuple[Namespace, Any, Any, int, Any, DType, tuple[int, ...] | None,
+                                 DType]:
+    """Validate and convert; returns ``(xp, x, T, ax, mask, out, shape, compute)``.
 
     ``compute`` is the dtype the generic and torch paths compute in: float32 for float16/bfloat16,
     else the output dtype, widened to float64 when the temperature is wider (a float64 array T
     with float32 logits is never rounded to float32 before the division) and, on the CPU
     reference libraries (NumPy, array-api-strict), for every float32 computation, so that the
-    generic path is as exact as the native kernel.
+    generic path is as exact as the native kernel.  ``shape`` is x's shape for ``axis=None``
+    (x is flattened), else None.
     """
     xp = array_namespace(x)
     x = _compat.as_array(x, xp)
-    compute, out = _float_dtypes(xp, x, dtype, func)
+    compute, out = _args.float_dtypes(xp, x, dtype, func)
+    mask = _args.entry_mask(mask, x, func)
     if axis is None:
-        shape = x.shape
+        shape = tuple(x.shape)
         if mask is not None:
-            mask = _as_mask(mask, x, xp, func)
-            mask = xp.reshape(xp.broadcast_to(mask, shape), (-1,))
+            mask = xp.reshape(mask, (-1,))
         x = xp.reshape(x, (-1,))
         ax = 0
     else:
         shape = None
         ax = check_axis(axis, x.ndim, func)
-        if mask is not None:
-            mask = _as_mask(mask, x, xp, func)
-    T = _prepare_temperature(temperature, x, ax, xp, compute, func, flat=axis is None,
-                             keep_wide=True)
+    T = _args.row_temperature(temperature, func, like=x, axis=ax, dtype=compute,
+                              flat=axis is None)
     compute = _widen(xp, x, T, compute)
     return xp, x, T, ax, mask, out, shape, compute
 
 
-def _has_float64(xp, x) -> bool:
-    """Whether float64 arrays work on ``x``'s device (not on Apple's MPS, nor JAX without x64)."""
-    try:
-        if _compat.is_torch_namespace(xp):
-            return x.device.type != "mps"
-        if _compat.is_jax_namespace(xp):
-            import jax
-
-            return bool(jax.config.read("jax_enable_x64"))
-        return xp.asarray(0.0, dtype=xp.float64, device=_compat.device(x)).dtype == xp.float64
-    except Exception:  # pragma: no cover - exotic namespaces
-        return False
-
-
-def _widen(xp, x, T, compute):
+def _widen(xp: Namespace, x: Any, T: Any, compute: DType) -> DType:
     """The compute dtype, widened to the temperature's dtype (or float64, see :func:`_prepare`)."""
     if compute == xp.float64 or not hasattr(xp, "float64"):
         return compute
     if is_python_scalar(T):
         if (_compat.is_numpy_namespace(xp) or _compat.is_array_api_strict_namespace(xp)) and \
-                _has_float64(xp, x):
+                _args.has_float64(xp, x):
             return xp.float64
         return compute
     if T.dtype == xp.float64:
@@ -120,105 +89,14 @@ def _widen(xp, x, T, compute):
     return compute
 
 
-def _compute_cast(xp, x, compute):
+def _compute_cast(xp: Namespace, x: Any, compute: DType) -> Any:
     return x if x.dtype == compute else xp.astype(x, compute)
-
-
-def _broadcasts_to(src, dst) -> bool:
-    """``broadcast_to`` semantics: ``src`` broadcasts to ``dst`` without enlarging it."""
-    src, dst = tuple(src), tuple(dst)
-    if len(src) > len(dst):
-        return False
-    for s, d in zip(src[::-1], dst[::-1], strict=False):
-        if not (isinstance(s, int) and isinstance(d, int)):
-            continue  # unknown (lazy) sizes: the backend checks them
-        if s != 1 and s != d:
-            return False
-    return True
-
-
-def _as_mask(mask, x, xp, func):
-    mask = _compat.as_array(mask, xp, like=x, param="mask")
-    if mask.dtype != xp.bool:
-        raise param_error("mask", func, "a boolean array (True = keep)", f"dtype {mask.dtype}", TypeError)
-    if not _broadcasts_to(mask.shape, x.shape):
-        raise param_error(
-            "mask", func, f"broadcastable to the input's shape {tuple(x.shape)}",
-            f"shape {tuple(mask.shape)}")
-    return mask
-
-
-def _prepare_temperature(temperature, x, ax, xp, compute, func, *, flat=False, keep_wide=False):
-    """A Python float, or an array of shape ``x.shape`` with 1 at ``ax`` (keepdims form).
-
-    An array temperature is converted to ``compute`` unless ``keep_wide``: then a floating
-    array wider than ``compute`` keeps its dtype, and an integer array becomes float64 where
-    the device has it (the caller computes in the wider dtype, see :func:`_widen`).
-    """
-    if is_python_scalar(temperature):
-        if isinstance(temperature, bool):
-            raise param_error("temperature", func, _T_EXPECT, temperature, TypeError)
-        try:
-            t = float(temperature)
-        except OverflowError:  # an int beyond the float range: the T = inf limit
-            t = math.inf if temperature > 0 else -math.inf
-        if math.isnan(t) or t < 0:
-            raise param_error("temperature", func, _T_EXPECT, temperature)
-        return t
-    T = _compat.as_array(temperature, xp, like=x, param="temperature")
-    if not xp.isdtype(T.dtype, ("real floating", "integral")):
-        raise param_error("temperature", func, _T_EXPECT, f"an array of dtype {T.dtype}", TypeError)
-    if not keep_wide:
-        target = compute
-    elif xp.isdtype(T.dtype, "integral"):
-        target = xp.float64 if _has_float64(xp, x) else compute
-    elif _compat.float_bits(xp, T.dtype) < _compat.float_bits(xp, compute):
-        target = compute
-    else:
-        target = T.dtype
-    if T.dtype != target:
-        T = xp.astype(T, target)
-    kshape = tuple(1 if i == ax else n for i, n in enumerate(x.shape))
-    bshape = kshape[:ax] + kshape[ax + 1:]
-    if T.ndim == 0:
-        pass
-    elif flat:
-        if math.prod(T.shape) != 1:
-            raise param_error("temperature", func, "a scalar when axis=None", f"shape {tuple(T.shape)}")
-        T = xp.reshape(T, ())
-    elif T.ndim == x.ndim - 1 and tuple(T.shape) == bshape:
-        T = xp.expand_dims(T, axis=ax)
-    elif T.ndim == x.ndim and _broadcasts(T.shape, kshape):
-        pass
-    elif T.ndim == x.ndim - 1 and _broadcasts(T.shape, bshape):
-        T = xp.expand_dims(T, axis=ax)
-    else:
-        expect = (f"a float or an array of per-row temperatures of shape "
-                  f"{bshape} or {kshape}")
-        raise param_error("temperature", func, expect, f"an array of shape {tuple(T.shape)}")
-    if is_concrete(T):
-        bad = xp.logical_or(xp.isnan(T), T < 0)
-        if bool(xp.any(bad)):
-            got = _first_bad(T, bad, xp)
-            raise param_error("temperature", func, _T_EXPECT, got)
-    return T
-
-
-def _broadcasts(src, dst) -> bool:
-    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst, strict=True))
-
-
-def _first_bad(T, bad, xp):
-    """The first negative or NaN temperature, for the error message."""
-    t = _compat.to_numpy(T).reshape(-1)
-    b = _compat.to_numpy(bad).reshape(-1)
-    return float(t[b][0])
 
 
 # --------------------------------------------------------------------------------------------
 # the one generic kernel
 # --------------------------------------------------------------------------------------------
-def _core(xp, x, T, ax, mask):
+def _core(xp: Namespace, x: Any, T: Any, ax: int, mask: Any) -> tuple[Any, ...]:
     """Shared pieces: (y, e, s, log_s, m, m_safe, empty, tie, nan_row), ``y = (x - m)/T`` made safe.
 
     ``y`` is the tempered, max-shifted logit (``-inf`` at masked entries, ``0`` at the row's
@@ -280,21 +158,22 @@ def _core(xp, x, T, ax, mask):
     return y, e, s, log_s, m, m_safe, empty, tie, nan_row
 
 
-def _emax(fi) -> int:
+def _emax(fi: Any) -> int:
     """The largest binary exponent of a finfo's dtype (127 for float32, 1023 for float64)."""
     return math.frexp(float(fi.max))[1] - 1
 
 
-def _barrier(xp, a):
+def _barrier(xp: Namespace, a: Any) -> Any:
     """Keep XLA from folding the constants around ``a`` into one (JAX only)."""
     if _compat.is_jax_namespace(xp):
         import jax
 
-        return jax.lax.optimization_barrier(a)
+        barrier: Any = jax.lax.optimization_barrier  # untyped in jax
+        return barrier(a)
     return a
 
 
-def _div(xp, d, t):
+def _div(xp: Namespace, d: Any, t: Any) -> Any:
     """``d / t`` for ``t > 0`` (a Python float or an array).
 
     XLA's CPU backend divides by multiplying with the reciprocal and flushes subnormals to zero,
@@ -315,7 +194,7 @@ def _div(xp, d, t):
     return _barrier(xp, xp.where(huge, d * c, d)) / t_s
 
 
-def _div_subnormal(xp, d, t):
+def _div_subnormal(xp: Namespace, d: Any, t: float) -> Any:
     """``d / t`` for a Python float ``0 < t`` below the smallest normal of ``d``'s dtype.
 
     Such a ``t`` would be rounded (to 0, giving ``0/0 = NaN`` at the maxima, or to a subnormal
@@ -338,7 +217,7 @@ def _div_subnormal(xp, d, t):
     return _barrier(xp, d) / t_scaled
 
 
-def _generic_kernel(kind, xp, x, T, ax, mask):
+def _generic_kernel(kind: Kind, xp: Namespace, x: Any, T: Any, ax: int, mask: Any) -> Any:
     """``kind`` on the generic Array-API path, keepdims form for logsumexp."""
     y, e, s, log_s, m, m_safe, empty, tie, nan_row = _core(xp, x, T, ax, mask)
     if kind == "softmax":
@@ -366,22 +245,24 @@ def _generic_kernel(kind, xp, x, T, ax, mask):
     return xp.where(nan_row, xp.asarray(math.nan, dtype=r.dtype, device=_compat.device(r)), r)
 
 
-def _compute(kind, x, temperature, axis, mask, dtype, keepdims=True, *, func=None):
+def dispatch(kind: Kind, x: ArrayLike, temperature: Temperature, axis: int | None,
+             mask: ArrayLike | None, dtype: DType | None, keepdims: bool = True, *,
+             func: str | None = None) -> Array:
     """Validate, then the first path that takes the case: native, fused torch, generic.
 
     ``kind`` is the computation; ``func`` the public function named in error messages
     (default ``kind``; ``entropy`` or ``temper`` when they call this).
     """
-    xp, x, T, ax, mask, out, shape, compute = _prepare(x, temperature, axis, mask, dtype,
-                                                        func or kind)
-    r = _native(kind, xp, x, T, ax, mask, out)  # converts float16 itself
-    if r is not None and r.ndim < x.ndim:  # the kernel's logsumexp drops the axis
+    xp, a, T, ax, m, out, shape, compute = _prepare(x, temperature, axis, mask, dtype,
+                                                     func or kind)
+    r = _native(kind, xp, a, T, ax, m, out)  # converts float16 itself
+    if r is not None and r.ndim < a.ndim:  # the kernel's logsumexp drops the axis
         r = xp.expand_dims(r, axis=ax)
     if r is None:
-        x = _compute_cast(xp, x, compute)
-        r = _torch_fused(kind, xp, x, T, ax, mask, out)
+        a = _compute_cast(xp, a, compute)
+        r = _torch_fused(kind, xp, a, T, ax, m, out)
     if r is None:
-        r = _generic_kernel(kind, xp, x, T, ax, mask)
+        r = _generic_kernel(kind, xp, a, T, ax, m)
     if r.dtype != out:
         r = xp.astype(r, out)
     if kind == "logsumexp":
@@ -391,12 +272,13 @@ def _compute(kind, x, temperature, axis, mask, dtype, keepdims=True, *, func=Non
             r = xp.reshape(r, (1,) * len(shape) if keepdims else ())
     elif shape is not None:
         r = xp.reshape(r, shape)
-    return r
+    result: Array = r
+    return result
 
 
-def _native(kind, xp, x, T, ax, mask, out):
+def _native(kind: Kind, xp: Namespace, x: Any, T: Any, ax: int, mask: Any, out: DType) -> Any:
     """Run the compiled kernel for NumPy inputs when it handles the case (else ``None``)."""
-    if not _compat.is_numpy_namespace(xp) or not _NATIVE_OK:
+    if not _compat.is_numpy_namespace(xp) or not _config.current().native:
         return None
     try:
         from . import _native as nat
@@ -412,10 +294,9 @@ def _native(kind, xp, x, T, ax, mask, out):
     return try_compute(kind, x, T, ax, mask, np.dtype(out))
 
 
-_NATIVE_OK = True  # the test suite switches this off to compare against the generic path
 
-
-def _torch_fused(kind, xp, x, T, ax, mask, out):
+def _torch_fused(kind: Kind, xp: Namespace, x: Any, T: Any, ax: int, mask: Any,
+                 out: DType) -> Any:
     """PyTorch fast path: torch's fused (log_)softmax/logsumexp on ``(x - m)/T``.
 
     Handles finite positive temperatures and rows whose maximum is finite or ``-inf`` (fully
@@ -423,7 +304,7 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
     path then computes.  softmax takes about 3 passes over the data instead of the generic
     path's dozen; log_softmax and logsumexp a few more, for the exact ``log1p`` form of the sum.
     """
-    if not _NATIVE_OK or not _compat.is_torch_namespace(xp):
+    if not _compat.is_torch_namespace(xp) or not _config.current().torch_fused:
         return None
     import torch
 
@@ -485,24 +366,43 @@ def _torch_fused(kind, xp, x, T, ax, mask, out):
     return r if r.dtype == out else r.to(out)
 
 
-def _generic(kind, x, temperature=1.0, *, axis=-1, mask=None, dtype=None, keepdims=False):
-    """The reference implementation of ``kind`` with the native kernel switched off."""
-    global _NATIVE_OK
-    func = {"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp}[kind]
-    saved, _NATIVE_OK = _NATIVE_OK, False
-    try:
+def _generic(kind: Kind, x: ArrayLike, temperature: Temperature = 1.0, *, axis: int | None = -1,
+             mask: ArrayLike | None = None, dtype: DType | None = None,
+             keepdims: bool = False) -> Array:
+    """The reference implementation of ``kind``: every fast path off (see ``tempscale.config``)."""
+    with _config.config(native=False, torch_fused=False):
         if kind == "logsumexp":
-            return func(x, temperature, axis=axis, mask=mask, keepdims=keepdims)
-        return func(x, temperature, axis=axis, mask=mask, dtype=dtype)
-    finally:
-        _NATIVE_OK = saved
+            return logsumexp(x, temperature, axis=axis, mask=mask, keepdims=keepdims)
+        if kind == "log_softmax":
+            return log_softmax(x, temperature, axis=axis, mask=mask, dtype=dtype)
+        return softmax(x, temperature, axis=axis, mask=mask, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# kept for the modules not yet moved to the argument layer (sampling); remove once they have
+# --------------------------------------------------------------------------------------------
+def _float_dtypes(xp: Namespace, x: Any, dtype: DType | None, func: str) -> tuple[DType, DType]:
+    return _args.float_dtypes(xp, x, dtype, func)
+
+
+def _as_mask(mask: Any, x: Any, xp: Namespace, func: str) -> Any:
+    return _args.entry_mask(mask, x, func)
+
+
+def _prepare_temperature(temperature: Any, x: Any, ax: int, xp: Namespace, compute: DType,
+                         func: str, *, flat: bool = False, keep_wide: bool = False) -> Any:
+    T: Any = _args.row_temperature(temperature, func, like=x, axis=ax, dtype=compute, flat=flat)
+    if not keep_wide and not is_python_scalar(T) and T.dtype != compute:
+        T = xp.astype(T, compute)
+    return T
 
 
 # --------------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------------
 @_quiet
-def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
+def softmax(x: ArrayLike, temperature: Temperature = 1.0, *, axis: int | None = -1,
+            mask: ArrayLike | None = None, dtype: DType | None = None) -> Array:
     r"""Softmax with temperature, :math:`S(x)_i = e^{x_i/T} / \sum_k e^{x_k/T}`.
 
     Parameters
@@ -521,8 +421,8 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
         Note: SciPy's ``softmax`` defaults to the whole array and Chainer's to axis 1; tempscale,
         like PyTorch and JAX, defaults to the last axis.
     mask : array of bool, optional
-        Broadcastable to ``x``'s shape (it never enlarges the result); ``False`` entries are
-        excluded, exactly like ``-inf`` logits.
+        Broadcastable to ``x``'s shape (it never enlarges the result); ``False`` (or ``0``)
+        entries are excluded, exactly like ``-inf`` logits.  Integer masks may hold only 0 and 1.
     dtype : dtype, optional
         The result's dtype.  By default the input's floating dtype (integers and bools promote to
         the library's default float).  float16/bfloat16 are always accumulated in float32.
@@ -562,11 +462,12 @@ def softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     >>> softmax(np.array([[-np.inf, -np.inf]]))        # fully masked: zeros, not NaN
     array([[0., 0.]])
     """
-    return _compute("softmax", x, temperature, axis, mask, dtype)
+    return dispatch("softmax", x, temperature, axis, mask, dtype)
 
 
 @_quiet
-def log_softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
+def log_softmax(x: ArrayLike, temperature: Temperature = 1.0, *, axis: int | None = -1,
+                mask: ArrayLike | None = None, dtype: DType | None = None) -> Array:
     r"""Logarithm of the temperature softmax, :math:`x_i/T - \log\sum_k e^{x_k/T}`.
 
     Same parameters and contract as :func:`softmax`.  Masked entries, the non-maximal entries at
@@ -582,11 +483,12 @@ def log_softmax(x, temperature=1.0, *, axis=-1, mask=None, dtype=None):
     >>> log_softmax(np.array([0.0, 5.0, 5.0]), 0)
     array([   -inf, -0.6931, -0.6931])
     """
-    return _compute("log_softmax", x, temperature, axis, mask, dtype)
+    return dispatch("log_softmax", x, temperature, axis, mask, dtype)
 
 
 @_quiet
-def logsumexp(x, temperature=1.0, *, axis=-1, mask=None, keepdims=False):
+def logsumexp(x: ArrayLike, temperature: Temperature = 1.0, *, axis: int | None = -1,
+              mask: ArrayLike | None = None, keepdims: bool = False) -> Array:
     r"""The smooth maximum :math:`T \log \sum_i e^{x_i/T}`.
 
     It equals ``max(x)`` at ``T = 0`` and the ordinary logsumexp at ``T = 1``; as ``T`` grows it
@@ -616,11 +518,11 @@ def logsumexp(x, temperature=1.0, *, axis=-1, mask=None, keepdims=False):
     >>> float(logsumexp(x, 0)), float(logsumexp(x, 0.1))
     (3.0, 3.0000045...)
     """
-    return _compute("logsumexp", x, temperature, axis, mask, None, keepdims)
+    return dispatch("logsumexp", x, temperature, axis, mask, None, keepdims)
 
 
 @_quiet
-def temper(p, temperature, *, axis=-1):
+def temper(p: ArrayLike, temperature: Temperature, *, axis: int | None = -1) -> Array:
     r"""Re-temper probabilities: :math:`p_i^{1/T} / \sum_k p_k^{1/T}`, computed in log space.
 
     Use this when you hold probabilities, not logits.  Feeding probabilities to :func:`softmax`
@@ -653,18 +555,18 @@ def temper(p, temperature, *, axis=-1):
     array([0.3333, 0.3333, 0.3333, 0.    ])
     """
     xp = array_namespace(p)
-    p = _compat.as_array(p, xp)
-    if xp.isdtype(p.dtype, ("integral", "bool")):
-        p = xp.astype(p, _compat.default_float_dtype(xp, _compat.device(p)))
-    if is_concrete(p) and p.ndim and math.prod(p.shape) and bool(xp.any(p < 0)):
+    q = _compat.as_array(p, xp)
+    if xp.isdtype(q.dtype, ("integral", "bool")):
+        q = xp.astype(q, _compat.default_float_dtype(xp, _compat.device(q)))
+    if is_concrete(q) and q.ndim and math.prod(q.shape) and bool(xp.any(q < 0)):
         raise param_error("p", "temper", "an array of non-negative probabilities",
                           "an array with negative entries")
-    if p.ndim == 0 or axis is None:
+    if q.ndim == 0 or axis is None:
         axis = None  # a 0-d p is one distribution of one entry
     else:
-        check_axis(axis, p.ndim, "temper")
-    pos = p > 0
-    logp = xp.where(pos, xp.log(xp.where(pos, p, xp.ones_like(p))),
-                    xp.asarray(-math.inf, dtype=p.dtype, device=_compat.device(p)))
-    logp = xp.where(xp.isnan(p), p, logp)
-    return _compute("softmax", logp, temperature, axis, None, None, func="temper")
+        check_axis(axis, q.ndim, "temper")
+    pos = q > 0
+    logp = xp.where(pos, xp.log(xp.where(pos, q, xp.ones_like(q))),
+                    xp.asarray(-math.inf, dtype=q.dtype, device=_compat.device(q)))
+    logp = xp.where(xp.isnan(q), q, logp)
+    return dispatch("softmax", logp, temperature, axis, None, None, func="temper")
