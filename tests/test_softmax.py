@@ -33,7 +33,7 @@ def ref_row(row, T):
     valid = [v > -INF for v in row]
     if not any(valid):
         return [0.0] * n, [-INF] * n, -INF
-    m = max(v for v, ok in zip(row, valid) if ok)
+    m = max(v for v, ok in zip(row, valid, strict=True) if ok)
     if m == INF or T == 0:
         top = [v == m for v in row]
         k = sum(top)
@@ -46,7 +46,7 @@ def ref_row(row, T):
         lp = [-math.log(k) if ok else -INF for ok in valid]
         return p, lp, (row[valid.index(True)] if k == 1 else INF)
     Tm = mpmath.mpf(T)
-    ys = [(mpmath.mpf(v) - mpmath.mpf(m)) / Tm if ok else None for v, ok in zip(row, valid)]
+    ys = [(mpmath.mpf(v) - mpmath.mpf(m)) / Tm if ok else None for v, ok in zip(row, valid, strict=True)]
     s = mpmath.fsum(mpmath.exp(y) for y in ys if y is not None)
     ls = mpmath.log(s)
     p = [float(mpmath.exp(y) / s) if y is not None else 0.0 for y in ys]
@@ -350,9 +350,9 @@ def test_torch_gradcheck_x_and_temperature():
     T = torch.tensor([0.5, 1.3, 4.0], dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1, 1, 0, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 0, 1]], dtype=torch.bool)
     for f in (softmax, log_softmax):  # masked outputs are constants (0 or -inf): compare the rest
-        assert torch.autograd.gradcheck(lambda a, t: torch.where(mask, f(a, t, mask=mask), 0), (x, T))
+        assert torch.autograd.gradcheck(lambda a, t, f=f: torch.where(mask, f(a, t, mask=mask), 0), (x, T))
     for f in (softmax, log_softmax, logsumexp):
-        assert torch.autograd.gradgradcheck(lambda a, t: f(a, t), (x, T))
+        assert torch.autograd.gradgradcheck(lambda a, t, f=f: f(a, t), (x, T))
     assert torch.autograd.gradcheck(lambda a: softmax(a, 0.7, axis=0), (x,))
 
 
