@@ -88,14 +88,23 @@ def tempered(a: Args, key: Any, m: Any) -> Any:
     normal float32 number, else the wide dtype (so that ``T = 1e-50`` or ``5e-324`` is exact).
     """
     xp = a.xp
-    ninf = full(xp, key, -math.inf, shape=())
-    valid = key > ninf
     m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    d = xp.where(valid, key, m_safe) / 2 - m_safe / 2  # in [-max, 0]: exact halves, no overflow
     T = a.T if a.order == "temperature-first" else 1.0
     narrow = key.dtype != a.wide
     # T and 1/T normal float32 numbers (XLA flushes subnormals: d / T may be d * (1/T))
     lo32, hi32 = 2.0 ** -125, 2.0 ** 125
+    if is_python_scalar(T) and T != math.inf:
+        # a finite scalar: removed entries give -inf / t = -inf, d = 0 gives 0: no masking pass
+        d = key / 2 - m_safe / 2  # in [-max, 0] at kept entries: exact halves, no overflow
+        t = 1.0 if T == 0 else T
+        if t == 1.0:
+            return d * 2
+        if narrow and not lo32 <= t <= hi32:
+            return xp.astype(xp.astype(d, a.wide) / t * 2, key.dtype)
+        return d / t * 2
+    ninf = full(xp, key, -math.inf, shape=())
+    valid = key > ninf
+    d = xp.where(valid, key, m_safe) / 2 - m_safe / 2  # in [-max, 0]: exact halves, no overflow
     if is_python_scalar(T):
         t = 1.0 if T == 0 else T
         if t == 1.0:

@@ -59,7 +59,17 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     if a.top_p is not None or a.min_p is not None:
         e = _arith.exp(a, _arith.tempered(a, ck, m))
         if a.top_p is not None:
-            keep = _top_p(a, ops, ck, probs(a, ops, e, keep), keep, m)
+            p = probs(a, ops, e, keep)
+            sub = _top_p_subset(a, ops, ck, p) if ci is None else None
+            if sub is None:
+                keep = _top_p(a, ops, ck, p, keep, m)
+            else:  # every token outside ``ci`` is removed: go on with the compact candidates
+                full_rows = (ck, p)
+                ci, ck, base = sub
+                keep = ck > ninf
+                e = xp.where(keep, xp.take_along_axis(e, ci, axis=-1), xp.zeros_like(e[:, :1]))
+                pc = xp.where(keep, xp.take_along_axis(p, ci, axis=-1), xp.zeros_like(p[:, :1]))
+                keep = _top_p(a, ops, ck, pc, keep, m, base, full_rows, ci)
         if a.min_p is not None:
             p = probs(a, ops, e, keep)
             keep = xp.logical_and(keep, xp.logical_not(p < _arith.min_p_threshold(a, p, keep)))
@@ -179,7 +189,7 @@ def probs(a: Args, ops: type[Ops], e: Any, keep: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # top-p
 # --------------------------------------------------------------------------------------------
-def _edges(a: Args, ops: type[Ops], thr: Any, dtype: Any, W: int) -> tuple[Any, Any]:
+def _edges(a: Args, ops: type[Ops], thr: Any, dtype: Any) -> tuple[Any, Any]:
     """``(lo, hi)`` around the float64 edge ``E`` of the decision ``fl(R) <= thr``.
 
     ``R`` is the exact rule's cumulative sum before its rounding to ``dtype``: float32
@@ -204,7 +214,51 @@ def _edges(a: Args, ops: type[Ops], thr: Any, dtype: Any, W: int) -> tuple[Any, 
     return E - delta, E + delta
 
 
-def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any) -> Any:
+def _guess(a: Args, key: Any, p: Any, thr: Any, n: Any) -> Any:
+    """Per row the smallest logit of probability ``>= thr / (2 n)`` (``n`` tokens): the tokens
+    below it hold less than ``thr / 2``, so they are usually all removed (``inf`` if none)."""
+    xp = a.xp
+    thr_w = thr if is_python_scalar(thr) else xp.astype(thr, n.dtype)
+    bound = xp.astype(thr_w / (2.0 * xp.where(n > 0, n, xp.ones_like(n))), p.dtype)
+    pinf = full(xp, key, math.inf, shape=())
+    return xp.min(xp.where(p >= bound, key, pinf), axis=-1, keepdims=True)
+
+
+def _top_p_subset(a: Args, ops: type[Ops], key: Any, p: Any) -> tuple[Any, Any, Any] | None:
+    """``(ci, ck, L)``: compact candidates (index order, ``-inf`` padded) outside which every
+    token is surely removed by top-p, and the float64 mass ``L`` below them; or None.
+
+    Taken when ``top_p`` is one number, every row has a candidate and the candidates are at most
+    a quarter of the row (peaked rows): the rest of the search then runs on the compact set.
+    """
+    xp = a.xp
+    W = key.shape[-1]
+    if not is_python_scalar(a.top_p) or W <= 4 * GAP:
+        return None
+    thr = _arith.top_p_threshold(a, p.dtype)
+    lo_edge, _ = _edges(a, ops, thr, p.dtype)
+    # a strided sample estimates the logit below which the mass is about thr / 2
+    stride = max(1, W // 4096)
+    ks = key[:, ::stride]
+    o = ops.argsort_values(ks)  # ascending
+    ks = xp.take_along_axis(ks, o, axis=-1)
+    est = ops.cumsum64(xp.take_along_axis(p[:, ::stride], o, axis=-1)) * stride
+    pos = xp.clip(ops.count(est <= thr / 2), 0, ks.shape[-1] - 1)
+    lo = xp.take_along_axis(ks, xp.astype(pos, xp.int64), axis=-1)
+    if not bool(xp.all(lo > full(xp, lo, -math.inf, shape=()))):
+        return None
+    below = key < lo
+    if int(xp.max(ops.count(below))) * 4 < 3 * W:
+        return None  # more than a quarter of a row above lo
+    L = ops.msum(p, below)
+    if not bool(xp.all(L < lo_edge)):
+        return None
+    ci, ck = ops.compact(key, xp.logical_not(below))
+    return ci, ck, L
+
+
+def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any, base: Any = None,
+           full_rows: tuple[Any, Any] | None = None, ci: Any = None) -> Any:
     """The top-p keep mask of the rows of ``key`` (positions in index order), by bisection.
 
     With ``L(t)`` the mass of the tokens with ``key < t`` (the cumulative sum of the last of
@@ -214,64 +268,69 @@ def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any) -> Any:
     tokens, on a compacted copy once it is small; then only the band is sorted and its
     cumulative sums start from ``L(lo)``.  Masses are float64 estimates; a row where one lies
     within rounding distance of the edge is decided by the exact rule on its full sort.
+
+    ``key`` may be compact candidates ``ci`` of the rows ``full_rows = (key, p)`` with every
+    other token removed and mass ``base`` (see :func:`_top_p_subset`).
     """
     xp = a.xp
     W = key.shape[-1]
     ninf = full(xp, key, -math.inf, shape=())
     pinf = full(xp, key, math.inf, shape=())
     thr = _arith.top_p_threshold(a, p.dtype)
-    lo_edge, hi_edge = _edges(a, ops, thr, p.dtype, W)
-    p64 = ops.f64(p)
+    lo_edge, hi_edge = _edges(a, ops, thr, p.dtype)
     finite = key > ninf
     nonempty = m > ninf
     active = nonempty if is_python_scalar(a.top_p) else xp.logical_and(nonempty, a.top_p < 1)
     exact = xp.zeros_like(nonempty)  # rows the estimates cannot decide
+    zero = xp.zeros((), dtype=xp.float64, device=_compat.device(key))
 
     def below(Wk: Any, Wp: Any, t: Any, base: Any) -> Any:
         """The mass below ``t`` (plus ``base``)."""
         L = ops.msum(Wp, Wk < t)
         return L if base is None else base + L
 
-    kmin = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
-    lo = xp.where(nonempty, kmin, xp.zeros_like(kmin))  # nothing is below the minimum
-    Llo = xp.zeros_like(p64[:, :1])
     hi = xp.where(nonempty, xp.nextafter(m, pinf), xp.zeros_like(m))  # nothing is above the maximum
-    # start: the tokens ranked below every token of probability >= thr / (2 n) are removed
-    n = ops.f64(ops.count(finite))
-    thr_w = thr if is_python_scalar(thr) else ops.f64(thr)
-    bound = thr_w / (2.0 * xp.where(n > 0, n, xp.ones_like(n)))
-    guess = xp.min(xp.where(xp.logical_and(finite, p64 >= bound), key, pinf), axis=-1, keepdims=True)
-    L = below(key, p64, guess, None)
-    ok = xp.logical_and(xp.logical_and(L < lo_edge, guess > lo), guess < pinf)
-    lo = xp.where(ok, guess, lo)
-    Llo = xp.where(ok, L, Llo)
+    if base is not None:
+        # compact candidates: everything below them is removed
+        lo = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
+        Llo = base
+    else:
+        # start: the tokens ranked below every token of probability >= thr / (2 n) are removed
+        guess = _guess(a, key, p, thr, ops.f64(ops.count(finite)))
+        L = below(key, p, guess, None)
+        ok = xp.logical_and(L < lo_edge, guess < pinf)
+        Llo = xp.where(ok, L, zero)
+        lo = guess
+        if not bool(xp.all(xp.logical_or(ok, xp.logical_not(active)))):
+            kmin = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
+            lo = xp.where(ok, guess, xp.where(nonempty, kmin, xp.zeros_like(kmin)))
 
     def band_count(Wk: Any) -> Any:
         return ops.count(xp.logical_and(xp.logical_and(Wk >= lo, Wk < hi), active))
 
-    if int(xp.max(band_count(key))) * 4 > W and W > 4 * GAP:
+    if base is None and W > 4 * GAP and int(xp.max(band_count(key))) * 4 > W:
         # a wide band (flat rows): a bracket estimated from a strided sample, each edge checked
         # (a row whose check fails keeps its old edge)
         stride = max(1, W // 4096)
         ks = key[:, ::stride]
         o = ops.argsort_values(ks)  # ascending
         ks = xp.take_along_axis(ks, o, axis=-1)
-        est = ops.cumsum64(xp.take_along_axis(p64[:, ::stride], o, axis=-1)) * stride
-        pos = ops.count(est <= thr_w)
+        est = ops.cumsum64(xp.take_along_axis(p[:, ::stride], o, axis=-1)) * stride
+        pos = ops.count(est <= (thr if is_python_scalar(thr) else ops.f64(thr)))
         Ls = ks.shape[-1]
 
         def at(i: Any) -> Any:
             return xp.take_along_axis(ks, xp.astype(xp.clip(i, 0, Ls - 1), xp.int64), axis=-1)
 
         lo_c, hi_c = at(pos - 16), at(pos + 16)
-        L = below(key, p64, lo_c, None)
+        L = below(key, p, lo_c, None)
         ok = xp.logical_and(xp.logical_and(L < lo_edge, lo_c > lo), lo_c > ninf)
         lo = xp.where(ok, lo_c, lo)
         Llo = xp.where(ok, L, Llo)
-        L = below(key, p64, hi_c, None)
+        L = below(key, p, hi_c, None)
         ok = xp.logical_and(xp.logical_and(L > hi_edge, hi_c < hi), hi_c > lo)
         hi = xp.where(ok, hi_c, hi)
-    Wk, Wp, Wi, base = key, p64, None, None  # the working set (full rows, later compacted)
+    Wk, Wp, Wi, wbase = key, p, None, base  # the working set (full rows, later compacted)
     for _ in range(80):
         cnt = band_count(Wk)
         mid = lo / 2 + hi / 2
@@ -283,9 +342,9 @@ def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any) -> Any:
             # compact the band; the mass below it is L(lo)
             band = xp.logical_and(xp.logical_and(key >= lo, key < hi), active)
             Wi, Wk = ops.compact(key, xp.logical_and(band, xp.logical_not(exact)))
-            Wp = xp.where(Wk > ninf, xp.take_along_axis(p64, Wi, axis=-1), xp.zeros_like(p64[:, :1]))
-            base = Llo
-        L = below(Wk, Wp, mid, base)
+            Wp = xp.where(Wk > ninf, xp.take_along_axis(p, Wi, axis=-1), xp.zeros_like(p[:, :1]))
+            wbase = Llo
+        L = below(Wk, Wp, mid, wbase)
         up = xp.logical_and(go, L < lo_edge)
         down = xp.logical_and(go, L > hi_edge)
         exact = xp.logical_or(exact, xp.logical_and(go, xp.logical_not(xp.logical_or(up, down))))
@@ -300,33 +359,37 @@ def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any) -> Any:
     bi = xp.take_along_axis(bi, o, axis=-1)
     bk = xp.take_along_axis(bk, o, axis=-1)
     real = bk > ninf
-    C = Llo + ops.cumsum64(xp.where(real, xp.take_along_axis(Wp, bi, axis=-1), xp.zeros_like(Llo)))
+    C = Llo + ops.cumsum64(xp.where(real, xp.take_along_axis(Wp, bi, axis=-1), xp.zeros_like(bk)))
     rem_b = xp.logical_and(C < lo_edge, real)
     undecided = xp.logical_and(real, xp.logical_not(xp.logical_or(rem_b, C > hi_edge)))
     exact = xp.logical_or(exact, xp.any(undecided, axis=-1, keepdims=True))
+    # the most probable token (the highest index among tied maxima: the band's last, when the
+    # band reaches the maximum) is never removed; tokens below lo are below the maximum
+    last = xp.arange(bk.shape[-1], device=_compat.device(bk)) == bk.shape[-1] - 1
+    rem_b = xp.logical_and(rem_b, xp.logical_not(xp.logical_and(last, bk == m)))
     cols = bi if Wi is None else xp.take_along_axis(Wi, bi, axis=-1)
     rem = ops.scatter_bool(cols, rem_b, W)
     rem = xp.logical_or(rem, xp.logical_and(key < lo, finite))
-    rem = xp.logical_and(rem, active)
     if bool(xp.any(exact)):
-        rem = _exact_rows(a, ops, key, p, thr, rem, exact)
-    # the most probable token (the highest index among tied maxima) is never removed
-    posn = xp.arange(W, device=_compat.device(key))
-    top = xp.max(xp.where(key == m, posn, -xp.ones_like(posn)), axis=-1, keepdims=True)
-    rem = xp.logical_and(rem, posn != top)
-    return xp.logical_and(keep, xp.logical_not(rem))
+        rem = _exact_rows(a, ops, key, p, thr, rem, exact, full_rows, ci)
+    return xp.logical_and(keep, xp.logical_not(xp.logical_and(rem, active)))
 
 
-def _exact_rows(a: Args, ops: type[Ops], key: Any, p: Any, thr: Any, rem: Any, exact: Any) -> Any:
+def _exact_rows(a: Args, ops: type[Ops], key: Any, p: Any, thr: Any, rem: Any, exact: Any,
+                full_rows: tuple[Any, Any] | None, ci: Any) -> Any:
     """``rem`` with the rows ``exact`` replaced by the generic path's rule on their full sort."""
     xp = a.xp
-    W = key.shape[-1]
     rows = xp.nonzero(exact[:, 0])[0]
-    kr = key[rows]
+    kr, pr = (key, p) if full_rows is None else full_rows
+    kr, pr = kr[rows], pr[rows]
+    W = kr.shape[-1]
     idx = ops.argsort_values(kr)  # ascending, ties by index: the generic path's order
     thr_r = thr if is_python_scalar(thr) else thr[rows]
-    rs = _arith.cum_decide(a, None, xp.take_along_axis(p[rows], idx, axis=-1), thr_r)
+    rs = _arith.cum_decide(a, None, xp.take_along_axis(pr, idx, axis=-1), thr_r)
     rs = xp.logical_and(rs, xp.arange(W, device=_compat.device(rs)) < W - 1)  # the top stays
+    rr = ops.scatter_bool(idx, rs, W)
+    if ci is not None:
+        rr = xp.take_along_axis(rr, ci[rows], axis=-1)
     rem = xp.asarray(rem, copy=True)
-    rem[rows] = ops.scatter_bool(idx, rs, W)
+    rem[rows] = rr
     return rem

@@ -124,7 +124,7 @@ class NumpyOps(Ops):
 
     @staticmethod
     def msum(e: Any, m: Any) -> Any:
-        return np.sum(np.where(m, e, 0), axis=-1, keepdims=True, dtype=np.float64)
+        return np.sum(e, axis=-1, keepdims=True, dtype=np.float64, where=m)
 
     @staticmethod
     def sum64(v: Any) -> Any:
@@ -132,16 +132,17 @@ class NumpyOps(Ops):
 
     @staticmethod
     def compact(z: Any, mask: Any) -> tuple[Any, Any]:
-        rows, cols = np.nonzero(mask)
-        B = z.shape[0]
+        B, W = z.shape
+        flat = np.flatnonzero(mask)  # row-major: rows in order, indices increasing in a row
+        rows = flat // W
         counts = np.bincount(rows, minlength=B)
         width = max(int(counts.max()) if counts.size else 0, 1)
-        at = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
-        ci = np.zeros((B, width), dtype=np.int64)
-        cz = np.full((B, width), -np.inf, dtype=z.dtype)
-        ci[rows, at] = cols
-        cz[rows, at] = z[rows, cols]
-        return ci, cz
+        at = np.arange(flat.size) - (np.cumsum(counts) - counts)[rows] + rows * width
+        ci = np.zeros(B * width, dtype=np.int64)
+        cz = np.full(B * width, -np.inf, dtype=z.dtype)
+        ci[at] = flat - rows * W
+        cz[at] = np.ravel(z)[flat]
+        return ci.reshape(B, width), cz.reshape(B, width)
 
     @staticmethod
     def cumsum64(v: Any) -> Any:
