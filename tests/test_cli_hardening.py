@@ -100,9 +100,9 @@ def test_distill_ships_its_experiment_in_the_package():
     text = Path(cmd.__file__).read_text()
     assert "spec_from_file_location" not in text and "exec_module" not in text
     assert "TEMPSCALE_EXAMPLES" not in text and "cwd" not in text.lower()
-    # the example is a thin wrapper around the packaged code
+    # the example is a thin wrapper around the packaged code, through the public entry point
     example = (ROOT / "examples" / "distill_digits.py").read_text()
-    assert "from tempscale.cli._distill_digits import main" in example
+    assert "from tempscale.cli import main" in example and "_distill_digits" not in example
 
 
 def test_distill_does_not_execute_examples_in_the_current_folder(capsys, tmp_path, monkeypatch):
@@ -123,6 +123,21 @@ def test_distill_does_not_execute_examples_in_the_current_folder(capsys, tmp_pat
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["info"]["seeds"] == 1 and doc["info"]["epochs"] == 1
     assert set(doc["results"]) == {"teacher", "student: hard labels", "student: KD T=2"}
+
+
+def test_distill_prints_its_table_without_rich(capsys, monkeypatch):
+    """rich is the cli extra: without it the experiment's table is plain text, not a crash."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    monkeypatch.setitem(sys.modules, "rich", None)       # import rich.* -> ImportError
+    for name in [m for m in sys.modules if m.startswith("rich.")]:
+        monkeypatch.delitem(sys.modules, name)
+    rc, out, err = run_cli(capsys, "distill", "--seeds", "1", "--epochs", "1", "--teacher-epochs",
+                           "1", "--temperatures", "2", "--no-progress")
+    assert rc == 0, err
+    header = next(line for line in out.splitlines() if "test accuracy" in line)
+    assert header.startswith("│ model") and "Δ NLL vs hard" in header
+    assert any(line.startswith("│ student: KD T=2") for line in out.splitlines())
 
 
 def test_distill_bad_options_are_one_line(capsys):
@@ -536,7 +551,7 @@ def _labelled_csv(path="data.csv", name="label", n=60, k=3, seed=1):
     # labels drawn from softmax(z / 2): the fitted T is near 2, not a limit
     y = np.array([rng.choice(k, p=p) for p in sp_softmax(z / 2.0, axis=1)])
     lines = [",".join([f"logit_{j}" for j in range(k)] + [name])]
-    lines += [",".join([repr(float(v)) for v in row] + [str(int(t))]) for row, t in zip(z, y)]
+    lines += [",".join([repr(float(v)) for v in row] + [str(int(t))]) for row, t in zip(z, y, strict=True)]
     Path(path).write_text("\n".join(lines) + "\n")
     return z, y
 

@@ -18,7 +18,8 @@ import os
 import re
 import sys
 import warnings
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NoReturn, TextIO
 
 from ._console import CLIError
 
@@ -70,7 +71,7 @@ _PARAM_RE = re.compile(r"^The '(?P<param>[\w.]+)' parameter of (?P<func>[\w.]+) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = _Parser(
         prog="tempscale",
@@ -95,12 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit status 2, no usage dump)."""
 
-    def error(self, message):  # noqa: D401 - argparse's hook
+    #: the subcommands' parsers, by name (set by :func:`build_parser` on the main parser)
+    _subcommands: Mapping[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse's hook
         print(f"{self.prog}: error: {' '.join(str(message).split())} (see --help)", file=sys.stderr)
         sys.exit(2)
 
 
-def _flag_names(subparser) -> dict[str, str]:
+def _flag_names(subparser: argparse.ArgumentParser | None) -> dict[str, str]:
     """``dest`` → the long option the user types (``top_p`` → ``--top-p``)."""
     names: dict[str, str] = {}
     for action in getattr(subparser, "_actions", ()):
@@ -110,7 +114,7 @@ def _flag_names(subparser) -> dict[str, str]:
     return names
 
 
-def user_message(msg: str, subparser=None) -> str:
+def user_message(msg: str, subparser: argparse.ArgumentParser | None = None) -> str:
     """One line, with library parameter names replaced by the command line's flags.
 
     ``The 'top_p' parameter of warp must be a float in (0, 1]. Got 2.0 instead.`` becomes
@@ -129,7 +133,9 @@ def user_message(msg: str, subparser=None) -> str:
     return text
 
 
-def _print_warning(message, category, filename, lineno, file=None, line=None):
+def _print_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   file: TextIO | None = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the command: one ``warning: ...`` line on stderr."""
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 

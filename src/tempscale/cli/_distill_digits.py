@@ -2,7 +2,7 @@
 
 This is what ``tempscale distill`` runs (it ships inside the package, so the command works after
 ``pip install`` and never executes a file from the current folder); ``examples/distill_digits.py``
-is a thin runnable wrapper around :func:`main`.
+runs it through the public command-line entry point, :func:`tempscale.cli.main`.
 
 A complete, honest knowledge-distillation experiment that runs on a laptop CPU in a minute or
 two (no download: the 8x8 digits ship with scikit-learn):
@@ -15,7 +15,7 @@ two (no download: the 8x8 digits ship with scikit-learn):
       ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)``;
 4. report test accuracy and test NLL (at T = 1), mean +- std over several seeds.
 
-Needs torch, scikit-learn and rich.
+Needs torch and scikit-learn (rich draws the table when installed).
 """
 
 from __future__ import annotations
@@ -25,9 +25,19 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+#: a method's per-seed results: (test accuracy, test NLL)
+Results = dict[str, list[tuple[float, float]]]
 
 
-def load_split(seed: int, train_size: float):
+def load_split(seed: int, train_size: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                      torch.Tensor]:
     """Digits scaled to [0, 1], split into train / test, stratified, as torch tensors."""
     import numpy as np
     import torch
@@ -42,12 +52,12 @@ def load_split(seed: int, train_size: float):
             torch.from_numpy(Xte), torch.from_numpy(yte).long())
 
 
-def mlp(sizes, dropout: float = 0.0):
+def mlp(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
     """A ReLU multilayer perceptron with the given layer sizes."""
     from torch import nn
 
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -56,12 +66,15 @@ def mlp(sizes, dropout: float = 0.0):
     return nn.Sequential(*layers)
 
 
-def n_params(model) -> int:
+def n_params(model: nn.Module) -> int:
+    """The number of trainable numbers of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 
-def fit(model, X, y, loss_fn, *, epochs: int, seed: int, lr: float = 3e-3,
-        weight_decay: float = 1e-4, batch_size: int = 64, on_epoch=None):
+def fit(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, epochs: int, seed: int,
+        lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 64,
+        on_epoch: Callable[[], object] | None = None) -> nn.Module:
     """Adam on minibatches; ``loss_fn(logits, idx)`` sees the batch's row indices."""
     import torch
 
@@ -75,7 +88,7 @@ def fit(model, X, y, loss_fn, *, epochs: int, seed: int, lr: float = 3e-3,
             idx = perm[i:i + batch_size]
             loss = loss_fn(model(X[idx]), idx)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             opt.step()
         if on_epoch is not None:
             on_epoch()
@@ -83,7 +96,7 @@ def fit(model, X, y, loss_fn, *, epochs: int, seed: int, lr: float = 3e-3,
     return model
 
 
-def evaluate(model, X, y):
+def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(accuracy, mean negative log-likelihood at T = 1) on ``X, y``."""
     import torch
     import torch.nn.functional as F
@@ -95,21 +108,20 @@ def evaluate(model, X, y):
             float(F.cross_entropy(logits, y)))
 
 
-def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epochs=150,
-                   teacher_epochs=100, student_hidden=16, teacher_hidden=256, train_size=0.3,
-                   threads=1, progress=True) -> dict:
+def run_experiment(*, seeds: int = 5, temperatures: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
+                   alpha: float = 0.9, epochs: int = 150, teacher_epochs: int = 100,
+                   student_hidden: int = 16, teacher_hidden: int = 256, train_size: float = 0.3,
+                   threads: int = 1, progress: bool = True) -> dict[str, Any]:
     """Train teacher and students for each seed; returns per-method lists of (acc, nll)."""
     import torch
-    import torch.nn.functional as F
 
-    from tempscale.torch import KDLoss
-
+    from ..torch import KDLoss
     from ._console import progress as progress_bar
 
     torch.set_num_threads(threads)
     methods = ["teacher", "student: hard labels"] + [f"student: KD T={T:g}" for T in temperatures]
-    results = {m: [] for m in methods}
-    info = {}
+    results: Results = {m: [] for m in methods}
+    info: dict[str, Any] = {}
     total = seeds * (teacher_epochs + epochs * (1 + len(temperatures)))
     t_start = time.perf_counter()
     with progress_bar("distilling", total=total, disable=not progress) as advance:
@@ -119,8 +131,8 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
             advance(0, description=f"seed {seed + 1}/{seeds}: teacher")
             torch.manual_seed(seed)
             teacher = mlp([64, teacher_hidden, teacher_hidden, 10], dropout=0.2)
-            fit(teacher, Xtr, ytr, lambda out, idx: F.cross_entropy(out, ytr[idx]),
-                epochs=teacher_epochs, seed=seed, on_epoch=tick)
+            fit(teacher, Xtr, ytr, _hard_loss(ytr), epochs=teacher_epochs, seed=seed,
+                on_epoch=tick)
             results["teacher"].append(evaluate(teacher, Xte, yte))
             with torch.no_grad():
                 teacher_logits = teacher(Xtr)     # fixed soft targets (eval mode, no dropout)
@@ -135,14 +147,10 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
                 student = mlp([64, student_hidden, 10])
                 student.load_state_dict(state)    # every student starts from the same weights
                 if name == "student: hard labels":
-                    def loss_fn(out, idx):
-                        return F.cross_entropy(out, ytr[idx])
+                    loss_fn = _hard_loss(ytr)
                 else:
-                    T = float(name.rsplit("=", 1)[1])
-                    crit = KDLoss(T, alpha=alpha)
-
-                    def loss_fn(out, idx, crit=crit):
-                        return crit(out, teacher_logits[idx], ytr[idx])
+                    crit = KDLoss(float(name.rsplit("=", 1)[1]), alpha=alpha)
+                    loss_fn = _kd_loss(crit, teacher_logits, ytr)
                 fit(student, Xtr, ytr, loss_fn, epochs=epochs, seed=seed, on_epoch=tick)
                 results[name].append(evaluate(student, Xte, yte))
     info.update(seeds=seeds, alpha=alpha, epochs=epochs, teacher_epochs=teacher_epochs,
@@ -151,18 +159,44 @@ def run_experiment(*, seeds=5, temperatures=(1.0, 2.0, 4.0, 8.0), alpha=0.9, epo
     return {"results": results, "info": info}
 
 
-def summarise(results: dict):
+def _hard_loss(y: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss_fn(logits, idx)``: cross-entropy on the labels of the batch's rows."""
+    import torch.nn.functional as F
+
+    def hard(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(out, y[idx])
+
+    return hard
+
+
+def _kd_loss(crit: nn.Module, teacher_logits: torch.Tensor,
+             y: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss_fn(logits, idx)``: the distillation criterion against the teacher's logits and the
+    labels of the batch's rows."""
+
+    def distil(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        loss: torch.Tensor = crit(out, teacher_logits[idx], y[idx])
+        return loss
+
+    return distil
+
+
+def summarise(results: Results) -> list[tuple[str, float, float, float, float]]:
     """Rows of (method, acc mean, acc std, nll mean, nll std)."""
     rows = []
     for name, vals in results.items():
         acc = [a for a, _ in vals]
         nll = [b for _, b in vals]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
-        rows.append((name, statistics.mean(acc), sd(acc), statistics.mean(nll), sd(nll)))
+        rows.append((name, statistics.mean(acc), _stdev(acc), statistics.mean(nll), _stdev(nll)))
     return rows
 
 
-def markdown_table(out: dict) -> str:
+def _stdev(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def markdown_table(out: dict[str, Any]) -> str:
+    """The summary as a Markdown table."""
     info = out["info"]
     lines = [f"| model | test accuracy (mean ± std, {info['seeds']} seeds) | test NLL |",
              "|---|---|---|"]
@@ -171,28 +205,28 @@ def markdown_table(out: dict) -> str:
     return "\n".join(lines)
 
 
-def print_table(out: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def print_summary(out: dict[str, Any]) -> None:
+    """The summary table on stdout (rich's table when installed)."""
+    from ._console import print_table
 
     info = out["info"]
     rows = summarise(out["results"])
     title = (f"digits: teacher {info['teacher_params']:,} params, student "
              f"{info['student_params']:,} params; {info['n_train']} train / {info['n_test']} "
              f"test; alpha={info['alpha']}; {info['seeds']} seeds; {info['seconds']} s")
-    table = Table(title=title)
-    for c in ("model", "test accuracy", "test NLL", "Δ acc vs hard", "Δ NLL vs hard"):
-        table.add_column(c, justify="left" if c == "model" else "right")
     base = next(r for r in rows if r[0] == "student: hard labels")
+    cells = []
     for name, am, asd, nm, nsd in rows:
         d_acc = "" if name in ("teacher", base[0]) else f"{100 * (am - base[1]):+.2f} pt"
         d_nll = "" if name in ("teacher", base[0]) else f"{nm - base[3]:+.3f}"
-        table.add_row(name, f"{100 * am:.2f} ± {100 * asd:.2f} %", f"{nm:.3f} ± {nsd:.3f}",
-                      d_acc, d_nll)
-    Console(width=120).print(table)
+        cells.append([name, f"{100 * am:.2f} ± {100 * asd:.2f} %", f"{nm:.3f} ± {nsd:.3f}",
+                      d_acc, d_nll])
+    print_table(title, ["model", "test accuracy", "test NLL", "Δ acc vs hard", "Δ NLL vs hard"],
+                cells)
 
 
-def build_parser(parser=None):
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The experiment's options, added to ``parser`` (or to a new parser)."""
     from .distill import add_arguments  # the options `tempscale distill` takes
 
     p = parser or argparse.ArgumentParser(
@@ -205,7 +239,8 @@ def build_parser(parser=None):
     return p
 
 
-def run_from_args(args) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """Check the options, run the experiment and print (and write) its results."""
     from ._writers import check_output, write_text
 
     seeds = args.seeds if args.seeds is not None else (2 if args.quick else 5)
@@ -232,25 +267,11 @@ def run_from_args(args) -> int:
                          epochs=epochs, teacher_epochs=teacher_epochs,
                          student_hidden=args.student_hidden, train_size=args.train_size,
                          threads=args.threads, progress=not getattr(args, "no_progress", False))
-    print_table(out)
+    print_summary(out)
     if getattr(args, "markdown", False):
         print(markdown_table(out))
     if args.json:
         write_text(args.json, force, json.dumps(out, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
-
-
-def main(argv=None) -> int:
-    """Run the experiment from command-line arguments; errors are one line on stderr (status 2)."""
-    import sys
-
-    from ._console import CLIError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (CLIError, ValueError, OSError) as exc:
-        print(f"distill_digits: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
 

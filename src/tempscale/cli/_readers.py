@@ -26,6 +26,7 @@ from ._numbers import is_number, parse_float, parse_floats
 
 __all__ = [
     "LABEL_NAMES",
+    "NDArray",
     "Table",
     "add_input_args",
     "add_input_kind",
@@ -365,7 +366,12 @@ def _load_input(values: Sequence[str] | None, file: str | None, *, what: str) ->
 
 
 def looks_like_probabilities(x: NDArray) -> bool:
-    """Every row (last axis, at least 2 entries) lies in [0, 1] and sums to 1 (to 1e-6)."""
+    """Every row (last axis, at least 2 entries) lies in [0, 1] and sums to 1 (to 1e-6).
+
+    Stricter than the library's test for rounded probabilities (the argument layer allows
+    5e-4 per column, for values rounded to 3 decimals): on the command line the warning is about
+    numbers typed or saved as a distribution, and a row of many zeros must not count.
+    """
     x = np.asarray(x)
     if x.size == 0 or x.ndim == 0 or x.shape[-1] < 2 or x.dtype.kind not in "biuf":
         return False

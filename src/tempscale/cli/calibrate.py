@@ -6,11 +6,13 @@ import argparse
 import json
 import math
 import warnings
+from typing import cast
 
 import numpy as np
 
 from ._console import CLIError, print_table, progress, warn
 from ._readers import (
+    NDArray,
     add_input_kind,
     as_logits,
     check_labels,
@@ -41,7 +43,7 @@ MAX_BINS = 100_000
 PROGRESS_MIN = 2_000_000
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "calibrate",
         help="fit the NLL-optimal temperature of held-out logits (temperature scaling)",
@@ -66,13 +68,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _load(args):
+def _load(args: argparse.Namespace) -> tuple[NDArray, NDArray, int]:
+    """(logits as float64, labels, number of classes), all checked."""
     src, key = split_key(args.logits)
-    z, y = read_table(src, key=key, what="logits", label_column=args.label_column)
+    z, column = read_table(src, key=key, what="logits", label_column=args.label_column)
     if args.label_column is not None:
         if args.labels is not None:
             raise CLIError("give the labels either as LABELS or with --label-column, not both")
-        y = check_labels(y, where=f"{src} (column {args.label_column!r})")
+        # read_table returns the column whenever label_column is given
+        y = check_labels(cast(NDArray, column), where=f"{src} (column {args.label_column!r})")
     elif args.labels is None:
         raise CLIError("give LABELS (a file), or --label-column NAME to read them from the "
                        "LOGITS CSV file")
@@ -110,23 +114,24 @@ def _load(args):
     return z, y, k
 
 
-def _metrics(z, y, T, n_bins, strategy):
+def _metrics(z: NDArray, y: NDArray, T: float, n_bins: int, strategy: str) -> dict[str, float]:
+    """NLL, ECE, Brier score and accuracy of ``softmax(z / T)``."""
+    from .._args import binary_columns
+    from .._softmax import softmax
     from ..calibration import brier_score, calibration_error, nll
 
-    if z.ndim == 1:
-        z = np.stack([np.zeros_like(z), z], axis=1)
-    from .. import softmax
+    z = binary_columns(z)
 
     p = np.asarray(softmax(z, T, axis=-1), dtype=np.float64)
     return {
         "nll": nll(z / T if 0 < T < math.inf else np.log(np.maximum(p, 1e-300)), y, input="logits"),
-        "ece": calibration_error(p, y, n_bins=n_bins, strategy=strategy),
+        "ece": float(calibration_error(p, y, n_bins=n_bins, strategy=strategy)),
         "brier": brier_score(p, y),
         "accuracy": float(np.mean(np.argmax(z, axis=1) == y)),
     }
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..calibration import fit_temperature
 
     if not 1 <= args.n_bins <= MAX_BINS:

@@ -14,7 +14,9 @@ import argparse
 import math
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ examples:
 """
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="the classic 10-class example: numbers, figures and the interactive page",
@@ -63,7 +65,7 @@ def _entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def _explorer():
+def _explorer() -> Callable[..., str] | None:
     """``explorer_html`` when the explorer package exists (it is optional for the demo)."""
     try:
         from ..explorer import explorer_html
@@ -76,8 +78,8 @@ def _explorer():
     return explorer_html
 
 
-def run(args) -> int:
-    from .. import softmax, temper
+def run(args: argparse.Namespace) -> int:
+    from .._softmax import softmax, temper
 
     if not args.dpi > 0 or args.dpi > 2400:
         raise CLIError(f"--dpi must be in (0, 2400], got {args.dpi:g}")
@@ -120,7 +122,7 @@ def run(args) -> int:
     as_logits = [np.asarray(softmax(p, t)) for t in temps]
     tempered = [np.asarray(temper(p, t)) for t in temps]
     rows = [[f"{t:g}", f"{_entropy(a):.4f}", f"{a.max():.4f}", f"{_entropy(b):.4f}", f"{b.max():.4f}"]
-            for t, a, b in zip(temps, as_logits, tempered)]
+            for t, a, b in zip(temps, as_logits, tempered, strict=True)]
     print_table(
         "10 classes: p_i = N(i; 4, 1) density, i = 0..9",
         ["T", "softmax(p, T) H", "top p", "temper(p, T) H", "top p"],
@@ -157,7 +159,7 @@ def run(args) -> int:
         for path, kind, what in jobs:
             if kind == "figure" and have_mpl:
                 _write_figure(path, p, labels, temps, args.dpi, save_figure, args.force)
-            elif kind == "page":
+            elif kind == "page" and explorer_html is not None:
                 _write_page(path, args.force, explorer_html)
             written.append((path, what))
             advance()
@@ -167,9 +169,12 @@ def run(args) -> int:
     return 0
 
 
-def _write_figure(path: Path, p, labels, temps, dpi, save_figure, force) -> None:
+def _write_figure(path: Path, p: np.ndarray, labels: list[str], temps: Sequence[float], dpi: float,
+                  save_figure: Callable[[Any, Path, float, bool], Path], force: bool) -> None:
+    """One of the demo's figures, chosen by the file name."""
     from ..plot import EntropyCurveDisplay, TemperatureDisplay
 
+    disp: TemperatureDisplay | EntropyCurveDisplay
     name = path.stem
     if name == "probabilities-as-logits":
         disp = TemperatureDisplay.from_logits(
@@ -189,7 +194,7 @@ def _write_figure(path: Path, p, labels, temps, dpi, save_figure, force) -> None
     save_figure(disp.figure_, path, dpi, force)
 
 
-def _write_page(path: Path, force: bool, explorer_html) -> None:
+def _write_page(path: Path, force: bool, explorer_html: Callable[..., str]) -> None:
     """The explorer opens on the classic 10-class example by default (read as probabilities, with
     a switch to reading them as logits), so the demo passes no numbers."""
     write_text(path, force, explorer_html())

@@ -1,8 +1,8 @@
 """``tempscale distill``: run the knowledge-distillation example on scikit-learn's digits.
 
-The experiment ships inside the package (``tempscale.cli._distill_digits``), so the command works
-after a normal install and never imports or executes a file from the current folder;
-``examples/distill_digits.py`` is a thin runnable wrapper around the same code.
+The experiment ships inside the package, so the command works after a normal install and never
+imports or executes a file from the current folder; ``examples/distill_digits.py`` runs this
+command.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="write the raw per-seed results as JSON")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     from ._distill_digits import build_parser
 
     p = subparsers.add_parser(
@@ -60,7 +60,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     for mod in ("torch", "sklearn"):
         if importlib.util.find_spec(mod) is None:
             raise CLIError(f"tempscale distill needs {mod}: pip install "

@@ -28,7 +28,7 @@ The page needs no network: open it from disk in any browser.
 """
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "explore",
         help="write the interactive explorer page (slider, live bars, entropy curve)",
@@ -75,7 +75,8 @@ def _pick_row(x: np.ndarray, row: int | None) -> np.ndarray:
         row = 0
     if not -x.shape[0] <= row < x.shape[0]:
         raise CLIError(f"--row {row} is out of range for {x.shape[0]} rows")
-    return x[row]
+    picked: np.ndarray = x[row]
+    return picked
 
 
 def _open_in_browser(path: Path) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,6 +14,12 @@ from ._console import CLIError
 from ._numbers import parse_floats
 from ._readers import add_input_args, load_input, warn_if_probabilities
 from ._writers import check_output, write_output
+
+if TYPE_CHECKING:
+    from ..plot import EntropyCurveDisplay, TemperatureDisplay
+
+#: a NumPy array of any dtype
+NDArray = np.ndarray[Any, np.dtype[Any]]
 
 FORMATS = (".png", ".svg", ".pdf")
 #: the most classes drawn as bars by the command (the library allows more)
@@ -28,7 +36,7 @@ examples:
 """
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "plot",
         help="draw a distribution at several temperatures (or entropy vs T) as PNG/SVG/PDF",
@@ -64,7 +72,7 @@ def register(sub) -> None:
 # --------------------------------------------------------------------------------------------
 # shared with ``tempscale demo``
 # --------------------------------------------------------------------------------------------
-def pyplot():
+def pyplot() -> Any:
     """matplotlib.pyplot on a non-interactive backend (works without a display)."""
     try:
         import matplotlib
@@ -78,6 +86,7 @@ def pyplot():
 
 
 def check_figure_path(path: str | Path, force: bool) -> Path:
+    """A new figure path with a supported suffix (see :func:`check_output`)."""
     p = Path(path)
     if p.suffix.lower() not in FORMATS:
         raise CLIError(f"cannot write {p.suffix or 'extension-less'!r} figures to {str(p)!r} "
@@ -89,7 +98,7 @@ def check_figure_path(path: str | Path, force: bool) -> Path:
 MAX_PIXELS = 16_000
 
 
-def save_figure(fig, path: Path, dpi: float, force: bool = False) -> Path:
+def save_figure(fig: Any, path: Path, dpi: float, force: bool = False) -> Path:
     """Save ``fig`` with :func:`write_output` (never through an existing path or link)."""
     plt = pyplot()
     try:
@@ -105,7 +114,8 @@ def save_figure(fig, path: Path, dpi: float, force: bool = False) -> Path:
         plt.close(fig)
 
 
-def parse_temperatures(items) -> list[float]:
+def parse_temperatures(items: Sequence[str] | None) -> list[float]:
+    """The -T values (default the classic five), each in [0, inf], at most one panel each."""
     from ..plot import MAX_TEMPERATURES
 
     temps = parse_floats(items or [DEFAULT_TEMPERATURES], "-T/--temperature value")
@@ -121,7 +131,7 @@ def parse_temperatures(items) -> list[float]:
 
 
 # --------------------------------------------------------------------------------------------
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if not args.dpi > 0 or args.dpi > 2400:
         raise CLIError(f"--dpi must be in (0, 2400], got {args.dpi:g}")
     x = load_input(args.values, args.file, what="logits")
@@ -141,51 +151,67 @@ def run(args) -> int:
         raise CLIError("--input probabilities needs non-negative values")
     warn_if_probabilities(x, args.input, "plot")
     kind = args.input or "logits"
-    plt = pyplot()
-    from ..plot import MAX_CURVES, MAX_FIGSIZE
-
     if args.kind == "temperature":
-        if x.ndim == 2 and x.shape[0] == 1:
-            x = x[0]
-        if x.ndim != 1:
-            raise CLIError(f"--kind temperature draws one distribution; the input has shape "
-                           f"{x.shape} (pick one with --row N)")
-        if x.size > MAX_BARS:
-            raise CLIError(f"{x.size} classes are too many to draw as bars (at most {MAX_BARS}; "
-                           "try --kind entropy)")
-        labels = None
-        if args.labels:
-            labels = [s.strip() for s in args.labels.split(",")]
-            if len(labels) != x.size:
-                raise CLIError(f"--labels has {len(labels)} names for {x.size} classes")
-        from ..plot import TemperatureDisplay
-
-        kw = {} if args.title is None else {"title": args.title}
-        if args.grouped:
-            width = min(MAX_FIGSIZE, max(6.0, 2.0 + 0.35 * x.size * max(1, len(temps) / 3)))
-            fig, ax = plt.subplots(figsize=(width, 3.8),
-                                   layout="constrained")
-            kw["ax"] = ax
-        disp = TemperatureDisplay.from_logits(x, temps, labels=labels, input=kind, **kw)
+        save_figure(_temperature_figure(x, temps, kind, args).figure_, out, args.dpi, args.force)
     else:
-        if x.ndim > 2:
-            raise CLIError(f"--kind entropy takes one row or a 2-D array of rows, got shape {x.shape}")
-        rows = 1 if x.ndim == 1 else x.shape[0]
-        if rows > MAX_CURVES:
-            raise CLIError(f"{rows} rows are too many curves for one figure (at most {MAX_CURVES}; "
-                           "pick one with --row N)")
-        from ..plot import EntropyCurveDisplay
-
-        kw = {} if args.title is None else {"title": args.title}
-        disp = EntropyCurveDisplay.from_logits(x, temps, quantity=args.quantity, target=args.target,
-                                               input=kind, **kw)
-    save_figure(disp.figure_, out, args.dpi, args.force)
-    if args.kind == "entropy" and args.target is not None:
-        for i, t in enumerate(disp.target_temperatures):
-            row = f"row {i}: " if len(disp.target_temperatures) > 1 else ""
-            if np.isnan(t):
-                print(f"{row}no temperature reaches {args.quantity} = {args.target:g}")
-            else:
-                print(f"{row}T = {t:.6g} reaches {args.quantity} = {args.target:g}")
+        disp = _entropy_figure(x, temps, kind, args)
+        save_figure(disp.figure_, out, args.dpi, args.force)
+        if args.target is not None and disp.target_temperatures is not None:
+            _print_target_temperatures(disp.target_temperatures, args.quantity, args.target)
     print(f"wrote {out}")
     return 0
+
+
+def _temperature_figure(x: NDArray, temps: list[float], kind: str,
+                        args: argparse.Namespace) -> TemperatureDisplay:
+    """``--kind temperature``: one distribution as bars at each temperature."""
+    plt = pyplot()
+    from ..plot import MAX_FIGSIZE, TemperatureDisplay
+
+    if x.ndim == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 1:
+        raise CLIError(f"--kind temperature draws one distribution; the input has shape "
+                       f"{x.shape} (pick one with --row N)")
+    if x.size > MAX_BARS:
+        raise CLIError(f"{x.size} classes are too many to draw as bars (at most {MAX_BARS}; "
+                       "try --kind entropy)")
+    labels = None
+    if args.labels:
+        labels = [s.strip() for s in args.labels.split(",")]
+        if len(labels) != x.size:
+            raise CLIError(f"--labels has {len(labels)} names for {x.size} classes")
+    kw: dict[str, Any] = {} if args.title is None else {"title": args.title}
+    if args.grouped:
+        width = min(MAX_FIGSIZE, max(6.0, 2.0 + 0.35 * x.size * max(1, len(temps) / 3)))
+        fig, ax = plt.subplots(figsize=(width, 3.8),
+                               layout="constrained")
+        kw["ax"] = ax
+    return TemperatureDisplay.from_logits(x, temps, labels=labels, input=kind, **kw)
+
+
+def _entropy_figure(x: NDArray, temps: list[float], kind: str,
+                    args: argparse.Namespace) -> EntropyCurveDisplay:
+    """``--kind entropy``: entropy (perplexity, top probability) against T, one curve per row."""
+    pyplot()
+    from ..plot import MAX_CURVES, EntropyCurveDisplay
+
+    if x.ndim > 2:
+        raise CLIError(f"--kind entropy takes one row or a 2-D array of rows, got shape {x.shape}")
+    rows = 1 if x.ndim == 1 else x.shape[0]
+    if rows > MAX_CURVES:
+        raise CLIError(f"{rows} rows are too many curves for one figure (at most {MAX_CURVES}; "
+                       "pick one with --row N)")
+    kw = {} if args.title is None else {"title": args.title}
+    return EntropyCurveDisplay.from_logits(x, temps, quantity=args.quantity, target=args.target,
+                                           input=kind, **kw)
+
+
+def _print_target_temperatures(temperatures: NDArray, quantity: str, target: float) -> None:
+    """The temperature reaching ``--target`` on each row (or that none does)."""
+    for i, t in enumerate(temperatures):
+        row = f"row {i}: " if len(temperatures) > 1 else ""
+        if np.isnan(t):
+            print(f"{row}no temperature reaches {quantity} = {target:g}")
+        else:
+            print(f"{row}T = {t:.6g} reaches {quantity} = {target:g}")

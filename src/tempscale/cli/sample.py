@@ -26,7 +26,7 @@ probability after temperature and truncation, and how often they were drawn.
 """
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sample",
         help="sample tokens with temperature, top-k, top-p and min-p",
@@ -61,7 +61,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..sampling import sample, warp
 
     T = parse_float(args.temperature, "-T/--temperature value")
@@ -121,7 +121,7 @@ def run(args) -> int:
         counts = None if draws is None else np.bincount(draws[r][draws[r] >= 0], minlength=n)
         for i in order:
             line = ([str(r)] if multi else []) + [labels[i], f"{rows[r, i]:.6g}", f"{p[i]:.6g}"]
-            if counts is not None:
+            if counts is not None and draws is not None:
                 line += [str(int(counts[i])), f"{counts[i] / max(1, draws.shape[-1]):.3g}"]
             table.append(line)
         if not order:
@@ -141,7 +141,7 @@ def run(args) -> int:
     return 0
 
 
-def _filters(args):
+def _filters(args: argparse.Namespace) -> tuple[int | None, float | None, float | None]:
     """``--top-k 0``, ``--top-p 1`` and ``--min-p 0`` switch the filter off (as in transformers and
     llama.cpp); out-of-range values are refused with the flag's name."""
     top_k, top_p, min_p = args.top_k, args.top_p, args.min_p

@@ -21,7 +21,7 @@ examples:
 """
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "softmax",
         help="softmax with temperature of numbers or a .npy/.npz/.csv file",
@@ -40,8 +40,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from .. import log_softmax, softmax
+def run(args: argparse.Namespace) -> int:
+    from .._softmax import log_softmax, softmax
 
     temps = parse_floats(args.temperature or ["1"], "-T/--temperature value")
     for t in temps:
@@ -74,6 +74,6 @@ def run(args) -> int:
     if n > 50:
         raise CLIError(f"{n} classes are too many to print; write them with -o PATH")
     digits = max(1, min(args.precision, 17))
-    table_rows = [[name] + [f"{v:.{digits}g}" for v in row] for name, row in zip(row_names, rows2d)]
+    table_rows = [[name] + [f"{v:.{digits}g}" for v in row] for name, row in zip(row_names, rows2d, strict=False)]
     print_table("log-probabilities" if args.log else "probabilities", ["", *labels], table_rows)
     return 0

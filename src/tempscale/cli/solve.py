@@ -23,7 +23,7 @@ examples:
 MAX_ROWS = 20
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "solve",
         help="find the temperature reaching a target entropy, perplexity or top probability",
@@ -45,9 +45,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from .. import softmax
+def run(args: argparse.Namespace) -> int:
     from .._entropy import entropy, solve_temperature
+    from .._softmax import softmax
 
     x = load_input(args.values, args.file, what="logits")
     warn_if_probabilities(x, args.input, "solve")
@@ -73,15 +73,15 @@ def run(args) -> int:
         return 0
     rows2d = x.reshape(-1, x.shape[-1])
     Tf = T.reshape(-1)
-    table = []
-    for i, (row, t) in enumerate(zip(rows2d[:MAX_ROWS], Tf[:MAX_ROWS])):
+    table: list[list[str | float]] = []
+    for i, (row, t) in enumerate(zip(rows2d[:MAX_ROWS], Tf[:MAX_ROWS], strict=True)):
         if np.isnan(t):
             table.append([str(i), "nan (unreachable)", "", "", ""])
             continue
         p = np.asarray(softmax(row, float(t)))
-        h = float(entropy(row, float(t), base=args.base))
-        table.append([str(i), float(t), h, float(math.exp(float(entropy(row, float(t))))),
-                      float(p.max())])
+        h = float(np.asarray(entropy(row, float(t), base=args.base)))
+        perplexity = math.exp(float(np.asarray(entropy(row, float(t)))))
+        table.append([str(i), float(t), h, perplexity, float(p.max())])
     unit = "bits" if args.base == 2 else ("nats" if args.base is None else f"base {args.base:g}")
     label = {"entropy": f"entropy = {target:g} {unit}", "perplexity": f"perplexity = {target:g}",
              "max_prob": f"max prob = {target:g}"}[kind]
