@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tempscale import softmax, temper
-from tempscale.explorer import explorer_html, classic_vector
+from tempscale.explorer import classic_vector, explorer_html
 
 pytestmark = pytest.mark.browser
 
@@ -323,7 +323,8 @@ def test_entropy_curve_marks_and_sets_T(open_page):
     ex.set_T("10")
     cx2 = float(ex.attr("#curve-marker", "cx"))
     assert cx2 > cx1
-    np.testing.assert_allclose(float(ex.attr("#curve-marker", "data-entropy")), entropy_ref(reference(x, 10.0)), rtol=1e-9)
+    np.testing.assert_allclose(float(ex.attr("#curve-marker", "data-entropy")),
+                               entropy_ref(reference(x, 10.0)), rtol=1e-9)
     box = ex.page.locator("#curve").bounding_box()
     ex.page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
     assert 0.01 < ex.T < 10
