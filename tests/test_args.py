@@ -373,3 +373,27 @@ def test_config_environment_defaults(monkeypatch):
 def test_generic_path_fixture(generic_path):
     cfg = _config.current()
     assert not cfg.native and not cfg.torch_fused and not cfg.fast_sampling
+
+
+def test_object_arrays_are_refused_naming_the_parameter():
+    x = np.zeros((2, 3))
+    obj = [1, None, 0]  # read as NumPy: an object array
+    with pytest.raises(TypeError, match="'mask' parameter of .* must be an array of numbers"):
+        A.entry_mask(obj, x, "softmax")
+    with pytest.raises(TypeError, match="'mask' parameter of softmax must be a boolean array.*"
+                                        "Got 'dtype object'"):
+        A.entry_mask(np.array(obj, dtype=object), x, "softmax")
+    with pytest.raises(TypeError, match="'temperature' parameter of .* must be an array of numbers"):
+        A.row_temperature([1.0, None], "softmax", like=x, axis=-1)
+    with pytest.raises(TypeError, match="'labels' parameter of .* must be an array of numbers"):
+        A.labels(obj, "nll", like=None, n_classes=3)
+    with pytest.raises(TypeError, match="'where' parameter of .* must be an array of numbers"):
+        A.row_where([True, None], "kd_loss", like=x, batch_shape=(2,))
+
+
+def test_read_only_views_reach_torch_without_a_warning():
+    torch = pytest.importorskip("torch")
+    m = np.array([True, False, True])
+    m.flags.writeable = False
+    got = A.entry_mask(m, torch.zeros(2, 3), "softmax")  # filterwarnings=error: no UserWarning
+    assert isinstance(got, torch.Tensor) and got.shape == (2, 3)

@@ -89,7 +89,7 @@ def test_entropy_edge_rows():
 
 def test_entropy_per_row_temperature():
     T = np.array([0.5, 1.0, 2.0, 4.0])
-    np.testing.assert_allclose(entropy(X, T), [ref_entropy(r, t) for r, t in zip(X, T)],
+    np.testing.assert_allclose(entropy(X, T), [ref_entropy(r, t) for r, t in zip(X, T, strict=True)],
                                rtol=1e-12, atol=1e-13)
 
 
@@ -131,7 +131,7 @@ def test_solve_entropy_hits_target(xp, target):
     T = solve_temperature(xp.asarray(Y), entropy=target, on_unreachable="nan")
     assert T.dtype == xp.float64 and tuple(T.shape) == (5,)
     Tn = to_numpy(T)
-    for row, t in zip(Y, Tn):
+    for row, t in zip(Y, Tn, strict=True):
         lo = math.log(int(np.sum(row == row.max())))
         if target < lo or target > math.log(int(np.sum(row > -np.inf))):
             assert np.isnan(t)
@@ -152,10 +152,10 @@ def test_solve_unreachable_raises_with_rows():
 def test_solve_perplexity_and_max_prob(xp):
     x = xp.asarray(Y)
     T = to_numpy(solve_temperature(x, perplexity=2.5))
-    for row, t in zip(Y, T):
+    for row, t in zip(Y, T, strict=True):
         assert math.exp(ref_entropy(row, t)) == pytest.approx(2.5, rel=1e-9)
     T = to_numpy(solve_temperature(x, max_prob=0.45))
-    for row, t in zip(Y, T):
+    for row, t in zip(Y, T, strict=True):
         assert max(ref_probs(row, t)) == pytest.approx(0.45, abs=1e-9)
 
 
@@ -193,7 +193,7 @@ def test_solve_per_row_targets_axis_mask_base_dtype(xp):
     m = np.array([True, True, False, True, True])
     xs = x[0]
     Tb = to_numpy(solve_temperature(xp.asarray(xs), entropy=1.5, base=2, mask=xp.asarray(m)))
-    for row, t in zip(xs, Tb):
+    for row, t in zip(xs, Tb, strict=True):
         assert ref_entropy(np.where(m, row, -np.inf), t, base=2) == pytest.approx(1.5, abs=1e-9)
     # float32 in, float32 out (solved in float64 where the backend has it)
     T32 = solve_temperature(xp.asarray(xs.astype(np.float32)), entropy=1.0)

@@ -532,3 +532,39 @@ def test_torch_fused_fully_masked_rows_get_zero_gradient():
         (g,) = torch.autograd.grad(torch.where(torch.isfinite(out), out * w, 0).sum(), x)
         assert torch.isfinite(g).all(), f.__name__
         assert (g[0] == 0).all() and (g[1, 1] == 0), f.__name__
+
+
+def test_integer_01_masks_equal_boolean_masks(xp):
+    """``mask`` takes booleans or 0/1 integers (the argument layer's one rule for masks)."""
+    x = xp.asarray([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]])
+    mb = np.array([[True, False, True, True], [False, True, True, True]])
+    mi = mb.astype(np.int32)
+    for f in (softmax, log_softmax, logsumexp):
+        want = to_numpy(f(x, 0.7, mask=xp.asarray(mb)))
+        np.testing.assert_array_equal(to_numpy(f(x, 0.7, mask=xp.asarray(mi))), want)
+    with pytest.raises(ValueError, match="'mask' parameter of softmax must be a boolean array.*"
+                                         "0/1 integers. Got 2 instead"):
+        softmax(x, mask=xp.asarray(mi * 2))
+
+
+def test_config_switches_the_native_path_off(monkeypatch):
+    """``tempscale.config(native=False)`` keeps NumPy calls off the compiled kernel (and the
+    result is the generic path's, equal to the float64 reference)."""
+    from tempscale import _config, _native
+
+    calls = []
+    inner = _native.try_compute
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(_native, "try_compute", counting)
+    x = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])
+    with _config.config(native=False):
+        got = softmax(x, 0.5)
+    assert calls == []
+    want = np.exp(x / 0.5 - np.log(np.exp(x / 0.5).sum(-1, keepdims=True)))
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    softmax(x, 0.5)
+    assert calls == ["softmax"]

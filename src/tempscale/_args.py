@@ -104,7 +104,7 @@ def _as_input(value: Any, xp: Namespace, like: Any, param: str) -> Any:
     Lists, pandas objects and ``__array__`` holders are read as NumPy first (an object array is
     a TypeError naming ``param``); a read-only NumPy view is copied so torch wraps it silently.
     """
-    v = _compat._as_numpy_input(value, param)
+    v = _compat.as_numpy_input(value, param)
     if isinstance(v, np.ndarray) and not v.flags.writeable and not _compat.is_numpy_namespace(xp):
         v = v.copy()
     return _compat.as_array(v, xp, like=like, param=param)
@@ -416,7 +416,7 @@ def labels(labels: Any, func: str, *, like: Any, n_classes: int,
     value received (in its own dtype: ``1e+300``, not what a cast would make of it).
     """
     if like is None:
-        labels = _compat._as_numpy_input(labels, param)
+        labels = _compat.as_numpy_input(labels, param)
     xp = array_namespace(like if like is not None else labels)
     y = _as_input(labels, xp, like, param)
     if batch_shape is not None:

@@ -25,6 +25,7 @@ _R = TypeVar("_R")
 __all__ = [
     "array_namespace",
     "as_array",
+    "as_numpy_input",
     "device",
     "default_float_dtype",
     "is_concrete",
@@ -50,7 +51,7 @@ def array_namespace(*arrays: Any) -> Namespace:
     ``DataFrame``/``Series``, anything with ``__array__``) resolve to NumPy, so
     ``softmax([1, 2, 3])`` and ``softmax(df)`` work.
     """
-    arrs: list[Any] = [_as_numpy_input(a) for a in arrays if a is not None and not is_python_scalar(a)]
+    arrs: list[Any] = [as_numpy_input(a) for a in arrays if a is not None and not is_python_scalar(a)]
     if not arrs:
         return array_api_compat.numpy
     return array_api_compat.array_namespace(*arrs)
@@ -66,7 +67,7 @@ def _is_array_like(x: Any) -> bool:
             or hasattr(x, "__array_struct__"))
 
 
-def _as_numpy_input(x: Any, param: str = "x") -> Any:
+def as_numpy_input(x: Any, param: str = "x") -> Any:
     """``x`` as a NumPy array when it is read as NumPy (see :func:`_is_array_like`), else ``x``.
 
     Object arrays are refused with a TypeError naming the public function that was called.
@@ -108,7 +109,7 @@ def as_array(x: Any, xp: Namespace, *, like: Any = None, dtype: DType | None = N
 
     ``param`` names the argument in the error raised for an object array.
     """
-    x = _as_numpy_input(x, param)
+    x = as_numpy_input(x, param)
     dev = device(like) if like is not None else None
     if array_api_compat.is_array_api_obj(x) and array_namespace(x) is xp:
         if dtype is not None and x.dtype != dtype:
