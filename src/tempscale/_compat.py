@@ -199,16 +199,6 @@ def _is_torch_fake(x: Any) -> bool:
         return False
 
 
-def to_numpy(x: Any) -> np.ndarray[Any, Any]:
-    """A concrete array of any backend as a NumPy array (see ``_args.to_numpy``, its home).
-
-    Kept for the modules that have not moved to the argument layer yet.
-    """
-    from ._args import to_numpy as _to_numpy
-
-    return _to_numpy(x)
-
-
 def quiet(func: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run ``func`` with NumPy's floating-point warnings off (its signature kept visible).
 

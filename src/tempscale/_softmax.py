@@ -379,25 +379,6 @@ def _generic(kind: Kind, x: ArrayLike, temperature: Temperature = 1.0, *, axis: 
 
 
 # --------------------------------------------------------------------------------------------
-# kept for the modules not yet moved to the argument layer (sampling); remove once they have
-# --------------------------------------------------------------------------------------------
-def _float_dtypes(xp: Namespace, x: Any, dtype: DType | None, func: str) -> tuple[DType, DType]:
-    return _args.float_dtypes(xp, x, dtype, func)
-
-
-def _as_mask(mask: Any, x: Any, xp: Namespace, func: str) -> Any:
-    return _args.entry_mask(mask, x, func)
-
-
-def _prepare_temperature(temperature: Any, x: Any, ax: int, xp: Namespace, compute: DType,
-                         func: str, *, flat: bool = False, keep_wide: bool = False) -> Any:
-    T: Any = _args.row_temperature(temperature, func, like=x, axis=ax, dtype=compute, flat=flat)
-    if not keep_wide and not is_python_scalar(T) and T.dtype != compute:
-        T = xp.astype(T, compute)
-    return T
-
-
-# --------------------------------------------------------------------------------------------
 # public functions
 # --------------------------------------------------------------------------------------------
 @_quiet
