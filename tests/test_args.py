@@ -319,7 +319,9 @@ def test_config_context_restores_and_nests():
 
 def test_config_restores_after_an_exception():
     before = _config.get_config()
-    with pytest.raises(RuntimeError), _config.config(native=False, fast_sampling=False):
+    with pytest.raises(RuntimeError), _config.config(native=False, fast_sampling=False,
+                                                     sampling_numpy_views=False):
+        assert _config.current().sampling_numpy_views is False
         raise RuntimeError("inside")
     assert _config.get_config() == before
 
@@ -366,8 +368,10 @@ def test_config_is_per_task():
 def test_config_environment_defaults(monkeypatch):
     monkeypatch.setenv("TEMPSCALE_DISABLE_NATIVE", "1")
     monkeypatch.setenv("TEMPSCALE_DISABLE_FAST_SAMPLING", "0")
+    monkeypatch.setenv("TEMPSCALE_DISABLE_SAMPLING_NUMPY_VIEWS", "yes")
     d = _config._defaults()
     assert d.native is False and d.fast_sampling is True and d.torch_fused is True
+    assert d.sampling_numpy_views is False
 
 
 def test_generic_path_fixture(generic_path):

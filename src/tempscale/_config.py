@@ -19,6 +19,7 @@ defaults.  The defaults come from the environment, read once at import:
 ``TEMPSCALE_DISABLE_NATIVE=1``        ``native=False`` (the compiled kernel is never used)
 ``TEMPSCALE_DISABLE_TORCH_FUSED=1``   ``torch_fused=False``
 ``TEMPSCALE_DISABLE_FAST_SAMPLING=1`` ``fast_sampling=False``
+``TEMPSCALE_DISABLE_SAMPLING_NUMPY_VIEWS=1`` ``sampling_numpy_views=False``
 """
 
 from __future__ import annotations
@@ -46,11 +47,15 @@ class Config:
         Use torch's fused ops for torch tensors (softmax, log_softmax, logsumexp).
     fast_sampling : bool
         Use the fast sampling paths (per-backend random numbers and draws).
+    sampling_numpy_views : bool
+        On the fast sampling path, CPU torch tensors select their candidates through zero-copy
+        NumPy views (off: the torch-operations path that GPU tensors take).
     """
 
     native: bool = True
     torch_fused: bool = True
     fast_sampling: bool = True
+    sampling_numpy_views: bool = True
 
 
 def _env_off(name: str) -> bool:
@@ -61,7 +66,8 @@ def _env_off(name: str) -> bool:
 def _defaults() -> Config:
     return Config(native=not _env_off("TEMPSCALE_DISABLE_NATIVE"),
                   torch_fused=not _env_off("TEMPSCALE_DISABLE_TORCH_FUSED"),
-                  fast_sampling=not _env_off("TEMPSCALE_DISABLE_FAST_SAMPLING"))
+                  fast_sampling=not _env_off("TEMPSCALE_DISABLE_FAST_SAMPLING"),
+                  sampling_numpy_views=not _env_off("TEMPSCALE_DISABLE_SAMPLING_NUMPY_VIEWS"))
 
 
 # Config is a frozen dataclass: an immutable default, which B039 cannot see
@@ -74,13 +80,13 @@ def current() -> Config:
 
 
 def get_config() -> dict[str, bool]:
-    """The path switches in effect, as a dict (``native``, ``torch_fused``, ``fast_sampling``).
+    """The path switches in effect, as a dict (the fields of :func:`config`).
 
     Examples
     --------
     >>> import tempscale
     >>> sorted(tempscale.get_config())
-    ['fast_sampling', 'native', 'torch_fused']
+    ['fast_sampling', 'native', 'sampling_numpy_views', 'torch_fused']
     """
     return dataclasses.asdict(current())
 
@@ -93,7 +99,8 @@ def _check(value: bool | None, name: str) -> bool | None:
 
 @contextlib.contextmanager
 def config(*, native: bool | None = None, torch_fused: bool | None = None,
-           fast_sampling: bool | None = None) -> Iterator[Config]:
+           fast_sampling: bool | None = None,
+           sampling_numpy_views: bool | None = None) -> Iterator[Config]:
     """Switch the library's fast paths on or off inside a ``with`` block.
 
     Parameters
@@ -104,6 +111,8 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
         torch's fused softmax / log_softmax / logsumexp for torch tensors.
     fast_sampling : bool, optional
         The fast paths of :func:`tempscale.sample` and :func:`tempscale.gumbel_softmax`.
+    sampling_numpy_views : bool, optional
+        CPU torch tensors on the fast sampling path go through zero-copy NumPy views.
 
     ``None`` leaves a switch as it is.  The results are the same either way (the generic path is
     the reference the fast ones are tested against); only the speed changes.  Thread-safe and
@@ -126,7 +135,9 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
     """
     changes = {name: v for name, v in (("native", _check(native, "native")),
                                        ("torch_fused", _check(torch_fused, "torch_fused")),
-                                       ("fast_sampling", _check(fast_sampling, "fast_sampling")))
+                                       ("fast_sampling", _check(fast_sampling, "fast_sampling")),
+                                       ("sampling_numpy_views",
+                                        _check(sampling_numpy_views, "sampling_numpy_views")))
                if v is not None}
     new = dataclasses.replace(current(), **changes)
     token = _CURRENT.set(new)
