@@ -6,7 +6,11 @@ is uniform, ``-inf`` logits are masked, fully masked rows give zeros (never NaN)
 overflows.  See the README for a tour.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from . import calibration, distill, sampling
+from ._config import config, get_config
 from ._entropy import entropy, perplexity, solve_temperature
 from ._native import get_num_threads, set_num_threads, show_config
 from ._softmax import log_softmax, logsumexp, softmax, temper
@@ -23,35 +27,43 @@ from .calibration import (
 from .distill import kd_loss
 from .sampling import gumbel_softmax, sample, warp
 
-__all__ = sorted([
+if _TYPE_CHECKING:  # imported lazily at run time (scikit-learn is optional)
+    from .sklearn import TemperatureScaler
+
+# a literal list (type checkers read it): kept sorted by tests/test_public_api.py
+__all__ = [
     "CalibrationWarning",
     "ProbabilitiesAsLogitsWarning",
     "TemperatureScaler",
     "__version__",
     "brier_score",
-    "nll",
-    "reliability_curve",
     "calibration_error",
+    "config",
     "entropy",
     "fit_temperature",
+    "get_config",
+    "get_num_threads",
     "gumbel_softmax",
     "kd_loss",
-    "perplexity",
-    "sample",
-    "solve_temperature",
-    "warp",
-    "get_num_threads",
-    "set_num_threads",
-    "show_config",
     "log_softmax",
     "logsumexp",
+    "nll",
+    "perplexity",
+    "reliability_curve",
+    "sample",
+    "set_num_threads",
+    "show_config",
     "softmax",
+    "solve_temperature",
     "temper",
-])
+    "warp",
+]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> _Any:
     # TemperatureScaler subclasses scikit-learn's BaseEstimator: import sklearn only when asked
     if name == "TemperatureScaler":
-        return calibration.TemperatureScaler
+        from .sklearn import TemperatureScaler
+
+        return TemperatureScaler
     raise AttributeError(f"module 'tempscale' has no attribute {name!r}")
