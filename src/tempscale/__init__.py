@@ -9,7 +9,9 @@ overflows.  See the README for a tour.
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from . import calibration, distill, sampling
+from . import calibration as calibration  # public submodules, re-exported
+from . import distill as distill
+from . import sampling as sampling
 from ._config import config, get_config
 from ._entropy import entropy, perplexity, solve_temperature
 from ._native import get_num_threads, set_num_threads, show_config
