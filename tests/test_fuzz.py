@@ -775,14 +775,10 @@ def test_warp_fast_path_keeps_the_generic_set(case):
     from tempscale import sampling as S
 
     x, T, kw, seed = case
-    saved = S._FAST_OK
-    try:
-        S._FAST_OK = True
+    with tempscale_config(fast_sampling=True):
         fast = S.warp(x, T, **kw)
-        S._FAST_OK = False
+    with tempscale_config(fast_sampling=False):
         gen = S.warp(x, T, **kw)
-    finally:
-        S._FAST_OK = saved
     np.testing.assert_array_equal(fast > 0, gen > 0, err_msg=f"kept sets differ: T={T!r} {kw}")
     np.testing.assert_array_equal(np.isnan(fast), np.isnan(gen))
     tol = 1e-5 if x.dtype == np.float32 else 1e-12
