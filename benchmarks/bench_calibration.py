@@ -32,7 +32,6 @@ import os
 import time
 
 import numpy as np
-
 from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 
@@ -185,17 +184,17 @@ def main(argv=None):
         fit_torch_tuned(zt[:1000], yt[:1000])
         slow_rep = 1 if n * k >= 10_000_000 else 2
         rows = []
-        t_ts, T_ts = best_of(lambda: fit_tempscale(zin, yin), args.repeat)
+        t_ts, T_ts = best_of(lambda zin=zin, yin=yin: fit_tempscale(zin, yin), args.repeat)
         rows.append(("tempscale", T_ts, t_ts))
         try:
-            t, T = best_of(lambda: fit_sklearn(z, y), slow_rep)
+            t, T = best_of(lambda z=z, y=y: fit_sklearn(z, y), slow_rep)
             rows.append(("sklearn temperature", T, t))
         except ImportError:  # scikit-learn < 1.8 has no temperature scaling
             print(f"scikit-learn {sklearn.__version__} has no temperature scaling; skipped")
         if n * k <= 10_000_000 or args.recipe_all:
-            t, T = best_of(lambda: fit_torch_recipe(zt, yt), 1)
+            t, T = best_of(lambda zt=zt, yt=yt: fit_torch_recipe(zt, yt), 1)
             rows.append(("torch LBFGS (recipe)", T, t))
-        t, T = best_of(lambda: fit_torch_tuned(zt, yt), slow_rep)
+        t, T = best_of(lambda zt=zt, yt=yt: fit_torch_tuned(zt, yt), slow_rep)
         rows.append(("torch LBFGS (tuned)", T, t))
         if args.breakdown and not gpu:
             breakdown(z, y)

@@ -56,7 +56,6 @@ def _reset_peak() -> bool:
 
 
 def _make_fn(method):
-    import torch
     import torch.nn.functional as F
 
     if method == "KDLoss":

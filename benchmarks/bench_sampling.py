@@ -3,17 +3,22 @@
     python benchmarks/bench_sampling.py                       # 64 x 128256 float32, all methods
     python benchmarks/bench_sampling.py --threads 1 --repeat 7 --markdown
     python benchmarks/bench_sampling.py --quick               # 16 x 32000, fewer repeats
+    python benchmarks/bench_sampling.py --batch 8 --repeat 3 --no-generic --filters top-p,min-p
 
 One call draws one token per row of a batch of float32 logits at T = 0.7 with top-p 0.9, with and
-without top-k 50.  Methods (all start from the raw logits and end with token indices):
+without top-k 50, or with min-p 0.05 (``--filters`` picks among ``top-p``, ``top-k+top-p`` and
+``min-p``).  Methods (all start from the raw logits and end with token indices):
 
 * ``hf``              transformers' ``TemperatureLogitsWarper`` -> (``TopKLogitsWarper``) ->
-                      ``TopPLogitsWarper``, then ``torch.softmax`` + ``torch.multinomial``
+                      ``TopPLogitsWarper`` (or ``MinPLogitsWarper``), then ``torch.softmax`` +
+                      ``torch.multinomial``
 * ``ts-numpy``        ``tempscale.sampling.sample`` on a NumPy array (NumPy Generator)
 * ``ts-torch``        the same on a CPU torch tensor (torch.Generator); the candidate selection
                       runs on zero-copy NumPy views, the draws in torch
 * ``ts-torch-ops``    the torch-operations-only path (the one GPU tensors take), on the CPU
-* ``ts-generic``      tempscale's generic Array-API path (one full sort per filter) on NumPy
+                      (where the configuration offers ``sampling_numpy_views``)
+* ``ts-generic``      tempscale's generic Array-API path (one full sort per filter) on NumPy,
+                      ``tempscale.config(fast_sampling=False)``
 
 Two kinds of logits: ``peaked`` (N(0, 3^2): at T = 0.7 top-p 0.9 keeps tens of tokens, like a
 language model) and ``flat`` (N(0, 1): top-p 0.9 keeps ~45% of the vocabulary, the worst case for
@@ -31,21 +36,35 @@ import sys
 import time
 
 import numpy as np
-
 from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 T = 0.7
 TOP_P = 0.9
 TOP_K = 50
+MIN_P = 0.05
+FILTERS = {
+    "top-p": ("T+top-p", dict(top_p=TOP_P)),
+    "top-k+top-p": (f"T+top-k {TOP_K}+top-p", dict(top_k=TOP_K, top_p=TOP_P)),
+    "min-p": (f"T+min-p {MIN_P}", dict(min_p=MIN_P)),
+}
 
 
-def hf_chain(top_k):
+def hf_chain(kw):
     import torch
-    from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
-                                                        TopPLogitsWarper)
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
-    procs = [TemperatureLogitsWarper(T)] + ([TopKLogitsWarper(top_k)] if top_k else []) + \
-        [TopPLogitsWarper(TOP_P)]
+    procs = [TemperatureLogitsWarper(T)]
+    if kw.get("top_k"):
+        procs.append(TopKLogitsWarper(kw["top_k"]))
+    if kw.get("top_p"):
+        procs.append(TopPLogitsWarper(kw["top_p"]))
+    if kw.get("min_p"):
+        procs.append(MinPLogitsWarper(kw["min_p"]))
 
     def warp(xt):
         s = xt
@@ -59,51 +78,46 @@ def hf_chain(top_k):
     return warp, draw
 
 
-def build_methods(args, top_k):
+def build_methods(args, kw):
     import torch
 
     import tempscale.sampling as S
+    from tempscale._config import config, get_config
 
-    kw = dict(top_p=TOP_P, top_k=top_k)
     gen_np = np.random.default_rng(0)
     gen_t = torch.Generator().manual_seed(0)
     methods = {}
     try:
-        _warp, draw = hf_chain(top_k)
+        _warp, draw = hf_chain(kw)
         methods["hf"] = lambda x, xt: draw(xt, gen_t)
     except ImportError:
         print("# transformers not installed: hf skipped", file=sys.stderr)
     methods["ts-numpy"] = lambda x, xt: S.sample(x, T, rng=gen_np, **kw)
     methods["ts-torch"] = lambda x, xt: S.sample(xt, T, rng=gen_t, **kw)
 
-    def torch_ops(x, xt):
-        S._TORCH_CPU_VIA_NUMPY = False
-        try:
-            return S.sample(xt, T, rng=gen_t, **kw)
-        finally:
-            S._TORCH_CPU_VIA_NUMPY = True
+    if "sampling_numpy_views" in get_config():
+        def torch_ops(x, xt):
+            with config(sampling_numpy_views=False):
+                return S.sample(xt, T, rng=gen_t, **kw)
 
-    methods["ts-torch-ops"] = torch_ops
+        methods["ts-torch-ops"] = torch_ops
     if not args.no_generic:
         def generic(x, xt):
-            S._FAST_OK = False
-            try:
+            with config(fast_sampling=False):
                 return S.sample(x, T, rng=gen_np, **kw)
-            finally:
-                S._FAST_OK = True
 
         methods["ts-generic"] = generic
     return methods
 
 
-def check(x, xt, top_k):
+def check(x, xt, kw):
     """Max |difference| of the warped distributions and the kept-token counts."""
     import tempscale.sampling as S
 
-    w = S.warp(x, T, top_p=TOP_P, top_k=top_k)
+    w = S.warp(x, T, **kw)
     kept = (w > 0).sum(-1)
     try:
-        warp, _ = hf_chain(top_k)
+        warp, _ = hf_chain(kw)
         ref = warp(xt).numpy()
         diff = float(np.abs(ref - w).max())
         disagree = int(((ref > 0) != (w > 0)).sum())
@@ -121,7 +135,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="16 x 32000, 3 repeats")
     ap.add_argument("--no-generic", action="store_true", help="skip the full-sort generic path")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--filters", default="top-p,top-k+top-p",
+                    help=f"comma-separated filter sets among {', '.join(FILTERS)} (default: %(default)s)")
+    ap.add_argument("--kinds", default="peaked,flat", help="logits kinds: peaked, flat (default: both)")
     args = ap.parse_args(argv)
+    filters = [f.strip() for f in args.filters.split(",") if f.strip()]
+    for f in filters:
+        if f not in FILTERS:
+            ap.error(f"--filters: unknown filter set {f!r} (choose among {', '.join(FILTERS)})")
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if args.quick:
         args.batch, args.vocab, args.repeat = 16, 32000, 3
 
@@ -132,15 +154,17 @@ def main(argv=None) -> int:
     print(f"# CPU: {cpu_model()} ({os.cpu_count()} logical cores); torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads; numpy {np.__version__} (tempscale's NumPy path is "
           f"single-threaded)")
-    print(f"# batch {args.batch} x vocab {args.vocab} float32, T = {T}, top-p {TOP_P}; one draw per row "
-          f"per call; median of {args.repeat} interleaved repeats")
+    print(f"# batch {args.batch} x vocab {args.vocab} float32, T = {T}, top-p {TOP_P}, min-p {MIN_P}; one "
+          f"draw per row per call; median of {args.repeat} interleaved repeats")
     rng = np.random.default_rng(0)
     rows = []
     for kind, scale in (("peaked", 3.0), ("flat", 1.0)):
         x = (rng.standard_normal((args.batch, args.vocab)) * scale).astype(np.float32)
+        if kind not in kinds:
+            continue
         xt = torch.from_numpy(x)
-        for top_k in (None, TOP_K):
-            methods = build_methods(args, top_k)
+        for label, kw in (FILTERS[f] for f in filters):
+            methods = build_methods(args, kw)
             for f in methods.values():  # warm up
                 f(x, xt)
             times = {name: [] for name in methods}
@@ -149,11 +173,11 @@ def main(argv=None) -> int:
                     t0 = time.perf_counter()
                     f(x, xt)
                     times[name].append(time.perf_counter() - t0)
-            kept, diff, disagree = check(x, xt, top_k)
+            kept, diff, disagree = check(x, xt, kw)
             base = statistics.median(times["hf"]) if "hf" in times else None
             for name, ts in times.items():
                 med = statistics.median(ts)
-                rows.append((kind, "T+top-p" if top_k is None else f"T+top-k {top_k}+top-p", name,
+                rows.append((kind, label, name,
                              med * 1e3, args.batch / med, (base / med) if base else float("nan"),
                              kept, diff, disagree))
     header = ("logits", "filters", "method", "ms/call", "draws/s", "x hf", "kept (median)",

@@ -33,7 +33,6 @@ import sys
 import time
 
 import numpy as np
-
 from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 SHAPES = [(4096, 1024), (512, 32768), (64, 262144), (8192, 32000), (1_000_000, 10),

@@ -15,9 +15,9 @@ import statistics
 import time
 
 import torch
+from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 import tempscale as ts
-from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
 
 
 def median_ms(fn, device, repeat):
@@ -51,14 +51,15 @@ def main() -> None:
         "log_softmax": (lambda x, T: torch.log_softmax(x / T, -1), ts.log_softmax),
         "logsumexp": (lambda x, T: T * torch.logsumexp(x / T, -1), ts.logsumexp),
     }
-    print("| dtype | T | function | torch ms | tempscale ms | torch / tempscale | max abs err torch | max abs err tempscale |")
+    print("| dtype | T | function | torch ms | tempscale ms | torch / tempscale | max abs err torch "
+          "| max abs err tempscale |")
     print("|---|---|---|---|---|---|---|---|")
     for dt in dtypes:
         x = x64.to(dt)
         for T in (0.7, 2.0):
             for name, (ref_fn, ts_fn) in pairs.items():
-                a = median_ms(lambda: ref_fn(x, T), dev, args.repeat)
-                b = median_ms(lambda: ts_fn(x, T), dev, args.repeat)
+                a = median_ms(lambda f=ref_fn, x=x, T=T: f(x, T), dev, args.repeat)
+                b = median_ms(lambda f=ts_fn, x=x, T=T: f(x, T), dev, args.repeat)
                 exact = ref_fn(x.double(), T)
                 err_t = (ref_fn(x, T).double() - exact).abs().max().item()
                 err = (ts_fn(x, T).double() - exact).abs().max().item()

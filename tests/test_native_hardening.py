@@ -92,7 +92,7 @@ def _mp_row(row, T):
     s = mpmath.fsum(es)
     # log s as log(k) + log1p(rest / k): at a fixed working precision log(1 + 1e-55) is 0
     k = sum(1 for v in row if v == m)
-    rest = mpmath.fsum(e for v, e in zip(row, es) if v != m)
+    rest = mpmath.fsum(e for v, e in zip(row, es, strict=True) if v != m)
     ls = mpmath.log(k) + mpmath.log1p(rest / k)
     sm = [e / s for e in es]
     lsm = [y - ls if y is not None else -INF for y in ys]
@@ -154,7 +154,7 @@ def ulp_error(got, ref, dtype, *, shift=None, conditioned=False):
         with np.errstate(invalid="ignore", over="ignore"):
             extra = np.spacing(np.abs(ref_d[fin] - sh).astype(dt)).astype(np.float64)
         sp = sp + np.where(np.isfinite(extra), extra, 0.0)
-    err = np.array([float(abs(mpmath.mpf(g) - r)) for g, r in zip(got[fin], ref[fin])])
+    err = np.array([float(abs(mpmath.mpf(g) - r)) for g, r in zip(got[fin], ref[fin], strict=True)])
     ulps = err / sp
     if conditioned:
         # exp(y) with |y| large: every evaluation that rounds y = (x - m)/T once (this kernel's
