@@ -53,8 +53,10 @@ import os
 import platform
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .._validation import param_error
 
@@ -96,8 +98,9 @@ def _env_flag(var: str) -> bool:
     return False
 
 
+_k: Any
 try:
-    from . import _tskernels as _k
+    from . import _tskernels as _k  # type: ignore[attr-defined,no-redef]  # compiled module, no stub
 except ImportError as exc:  # pragma: no cover - exercised only on broken installs
     _k = None
     _import_error: BaseException | None = exc
@@ -170,7 +173,7 @@ def _env_isa() -> str | None:
     return name
 
 
-def _count_param(value, param: str, func: str, *, lo: int, hi: int) -> int:
+def _count_param(value: object, param: str, func: str, *, lo: int, hi: int) -> int:
     """An integer >= lo (ValueError below it), capped at hi; a non-integer is a type error."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         what = "a positive integer" if lo == 1 else "a non-negative integer"
@@ -252,7 +255,7 @@ def set_cache_limit(nbytes: int) -> None:
         _k.set_cache_limit(nbytes)
 
 
-def show_config(*, print_out: bool = True) -> dict:
+def show_config(*, print_out: bool = True) -> dict[str, Any]:
     """Describe the native path: built or not, instruction set, threads, compiler.
 
     Returns
@@ -290,7 +293,8 @@ def show_config(*, print_out: bool = True) -> dict:
     return cfg
 
 
-def try_compute(kind, x, temperature, axis, mask, out_dtype):
+def try_compute(kind: str, x: NDArray[Any], temperature: float | NDArray[Any] | None, axis: int,
+                mask: NDArray[Any] | None, out_dtype: np.dtype[Any]) -> NDArray[Any] | None:
     """Run ``kind`` natively, or return ``None`` when this case is not handled here.
 
     Parameters
@@ -336,6 +340,7 @@ def try_compute(kind, x, temperature, axis, mask, out_dtype):
     if (isinstance(temperature, np.ndarray) and temperature.size == 1 and temperature.ndim <= nd
             and temperature.dtype.kind in "fiu"):
         temperature = float(temperature.reshape(-1)[0])  # exact for every float dtype here
+    T: float | NDArray[Any]
     if isinstance(temperature, np.ndarray):
         kind_t = temperature.dtype.kind
         if kind_t not in "fiu" or temperature.dtype.itemsize > 8:
@@ -394,18 +399,18 @@ def register_threadpoolctl() -> bool:
     if _REGISTERED:
         return True
 
-    class TempscaleController(threadpoolctl.LibController):
+    class TempscaleController(threadpoolctl.LibController):  # type: ignore[misc]  # untyped base
         user_api = "tempscale"
         internal_api = "tempscale"
         filename_prefixes = ("_tskernels",)
 
-        def get_num_threads(self):
-            return self.dynlib.tempscale_get_num_threads()
+        def get_num_threads(self) -> int:
+            return int(self.dynlib.tempscale_get_num_threads())
 
-        def set_num_threads(self, num_threads):
+        def set_num_threads(self, num_threads: int) -> None:
             self.dynlib.tempscale_set_num_threads(int(num_threads))
 
-        def get_version(self):
+        def get_version(self) -> str:
             from .._version import __version__
 
             return __version__
