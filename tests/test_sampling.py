@@ -8,14 +8,17 @@ All random tests use fixed seeds, so their outcome is deterministic.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pytest
-from .conftest import assert_close, to_numpy
 
 import tempscale.sampling as S
+from tempscale._config import config, get_config
 from tempscale.sampling import gumbel_softmax, sample, warp
+
+from .conftest import assert_close, to_numpy
 
 stats = pytest.importorskip("scipy.stats")
 hypothesis = pytest.importorskip("hypothesis")
@@ -23,6 +26,27 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 ORDERS = S.ORDERS
+
+
+@contextlib.contextmanager
+def _paths(fast=True, via_numpy=True):
+    """The sampling paths: ``tempscale.config(fast_sampling=...)``; ``via_numpy=False`` sends CPU
+    tensors down the torch-operations path (the one GPU tensors take)."""
+    with config(fast_sampling=fast):
+        if via_numpy:
+            yield
+        elif "sampling_numpy_views" in get_config():
+            with config(sampling_numpy_views=False):
+                yield
+        else:  # a configuration without that switch: the sampling path reads it in one place
+            from tempscale.sampling import _paths as P
+
+            saved = P.switches
+            P.switches = lambda: (fast, False)
+            try:
+                yield
+            finally:
+                P.switches = saved
 
 
 # ------------------------------------------------------------------------------------------
@@ -41,7 +65,7 @@ def _softmax_over(v, keep):
         return out
     ws = [math.exp(v[i] - m) for i in idx]
     s = math.fsum(ws)
-    for i, w in zip(idx, ws):
+    for i, w in zip(idx, ws, strict=True):
         out[i] = w / s
     return out
 
@@ -99,7 +123,7 @@ def ref(x, T=1.0, k=None, p=None, mp=None, order="temperature-first", mtk=1):
     n = rows.shape[0]
     col = lambda v: [None if v is None else v] * n if np.ndim(v) == 0 else list(np.ravel(v))  # noqa: E731
     out = [ref_row(r, t, kk if kk is None else int(kk), pp, mm, order, mtk)
-           for r, t, kk, pp, mm in zip(rows, col(T), col(k), col(p), col(mp))]
+           for r, t, kk, pp, mm in zip(rows, col(T), col(k), col(p), col(mp), strict=True)]
     return np.asarray(out).reshape(x.shape)
 
 
@@ -262,8 +286,9 @@ def test_greedy(order):
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_masked_and_nan_rows(fast, monkeypatch):
-    monkeypatch.setattr(S, "_FAST_OK", fast)
+def test_masked_and_nan_rows(fast, request):
+    if not fast:
+        request.getfixturevalue("generic_path")
     x = np.array([[-np.inf] * 4, [1.0, np.nan, 0, 0], [1.0, 2.0, 3.0, 4.0], [0.0, 0, 0, 0]])
     mask = np.array([[True] * 4, [True] * 4, [True, True, False, False], [False] * 4])
     for kw in (dict(), dict(top_k=2, top_p=0.5), dict(min_p=0.2)):
@@ -320,33 +345,87 @@ def test_fast_paths_match_generic(gap, dtype, monkeypatch):
             tol = 1e-5 if dtype == np.float32 else 1e-12
             for name, xx in (("numpy", x), ("torch", torch.from_numpy(x))):
                 Tx = T if np.ndim(T) == 0 or name == "numpy" else torch.from_numpy(T)
-                monkeypatch.setattr(S, "_FAST_OK", False)
-                g = to_numpy(warp(xx, Tx, **kw))
-                gi, gl = map(to_numpy, sample(xx, Tx, seed=trial, num_samples=20, return_logprobs=True, **kw))
-                monkeypatch.setattr(S, "_FAST_OK", True)
+                with _paths(fast=False):
+                    g = to_numpy(warp(xx, Tx, **kw))
+                    gi, gl = map(to_numpy, sample(xx, Tx, seed=trial, num_samples=20, return_logprobs=True, **kw))
                 for via_numpy in (True, False):
-                    monkeypatch.setattr(S, "_TORCH_CPU_VIA_NUMPY", via_numpy)
-                    f = to_numpy(warp(xx, Tx, **kw))
+                    with _paths(via_numpy=via_numpy):
+                        f = to_numpy(warp(xx, Tx, **kw))
+                        fi, fl = sample(xx, Tx, seed=trial, num_samples=20, return_logprobs=True, **kw)
                     np.testing.assert_allclose(f, g, rtol=tol, atol=tol, err_msg=f"{name} {trial} {order}")
-                    fi, fl = sample(xx, Tx, seed=trial, num_samples=20, return_logprobs=True, **kw)
                     fi, fl = to_numpy(fi), to_numpy(fl)
                     same = fi == gi
                     assert same.mean() > 0.95, (name, trial, order)  # equal up to rounding of the CDF
                     np.testing.assert_allclose(fl[same], gl[same], rtol=1e-4, atol=1e-4)
 
 
-def test_fast_top_p_on_large_flat_and_peaked_rows(monkeypatch):
+def test_fast_top_p_on_large_flat_and_peaked_rows():
     rng = np.random.default_rng(7)
     for scale in (0.3, 1.0, 6.0):
         x = (rng.standard_normal((3, 40000)) * scale).astype(np.float32)
         x[:, ::97] = np.round(x[:, ::97])  # ties everywhere
         for p in (0.2, 0.9, 0.999):
             f = warp(x, 0.8, top_p=p)
-            monkeypatch.setattr(S, "_FAST_OK", False)
-            g = warp(x, 0.8, top_p=p)
-            monkeypatch.setattr(S, "_FAST_OK", True)
+            with _paths(fast=False):
+                g = warp(x, 0.8, top_p=p)
             assert np.sum((f > 0) != (g > 0)) <= 2  # float32 rounding at the boundary only
             np.testing.assert_allclose(f, g, atol=1e-6)
+
+
+def _kept_sets(x, T, kw):
+    """Kept tokens of the fast path (NumPy, torch through NumPy views, torch operations) and of
+    the generic path."""
+    torch = pytest.importorskip("torch")
+    out = {}
+    for name, via in (("numpy", True), ("torch-views", True), ("torch-ops", False)):
+        xx = torch.from_numpy(x) if name != "numpy" else x
+        kk = {k: (torch.from_numpy(v) if name != "numpy" and isinstance(v, np.ndarray) else v)
+              for k, v in kw.items()}
+        with _paths(via_numpy=via):
+            out[name] = to_numpy(warp(xx, T, log=True, **kk)) > -np.inf
+    with _paths(fast=False):
+        out["generic"] = to_numpy(warp(x, T, log=True, **kw)) > -np.inf
+    return out
+
+
+@pytest.mark.parametrize("u", [2.0 ** -53, 2.0 ** -30, 2.0 ** -12])
+def test_fast_estimates_and_exact_fallback_keep_the_generic_sets(u, monkeypatch):
+    """The fast path decides with float64 estimates and recomputes exactly only the rows within
+    rounding distance of an edge.  Widening the assumed rounding unit ``u`` sends more and more
+    rows (all of them at 2**-12) through the exact fallback: the kept sets never change and
+    equal the generic path's, on compact candidates (peaked rows), full rows (flat rows, per-row
+    top-p) and after top-k, for the sum of the softmax (min-p) and the cumulative sums (top-p)."""
+    calls = {"rows": 0, "sums": 0}
+    real_rows = S._fast._exact_rows
+
+    def spy_rows(*args, **kwargs):
+        calls["rows"] += 1
+        return real_rows(*args, **kwargs)
+
+    real_sum = S._fast._arith.exact_sum
+
+    def spy_sum(*args, **kwargs):
+        calls["sums"] += 1
+        return real_sum(*args, **kwargs)
+
+    monkeypatch.setattr(S._fast, "_U64", u)
+    monkeypatch.setattr(S._fast, "_exact_rows", spy_rows)
+    monkeypatch.setattr(S._fast._arith, "exact_sum", spy_sum)
+    rng = np.random.default_rng(11)
+    V = 6000
+    for scale in (0.5, 3.0, 8.0):
+        x = (rng.standard_normal((4, V)) * scale).astype(np.float32)
+        x[:, ::53] = np.round(x[:, ::53])  # ties
+        x[3, :V // 2] = -np.inf  # a row with masked tokens
+        for kw in (dict(top_p=0.9), dict(top_p=0.3, min_p=0.02), dict(min_p=0.1),
+                   dict(top_k=300, top_p=0.8), dict(top_p=np.array([0.2, 0.5, 0.95, 1.0]))):
+            sets = _kept_sets(x, 0.7, kw)
+            for name in ("numpy", "torch-views", "torch-ops"):
+                np.testing.assert_array_equal(sets[name], sets["generic"], err_msg=f"{name} {scale} {kw}")
+    if u >= 2.0 ** -12:
+        assert calls["rows"] > 0 and calls["sums"] > 0  # the fallback did run
+    elif u == 2.0 ** -53:
+        assert calls["rows"] == 0  # typical rows: the estimates decide, no full sort
 
 
 # ------------------------------------------------------------------------------------------
@@ -411,11 +490,8 @@ def _draw_counts(x, T, kw, backend, n, seed):
     if backend == "numpy":
         idx = sample(x, T, num_samples=n, seed=seed, **kw)
     elif backend == "numpy-generic":
-        S._FAST_OK = False
-        try:
+        with _paths(fast=False):
             idx = sample(x, T, num_samples=n, seed=seed, **kw)
-        finally:
-            S._FAST_OK = True
     elif backend == "torch":
         torch = pytest.importorskip("torch")
         g = torch.Generator().manual_seed(seed)
@@ -698,7 +774,7 @@ def test_gumbel_softmax_torch_gradients():
     assert torch.all((h == 0) | (h == 1)) or torch.allclose(h.sum(-1), torch.ones(3))
     gh = torch.autograd.grad((h * w).sum(), (x, T))
     gs = torch.autograd.grad((gumbel_softmax(x, T, seed=3) * w).sum(), (x, T))
-    for a, b in zip(gh, gs):
+    for a, b in zip(gh, gs, strict=True):
         torch.testing.assert_close(a, b)
         assert torch.isfinite(a).all()
     # masked entries get zero, finite gradients
@@ -722,7 +798,7 @@ def test_gumbel_softmax_jax_gradients():
     w = jnp.asarray(np.random.default_rng(18).standard_normal((3, 5)))
     gh = jax.jit(jax.grad(lambda x, T: jnp.sum(gumbel_softmax(x, T, hard=True, rng=key) * w), (0, 1)))(x, T)
     gs = jax.grad(lambda x, T: jnp.sum(soft(x, T) * w), (0, 1))(x, T)
-    for a, b in zip(gh, gs):
+    for a, b in zip(gh, gs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     h = gumbel_softmax(x, T, hard=True, rng=key)
     np.testing.assert_allclose(h, np.eye(5)[np.asarray(gumbel_softmax(x, T, rng=key)).argmax(-1)], atol=1e-12)
@@ -762,9 +838,10 @@ def test_dask_is_refused_clearly():
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_degenerate_shapes(fast, monkeypatch):
+def test_degenerate_shapes(fast, request):
     torch = pytest.importorskip("torch")
-    monkeypatch.setattr(S, "_FAST_OK", fast)
+    if not fast:
+        request.getfixturevalue("generic_path")
     for xx in (np.zeros((0, 5)), np.zeros((1, 1)), np.array([3.0])):
         for x in (xx, torch.from_numpy(xx)):
             for kw in (dict(), dict(top_k=1, top_p=0.1, min_p=0.5)):

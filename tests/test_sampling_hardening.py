@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import tempscale.sampling as S
+from tempscale._config import config, get_config
 from tempscale.sampling import gumbel_softmax, sample, warp
 
 torch = pytest.importorskip("torch")
@@ -41,12 +42,23 @@ F64 = np.finfo(np.float64)
 # ------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _switch(fast=True, via_numpy=True):
-    saved = S._FAST_OK, S._TORCH_CPU_VIA_NUMPY
-    S._FAST_OK, S._TORCH_CPU_VIA_NUMPY = fast, via_numpy
-    try:
-        yield
-    finally:
-        S._FAST_OK, S._TORCH_CPU_VIA_NUMPY = saved
+    """The sampling paths: ``tempscale.config(fast_sampling=...)``; ``via_numpy=False`` sends CPU
+    tensors down the torch-operations path (the one GPU tensors take)."""
+    with config(fast_sampling=fast):
+        if via_numpy:
+            yield
+        elif "sampling_numpy_views" in get_config():
+            with config(sampling_numpy_views=False):
+                yield
+        else:  # a configuration without that switch: the sampling path reads it in one place
+            from tempscale.sampling import _paths as P
+
+            saved = P.switches
+            P.switches = lambda: (fast, False)
+            try:
+                yield
+            finally:
+                P.switches = saved
 
 
 def _np(a):

@@ -1,7 +1,7 @@
 """Backend helpers: random numbers per library, stop-gradient, dtypes, torch <-> NumPy views.
 
 The one place where the library asks an array library for something the Array API does not
-define.  Like :mod:`tempscale._compat`, nothing here imports torch or jax at module import time:
+define.  Like the backend-detection module, nothing here imports torch or jax at import time:
 a backend is imported only when its arrays are passed in.
 """
 
@@ -60,11 +60,11 @@ def uniform(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, seed: Any, r
         if rng is not None and not isinstance(rng, torch.Generator):
             raise param_error("rng", func, "a torch.Generator for torch tensors", type(rng).__name__,
                               TypeError)
-        gen = rng
+        tgen: Any = rng
         if seed is not None:
-            gen = torch.Generator(device=dev)
-            gen.manual_seed(int(seed))
-        return torch.rand(shape, generator=gen, dtype=dtype, device=dev)
+            tgen = torch.Generator(device=dev)
+            tgen.manual_seed(int(seed))
+        return torch.rand(shape, generator=tgen, dtype=dtype, device=dev)
     if _compat.is_jax_namespace(xp):
         import jax
 
@@ -75,7 +75,7 @@ def uniform(xp: Any, shape: tuple[int, ...], dtype: Any, like: Any, seed: Any, r
         elif not is_jax_key(key):
             raise param_error("rng", func, "a JAX PRNG key for JAX arrays", type(rng).__name__, TypeError)
         return jax.random.uniform(key, shape, dtype=dtype)
-    gen = rng
+    gen: Any = rng
     if gen is None:
         gen = np.random.default_rng(seed)
     elif not isinstance(gen, np.random.Generator):
@@ -100,7 +100,7 @@ def is_jax_key(key: Any) -> bool:
 
     if not isinstance(key, jax.Array):
         return False
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key):
         return True
     return bool(key.dtype == np.uint32 and key.shape == (2,))
 
@@ -129,7 +129,7 @@ def index_dtype(xp: Any) -> Any:
     if _compat.is_jax_namespace(xp):
         import jax
 
-        return xp.int64 if jax.config.jax_enable_x64 else xp.int32
+        return xp.int64 if jax.config.values["jax_enable_x64"] else xp.int32
     return xp.int64
 
 
@@ -138,7 +138,7 @@ def widest_float(xp: Any) -> Any:
     if _compat.is_jax_namespace(xp):
         import jax
 
-        return xp.float64 if jax.config.jax_enable_x64 else xp.float32
+        return xp.float64 if jax.config.values["jax_enable_x64"] else xp.float32
     return xp.float64
 
 

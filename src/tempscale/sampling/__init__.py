@@ -77,13 +77,11 @@ from .._compat import quiet as _quiet
 from .._typing import Array, ArrayLike, Temperature
 from .._validation import check_bool, check_scalar, param_error
 from ._draw import draw, gumbel_sample
-from ._layout import ORDERS, prepare, restore
+from ._layout import ORDERS as ORDERS
+from ._layout import prepare, restore
 from ._paths import distribution
 
 __all__ = ["warp", "sample", "gumbel_softmax"]
-
-_FAST_OK = True  # tests switch this off to compare the fast paths against the generic one
-_TORCH_CPU_VIA_NUMPY = True  # the torch-only path (used on GPUs) is tested by switching this off
 
 
 @_quiet

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import _backend, _compat
+from .. import _args, _backend, _compat
+from .._compat import array_namespace
 from .._softmax import log_softmax, softmax
-from .._validation import check_axis
+from .._validation import check_axis, param_error
 from . import _fast, _reference
 from ._layout import Args, full
 from ._ops import Ops, ops_for
@@ -128,19 +129,15 @@ def without(a: Args, logp: Any, n: int, seed: Any, rng: Any, func: str) -> tuple
 def gumbel_sample(logits: Any, temperature: Any, hard: bool, seed: Any, rng: Any, axis: Any,
                   mask: Any, func: str) -> Any:
     """:func:`tempscale.sampling.gumbel_softmax` after its argument checks."""
-    from .._compat import array_namespace
-    from .._softmax import _float_dtypes
-
     xp = array_namespace(logits)
     x = _compat.as_array(logits, xp)
     if x.ndim == 0:
-        from .._validation import param_error
-
         raise param_error("logits", func, "an array with at least one dimension", "a 0-d array")
-    compute, out = _float_dtypes(xp, x, None, func)
+    compute, out = _args.float_dtypes(xp, x, None, func)
     ax = check_axis(axis, x.ndim, func)
     if x.dtype != compute:
         x = xp.astype(x, compute)
+    mask = _args.entry_mask(mask, x, func)
     g = _backend.gumbel(xp, tuple(x.shape), compute, x, seed, rng, func)
     xg = x + g  # finite logits stay finite: |g| is far below the spacing of floats near the max
     y = softmax(xg, temperature, axis=ax, mask=mask)
@@ -162,7 +159,7 @@ def _straight_through(xp: Any, x: Any, xg: Any, y: Any, ax: int, mask: Any) -> A
     ninf = full(xp, xg, -math.inf, shape=())
     valid = xg > ninf
     if mask is not None:
-        valid = xp.logical_and(valid, _compat.as_array(mask, xp, like=x))
+        valid = xp.logical_and(valid, mask)
     xk = xp.where(valid, _backend.stop_gradient(xp, xg), ninf)
     am = xp.argmax(xk, axis=ax, keepdims=True)
     shape = [1] * x.ndim

@@ -47,7 +47,7 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     if ops is TorchOps and via_numpy and a.x.device.type == "cpu":
         return candidates(a.numpy_view())
     xp, x = a.xp, a.x
-    key, valid, nan_row = _arith.keys(a)
+    key, valid, nan_row = _keys(a)
     ninf = full(xp, key, -math.inf, shape=())
     m = xp.max(key, axis=-1, keepdims=True)
     if bool(xp.any(m == math.inf)):
@@ -71,8 +71,9 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
                 pc = xp.where(keep, xp.take_along_axis(p, ci, axis=-1), xp.zeros_like(p[:, :1]))
                 keep = _top_p(a, ops, ck, pc, keep, m, base, full_rows, ci)
         if a.min_p is not None:
-            p = probs(a, ops, e, keep)
-            keep = xp.logical_and(keep, xp.logical_not(p < _arith.min_p_threshold(a, p, keep)))
+            p = probs(a, ops, e, keep)  # zero outside keep: its row maximum is p_max
+            mp = a.min_p if is_python_scalar(a.min_p) else xp.astype(a.min_p, p.dtype)
+            keep = xp.logical_and(keep, xp.logical_not(p < xp.max(p, axis=-1, keepdims=True) * mp))
     zero_T = is_zero_T(a)
     if zero_T is not False:  # greedy rows: the candidate holding the first maximum
         W = ck.shape[-1]
@@ -85,6 +86,17 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     else:
         cx = xp.take_along_axis(x, ci, axis=-1)
     return a, (ci, cx, final_T(a), keep, nan_row)
+
+
+def _keys(a: Args) -> tuple[Any, Any, Any]:
+    """:func:`_arith.keys`; without a mask or a NaN the logits themselves are the keys."""
+    xp, x = a.xp, a.x
+    if a.mask is None:
+        nan = xp.isnan(x)
+        if not bool(xp.any(nan)):
+            return x, x > full(xp, x, -math.inf, shape=()), xp.zeros((a.B, 1), dtype=xp.bool,
+                                                                    device=_compat.device(x))
+    return _arith.keys(a)
 
 
 def _top_k(a: Args, ops: type[Ops], key: Any, valid: Any) -> tuple[Any, Any]:
@@ -147,11 +159,11 @@ def scatter_keep(a: Args, ci: Any, keepc: Any) -> Any:
     if _compat.is_torch_namespace(xp):
         import torch
 
-        out = torch.zeros((B, V + 1), dtype=torch.bool, device=keepc.device)
-        out.scatter_(1, pos, keepc)
-    else:
-        out = np.zeros((B, V + 1), dtype=bool)
-        np.put_along_axis(out, pos, keepc, axis=-1)
+        t = torch.zeros((B, V + 1), dtype=torch.bool, device=keepc.device)
+        t.scatter_(1, pos, keepc)
+        return t[:, :V]
+    out = np.zeros((B, V + 1), dtype=bool)
+    np.put_along_axis(out, pos, keepc, axis=-1)
     return out[:, :V]
 
 
@@ -170,7 +182,7 @@ def probs(a: Args, ops: type[Ops], e: Any, keep: Any) -> Any:
     xp = a.xp
     if e.dtype == a.wide or _compat.float_bits(xp, e.dtype) != 32:
         return _arith.probs(a, e, keep)
-    ek = xp.where(keep, e, xp.zeros_like(e))
+    ek = ops.zero_outside(e, keep)
     s_est = ops.sum64(ek)
     tail = a.V * 2.0 ** (1 - _arith.grids(a, _arith.sum_head(a), e.dtype)[-1])
     delta = xp.where(s_est > 0, s_est * ((a.V + 16) * 2 * _U64) + tail, xp.zeros_like(s_est))
@@ -224,6 +236,24 @@ def _guess(a: Args, key: Any, p: Any, thr: Any, n: Any) -> Any:
     return xp.min(xp.where(p >= bound, key, pinf), axis=-1, keepdims=True)
 
 
+def _sample_bracket(a: Args, ops: type[Ops], key: Any, p: Any, thr: Any, margin: int) -> tuple[Any, Any]:
+    """Per row two logits around the top-p boundary, estimated from a strided sample: the mass
+    below the first is about ``thr`` less ``margin`` samples, below the second ``margin`` more."""
+    xp = a.xp
+    stride = max(1, key.shape[-1] // 4096)
+    ks = key[:, ::stride]
+    o = ops.argsort_values(ks)  # ascending
+    ks = xp.take_along_axis(ks, o, axis=-1)
+    est = ops.cumsum64(xp.take_along_axis(p[:, ::stride], o, axis=-1)) * stride
+    pos = ops.count(est <= (thr if is_python_scalar(thr) else ops.f64(thr)))
+    n = ks.shape[-1]
+
+    def at(i: Any) -> Any:
+        return xp.take_along_axis(ks, xp.astype(xp.clip(i, 0, n - 1), xp.int64), axis=-1)
+
+    return at(pos - margin), at(pos + margin)
+
+
 def _top_p_subset(a: Args, ops: type[Ops], key: Any, p: Any) -> tuple[Any, Any, Any] | None:
     """``(ci, ck, L)``: compact candidates (index order, ``-inf`` padded) outside which every
     token is surely removed by top-p, and the float64 mass ``L`` below them; or None.
@@ -238,13 +268,7 @@ def _top_p_subset(a: Args, ops: type[Ops], key: Any, p: Any) -> tuple[Any, Any, 
     thr = _arith.top_p_threshold(a, p.dtype)
     lo_edge, _ = _edges(a, ops, thr, p.dtype)
     # a strided sample estimates the logit below which the mass is about thr / 2
-    stride = max(1, W // 4096)
-    ks = key[:, ::stride]
-    o = ops.argsort_values(ks)  # ascending
-    ks = xp.take_along_axis(ks, o, axis=-1)
-    est = ops.cumsum64(xp.take_along_axis(p[:, ::stride], o, axis=-1)) * stride
-    pos = xp.clip(ops.count(est <= thr / 2), 0, ks.shape[-1] - 1)
-    lo = xp.take_along_axis(ks, xp.astype(pos, xp.int64), axis=-1)
+    lo = _sample_bracket(a, ops, key, p, thr / 2, 0)[0]
     if not bool(xp.all(lo > full(xp, lo, -math.inf, shape=()))):
         return None
     below = key < lo
@@ -295,41 +319,27 @@ def _top_p(a: Args, ops: type[Ops], key: Any, p: Any, keep: Any, m: Any, base: A
         lo = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
         Llo = base
     else:
-        # start: the tokens ranked below every token of probability >= thr / (2 n) are removed
-        guess = _guess(a, key, p, thr, ops.f64(ops.count(finite)))
-        L = below(key, p, guess, None)
-        ok = xp.logical_and(L < lo_edge, guess < pinf)
+        hi_c = None
+        if W > 4 * GAP:  # start: a bracket estimated from a strided sample (checked below)
+            lo, hi_c = _sample_bracket(a, ops, key, p, thr, 64)
+            L = below(key, p, lo, None)
+            ok = xp.logical_and(L < lo_edge, lo > ninf)
+        else:  # start: the tokens below every token of probability >= thr / (2 n) are removed
+            lo = _guess(a, key, p, thr, ops.f64(ops.count(finite)))
+            L = below(key, p, lo, None)
+            ok = xp.logical_and(L < lo_edge, lo < pinf)
         Llo = xp.where(ok, L, zero)
-        lo = guess
         if not bool(xp.all(xp.logical_or(ok, xp.logical_not(active)))):
             kmin = xp.min(xp.where(finite, key, pinf), axis=-1, keepdims=True)
-            lo = xp.where(ok, guess, xp.where(nonempty, kmin, xp.zeros_like(kmin)))
+            lo = xp.where(ok, lo, xp.where(nonempty, kmin, xp.zeros_like(kmin)))
+        if hi_c is not None:
+            L = below(key, p, hi_c, None)
+            ok = xp.logical_and(xp.logical_and(L > hi_edge, hi_c < hi), hi_c > lo)
+            hi = xp.where(ok, hi_c, hi)
 
     def band_count(Wk: Any) -> Any:
         return ops.count(xp.logical_and(xp.logical_and(Wk >= lo, Wk < hi), active))
 
-    if base is None and W > 4 * GAP and int(xp.max(band_count(key))) * 4 > W:
-        # a wide band (flat rows): a bracket estimated from a strided sample, each edge checked
-        # (a row whose check fails keeps its old edge)
-        stride = max(1, W // 4096)
-        ks = key[:, ::stride]
-        o = ops.argsort_values(ks)  # ascending
-        ks = xp.take_along_axis(ks, o, axis=-1)
-        est = ops.cumsum64(xp.take_along_axis(p[:, ::stride], o, axis=-1)) * stride
-        pos = ops.count(est <= (thr if is_python_scalar(thr) else ops.f64(thr)))
-        Ls = ks.shape[-1]
-
-        def at(i: Any) -> Any:
-            return xp.take_along_axis(ks, xp.astype(xp.clip(i, 0, Ls - 1), xp.int64), axis=-1)
-
-        lo_c, hi_c = at(pos - 16), at(pos + 16)
-        L = below(key, p, lo_c, None)
-        ok = xp.logical_and(xp.logical_and(L < lo_edge, lo_c > lo), lo_c > ninf)
-        lo = xp.where(ok, lo_c, lo)
-        Llo = xp.where(ok, L, Llo)
-        L = below(key, p, hi_c, None)
-        ok = xp.logical_and(xp.logical_and(L > hi_edge, hi_c < hi), hi_c > lo)
-        hi = xp.where(ok, hi_c, hi)
     Wk, Wp, Wi, wbase = key, p, None, base  # the working set (full rows, later compacted)
     for _ in range(80):
         cnt = band_count(Wk)

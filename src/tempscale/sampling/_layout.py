@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
-from .. import _backend, _compat
-from .._compat import array_namespace, is_concrete, is_python_scalar
-from .._compat import to_numpy as _to_numpy
-from .._softmax import _as_mask, _float_dtypes, _prepare_temperature
+from .. import _args, _backend, _compat
+from .._compat import array_namespace, is_python_scalar
 from .._validation import check_axis, check_choice, check_scalar, param_error
 
 ORDERS = ("temperature-first", "temperature-last")
@@ -78,7 +75,7 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
     x = _compat.as_array(logits, xp)
     if x.ndim == 0:
         raise param_error("logits", func, "an array with at least one dimension", "a 0-d array")
-    compute, out = _float_dtypes(xp, x, None, func)
+    compute, out = _args.float_dtypes(xp, x, None, func)
     ax = check_axis(axis, x.ndim, func)
     a.order = check_choice(order, ORDERS, "order", func)
     a.mtk = check_scalar(mtk, "min_tokens_to_keep", func, lo=1, integer=True)
@@ -86,11 +83,9 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
         x = xp.astype(x, compute)
     a.wide = _backend.widest_float(xp)
     # per-row temperatures stay in the wide dtype: T = 1e-50 must not round to 0 (greedy)
-    T = _prepare_temperature(temperature, x, ax, xp, a.wide, func)
-    if mask is not None:
-        mask = _as_mask(mask, x, xp, func)
-        if tuple(mask.shape) != tuple(x.shape):
-            mask = xp.broadcast_to(mask, x.shape)
+    T = _args.row_temperature(temperature, func, like=x, axis=ax, dtype=a.wide)
+    mask = _args.entry_mask(mask, x, func)
+    xk = x  # the logits in the user's layout: per-row parameters are checked against it
     kshape = tuple(1 if i == ax else n for i, n in enumerate(x.shape))
     x = xp.moveaxis(x, ax, -1)
     batch_shape = tuple(x.shape[:-1])
@@ -105,11 +100,11 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
         T = _rows(xp.broadcast_to(T, kshape), ax, B, xp)
     a.xp, a.x, a.mask, a.T, a.out = xp, x, mask, T, out
     a.batch_shape, a.ax, a.ndim, a.B, a.V = batch_shape, ax, len(kshape), B, V
-    a.top_k = _row_param(top_k, "top_k", a, kshape, integer=True, lo=0, hi=math.inf,
+    a.top_k = _row_param(a, top_k, "top_k", xk, integer=True, lo=0, hi=math.inf,
                          expect="an int >= 0 (0 switches top-k off) or an array of per-row ints")
-    a.top_p = _row_param(top_p, "top_p", a, kshape, lo=0, hi=1, lo_open=True, dtype=a.wide,
+    a.top_p = _row_param(a, top_p, "top_p", xk, lo=0, hi=1, lo_open=True, dtype=a.wide,
                          expect="a float in (0, 1] (1 switches top-p off) or an array of per-row floats")
-    a.min_p = _row_param(min_p, "min_p", a, kshape, lo=0, hi=1,
+    a.min_p = _row_param(a, min_p, "min_p", xk, lo=0, hi=1,
                          expect="a float in [0, 1] (0 switches min-p off) or an array of per-row floats")
     if is_python_scalar(a.top_p) and a.top_p >= 1:
         a.top_p = None  # off
@@ -127,57 +122,24 @@ def _rows(arr: Any, ax: int, B: int, xp: Any) -> Any:
     return xp.reshape(xp.moveaxis(arr, ax, -1), (B, 1))
 
 
-def _row_param(value: Any, name: str, a: Args, kshape: tuple[int, ...], *, lo: float, hi: float,
-               expect: str, integer: bool = False, lo_open: bool = False,
-               dtype: Any = None) -> Any:
+def _row_param(a: Args, value: Any, name: str, like: Any, *, lo: float, hi: float, expect: str,
+               integer: bool = False, lo_open: bool = False, dtype: Any = None) -> Any:
     """None, a Python number, or a (B, 1) array of per-row values (checked when concrete).
 
     ``top_k = 0`` (scalar or per row) is "off": a scalar 0 becomes None, a per-row 0 becomes the
-    vocabulary size.  Float arrays are converted to ``dtype`` (default: the compute dtype).
+    vocabulary size; larger values are clipped to it.
     """
-    if value is None:
-        return None
-    xp, func = a.xp, a.func
-    if isinstance(value, numbers.Real) and not isinstance(value, np.ndarray):
-        if isinstance(value, np.generic):
-            value = value.item()
-        v = check_scalar(value, name, func, lo=lo, hi=hi, lo_open=lo_open, integer=integer)
-        if integer:
-            v = None if v == 0 else min(v, a.V)
+    v: Any = _args.row_param(value, a.func, param=name, like=like, axis=a.ax, lo=lo, hi=hi,
+                        lo_open=lo_open, integer=integer, dtype=dtype, expect=expect)
+    if v is None or is_python_scalar(v):
+        if integer and v is not None:
+            return None if v == 0 else min(int(v), a.V)
         return v
-    arr = _compat.as_array(value, xp, like=a.x)
-    kind = "integral" if integer else ("real floating", "integral")
-    if not xp.isdtype(arr.dtype, kind):
-        raise param_error(name, func, expect, f"an array of dtype {arr.dtype}", TypeError)
-    batch = kshape[:a.ax] + kshape[a.ax + 1:]
-    if arr.ndim == 0:
-        arr = xp.reshape(arr, (1,) * len(kshape))
-    elif arr.ndim == len(kshape) - 1 and _bcast(arr.shape, batch):
-        arr = xp.expand_dims(arr, axis=a.ax)
-    elif not (arr.ndim == len(kshape) and _bcast(arr.shape, kshape)):
-        raise param_error(name, func, f"{expect} of shape {batch} or {kshape}",
-                          f"an array of shape {tuple(arr.shape)}")
-    arr = _rows(xp.broadcast_to(arr, kshape), a.ax, a.B, xp)
-    target = a.x.dtype if dtype is None else dtype
-    if not integer and arr.dtype != target:
-        arr = xp.astype(arr, target)
-    if is_concrete(arr):
-        if integer:
-            bad = arr < lo
-        else:
-            bad = xp.logical_or(xp.isnan(arr), xp.logical_or(arr < lo, arr > hi))
-            if lo_open:
-                bad = xp.logical_or(bad, arr == lo)
-        if bool(xp.any(bad)):
-            got = np.asarray(_to_numpy(arr)).reshape(-1)[np.asarray(_to_numpy(bad)).reshape(-1)][0]
-            raise param_error(name, func, expect, got.item())
+    xp = a.xp
+    arr = _rows(v, a.ax, a.B, xp)
     if integer:
         arr = xp.where(arr == 0, xp.full_like(arr, a.V), xp.clip(arr, None, a.V))
     return arr
-
-
-def _bcast(src: tuple[int, ...], dst: tuple[int, ...]) -> bool:
-    return len(src) == len(dst) and all(s in (1, d) for s, d in zip(src, dst, strict=True))
 
 
 def full(xp: Any, like: Any, value: float, shape: tuple[int, ...] | None = None,

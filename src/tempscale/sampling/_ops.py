@@ -46,8 +46,13 @@ class Ops:
 
     @staticmethod
     def msum(e: Any, m: Any) -> Any:
-        """The float64 row sums of ``e`` where ``m``, (B, 1)."""
+        """The float64 row sums of ``e`` (finite) where ``m``, (B, 1)."""
         raise NotImplementedError
+
+    @staticmethod
+    def zero_outside(e: Any, m: Any) -> Any:
+        """``e`` (finite) with zeros where not ``m``: ``where(m, e, 0)``, branch-free."""
+        return e * m
 
     @staticmethod
     def sum64(v: Any) -> Any:
@@ -124,7 +129,7 @@ class NumpyOps(Ops):
 
     @staticmethod
     def msum(e: Any, m: Any) -> Any:
-        return np.sum(e, axis=-1, keepdims=True, dtype=np.float64, where=m)
+        return np.sum(e * m, axis=-1, keepdims=True, dtype=np.float64)  # np.where is branchy
 
     @staticmethod
     def sum64(v: Any) -> Any:
@@ -200,7 +205,7 @@ class TorchOps(Ops):
     def msum(e: Any, m: Any) -> Any:
         import torch
 
-        return torch.where(m, e, 0).sum(dim=-1, keepdim=True, dtype=torch.float64)
+        return (e * m).sum(dim=-1, keepdim=True, dtype=torch.float64)
 
     @staticmethod
     def sum64(v: Any) -> Any:

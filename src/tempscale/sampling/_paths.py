@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
-from .. import _backend
+from .. import _backend, _config
 from .._softmax import log_softmax, softmax
 from . import _fast, _reference
 from ._layout import Args, full
 
 
 def switches() -> tuple[bool, bool]:
-    """(fast paths allowed, CPU tensors through NumPy views): the one place the switch is read."""
-    pkg = sys.modules[__package__]
-    return bool(pkg._FAST_OK), bool(pkg._TORCH_CPU_VIA_NUMPY)
+    """(fast paths allowed, CPU tensors through NumPy views): the one place the switches are read.
+
+    Both come from :func:`tempscale.config`: ``fast_sampling``, and ``sampling_numpy_views``
+    (CPU tensors select their candidates through zero-copy NumPy views; off, they take the
+    torch-operations path that GPU tensors take) where the configuration has it.
+    """
+    cfg = _config.current()
+    return bool(cfg.fast_sampling), bool(getattr(cfg, "sampling_numpy_views", True))
 
 
 def fast_candidates(a: Args) -> tuple[Args, _fast.Candidates] | None:
-    """The fast path's candidates (see :func:`tempscale.sampling._fast.candidates`), or None
+    """The fast path's compact candidates (``_fast.candidates``), or None
     where the generic path runs (switched off, an unsupported library, ``min_tokens_to_keep >
     1``, ``+inf`` logits)."""
     fast_ok, via_numpy = switches()
