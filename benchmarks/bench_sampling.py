@@ -16,7 +16,7 @@ without top-k 50, or with min-p 0.05 (``--filters`` picks among ``top-p``, ``top
 * ``ts-torch``        the same on a CPU torch tensor (torch.Generator); the candidate selection
                       runs on zero-copy NumPy views, the draws in torch
 * ``ts-torch-ops``    the torch-operations-only path (the one GPU tensors take), on the CPU
-                      (where the configuration offers ``sampling_numpy_views``)
+                      (``tempscale.config(sampling_numpy_views=False)``)
 * ``ts-generic``      tempscale's generic Array-API path (one full sort per filter) on NumPy,
                       ``tempscale.config(fast_sampling=False)``
 
@@ -82,7 +82,7 @@ def build_methods(args, kw):
     import torch
 
     import tempscale.sampling as S
-    from tempscale._config import config, get_config
+    from tempscale._config import config
 
     gen_np = np.random.default_rng(0)
     gen_t = torch.Generator().manual_seed(0)
@@ -95,12 +95,11 @@ def build_methods(args, kw):
     methods["ts-numpy"] = lambda x, xt: S.sample(x, T, rng=gen_np, **kw)
     methods["ts-torch"] = lambda x, xt: S.sample(xt, T, rng=gen_t, **kw)
 
-    if "sampling_numpy_views" in get_config():
-        def torch_ops(x, xt):
-            with config(sampling_numpy_views=False):
-                return S.sample(xt, T, rng=gen_t, **kw)
+    def torch_ops(x, xt):
+        with config(sampling_numpy_views=False):
+            return S.sample(xt, T, rng=gen_t, **kw)
 
-        methods["ts-torch-ops"] = torch_ops
+    methods["ts-torch-ops"] = torch_ops
     if not args.no_generic:
         def generic(x, xt):
             with config(fast_sampling=False):

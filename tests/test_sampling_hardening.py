@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import tempscale.sampling as S
-from tempscale._config import config, get_config
+from tempscale._config import config
 from tempscale.sampling import gumbel_softmax, sample, warp
 
 torch = pytest.importorskip("torch")
@@ -44,21 +44,8 @@ F64 = np.finfo(np.float64)
 def _switch(fast=True, via_numpy=True):
     """The sampling paths: ``tempscale.config(fast_sampling=...)``; ``via_numpy=False`` sends CPU
     tensors down the torch-operations path (the one GPU tensors take)."""
-    with config(fast_sampling=fast):
-        if via_numpy:
-            yield
-        elif "sampling_numpy_views" in get_config():
-            with config(sampling_numpy_views=False):
-                yield
-        else:  # a configuration without that switch: the sampling path reads it in one place
-            from tempscale.sampling import _paths as P
-
-            saved = P.switches
-            P.switches = lambda: (fast, False)
-            try:
-                yield
-            finally:
-                P.switches = saved
+    with config(fast_sampling=fast, sampling_numpy_views=via_numpy):
+        yield
 
 
 def _np(a):

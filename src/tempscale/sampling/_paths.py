@@ -16,10 +16,10 @@ def switches() -> tuple[bool, bool]:
 
     Both come from :func:`tempscale.config`: ``fast_sampling``, and ``sampling_numpy_views``
     (CPU tensors select their candidates through zero-copy NumPy views; off, they take the
-    torch-operations path that GPU tensors take) where the configuration has it.
+    torch-operations path that GPU tensors take).
     """
     cfg = _config.current()
-    return bool(cfg.fast_sampling), bool(getattr(cfg, "sampling_numpy_views", True))
+    return cfg.fast_sampling, cfg.sampling_numpy_views
 
 
 def fast_candidates(a: Args) -> tuple[Args, _fast.Candidates] | None:
