@@ -46,7 +46,7 @@ class Config:
     torch_fused : bool
         Use torch's fused ops for torch tensors (softmax, log_softmax, logsumexp).
     fast_sampling : bool
-        Use the fast sampling paths (per-backend random numbers and draws).
+        Use the sort-free candidate selection and blocked draws of ``warp`` and ``sample``.
     sampling_numpy_views : bool
         On the fast sampling path, CPU torch tensors select their candidates through zero-copy
         NumPy views (off: the torch-operations path that GPU tensors take).
@@ -110,7 +110,7 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
     torch_fused : bool, optional
         torch's fused softmax / log_softmax / logsumexp for torch tensors.
     fast_sampling : bool, optional
-        The fast paths of :func:`tempscale.sample` and :func:`tempscale.gumbel_softmax`.
+        The sort-free candidate selection and blocked draws of :func:`tempscale.warp` and :func:`tempscale.sample`.
     sampling_numpy_views : bool, optional
         CPU torch tensors on the fast sampling path go through zero-copy NumPy views.
 
