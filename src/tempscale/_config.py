@@ -42,7 +42,7 @@ class Config:
     Attributes
     ----------
     native : bool
-        Use the compiled CPU kernel for NumPy float arrays (and CPU torch tensors).
+        Use the compiled CPU kernel for NumPy float arrays.
     torch_fused : bool
         Use torch's fused ops for torch tensors (softmax, log_softmax, logsumexp).
     fast_sampling : bool
