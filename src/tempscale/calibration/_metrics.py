@@ -13,8 +13,9 @@ from .._args import binary_columns, check_input, coerce, to_numpy
 from .._compat import array_namespace
 from .._softmax import log_softmax, softmax
 from .._typing import ArrayLike
-from .._validation import check_choice, check_scalar, param_error
+from .._validation import check_bool, check_choice, check_scalar, param_error
 from ._checks import check_labels, check_weights, old_spellings, require_concrete, warn_if_probabilities
+from ._smooth import debiased_square_error, smooth_ece
 from ._types import CalibrationErrorResult, ReliabilityCurve
 
 __all__ = ["brier_score", "calibration_error", "nll", "reliability_curve"]
@@ -128,17 +129,24 @@ def _top_label(p: F64, y: NDArray[np.intp]) -> tuple[F64, F64]:
 
 
 def _calibration_error_np(p: F64, y: NDArray[np.intp], w: F64 | None, n_bins: int, strategy: str,
-                          norm: str, kind: str) -> float:
+                          norm: str, kind: str, method: str = "binned",
+                          debias: bool = False) -> float:
     total = float(len(y)) if w is None else float(w.sum())
     if kind == "top-label":
-        conf, hit = _top_label(p, y)
-        _, wsum, csum, asum, _ = _binned(conf, hit, w, n_bins, strategy)
-        v = _ce_from_bins(wsum, csum, asum, norm, total)
-        return math.sqrt(v) if norm == "l2" else v
+        pairs = [_top_label(p, y)]
+    else:
+        pairs = [(p[:, c], (y == c).astype(np.float64)) for c in range(p.shape[1])]
     vals = []
-    for c in range(p.shape[1]):
-        _, wsum, csum, asum, _ = _binned(p[:, c], (y == c).astype(np.float64), w, n_bins, strategy)
-        vals.append(_ce_from_bins(wsum, csum, asum, norm, total))
+    for conf, hit in pairs:
+        if method == "smooth":
+            vals.append(smooth_ece(conf, hit, w))
+            continue
+        _, wsum, csum, asum, _ = _binned(conf, hit, w, n_bins, strategy)
+        if debias:
+            # Kumar et al.: each squared error is clipped at 0 before the mean over classes
+            vals.append(max(debiased_square_error(wsum, csum, asum, total), 0.0))
+        else:
+            vals.append(_ce_from_bins(wsum, csum, asum, norm, total))
     if norm == "max":
         return float(max(vals))
     v = float(np.mean(vals))
@@ -153,7 +161,8 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
                       strategy: str = ..., norm: str = ..., kind: str = ...,
                       n_bootstrap: Literal[0] = ..., confidence_level: float = ...,
                       random_state: int | np.random.Generator | None = ...,
-                      sample_weight: ArrayLike | None = ..., input: str = ...) -> float: ...
+                      sample_weight: ArrayLike | None = ..., input: str = ...,
+                      method: str = ..., debias: bool = ...) -> float: ...
 
 
 @overload
@@ -162,7 +171,8 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
                       confidence_level: float = ...,
                       random_state: int | np.random.Generator | None = ...,
                       sample_weight: ArrayLike | None = ...,
-                      input: str = ...) -> float | CalibrationErrorResult: ...
+                      input: str = ..., method: str = ...,
+                      debias: bool = ...) -> float | CalibrationErrorResult: ...
 
 
 @old_spellings("calibration_error")
@@ -171,7 +181,8 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
                       n_bootstrap: int = 0, confidence_level: float = 0.95,
                       random_state: int | np.random.Generator | None = None,
                       sample_weight: ArrayLike | None = None,
-                      input: str = "probabilities") -> float | CalibrationErrorResult:
+                      input: str = "probabilities", method: str = "binned",
+                      debias: bool = False) -> float | CalibrationErrorResult:
     r"""Expected (``l1``), root-mean-square (``l2``) or maximum (``max``) calibration error.
 
     Confidences are grouped into ``n_bins`` bins; in each bin ``b`` the gap between the observed
@@ -210,12 +221,27 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
         What ``prediction`` holds; logits go through the softmax first.  The deprecated
         ``from_logits=True`` (and ``probs=`` for ``prediction``) still work, with a
         DeprecationWarning.
+    method : {"binned", "smooth"}, default "binned"
+        ``"binned"``: the binned errors above.  ``"smooth"``: the smooth ECE (smECE) of Błasiok
+        & Nakkiran (2023): the residual ``confidence - outcome`` is smoothed with a Gaussian
+        kernel reflected at 0 and 1, and the bandwidth is the fixed point where the error equals
+        it; equal to the ``relplot`` package's ``smECE`` (same discretisation).  It is an
+        ``l1`` error (``norm="l1"`` only) and has no bins (``n_bins`` and ``strategy`` are not
+        used); ``kind="classwise"`` averages it over the classes.
+    debias : bool, default False
+        With ``norm="l2"`` and binned errors, the debiased estimator of Kumar et al. (2019):
+        in each bin with :math:`n_b \ge 2`, the plug-in squared gap minus the estimated variance
+        :math:`\bar y_b (1 - \bar y_b) / (n_b - 1)` of the bin's frequency (bins with fewer
+        points count zero), summed with weights :math:`n_b / n`, clipped at 0, then the root
+        (classwise: clipped per class, averaged, then the root).  Equal to
+        ``uncertainty-calibration``'s ``lower_bound_scaling_ce(..., p=2, debias=True)`` with the
+        same bins.  Not with ``sample_weight``.
 
     Returns
     -------
     float or CalibrationErrorResult
         The error, in ``[0, 1]``; with ``n_bootstrap > 0`` a named tuple
-        ``(estimate, low, high)``.
+        ``(estimate, low, high)`` (for every ``method`` and ``debias``).
 
     Notes
     -----
@@ -228,6 +254,9 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
     .. [1] C. Guo et al., "On Calibration of Modern Neural Networks", ICML 2017.
     .. [2] M. Kull et al., "Beyond temperature scaling: Obtaining well-calibrated multi-class
        probabilities with Dirichlet calibration", NeurIPS 2019.
+    .. [3] J. Błasiok and P. Nakkiran, "Smooth ECE: Principled Reliability Diagrams via Kernel
+       Smoothing", 2023.
+    .. [4] A. Kumar, P. Liang and T. Ma, "Verified Uncertainty Calibration", NeurIPS 2019.
 
     Examples
     --------
@@ -242,6 +271,13 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
     >>> r = calibration_error(probs, labels, n_bins=5, n_bootstrap=200, random_state=0)
     >>> r.low <= r.estimate <= r.high
     True
+    >>> rng = np.random.default_rng(0)
+    >>> conf = rng.uniform(0.5, 1.0, 2000)
+    >>> hit = (rng.uniform(size=2000) < conf).astype(int)    # calibrated by construction
+    >>> round(calibration_error(conf, hit, method="smooth"), 4)
+    0.0169
+    >>> round(calibration_error(conf, hit, norm="l2", debias=True), 4)
+    0.0
     """
     func = "calibration_error"
     n_bins = check_scalar(n_bins, "n_bins", func, lo=1, integer=True)
@@ -252,8 +288,19 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
     level = check_scalar(confidence_level, "confidence_level", func, lo=0.0, hi=1.0,
                          lo_open=True, hi_open=True)
     input = check_input(input, func)
+    check_choice(method, ("binned", "smooth"), "method", func)
+    debias = check_bool(debias, "debias", func)
+    if method == "smooth" and norm != "l1":
+        raise param_error("norm", func, '"l1" with method="smooth" (the smooth ECE is an l1 '
+                          "error)", norm)
+    if debias and (method != "binned" or norm != "l2"):
+        raise param_error("debias", func, 'False unless method="binned" and norm="l2" (the '
+                          "debiased estimator is the l2 one)", debias)
+    if debias and sample_weight is not None:
+        raise param_error("sample_weight", func, "None with debias=True (the debiased estimator "
+                          "counts samples)", "an array")
     p, y, w = _probabilities_np(prediction, labels, input, func, sample_weight=sample_weight)
-    est = _calibration_error_np(p, y, w, n_bins, strategy, norm, kind)
+    est = _calibration_error_np(p, y, w, n_bins, strategy, norm, kind, method, debias)
     if n_bootstrap == 0:
         return est
     rng = np.random.default_rng(random_state)
@@ -265,7 +312,8 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
         if wi is not None and not np.any(wi > 0):
             reps[i] = np.nan
             continue
-        reps[i] = _calibration_error_np(p[idx], y[idx], wi, n_bins, strategy, norm, kind)
+        reps[i] = _calibration_error_np(p[idx], y[idx], wi, n_bins, strategy, norm, kind, method,
+                                        debias)
     alpha = (1.0 - level) / 2.0
     low, high = np.nanquantile(reps, [alpha, 1.0 - alpha])
     return CalibrationErrorResult(est, float(low), float(high))
