@@ -10,19 +10,21 @@ the losses' parameters.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _compat
-from ._args import coerce, deprecated_alias, float_dtypes, row_temperature, row_where
+from ._args import coerce, deprecated_alias, float_dtypes, row_temperature, row_where, to_numpy
 from ._args import labels as check_labels
 from ._compat import array_namespace, is_python_scalar
 from ._typing import DType, Namespace
 from ._validation import check_axis, check_bool, check_choice, check_scalar, param_error
 
-__all__ = ["DIVERGENCES", "REDUCTIONS", "KDArgs", "check_options", "prepare", "where_alias"]
+__all__ = ["DIVERGENCES", "REDUCTIONS", "KDArgs", "SparseArgs", "check_num_items", "check_options",
+           "prepare", "prepare_sparse", "shift_row_labels", "where_alias"]
 
 DIVERGENCES = ("forward", "reverse", "jsd")
 REDUCTIONS = ("batchmean", "sum", "none")
@@ -154,9 +156,44 @@ def _row_labels(labels: Any, func: str, *, xp: Namespace, like: Any, ignore_inde
                         batch_shape=tuple(like.shape[:-1]), ignore_index=ignore_index)
 
 
+def check_num_items(value: Any, reduction: str, func: str) -> Any:
+    """``num_items_in_batch``: None, a positive number, or a 0-d array (Hugging Face passes a
+    tensor); only with ``reduction="batchmean"`` (it replaces that reduction's normaliser)."""
+    if value is None:
+        return None
+    if reduction != "batchmean":
+        raise param_error("num_items_in_batch", func, 'None unless reduction="batchmean" (it '
+                          "replaces the batchmean normaliser)", value)
+    if is_python_scalar(value):
+        return check_scalar(value, "num_items_in_batch", func, lo=0.0, lo_open=True)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "shape"):
+        raise param_error("num_items_in_batch", func, "a positive number or a 0-d array", value,
+                          TypeError)
+    if math.prod(value.shape) != 1:
+        raise param_error("num_items_in_batch", func, "a positive number or a 0-d array",
+                          f"an array of shape {tuple(value.shape)}")
+    if _compat.is_concrete(value):
+        number = float(to_numpy(value).reshape(()))
+        if not number > 0:
+            raise param_error("num_items_in_batch", func, "a positive number or a 0-d array",
+                              number)
+    return value
+
+
+def shift_row_labels(y: Any, xp: Namespace, ignore_index: int, func: str) -> Any:
+    """Labels for a causal model (Hugging Face's ``ForCausalLMLoss``): position ``t`` of the last
+    row axis predicts label ``t + 1``; the last position gets ``ignore_index`` (left out)."""
+    if y.ndim == 0:
+        raise param_error("shift_labels", func, "False for logits without a sequence axis "
+                          "(labels of shape (..., S) are needed)", True)
+    pad = xp.full(tuple(y.shape[:-1]) + (1,), ignore_index, dtype=y.dtype,
+                  device=_compat.device(y))
+    return xp.concat([y[..., 1:], pad], axis=-1)
+
+
 def prepare(student_logits: Any, teacher_logits: Any, temperature: Any, *,
             teacher_temperature: Any, labels: Any, where: Any, ignore_index: int, axis: int,
-            func: str) -> KDArgs:
+            func: str, shift_labels: bool = False) -> KDArgs:
     """Every array argument of a distillation loss, checked and in one namespace.
 
     The class axis is moved last (a copy where it is not last already); per-row temperatures
@@ -179,8 +216,90 @@ def prepare(student_logits: Any, teacher_logits: Any, temperature: Any, *,
     y: Any = None
     if labels is not None:
         y = _row_labels(labels, func, xp=xp, like=s, ignore_index=ignore_index)
+        if shift_labels:
+            y = shift_row_labels(y, xp, ignore_index, func)
         valid = y != ignore_index
+    elif shift_labels:
+        raise param_error("shift_labels", func, "False without labels (it shifts the labels)",
+                          True)
     keep = row_where(where, func, like=s, batch_shape=batch_shape)
     if keep is not None:
         valid = keep if valid is None else xp.logical_and(valid, keep)
     return KDArgs(xp, s, t, T, Tt, y, valid, compute, out)
+
+
+class SparseArgs(NamedTuple):
+    """The prepared arguments of :func:`tempscale.distill.sparse_kd_loss` (class axis last)."""
+
+    xp: Namespace
+    #: student logits (..., V); teacher indices (..., k) (integers) and values (..., k)
+    s: Any
+    idx: Any
+    v: Any
+    T: Any
+    Tt: Any
+    labels: Any
+    valid: Any
+    compute: DType
+    out: DType
+
+
+def prepare_sparse(student_logits: Any, teacher_indices: Any, teacher_values: Any,
+                   temperature: Any, *, teacher_temperature: Any, teacher_edges: bool,
+                   labels: Any, where: Any, ignore_index: int, shift_labels: bool,
+                   func: str) -> SparseArgs:
+    """Every array argument of a sparse-teacher loss, checked and in the student's namespace."""
+    student_logits = coerce(student_logits)
+    teacher_values = coerce(teacher_values)
+    xp = _namespace_of_pair(student_logits, teacher_values, func)
+    s = _compat.as_array(student_logits, xp)
+    if isinstance(teacher_values, np.ndarray) and not _compat.is_numpy_namespace(xp):
+        dt = s.dtype if xp.isdtype(s.dtype, "real floating") else None
+        v = _compat.as_array(teacher_values, xp, like=s, dtype=dt)
+    else:
+        v = _compat.as_array(teacher_values, xp, like=s)
+    if s.ndim == 0:
+        raise param_error("student_logits", func, "an array with a class axis", "a 0-d array")
+    n_classes = int(s.shape[-1])
+    batch_shape = tuple(s.shape[:-1])
+    if v.ndim != s.ndim or tuple(v.shape[:-1]) != batch_shape or not 1 <= v.shape[-1] <= n_classes:
+        raise param_error("teacher_values", func, f"an array of shape {batch_shape + ('k',)} "
+                          f"with 1 <= k <= {n_classes}", f"shape {tuple(v.shape)}")
+    idx = _compat.as_array(coerce(teacher_indices), xp, like=s, param="teacher_indices")
+    if not xp.isdtype(idx.dtype, "integral"):
+        raise param_error("teacher_indices", func, "an array of integer class indices",
+                          f"dtype {idx.dtype}", TypeError)
+    if tuple(idx.shape) != tuple(v.shape):
+        raise param_error("teacher_indices", func, f"an array of teacher_values' shape "
+                          f"{tuple(v.shape)}", f"shape {tuple(idx.shape)}")
+    if _compat.is_concrete(idx) and math.prod(idx.shape):
+        ii = to_numpy(idx)
+        out_of_range = (ii < 0) | (ii >= n_classes)
+        if np.any(out_of_range):
+            raise param_error("teacher_indices", func, f"class indices in [0, {n_classes - 1}]",
+                              int(ii[out_of_range][0]), IndexError)
+        srt = np.sort(ii, axis=-1)
+        dup = srt[..., 1:] == srt[..., :-1]
+        if np.any(dup):
+            raise param_error("teacher_indices", func, "distinct class indices in each row",
+                              f"{int(srt[..., 1:][dup][0])} twice in a row")
+    compute, out = _logit_dtypes(xp, s, v, func)
+    T = _temperature(temperature, func, "temperature", like=s, ax=s.ndim - 1, edges=False,
+                     compute=compute, xp=xp)
+    Tt = T if teacher_temperature is None else _temperature(
+        teacher_temperature, func, "teacher_temperature", like=s, ax=s.ndim - 1,
+        edges=teacher_edges, compute=compute, xp=xp)
+    valid: Any = None
+    y: Any = None
+    if labels is not None:
+        y = _row_labels(labels, func, xp=xp, like=s, ignore_index=ignore_index)
+        if shift_labels:
+            y = shift_row_labels(y, xp, ignore_index, func)
+        valid = y != ignore_index
+    elif shift_labels:
+        raise param_error("shift_labels", func, "False without labels (it shifts the labels)",
+                          True)
+    keep = row_where(where, func, like=s, batch_shape=batch_shape)
+    if keep is not None:
+        valid = keep if valid is None else xp.logical_and(valid, keep)
+    return SparseArgs(xp, s, idx, v, T, Tt, y, valid, compute, out)

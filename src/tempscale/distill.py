@@ -13,17 +13,18 @@ the same gradient chunk by chunk and keeps only the gradient in memory (import i
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import _compat
 from ._compat import is_concrete, is_python_scalar
-from ._kd_args import check_options, prepare, where_alias
-from ._softmax import log_softmax
+from ._kd_args import check_num_items, check_options, prepare, prepare_sparse, where_alias
+from ._softmax import log_softmax, logsumexp
 from ._typing import ArrayLike, DType, Namespace, Temperature
+from ._validation import check_bool, check_choice, param_error
 
-__all__ = ["kd_loss"]
+__all__ = ["SparseTeacher", "kd_loss", "sparse_kd_loss"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
             divergence: str = "forward", beta: float = 0.5,
             teacher_temperature: Temperature | None = None, t2_scale: bool = True,
             ignore_index: int = -100, where: ArrayLike | None = None, reduction: str = "batchmean",
-            axis: int = -1, mask: ArrayLike | None = None) -> Any:
+            axis: int = -1, mask: ArrayLike | None = None, num_items_in_batch: Any = None,
+            shift_labels: bool = False) -> Any:
     r"""Knowledge-distillation loss with temperature, on any Array-API library.
 
     The soft term compares the teacher's tempered distribution
@@ -143,6 +145,19 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
     mask : bool array, optional
         Deprecated spelling of ``where`` (a DeprecationWarning); it will be removed in a future
         release.
+    num_items_in_batch : int, float or 0-d array, optional
+        With ``reduction="batchmean"``: divide the sum over the valid rows by this count instead
+        of by this call's own number of valid rows (Hugging Face's trainers pass the number of
+        valid tokens of the whole batch, over every gradient-accumulation step and process).
+        The losses of the micro-batches then *add up* to the full batch's loss, and so do their
+        gradients.  Only with ``reduction="batchmean"``.
+    shift_labels : bool, default False
+        For causal language models: ``labels`` of shape ``(..., S)`` are the tokens of the
+        sequence, and position ``t`` predicts label ``t + 1`` (Hugging Face's
+        ``ForCausalLMLoss``).  The labels are shifted left by one and the last position, which
+        has nothing to predict, gets ``ignore_index``: it is left out of the whole loss (soft
+        term too) and of its normaliser, and is 0 with ``reduction="none"``.  The sequence axis
+        is the last axis of the row shape.  Needs ``labels``.
 
     Returns
     -------
@@ -201,15 +216,36 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
     array([0.0898, 0.0495])
     >>> float(kd_loss(s, t, where=np.array([False, False])))  # nothing to learn from: 0, not NaN
     0.0
+
+    Gradient accumulation: with the whole batch's count of valid rows, the micro-batches'
+    losses add up to the full batch's loss.
+
+    >>> a = kd_loss(s[:1], t[:1], 2.0, num_items_in_batch=2)
+    >>> b = kd_loss(s[1:], t[1:], 2.0, num_items_in_batch=2)
+    >>> bool(np.isclose(a + b, kd_loss(s, t, 2.0)))
+    True
+
+    A causal model: logits (batch, sequence, classes), labels (batch, sequence) of the tokens;
+    position ``t`` predicts token ``t + 1``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> s3, t3 = rng.normal(size=(2, 4, 5)), rng.normal(size=(2, 4, 5))
+    >>> tokens = rng.integers(0, 5, size=(2, 4))
+    >>> shifted = kd_loss(s3, t3, 2.0, labels=tokens, shift_labels=True)
+    >>> manual = kd_loss(s3[:, :-1], t3[:, :-1], 2.0, labels=tokens[:, 1:])
+    >>> bool(np.isclose(shifted, manual))
+    True
     """
     func = "kd_loss"
     where = where_alias(where, mask, func)
     alpha_r, beta_r = check_options(func, alpha=alpha, labels=labels, divergence=divergence,
                                     beta=beta, t2_scale=t2_scale, ignore_index=ignore_index,
                                     reduction=reduction)
+    check_bool(shift_labels, "shift_labels", func)
+    num_items = check_num_items(num_items_in_batch, reduction, func)
     args = prepare(student_logits, teacher_logits, temperature,
                    teacher_temperature=teacher_temperature, labels=labels, where=where,
-                   ignore_index=ignore_index, axis=axis, func=func)
+                   ignore_index=ignore_index, axis=axis, func=func, shift_labels=shift_labels)
     xp, s, t, compute, out = args.xp, args.s, args.t, args.compute, args.out
     if s.dtype != compute:
         s = xp.astype(s, compute)
@@ -218,7 +254,7 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
         loss = _kd_rows(xp, s, t, args.T, args.Tt, args.labels, args.valid, alpha_r, divergence,
                         beta_r, t2_scale)
-        loss = _reduce(xp, loss, args.valid, reduction, compute)
+        loss = _reduce(xp, loss, args.valid, reduction, compute, num_items)
     if loss.dtype != out:
         loss = xp.astype(loss, out)
     return loss
@@ -236,6 +272,16 @@ def _kd_rows(xp: Namespace, s: Any, t: Any, T: Any, Tt: Any, labels: Any,
     logq = log_softmax(s, T)
     logp = log_softmax(t, Tt)
     soft = _soft_rows(logq, logp, divergence, beta, xp)
+    return _mix_rows(xp, soft, s, logq, T, labels, valid, alpha, t2_scale)
+
+
+def _mix_rows(xp: Namespace, soft: Any, s: Any, logq: Any, T: Any, labels: Any, valid: Any,
+              alpha: float, t2_scale: bool) -> Any:
+    """The soft term (times T^2) mixed with the hard-label term; 0 at left-out rows.
+
+    ``s`` are the student logits (left-out rows already zeroed), ``logq`` their tempered
+    log-softmax.
+    """
     if t2_scale:
         soft = soft * (T * T if is_python_scalar(T) else (T * T)[..., 0])
     unchecked = None
@@ -267,15 +313,232 @@ def _kd_rows(xp: Namespace, s: Any, t: Any, T: Any, Tt: Any, labels: Any,
     return rows
 
 
-def _reduce(xp: Namespace, rows: Any, valid: Any, reduction: str, compute: DType) -> Any:
-    """The per-row losses reduced: as they are, summed, or averaged over the valid rows."""
+def _reduce(xp: Namespace, rows: Any, valid: Any, reduction: str, compute: DType,
+            num_items: Any = None) -> Any:
+    """The per-row losses reduced: as they are, summed, or averaged over the valid rows (or
+    divided by ``num_items``, the valid rows of the whole accumulated batch)."""
     if reduction == "none":
         return rows
     total = xp.sum(rows)
     if reduction == "sum":
         return total
+    if num_items is not None:
+        if is_python_scalar(num_items):
+            return total / num_items
+        n_all = _compat.as_array(num_items, xp, like=total, param="num_items_in_batch")
+        return total / xp.astype(xp.reshape(n_all, ()), compute)
     if valid is None:
         n = max(math.prod(rows.shape), 1)
         return total / n
     n = xp.sum(xp.astype(valid, compute))
     return total / xp.maximum(n, xp.ones_like(n))
+
+
+# --------------------------------------------------------------------------------------------
+# sparse (top-k) teachers
+# --------------------------------------------------------------------------------------------
+class SparseTeacher(NamedTuple):
+    """A teacher stored sparsely: its top-k class ``indices`` and their ``values`` per row.
+
+    ``values`` are the teacher's logits or log-probabilities at those classes (shape
+    ``(..., k)``, like ``indices``); pass it to :func:`sparse_kd_loss` as ``teacher=``.
+    """
+
+    indices: Any
+    values: Any
+
+
+MISSING = ("zero", "uniform")
+
+
+def sparse_kd_loss(student_logits: ArrayLike, teacher_indices: ArrayLike | None = None,
+                   teacher_values: ArrayLike | None = None, temperature: Temperature = 1.0, *,
+                   teacher: SparseTeacher | None = None, missing: str = "zero",
+                   labels: ArrayLike | None = None, alpha: float | None = None,
+                   ignore_index: int = -100, reduction: str = "batchmean", t2_scale: bool = True,
+                   num_items_in_batch: Any = None, where: ArrayLike | None = None,
+                   teacher_temperature: Temperature | None = None, shift_labels: bool = False,
+                   divergence: str = "forward") -> Any:
+    r"""Distillation loss from a sparse teacher: only its top-k classes per row are known.
+
+    Offline distillation stores, per token, the teacher's top-k class indices and their logits
+    or log-probabilities instead of the whole vocabulary.  The student's logits are complete
+    (classes along the last axis); its tempered log-probabilities
+    :math:`\log q = \mathrm{log\_softmax}(s / T)` are taken over all :math:`V` classes.  The
+    loss is :func:`kd_loss`'s forward KL with the teacher's distribution :math:`p` rebuilt from
+    the :math:`k` known values :math:`v_1, \dots, v_k` (at classes :math:`I`):
+
+    .. math::
+
+        \ell = \alpha \, T^2 \sum_i p_i (\log p_i - \log q_i) + (1 - \alpha)\,\mathrm{CE}(s, y).
+
+    ``missing="zero"``: the classes outside the top-k get no mass,
+
+    .. math::
+
+        p_i = \frac{e^{v_i / T_t}}{\sum_{j \in I} e^{v_j / T_t}} \; (i \in I),
+        \qquad p_i = 0 \; (i \notin I),
+
+    which is *exactly* :func:`kd_loss` on the dense teacher logits with :math:`v` at the
+    top-k classes and :math:`-\infty` elsewhere.  ``values`` may be logits or log-probabilities
+    (the softmax is shift-invariant).
+
+    ``missing="uniform"``: ``values`` must be the teacher's log-probabilities at
+    :math:`T_t = 1` (normalised over the whole vocabulary, as stored by offline-distillation
+    pipelines).  The mass they leave, :math:`m = \max(0, 1 - \sum_{j \in I} e^{v_j})`, is
+    spread uniformly over the :math:`V - k` other classes *at temperature 1*, giving each the
+    log-probability :math:`u = \log\frac{m}{V - k}`, and the whole rebuilt distribution is then
+    tempered:
+
+    .. math::
+
+        p_i = \frac{e^{w_i / T_t}}{\sum_{j \in I} e^{v_j / T_t} + (V - k)\, e^{u / T_t}},
+        \qquad w_i = v_i \; (i \in I), \quad w_i = u \; (i \notin I),
+
+    which is exactly :func:`kd_loss` on the dense teacher log-probabilities :math:`w`.  Why
+    this order: tempering acts on the teacher's distribution, and the stored values describe
+    it at :math:`T = 1`; the only assumption is the shape of the unknown tail (flat), after
+    which :math:`T_t` sharpens or flattens the tail together with the top-k, as it would the
+    true teacher.  Spreading the mass *after* tempering would keep the tail's total mass
+    fixed while :math:`T_t` reshapes the rest, which no tempered distribution does.  At
+    ``k = V`` both modes are the dense loss.  The tail costs :math:`O(V)` (a sum of the
+    student's log-probabilities), never a dense teacher array.
+
+    Parameters
+    ----------
+    student_logits : array
+        Student logits ``(..., V)``, classes along the last axis; gradients flow into it
+        (PyTorch autograd, ``jax.grad``).
+    teacher_indices : int array
+        The teacher's top-k classes per row, shape ``(..., k)`` with ``1 <= k <= V``, distinct
+        within a row (checked, with their range, where concrete).
+    teacher_values : array
+        The teacher's logits or log-probabilities at ``teacher_indices``, same shape.  A NumPy
+        array joins the student's library.  A ``-inf`` value gives that class no mass.
+    temperature : float or array, default 1.0
+        The student's temperature ``T`` in ``(0, inf)``, or one per row (the row shape, or
+        with a size-1 last axis).
+    teacher : SparseTeacher, optional
+        ``(indices, values)`` in one object, instead of the two arrays.
+    missing : {"zero", "uniform"}, default "zero"
+        Where the mass the top-k leaves goes: nowhere, or uniformly over the other classes
+        (see above).
+    labels, alpha, ignore_index, reduction, t2_scale, where, num_items_in_batch, shift_labels
+        As in :func:`kd_loss`.
+    teacher_temperature : float or array, optional
+        The teacher's temperature :math:`T_t` (default: ``temperature``).  With
+        ``missing="zero"`` it may be ``0`` or ``inf`` (the argmax, or uniform over the top-k);
+        with ``missing="uniform"`` it must lie in ``(0, inf)``.
+    divergence : {"forward"}, default "forward"
+        Only the forward KL (what a sparse teacher supports without its full distribution).
+
+    Returns
+    -------
+    array
+        A scalar (or the row shape for ``reduction="none"``) in the logits' floating dtype.
+
+    See Also
+    --------
+    kd_loss : the same loss from dense teacher logits.
+
+    References
+    ----------
+    .. [1] G. Hinton, O. Vinyals, J. Dean, "Distilling the Knowledge in a Neural Network", 2015.
+    .. [2] A. Anshumann et al., "Sparse Logit Sampling: Accelerating Knowledge Distillation in
+       LLMs", ACL 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.distill import kd_loss, sparse_kd_loss, SparseTeacher
+    >>> np.set_printoptions(precision=4)
+    >>> s = np.array([[1.0, 2.0, 0.5, 0.0], [0.0, 0.0, 3.0, 1.0]])
+    >>> idx = np.array([[1, 0], [2, 3]])                 # the teacher's top-2 classes
+    >>> logp = np.array([[-0.4, -1.3], [-0.2, -2.0]])    # its log-probabilities there
+    >>> sparse_kd_loss(s, idx, logp, 2.0, reduction="none")
+    array([1.684 , 1.1335])
+    >>> dense = np.full((2, 4), -np.inf)                 # the same, from a dense teacher
+    >>> np.put_along_axis(dense, idx, logp, axis=-1)
+    >>> kd_loss(s, dense, 2.0, reduction="none")
+    array([1.684 , 1.1335])
+    >>> float(sparse_kd_loss(s, teacher=SparseTeacher(idx, logp), missing="uniform"))
+    0.05233...
+    """
+    func = "sparse_kd_loss"
+    check_choice(divergence, ("forward",), "divergence", func)
+    check_choice(missing, MISSING, "missing", func)
+    check_bool(shift_labels, "shift_labels", func)
+    if teacher is not None:
+        if teacher_indices is not None or teacher_values is not None:
+            raise param_error("teacher", func, "None when teacher_indices and teacher_values "
+                              "are given (pass one or the other)", "a SparseTeacher", TypeError)
+        if not isinstance(teacher, tuple) or len(teacher) != 2:
+            raise param_error("teacher", func, "a SparseTeacher(indices, values)",
+                              type(teacher).__name__, TypeError)
+        teacher_indices, teacher_values = teacher
+    if teacher_indices is None or teacher_values is None:
+        raise param_error("teacher_values" if teacher_indices is not None else "teacher_indices",
+                          func, "an array (or pass teacher=SparseTeacher(indices, values))",
+                          None, TypeError)
+    alpha_r, _ = check_options(func, alpha=alpha, labels=labels, divergence="forward", beta=0.5,
+                               t2_scale=t2_scale, ignore_index=ignore_index, reduction=reduction)
+    num_items = check_num_items(num_items_in_batch, reduction, func)
+    args = prepare_sparse(student_logits, teacher_indices, teacher_values, temperature,
+                          teacher_temperature=teacher_temperature,
+                          teacher_edges=missing == "zero", labels=labels, where=where,
+                          ignore_index=ignore_index, shift_labels=shift_labels, func=func)
+    xp, s, v, compute, out = args.xp, args.s, args.v, args.compute, args.out
+    if s.dtype != compute:
+        s = xp.astype(s, compute)
+    if v.dtype != compute:
+        v = xp.astype(v, compute)
+    idx = args.idx if args.idx.dtype == xp.int64 else xp.astype(args.idx, xp.int64)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        rows = _sparse_rows(xp, s, idx, v, args.T, args.Tt, args.labels, args.valid, alpha_r,
+                            t2_scale, missing)
+        loss = _reduce(xp, rows, args.valid, reduction, compute, num_items)
+    if loss.dtype != out:
+        loss = xp.astype(loss, out)
+    return loss
+
+
+def _take(xp: Namespace, a: Any, idx: Any) -> Any:
+    """``a[..., idx]`` row by row (``idx`` of shape ``(..., k)``)."""
+    if hasattr(xp, "take_along_axis"):
+        return xp.take_along_axis(a, idx, axis=-1)
+    # pragma: no cover - every supported namespace has take_along_axis
+    classes = xp.arange(a.shape[-1], device=_compat.device(a))  # pragma: no cover
+    onehot = xp.expand_dims(idx, axis=-1) == classes  # pragma: no cover
+    return xp.sum(xp.where(onehot, xp.expand_dims(a, axis=-2), xp.zeros_like(a[..., None, :])),
+                  axis=-1)  # pragma: no cover
+
+
+def _sparse_rows(xp: Namespace, s: Any, idx: Any, v: Any, T: Any, Tt: Any, labels: Any,
+                 valid: Any, alpha: float, t2_scale: bool, missing: str) -> Any:
+    """Per-row sparse-teacher loss (row shape), 0 at left-out rows; class axis last."""
+    if valid is not None:
+        keep = xp.expand_dims(valid, axis=-1)
+        s = xp.where(keep, s, xp.zeros_like(s))
+        v = xp.where(keep, v, xp.zeros_like(v))
+    n_classes, k = int(s.shape[-1]), int(v.shape[-1])
+    logq = log_softmax(s, T)
+    logq_k = _take(xp, logq, idx)
+    if missing == "zero" or k == n_classes:
+        logp_k = log_softmax(v, Tt)
+        soft = xp.sum(_xlogratio(xp.exp(logp_k), logp_k, logq_k, xp), axis=-1)
+        return _mix_rows(xp, soft, s, logq, T, labels, valid, alpha, t2_scale)
+    n_rest = n_classes - k
+    # the untempered missing mass m = 1 - sum(exp(v)), and its flat share u = log(m / (V - k))
+    lse = logsumexp(v, axis=-1, keepdims=True)
+    m = xp.maximum(-xp.expm1(lse), xp.zeros_like(lse))
+    u = xp.log(m) - math.log(n_rest)
+    # tempered: top-k entries v / Tt, the tail's total u / Tt + log(V - k), normalised together
+    w: Any = log_softmax(xp.concat([v / Tt, u / Tt + math.log(n_rest)], axis=-1))
+    logp_k = w[..., :k]
+    log_tail = w[..., k]
+    logp_u = log_tail - math.log(n_rest)
+    # the mean of the student's log-probabilities over the V - k classes outside the top-k
+    rest_mean = (xp.sum(logq, axis=-1) - xp.sum(logq_k, axis=-1)) / n_rest
+    soft = (xp.sum(_xlogratio(xp.exp(logp_k), logp_k, logq_k, xp), axis=-1)
+            + _xlogratio(xp.exp(log_tail), logp_u, rest_mean, xp))
+    return _mix_rows(xp, soft, s, logq, T, labels, valid, alpha, t2_scale)
