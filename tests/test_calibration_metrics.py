@@ -7,8 +7,17 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tempscale.calibration import CalibrationErrorResult, calibration_error
+from tempscale import softmax, temper
+from tempscale.calibration import (
+    CalibrationErrorResult,
+    CalibrationMeter,
+    brier_score,
+    calibration_error,
+    nll,
+)
 
 scipy = pytest.importorskip("scipy")
 from scipy.special import softmax as sp_softmax  # noqa: E402
@@ -208,3 +217,117 @@ def test_bootstrap_every_estimator(opts):
         reps.append(calibration_error(p[idx], y[idx], **opts))
     lo, hi = np.quantile(reps, [0.025, 0.975])
     assert (r.low, r.high) == pytest.approx((lo, hi), abs=1e-15)
+
+
+# --------------------------------------------------------------------------------------------
+# (d) CalibrationMeter
+# --------------------------------------------------------------------------------------------
+def _one_shot(pred, y, n_bins, strategy, T, input):
+    """The one-shot functions on the concatenated data, at temperature T."""
+    if input == "logits":
+        p = np.asarray(softmax(pred, T))
+        kw = dict(input="logits")
+        x = pred / T
+    else:
+        p = pred if T == 1.0 else np.asarray(temper(pred, T))
+        kw = dict(input="probabilities")
+        x = p
+    ce = dict(n_bins=n_bins, strategy=strategy, **kw)
+    return {
+        "ece": calibration_error(x, y, **ce),
+        "rmsce": calibration_error(x, y, norm="l2", **ce),
+        "mce": calibration_error(x, y, norm="max", **ce),
+        "debiased_rmsce": calibration_error(x, y, norm="l2", debias=True, **ce),
+        "smooth_ece": calibration_error(x, y, method="smooth", **kw),
+        "nll": nll(x, y, **kw),
+        "brier": brier_score(x, y, **kw),
+        "accuracy": float(np.mean(p.argmax(axis=1) == y)) if p.ndim == 2 and p.shape[1] > 1
+        else None,
+        "n": len(y),
+    }
+
+
+def _check_equal(got, want):
+    assert set(got) == set(want)
+    for key, v in want.items():
+        if v is None:
+            continue
+        assert got[key] == pytest.approx(v, rel=1e-12, abs=1e-12), key
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 400), k=st.integers(2, 6), seed=st.integers(0, 2**31 - 1),
+       n_parts=st.integers(1, 6), n_bins=st.integers(1, 20),
+       strategy=st.sampled_from(["uniform", "quantile"]),
+       T=st.sampled_from([1.0, 0.5, 2.0, 7.3]), input=st.sampled_from(["logits", "probabilities"]),
+       backend=st.sampled_from(["numpy", "torch"]))
+def test_meter_equals_one_shot_on_random_splits_and_merges(n, k, seed, n_parts, n_bins, strategy,
+                                                           T, input, backend):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, k)) * rng.uniform(0.5, 5)
+    y = rng.integers(0, k, n)
+    pred = z if input == "logits" else sp_softmax(z, axis=1)
+    cuts = np.sort(rng.integers(0, n + 1, n_parts - 1))
+    parts = np.split(np.arange(n), cuts)
+    meters = []
+    for idx in parts:   # one meter per worker, each with one or two updates
+        m = CalibrationMeter(n_bins, strategy=strategy, temperature=T, input=input)
+        for sub in np.array_split(idx, rng.integers(1, 3)):
+            if len(sub) == 0:
+                continue
+            batch = pred[sub]
+            if backend == "torch":
+                torch = pytest.importorskip("torch")
+                batch = torch.from_numpy(batch)
+            m.update(batch, y[sub])
+        meters.append(m)
+    order = rng.permutation(len(meters))  # merged in any order, as a tree
+    while len(order) > 1:
+        a, b = order[0], order[1]
+        meters[a].merge(meters[b])
+        order = np.r_[a, order[2:]]
+    _check_equal(meters[order[0]].compute(), _one_shot(pred, y, n_bins, strategy, T, input))
+
+
+def test_meter_binary_one_column_and_accuracy():
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=300) * 2
+    y = (rng.uniform(size=300) < 1 / (1 + np.exp(-s))).astype(int)
+    m = CalibrationMeter(10).update(s[:100], y[:100]).update(s[100:], y[100:])
+    got = m.compute()
+    want = _one_shot(s, y, 10, "uniform", 1.0, "logits")
+    want["accuracy"] = float(np.mean((s > 0).astype(int) == y))
+    _check_equal(got, want)
+    with pytest.raises(ValueError, match=r"'prediction' parameter of CalibrationMeter.update"):
+        m.update(rng.normal(size=(5, 3)), np.zeros(5, int))
+
+
+def test_meter_errors_and_reset():
+    with pytest.raises(ValueError, match=r"'n_bins' parameter of CalibrationMeter"):
+        CalibrationMeter(0)
+    with pytest.raises(ValueError, match=r"'temperature' parameter of CalibrationMeter"):
+        CalibrationMeter(temperature=-1.0)
+    with pytest.raises(ValueError, match=r"'input' parameter of CalibrationMeter"):
+        CalibrationMeter(input="probs")
+    m = CalibrationMeter()
+    with pytest.raises(ValueError, match=r"compute"):
+        m.compute()
+    with pytest.raises(ValueError, match=r"'other' parameter of CalibrationMeter.merge"):
+        m.merge(CalibrationMeter(10))
+    with pytest.raises(TypeError, match=r"'other' parameter of CalibrationMeter.merge"):
+        m.merge({"n": 3})
+    m.update(np.zeros((4, 3)), np.array([0, 1, 2, 0]))
+    assert m.compute()["nll"] == pytest.approx(math.log(3), abs=1e-15)
+    other = CalibrationMeter().update(np.zeros((2, 4)), np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"'other' parameter of CalibrationMeter.merge"):
+        m.merge(other)
+    assert m.reset().n_ == 0
+
+
+def test_meter_pickles_for_workers():
+    import pickle
+
+    z, p, y = _multiclass(9, n=200)
+    m = CalibrationMeter().update(z[:50], y[:50])
+    back = pickle.loads(pickle.dumps(m)).update(z[50:], y[50:])
+    _check_equal(back.compute(), _one_shot(z, y, 15, "uniform", 1.0, "logits"))

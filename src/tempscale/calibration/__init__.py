@@ -8,8 +8,12 @@
 * :class:`ProbabilitiesAsLogitsWarning` -- probabilities were given where logits are expected.
 * :func:`calibration_error` (ECE / RMSCE / MCE, top-label or classwise, with a bootstrap interval),
   :func:`reliability_curve` (per-bin data for reliability diagrams), :func:`brier_score`,
-  :func:`nll`.  Every metric takes ``(prediction, labels)``: probabilities, or logits with
-  ``input="logits"``.
+  :func:`nll`.  ``calibration_error(..., method="smooth")`` is the smooth ECE (Błasiok &
+  Nakkiran 2023), ``debias=True`` the debiased l2 error (Kumar et al. 2019).
+* :class:`CalibrationMeter` -- the same metrics accumulated batch by batch (``update``),
+  merged across workers (``merge``) and computed at the end (``compute``).
+
+Every metric takes ``(prediction, labels)``: probabilities, or logits with ``input="logits"``.
 
 Shapes: logits/probabilities are ``(n_samples, n_classes)``; a binary problem may be given as one
 column (or a 1-D array) holding the logit (probability) of class 1, read as the two columns
@@ -21,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._fit import fit_temperature
+from ._meter import CalibrationMeter
 from ._metrics import brier_score, calibration_error, nll, reliability_curve
 from ._types import (
     CalibrationErrorResult,
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CalibrationErrorResult",
+    "CalibrationMeter",
     "CalibrationWarning",
     "ProbabilitiesAsLogitsWarning",
     "ReliabilityCurve",
