@@ -341,3 +341,65 @@ def test_sparse_argument_errors():
         sparse_kd_loss(s)
     with pytest.raises(ValueError, match="'alpha' parameter of sparse_kd_loss"):
         sparse_kd_loss(s, idx, vals, alpha=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the same options in tempscale.torch.KDLoss (the chunked path and its generic fallback)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+def test_kdloss_module_num_items_and_shift_labels_equal_kd_loss(dtype, divergence):
+    torch = pytest.importorskip("torch")
+    from tempscale.torch import KDLoss
+
+    tol = 1e-12 if dtype == "float64" else 1e-6
+    dt = getattr(torch, dtype)
+    rng = np.random.default_rng(15)
+    b, seq, v = 3, 7, 11
+    s = rng.normal(size=(b, seq, v)) * 2
+    t = torch.tensor(rng.normal(size=(b, seq, v)) * 2, dtype=dt)
+    y = rng.integers(0, v, size=(b, seq))
+    y[1, 3] = -100
+    y = torch.tensor(y)
+    crit = KDLoss(2.0, alpha=0.6, divergence=divergence, chunk_size=4)
+    for kw in ({"num_items_in_batch": 13}, {"shift_labels": True},
+               {"shift_labels": True, "num_items_in_batch": torch.tensor(9)}):
+        a = torch.tensor(s, dtype=dt, requires_grad=True)
+        c = torch.tensor(s, dtype=dt, requires_grad=True)
+        la = crit(a, t, y, **kw)
+        lc = kd_loss(c, t, 2.0, labels=y, alpha=0.6, divergence=divergence, **kw)
+        la.backward()
+        lc.backward()
+        assert abs(la.item() - lc.item()) <= tol * max(1.0, abs(lc.item()))
+        assert (a.grad - c.grad).abs().max().item() <= tol
+
+
+def test_kdloss_module_gradient_accumulation_and_fallback():
+    torch = pytest.importorskip("torch")
+    from tempscale.torch import KDLoss
+
+    rng = np.random.default_rng(16)
+    n, v = 12, 9
+    s = rng.normal(size=(n, v))
+    t = torch.tensor(rng.normal(size=(n, v)))
+    y = rng.integers(0, v, size=n)
+    y[[0, 1, 2, 3]] = -100
+    y = torch.tensor(y)
+    n_valid = int((y != -100).sum())
+    crit = KDLoss(3.0, alpha=0.5, chunk_size=5)
+    full = torch.tensor(s, requires_grad=True)
+    ref = crit(full, t, y)
+    ref.backward()
+    acc = torch.tensor(s, requires_grad=True)
+    total = (crit(acc[:6], t[:6], y[:6], num_items_in_batch=n_valid)
+             + crit(acc[6:], t[6:], y[6:], num_items_in_batch=n_valid))
+    total.backward()
+    assert abs(total.item() - ref.item()) <= 1e-12
+    assert (acc.grad - full.grad).abs().max().item() <= 1e-12
+    # a teacher that requires grad takes the generic path: same value
+    tg = t.clone().requires_grad_(True)
+    g = crit(torch.tensor(s[:6]), tg[:6], y[:6], num_items_in_batch=n_valid)
+    f = crit(torch.tensor(s[:6]), t[:6], y[:6], num_items_in_batch=n_valid)
+    assert abs(g.item() - f.item()) <= 1e-12
+    with pytest.raises(ValueError, match="'num_items_in_batch' parameter of KDLoss"):
+        crit(full, t, y, num_items_in_batch=-1)

@@ -34,7 +34,7 @@ from torch import nn
 
 from ._args import check_temperature, coerce
 from ._compat import is_python_scalar
-from ._kd_args import check_options, prepare, where_alias
+from ._kd_args import check_num_items, check_options, prepare, where_alias
 from ._typing import ArrayLike, Temperature
 from ._validation import check_bool, check_scalar, param_error
 from .distill import kd_loss
@@ -394,7 +394,8 @@ def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | A
                   teacher_temperature: Temperature | None = None, t2_scale: bool = True,
                   ignore_index: int = -100, where: ArrayLike | None = None,
                   reduction: str = "batchmean", axis: int = -1, chunk_size: int | None = None,
-                  inplace_backward: bool = True, mask: ArrayLike | None = None) -> torch.Tensor:
+                  inplace_backward: bool = True, mask: ArrayLike | None = None,
+                  num_items_in_batch: Any = None, shift_labels: bool = False) -> torch.Tensor:
     r"""Memory-lean :func:`tempscale.distill.kd_loss` for PyTorch tensors.
 
     Same parameters, result and numerical contract as :func:`tempscale.distill.kd_loss`
@@ -407,6 +408,9 @@ def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | A
     where : bool tensor, optional
         Rows to keep, as in :func:`tempscale.distill.kd_loss` (``mask=`` is its deprecated
         spelling: a DeprecationWarning).
+    num_items_in_batch, shift_labels
+        Hugging Face's gradient-accumulation normaliser and causal-model label shift, as in
+        :func:`tempscale.distill.kd_loss`.
     chunk_size : int, optional
         Rows per chunk.  Default: about 2**20 elements per chunk (e.g. 32 rows of a 32,000-class
         vocabulary), so that a chunk's few float32 temporaries stay in cache.
@@ -459,6 +463,8 @@ def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | A
         func, alpha=alpha, labels=labels, divergence=divergence, beta=beta, t2_scale=t2_scale,
         ignore_index=ignore_index, reduction=reduction)
     check_bool(inplace_backward, "inplace_backward", func)
+    check_bool(shift_labels, "shift_labels", func)
+    num_items = check_num_items(num_items_in_batch, reduction, func)
     if chunk_size is not None:
         chunk_size = check_scalar(chunk_size, "chunk_size", func, lo=1, integer=True)
 
@@ -468,7 +474,7 @@ def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | A
             student_logits, teacher_logits, temperature, labels=labels, alpha=alpha,
             divergence=divergence, beta=beta, teacher_temperature=teacher_temperature,
             t2_scale=t2_scale, ignore_index=ignore_index, where=where, reduction=reduction,
-            axis=axis)
+            axis=axis, num_items_in_batch=num_items, shift_labels=shift_labels)
         return result
 
     if torch.is_grad_enabled() and (
@@ -477,7 +483,7 @@ def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | A
         return generic()
     args = prepare(student_logits, teacher_logits, temperature,
                    teacher_temperature=teacher_temperature, labels=labels, where=where,
-                   ignore_index=ignore_index, axis=axis, func=func)
+                   ignore_index=ignore_index, axis=axis, func=func, shift_labels=shift_labels)
     s, T, Tt, out = args.s, args.T, args.Tt, args.out
     batch_shape = args.batch_shape
     v = s.shape[-1]
@@ -489,12 +495,20 @@ def fused_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | A
     lab2 = None if args.labels is None else args.labels.reshape(n)
     val2 = None if args.valid is None else args.valid.reshape(n)
     chunk = chunk_size if chunk_size is not None else _auto_chunk(n, v, s.device)
-    cfg = _Config(alpha_r, divergence, beta_r, t2_scale, ignore_index, reduction, chunk,
-                  args.compute, inplace_backward)
+    # with num_items_in_batch: the sum over the valid rows, divided by that count below
+    cfg = _Config(alpha_r, divergence, beta_r, t2_scale, ignore_index,
+                  "sum" if num_items is not None else reduction, chunk, args.compute,
+                  inplace_backward)
     if n == 0 or v == 0:
         return generic()
     apply = cast(Callable[..., torch.Tensor], _FusedKD.apply)
     loss = apply(s2, t2, T2, Tt2, lab2, val2, cfg)
+    if num_items is not None:
+        if is_python_scalar(num_items):
+            loss = loss / num_items
+        else:
+            n_all = torch.as_tensor(coerce(num_items)).detach()
+            loss = loss / n_all.to(device=loss.device, dtype=loss.dtype).reshape(())
     if reduction == "none":
         loss = loss.reshape(batch_shape)
     return loss.to(out) if loss.dtype != out else loss
@@ -592,10 +606,14 @@ class KDLoss(nn.Module):
                 labels: ArrayLike | None = None, *, where: ArrayLike | None = None,
                 temperature: Temperature | None = None,
                 teacher_temperature: Temperature | None = None,
-                mask: ArrayLike | None = None) -> torch.Tensor:
+                mask: ArrayLike | None = None, num_items_in_batch: Any = None,
+                shift_labels: bool = False) -> torch.Tensor:
         """The loss; ``temperature``/``teacher_temperature`` here override the module's
         (e.g. per-row temperature tensors).  ``where``: the rows to keep (``mask=`` is its
-        deprecated spelling)."""
+        deprecated spelling).  ``num_items_in_batch``: the valid rows of the whole accumulated
+        batch (the loss is the sum over this call's valid rows divided by it, as Hugging Face's
+        trainers expect); ``shift_labels``: labels ``(..., S)`` of a causal model, position
+        ``t`` predicting label ``t + 1`` -- both as in :func:`tempscale.distill.kd_loss`."""
         T = self.temperature if temperature is None else temperature
         Tt = self.teacher_temperature if teacher_temperature is None else teacher_temperature
         alpha = self.alpha if labels is not None else None
@@ -604,7 +622,8 @@ class KDLoss(nn.Module):
             divergence=self.divergence, beta=self.beta, teacher_temperature=Tt,
             t2_scale=self.t2_scale, ignore_index=self.ignore_index, where=where, mask=mask,
             reduction=self.reduction, axis=self.axis, chunk_size=self.chunk_size,
-            inplace_backward=self.inplace_backward)
+            inplace_backward=self.inplace_backward, num_items_in_batch=num_items_in_batch,
+            shift_labels=shift_labels)
 
     def extra_repr(self) -> str:
         """The options that differ from the defaults, for ``repr``."""
