@@ -18,6 +18,7 @@ from ._native import get_num_threads, set_num_threads, show_config
 from ._softmax import log_softmax, logsumexp, softmax, temper
 from ._version import __version__
 from .calibration import (
+    CalibrationMeter,
     CalibrationWarning,
     ProbabilitiesAsLogitsWarning,
     brier_score,
@@ -26,7 +27,7 @@ from .calibration import (
     nll,
     reliability_curve,
 )
-from .distill import kd_loss
+from .distill import SparseTeacher, kd_loss, sparse_kd_loss
 from .sampling import gumbel_softmax, sample, warp
 
 if _TYPE_CHECKING:  # imported lazily at run time (scikit-learn is optional)
@@ -34,8 +35,10 @@ if _TYPE_CHECKING:  # imported lazily at run time (scikit-learn is optional)
 
 # a literal list (type checkers read it): kept sorted by tests/test_public_api.py
 __all__ = [
+    "CalibrationMeter",
     "CalibrationWarning",
     "ProbabilitiesAsLogitsWarning",
+    "SparseTeacher",
     "TemperatureScaler",
     "__version__",
     "brier_score",
@@ -57,6 +60,7 @@ __all__ = [
     "show_config",
     "softmax",
     "solve_temperature",
+    "sparse_kd_loss",
     "temper",
     "warp",
 ]
