@@ -456,7 +456,7 @@ def test_scaler_fit_predict_score():
                                rtol=1e-10)
     np.testing.assert_array_equal(s.predict(z), z.argmax(1))
     assert s.score(z, y) == pytest.approx(-ref_nll(z, y, s.temperature_), rel=1e-12)
-    assert s.get_params() == {"max_iter": 100, "tol": 1e-12}
+    assert s.get_params() == {"estimator": None, "max_iter": 100, "tol": 1e-12}
     assert s.set_params(max_iter=50).max_iter == 50
     s2 = pickle.loads(pickle.dumps(s))
     assert s2.temperature_ == s.temperature_
