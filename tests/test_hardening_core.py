@@ -98,6 +98,9 @@ _FRESH_CALLS = {
     "gumbel_softmax": ["ts.gumbel_softmax([[1.0, 2.0]], 1.0)"],
     "TemperatureScaler": ["ts.TemperatureScaler().fit([[1.0, 2.0], [2.0, 1.0], [1.0, 0.0]], "
                           "[1, 0, 1]).temperature_"],
+    "CalibrationMeter": ["ts.CalibrationMeter().update([[1.0, 2.0]], [1]).compute()['nll']"],
+    "sparse_kd_loss": ["ts.sparse_kd_loss([[1.0, 2.0]], [[0, 1]], [[1.0, 2.0]])"],
+    "SparseTeacher": ["ts.sparse_kd_loss([[1.0, 2.0]], teacher=ts.SparseTeacher([[0, 1]], [[1.0, 2.0]]))"],
 }
 # the exact values the first call must give (None: only that it runs and gives finite numbers)
 _FRESH_EXPECT = {
@@ -108,6 +111,9 @@ _FRESH_EXPECT = {
     "entropy": [0.0, math.log(2.0)],
     "perplexity": [1.0, 3.0],
     "kd_loss": [0.0],
+    "sparse_kd_loss": [0.0],
+    "CalibrationMeter": [math.log1p(math.exp(-1.0))],
+    "SparseTeacher": [0.0],
     "sample": [1],
     "brier_score": [0.0],
     "nll": [math.log(2.0)],
@@ -139,7 +145,7 @@ def test_first_call_in_a_fresh_interpreter(name):
 
 
 def test_fresh_interpreter_covers_every_array_function():
-    skip = {"__version__", "get_num_threads", "set_num_threads", "show_config"}
+    skip = {"__version__", "get_num_threads", "set_num_threads", "show_config", "config", "get_config"}
     arrays = {n for n in tempscale.__all__ if n not in skip and not n.endswith("Warning")}
     assert arrays == set(_FRESH_CALLS)
 
