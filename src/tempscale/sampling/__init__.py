@@ -41,6 +41,9 @@ Rules (the same on every backend, and bit for bit the same on the fast and gener
   filter off.
 * **min-p** removes tokens whose probability is ``< min_p * p_max``, the product computed in
   the probabilities' dtype (transformers' ``MinPLogitsWarper``); ``min_p = 0`` switches it off.
+* **typical-p**, **epsilon** and **eta** follow min-p, in that order (transformers' chain), each
+  on the distribution left by the filters before it; see :func:`warp`.  They always run on
+  the generic path.
 * ``min_tokens_to_keep`` protects the first ``n`` tokens of the ranking from top-p (tied
   logits: higher index first, as above) and from min-p (tied logits: lower index first), and
   raises top-k to at least ``n``.
@@ -87,6 +90,8 @@ __all__ = ["warp", "sample", "gumbel_softmax"]
 @_quiet
 def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Array | None = None,
          top_p: float | Array | None = None, min_p: float | Array | None = None,
+         typical_p: float | Array | None = None, epsilon: float | Array | None = None,
+         eta: float | Array | None = None,
          order: str = "temperature-first", min_tokens_to_keep: int = 1, axis: int = -1,
          mask: ArrayLike | None = None, log: bool = False) -> Any:
     r"""The sampling distribution after temperature and top-k / top-p / min-p truncation.
@@ -111,13 +116,30 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
     min_p : float or array, optional
         In ``[0, 1]``: drop tokens with probability ``< min_p * max probability``.  ``0`` (or
         None) switches min-p off, also per row.
+    typical_p : float or array, optional
+        In ``(0, 1]``: locally typical sampling (transformers' ``TypicalLogitsWarper``): rank
+        the tokens by ``|-log p - H|`` (``H`` the entropy), keep them in that order until the
+        cumulative probability reaches ``typical_p`` (with every token tied with the last one).
+        ``1`` (or None) switches it off, also per row.
+    epsilon : float or array, optional
+        In ``[0, 1]``: epsilon-sampling (transformers' ``EpsilonLogitsWarper``): drop tokens
+        with probability ``< epsilon``.  ``0`` (or None) switches it off, also per row.
+    eta : float or array, optional
+        In ``[0, 1]``: eta-sampling (transformers' ``EtaLogitsWarper``): drop tokens with
+        probability ``< min(eta, sqrt(eta) * exp(-H))``, ``H`` the entropy (``eta`` rounded to
+        float32 and its root taken in float32, as transformers does).  ``0`` (or None) switches
+        it off, also per row.
     order : {"temperature-first", "temperature-last"}, default "temperature-first"
-        ``"temperature-first"``: the filters see ``softmax(x / T)`` (transformers, vLLM).
-        ``"temperature-last"``: the filters see ``softmax(x)`` and ``T`` reshapes only the
-        survivors (llama.cpp).
+        ``"temperature-first"``: temperature, top-k, top-p, min-p, typical-p, epsilon, eta (the
+        order of transformers' ``_get_logits_processor``); every filter sees ``softmax(x / T)``
+        renormalised over the tokens the filters before it kept (transformers, vLLM).
+        ``"temperature-last"``: top-k, top-p, min-p, typical-p, epsilon, eta on ``softmax(x)``,
+        then ``T`` reshapes only the survivors (llama.cpp).
     min_tokens_to_keep : int, default 1
-        Never truncate below this many tokens (top-k is raised to it; the best ``n`` tokens are
-        protected from top-p and min-p).
+        ``>= 1``.  Never truncate below this many tokens, in every rule, as transformers'
+        warpers: top-k is raised to it; the best ``n`` tokens of the logit ranking are protected
+        from top-p and min-p, and (ties at the ``n``-th logit included) from epsilon and eta;
+        typical-p protects the first ``n`` tokens of its own ranking.
     axis : int, default -1
         The vocabulary axis.
     mask : array of bool, optional
@@ -136,12 +158,15 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
     -----
     The rules (tie handling, ``T = 0``, masked rows, the arithmetic of each decision) are
     listed in the module docstring; they match transformers' ``TemperatureLogitsWarper`` →
-    ``TopKLogitsWarper`` → ``TopPLogitsWarper`` → ``MinPLogitsWarper`` chain for
+    ``TopKLogitsWarper`` → ``TopPLogitsWarper`` → ``MinPLogitsWarper`` →
+    ``TypicalLogitsWarper`` → ``EpsilonLogitsWarper`` → ``EtaLogitsWarper`` chain for
     ``order="temperature-first"`` (float16/bfloat16 logits are decided in float32, as
     transformers' generation loop casts its scores to float32).  For NumPy and PyTorch inputs
     an exact path avoids sorting the vocabulary: top-k uses a partial selection and top-p a
     bisection on the logit value that leaves only a few hundred undecided tokens to sort; it
-    computes the same numbers as the generic path and keeps exactly the same tokens.
+    computes the same numbers as the generic path and keeps exactly the same tokens.  With
+    typical-p, epsilon or eta on (or ``min_tokens_to_keep > 1``) the generic path always runs,
+    so that every kept set is decided in one place.
 
     Examples
     --------
@@ -157,12 +182,15 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
     array([0.525, 0.475, 0.   , 0.   ])
     >>> warp(np.array([1.0, 3.0, 3.0]), 0)      # greedy: the first maximum
     array([0., 1., 0.])
+    >>> warp(x, epsilon=0.1)                     # drop probabilities < 0.1
+    array([0.7311, 0.2689, 0.    , 0.    ])
     >>> warp(x, 0.5, top_k=0, top_p=1.0, min_p=0.0)  # every filter off
     array([0.865 , 0.1171, 0.0158, 0.0021])
     """
     func = "warp"
     check_bool(log, "log", func)
-    a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func)
+    a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func,
+                typical_p=typical_p, epsilon=epsilon, eta=eta)
     r = distribution(a, log)
     if r.dtype != a.out:
         r = a.xp.astype(r, a.out)
@@ -172,6 +200,8 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
 @_quiet
 def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Array | None = None,
            top_p: float | Array | None = None, min_p: float | Array | None = None,
+           typical_p: float | Array | None = None, epsilon: float | Array | None = None,
+           eta: float | Array | None = None,
            order: str = "temperature-first", min_tokens_to_keep: int = 1,
            num_samples: int | None = None, replacement: bool = True, seed: int | None = None,
            rng: Any = None, axis: int = -1, mask: ArrayLike | None = None,
@@ -180,7 +210,7 @@ def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Ar
 
     Parameters
     ----------
-    logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask
+    logits, temperature, top_k, top_p, min_p, typical_p, epsilon, eta, order, min_tokens_to_keep, axis, mask
         As in :func:`warp`.  ``T = 0`` is greedy decoding (``argmax``, lowest index among ties).
     num_samples : int, optional
         ``None`` (default): one draw per row, the result has ``logits``' shape without ``axis``
@@ -225,7 +255,8 @@ def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Ar
         check_scalar(num_samples, "num_samples", func, lo=1, integer=True)
         num_samples = int(num_samples)
     check_seed(seed, rng, func)
-    a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func)
+    a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func,
+                typical_p=typical_p, epsilon=epsilon, eta=eta)
     n = 1 if num_samples is None else num_samples
     if not replacement and n > a.V:
         raise param_error("num_samples", func,

@@ -18,12 +18,14 @@ ORDERS = ("temperature-first", "temperature-last")
 class Args:
     """Validated arguments in the (rows, vocabulary) layout every kernel works on.
 
-    ``x`` is (B, V) in the compute dtype, ``mask`` (B, V) or None; ``T``, ``top_k``, ``top_p``
-    and ``min_p`` are None (off), Python numbers, or (B, 1) arrays.  ``wide`` is the widest
+    ``x`` is (B, V) in the compute dtype, ``mask`` (B, V) or None; ``T``, ``top_k``, ``top_p``,
+    ``min_p``, ``typical_p``, ``epsilon`` and ``eta`` are None (off), Python numbers, or (B, 1)
+    arrays.  ``wide`` is the widest
     float of the namespace; ``torch_exp`` is set on NumPy views of CPU tensors (exp is torch's).
     """
 
-    __slots__ = ("xp", "x", "mask", "T", "top_k", "top_p", "min_p", "order", "mtk", "out",
+    __slots__ = ("xp", "x", "mask", "T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta",
+                 "order", "mtk", "out",
                  "batch_shape", "ax", "ndim", "B", "V", "func", "wide", "torch_exp")
 
     xp: Any
@@ -33,6 +35,9 @@ class Args:
     top_k: Any
     top_p: Any
     min_p: Any
+    typical_p: Any
+    epsilon: Any
+    eta: Any
     order: str
     mtk: int
     out: Any
@@ -55,7 +60,7 @@ class Args:
         b.mask = None if self.mask is None else _backend.numpy_view(self.mask)
         b.wide = np.float64
         b.torch_exp = True
-        for name in ("T", "top_k", "top_p", "min_p"):
+        for name in ("T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta"):
             v = getattr(self, name)
             if v is not None and not is_python_scalar(v):
                 setattr(b, name, _backend.numpy_view(v))
@@ -63,7 +68,8 @@ class Args:
 
 
 def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, order: Any,
-            mtk: Any, axis: Any, mask: Any, func: str) -> Args:
+            mtk: Any, axis: Any, mask: Any, func: str, typical_p: Any = None, epsilon: Any = None,
+            eta: Any = None) -> Args:
     """Check every argument and lay the logits out as (rows, vocabulary)."""
     a = Args()
     a.func = func
@@ -106,11 +112,31 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
                          expect="a float in (0, 1] (1 switches top-p off) or an array of per-row floats")
     a.min_p = _row_param(a, min_p, "min_p", xk, lo=0, hi=1,
                          expect="a float in [0, 1] (0 switches min-p off) or an array of per-row floats")
+    a.typical_p = _row_param(a, typical_p, "typical_p", xk, lo=0, hi=1, lo_open=True, dtype=a.wide,
+                             expect="a float in (0, 1] (1 switches typical-p off) or an array of "
+                                    "per-row floats")
+    a.epsilon = _row_param(a, epsilon, "epsilon", xk, lo=0, hi=1, dtype=a.wide,
+                           expect="a float in [0, 1] (0 switches epsilon-sampling off) or an array "
+                                  "of per-row floats")
+    a.eta = _row_param(a, eta, "eta", xk, lo=0, hi=1, dtype=a.wide,
+                       expect="a float in [0, 1] (0 switches eta-sampling off) or an array of "
+                              "per-row floats")
+    if is_python_scalar(a.typical_p) and a.typical_p >= 1:
+        a.typical_p = None  # off
+    if is_python_scalar(a.epsilon) and a.epsilon == 0:
+        a.epsilon = None  # off
+    if is_python_scalar(a.eta) and a.eta == 0:
+        a.eta = None  # off
     if is_python_scalar(a.top_p) and a.top_p >= 1:
         a.top_p = None  # off
     if is_python_scalar(a.min_p) and a.min_p == 0:
         a.min_p = None  # off
     return a
+
+
+def has_extra_rules(a: Args) -> bool:
+    """Whether typical-p, epsilon or eta is on: those rules run on the generic path only."""
+    return a.typical_p is not None or a.epsilon is not None or a.eta is not None
 
 
 def _shape(x: Any) -> tuple[int, ...]:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import _backend, _config
 from .._softmax import log_softmax, softmax
 from . import _fast, _reference
-from ._layout import Args, full
+from ._layout import Args, full, has_extra_rules
 
 
 def switches() -> tuple[bool, bool]:
@@ -25,9 +25,12 @@ def switches() -> tuple[bool, bool]:
 def fast_candidates(a: Args) -> tuple[Args, _fast.Candidates] | None:
     """The fast path's compact candidates (``_fast.candidates``), or None
     where the generic path runs (switched off, an unsupported library, ``min_tokens_to_keep >
-    1``, ``+inf`` logits)."""
+    1``, ``+inf`` logits, typical-p / epsilon / eta on: their kept sets are decided in one
+    place, ``_reference.keep_mask``)."""
     fast_ok, via_numpy = switches()
-    return _fast.candidates(a, via_numpy) if fast_ok else None
+    if not fast_ok or has_extra_rules(a):
+        return None
+    return _fast.candidates(a, via_numpy)
 
 
 def distribution(a: Args, log: bool) -> Any:
