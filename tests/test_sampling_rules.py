@@ -168,7 +168,7 @@ def test_rules_never_take_the_fast_path(monkeypatch):
     real = S._fast.candidates
     monkeypatch.setattr(S._fast, "candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = np.random.default_rng(0).normal(size=(3, 64))
-    for kw in ({"typical_p": 0.9}, {"epsilon": 1e-3}, {"eta": np.full(3, 1e-3)}):
+    for kw in ({"typical_p": 0.9}, {"epsilon": 1e-3}, {"eta": np.full(3, 1e-3)}, {"top_n_sigma": 1.0}):
         warp(x, 0.8, top_p=0.9, **kw)
         sample(x, 0.8, top_k=20, seed=0, **kw)
     assert calls == []
@@ -214,3 +214,79 @@ def test_float32_and_greedy_and_masked_rows():
         assert got32.dtype == np.float32
         # decided in float32: the same kept sets as the float64 reference on these rows
         np.testing.assert_array_equal(got32 > 0, ref)
+
+
+# ------------------------------------------------------------------------------------------
+# top-n-sigma (llama.cpp's formula; transformers has no warper for it)
+# ------------------------------------------------------------------------------------------
+def _n_sigma_ref(x, T, n):
+    """llama.cpp's top_n_sigma on the tempered logits, in float64: keep ``l >= max - n * std``
+    (population std over the non ``-inf`` logits)."""
+    t = x / T
+    fin = t[np.isfinite(t)]
+    return t >= fin.max() - n * fin.std()
+
+
+@pytest.mark.parametrize("kind", ["random", "peaked", "heavy"])
+def test_top_n_sigma_matches_llama_cpp_formula(kind):
+    rng = np.random.default_rng(40 + ["random", "peaked", "heavy"].index(kind))
+    for V in (5, 60, 700):
+        x = _rows(rng, 5, V, kind)
+        x[0, :2] = -np.inf
+        for T in (0.5, 1.0, 2.3):
+            for n in (0.3, 1.0, 2.0, 3.5):
+                ref_keep = np.stack([_n_sigma_ref(x[i], T, n) for i in range(5)])
+                got = warp(x, T, top_n_sigma=n)
+                np.testing.assert_array_equal(np.isfinite(warp(x, T, top_n_sigma=n, log=True)), ref_keep)
+                ref = np.where(ref_keep, np.exp(x / T - (x / T).max(-1, keepdims=True)), 0)
+                np.testing.assert_allclose(got, ref / ref.sum(-1, keepdims=True), rtol=0, atol=1e-10)
+                # the set does not depend on T, nor on the order
+                np.testing.assert_array_equal(warp(x, T, top_n_sigma=n, order="temperature-last") > 0,
+                                              got > 0)
+                np.testing.assert_array_equal(warp(x, math.inf, top_n_sigma=n) > 0, got > 0)
+
+
+def test_top_n_sigma_comes_first_in_the_chain():
+    """top-nσ over the whole row, then transformers' top-k / top-p / typical on the survivors."""
+    rng = np.random.default_rng(8)
+    x = _rows(rng, 6, 300, "random")
+    T, n = 0.8, 1.5
+    for mtk in (1, 3):
+        got = warp(x, T, top_n_sigma=n, top_k=40, top_p=0.9, typical_p=0.95, min_tokens_to_keep=mtk)
+        kept = np.isfinite(warp(x, T, top_n_sigma=n, top_k=40, top_p=0.9, typical_p=0.95,
+                                min_tokens_to_keep=mtk, log=True))
+        for i in range(6):
+            xi = np.where(_n_sigma_ref(x[i], T, n), x[i], -np.inf)
+            base = (lp.TopKLogitsWarper(40, min_tokens_to_keep=mtk), lp.TopPLogitsWarper(0.9, min_tokens_to_keep=mtk))
+            ref_p, ref_keep = _hf(xi, T, [("typical_p", 0.95)], mtk, base)
+            np.testing.assert_array_equal(kept[i], ref_keep)
+            np.testing.assert_allclose(got[i], ref_p, rtol=0, atol=1e-10)
+
+
+def test_top_n_sigma_per_row_off_inf_and_min_tokens_to_keep():
+    rng = np.random.default_rng(4)
+    x = _rows(rng, 4, 100, "peaked")
+    n = np.array([0.5, 0.0, math.inf, 2.0])  # 0: off for that row, inf: keeps every token
+    got = warp(x, 1.2, top_n_sigma=n)
+    for i in range(4):
+        ref = np.ones(100, bool) if n[i] in (0, math.inf) else _n_sigma_ref(x[i], 1.2, n[i])
+        np.testing.assert_array_equal(got[i] > 0, ref)
+    np.testing.assert_allclose(to_numpy(warp(torch.from_numpy(x), 1.2, top_n_sigma=torch.from_numpy(n))), got,
+                               rtol=0, atol=1e-12)
+    # min_tokens_to_keep protects the best tokens from top-nσ too
+    k = np.isfinite(warp(x, 1.2, top_n_sigma=0.01, min_tokens_to_keep=5, log=True))
+    assert np.all(k.sum(-1) == 5)
+    assert np.all(np.take_along_axis(k, np.argsort(-x, -1)[:, :5], -1))
+    np.testing.assert_array_equal(warp(x, 1.2, top_n_sigma=0.0), warp(x, 1.2))
+    # +inf logits: only they are kept; masked entries never count
+    y = x.copy()
+    y[0, 7] = np.inf
+    assert np.nonzero(warp(y, 1.0, top_n_sigma=1.0)[0])[0].tolist() == [7]
+
+
+@pytest.mark.parametrize("bad", [-0.5, math.nan])
+def test_top_n_sigma_validation(bad):
+    with pytest.raises(ValueError, match="'top_n_sigma' parameter of sample"):
+        sample(np.zeros(4), top_n_sigma=bad)
+    with pytest.raises(ValueError, match="'top_n_sigma' parameter of warp"):
+        warp(np.zeros((2, 4)), top_n_sigma=np.array([1.0, bad]))

@@ -43,7 +43,7 @@ Rules (the same on every backend, and bit for bit the same on the fast and gener
   the probabilities' dtype (transformers' ``MinPLogitsWarper``); ``min_p = 0`` switches it off.
 * **typical-p**, **epsilon** and **eta** follow min-p, in that order (transformers' chain), each
   on the distribution left by the filters before it; see :func:`warp`.  They always run on
-  the generic path.
+  the generic path.  **top-nσ** (llama.cpp) is the first filter, before top-k, in both orders.
 * ``min_tokens_to_keep`` protects the first ``n`` tokens of the ranking from top-p (tied
   logits: higher index first, as above) and from min-p (tied logits: lower index first), and
   raises top-k to at least ``n``.
@@ -91,7 +91,7 @@ __all__ = ["warp", "sample", "gumbel_softmax"]
 def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Array | None = None,
          top_p: float | Array | None = None, min_p: float | Array | None = None,
          typical_p: float | Array | None = None, epsilon: float | Array | None = None,
-         eta: float | Array | None = None,
+         eta: float | Array | None = None, top_n_sigma: float | Array | None = None,
          order: str = "temperature-first", min_tokens_to_keep: int = 1, axis: int = -1,
          mask: ArrayLike | None = None, log: bool = False) -> Any:
     r"""The sampling distribution after temperature and top-k / top-p / min-p truncation.
@@ -129,16 +129,25 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
         probability ``< min(eta, sqrt(eta) * exp(-H))``, ``H`` the entropy (``eta`` rounded to
         float32 and its root taken in float32, as transformers does).  ``0`` (or None) switches
         it off, also per row.
+    top_n_sigma : float or array, optional
+        In ``[0, inf]``: top-nσ (llama.cpp's ``top_n_sigma``): keep the tokens whose tempered
+        logit is ``>= max - n * sigma``, ``sigma`` the population standard deviation of the
+        row's finite tempered logits (unmasked, not ``-inf``).  The set does not depend on
+        ``T`` (it is decided on the logits, ``x >= max(x) - n * sigma(x)``), so ``T = inf``
+        keeps the same set.  It is the first filter of both orders (as in llama.cpp's default
+        sampler list), so ``sigma`` is over the whole row.  ``0`` (or None) switches it off,
+        also per row; ``inf`` keeps every token.
     order : {"temperature-first", "temperature-last"}, default "temperature-first"
-        ``"temperature-first"``: temperature, top-k, top-p, min-p, typical-p, epsilon, eta (the
-        order of transformers' ``_get_logits_processor``); every filter sees ``softmax(x / T)``
-        renormalised over the tokens the filters before it kept (transformers, vLLM).
-        ``"temperature-last"``: top-k, top-p, min-p, typical-p, epsilon, eta on ``softmax(x)``,
-        then ``T`` reshapes only the survivors (llama.cpp).
+        ``"temperature-first"``: temperature, top-nσ, top-k, top-p, min-p, typical-p, epsilon,
+        eta (transformers' ``_get_logits_processor`` order for the rules it has); every filter
+        sees ``softmax(x / T)`` renormalised over the tokens the filters before it kept
+        (transformers, vLLM).  ``"temperature-last"``: top-nσ, top-k, top-p, min-p, typical-p,
+        epsilon, eta on ``softmax(x)``, then ``T`` reshapes only the survivors (llama.cpp).
     min_tokens_to_keep : int, default 1
         ``>= 1``.  Never truncate below this many tokens, in every rule, as transformers'
         warpers: top-k is raised to it; the best ``n`` tokens of the logit ranking are protected
-        from top-p and min-p, and (ties at the ``n``-th logit included) from epsilon and eta;
+        from top-p and min-p, and (ties at the ``n``-th logit included) from top-nσ, epsilon
+        and eta;
         typical-p protects the first ``n`` tokens of its own ranking.
     axis : int, default -1
         The vocabulary axis.
@@ -165,8 +174,8 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
     an exact path avoids sorting the vocabulary: top-k uses a partial selection and top-p a
     bisection on the logit value that leaves only a few hundred undecided tokens to sort; it
     computes the same numbers as the generic path and keeps exactly the same tokens.  With
-    typical-p, epsilon or eta on (or ``min_tokens_to_keep > 1``) the generic path always runs,
-    so that every kept set is decided in one place.
+    top-nσ, typical-p, epsilon or eta on (or ``min_tokens_to_keep > 1``) the generic path
+    always runs, so that every kept set is decided in one place.
 
     Examples
     --------
@@ -190,7 +199,7 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
     func = "warp"
     check_bool(log, "log", func)
     a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func,
-                typical_p=typical_p, epsilon=epsilon, eta=eta)
+                typical_p=typical_p, epsilon=epsilon, eta=eta, top_n_sigma=top_n_sigma)
     r = distribution(a, log)
     if r.dtype != a.out:
         r = a.xp.astype(r, a.out)
@@ -201,7 +210,7 @@ def warp(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Arra
 def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Array | None = None,
            top_p: float | Array | None = None, min_p: float | Array | None = None,
            typical_p: float | Array | None = None, epsilon: float | Array | None = None,
-           eta: float | Array | None = None,
+           eta: float | Array | None = None, top_n_sigma: float | Array | None = None,
            order: str = "temperature-first", min_tokens_to_keep: int = 1,
            num_samples: int | None = None, replacement: bool = True, seed: int | None = None,
            rng: Any = None, axis: int = -1, mask: ArrayLike | None = None,
@@ -210,8 +219,10 @@ def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Ar
 
     Parameters
     ----------
-    logits, temperature, top_k, top_p, min_p, typical_p, epsilon, eta, order, min_tokens_to_keep, axis, mask
+    logits, temperature, top_k, top_p, min_p, typical_p, epsilon, eta, top_n_sigma
         As in :func:`warp`.  ``T = 0`` is greedy decoding (``argmax``, lowest index among ties).
+    order, min_tokens_to_keep, axis, mask
+        As in :func:`warp`.
     num_samples : int, optional
         ``None`` (default): one draw per row, the result has ``logits``' shape without ``axis``
         (like :func:`jax.random.categorical`).  An int ``n >= 1``: ``n`` draws per row on a new
@@ -256,7 +267,7 @@ def sample(logits: ArrayLike, temperature: Temperature = 1.0, *, top_k: int | Ar
         num_samples = int(num_samples)
     check_seed(seed, rng, func)
     a = prepare(logits, temperature, top_k, top_p, min_p, order, min_tokens_to_keep, axis, mask, func,
-                typical_p=typical_p, epsilon=epsilon, eta=eta)
+                typical_p=typical_p, epsilon=epsilon, eta=eta, top_n_sigma=top_n_sigma)
     n = 1 if num_samples is None else num_samples
     if not replacement and n > a.V:
         raise param_error("num_samples", func,

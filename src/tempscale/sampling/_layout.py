@@ -19,13 +19,13 @@ class Args:
     """Validated arguments in the (rows, vocabulary) layout every kernel works on.
 
     ``x`` is (B, V) in the compute dtype, ``mask`` (B, V) or None; ``T``, ``top_k``, ``top_p``,
-    ``min_p``, ``typical_p``, ``epsilon`` and ``eta`` are None (off), Python numbers, or (B, 1)
+    ``min_p``, ``typical_p``, ``epsilon``, ``eta`` and ``top_n_sigma`` are None (off), Python numbers, or (B, 1)
     arrays.  ``wide`` is the widest
     float of the namespace; ``torch_exp`` is set on NumPy views of CPU tensors (exp is torch's).
     """
 
     __slots__ = ("xp", "x", "mask", "T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta",
-                 "order", "mtk", "out",
+                 "top_n_sigma", "order", "mtk", "out",
                  "batch_shape", "ax", "ndim", "B", "V", "func", "wide", "torch_exp")
 
     xp: Any
@@ -38,6 +38,7 @@ class Args:
     typical_p: Any
     epsilon: Any
     eta: Any
+    top_n_sigma: Any
     order: str
     mtk: int
     out: Any
@@ -60,7 +61,7 @@ class Args:
         b.mask = None if self.mask is None else _backend.numpy_view(self.mask)
         b.wide = np.float64
         b.torch_exp = True
-        for name in ("T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta"):
+        for name in ("T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta", "top_n_sigma"):
             v = getattr(self, name)
             if v is not None and not is_python_scalar(v):
                 setattr(b, name, _backend.numpy_view(v))
@@ -69,7 +70,7 @@ class Args:
 
 def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, order: Any,
             mtk: Any, axis: Any, mask: Any, func: str, typical_p: Any = None, epsilon: Any = None,
-            eta: Any = None) -> Args:
+            eta: Any = None, top_n_sigma: Any = None) -> Args:
     """Check every argument and lay the logits out as (rows, vocabulary)."""
     a = Args()
     a.func = func
@@ -121,6 +122,11 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
     a.eta = _row_param(a, eta, "eta", xk, lo=0, hi=1, dtype=a.wide,
                        expect="a float in [0, 1] (0 switches eta-sampling off) or an array of "
                               "per-row floats")
+    a.top_n_sigma = _row_param(a, top_n_sigma, "top_n_sigma", xk, lo=0, hi=math.inf, dtype=a.wide,
+                               expect="a float in [0, inf] (0 switches top-n-sigma off) or an "
+                                      "array of per-row floats")
+    if is_python_scalar(a.top_n_sigma) and a.top_n_sigma == 0:
+        a.top_n_sigma = None  # off
     if is_python_scalar(a.typical_p) and a.typical_p >= 1:
         a.typical_p = None  # off
     if is_python_scalar(a.epsilon) and a.epsilon == 0:
@@ -135,8 +141,10 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
 
 
 def has_extra_rules(a: Args) -> bool:
-    """Whether typical-p, epsilon or eta is on: those rules run on the generic path only."""
-    return a.typical_p is not None or a.epsilon is not None or a.eta is not None
+    """Whether top-n-sigma, typical-p, epsilon or eta is on: those rules run on the generic
+    path only."""
+    return (a.typical_p is not None or a.epsilon is not None or a.eta is not None
+            or a.top_n_sigma is not None)
 
 
 def _shape(x: Any) -> tuple[int, ...]:

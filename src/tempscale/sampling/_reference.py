@@ -21,6 +21,8 @@ def keep_mask(a: Args, key: Any, valid: Any) -> Any:
     ninf = full(xp, key, -math.inf, shape=())
     keep = valid
     pos = xp.arange(V, device=_compat.device(key))
+    if a.top_n_sigma is not None:
+        keep = _top_n_sigma(a, key, keep)
     if a.top_k is not None:
         k = a.top_k
         srt = xp.sort(key, axis=-1, descending=True)
@@ -66,6 +68,36 @@ def keep_mask(a: Args, key: Any, valid: Any) -> Any:
         p = _arith.probs(a, e, keep)
         keep = _cut(a, key, keep, p < _eta_threshold(a, z, keep, p))
     return greedy_keep(a, keep, key, valid)
+
+
+def _top_n_sigma(a: Args, key: Any, keep: Any) -> Any:
+    """Top-n-sigma (llama.cpp): keep the logits ``>= max - n * sigma``, ``sigma`` the population
+    standard deviation of the row's finite kept logits.  The tempered logits ``x / T`` give the
+    same set for every ``T`` in ``(0, inf)`` (max and sigma scale by ``1 / T``), so it is
+    decided on the logits themselves: the same set for ``T = 0`` and ``T = inf`` (the limit).
+    A row with ``+inf`` logits keeps those; ``n = inf`` keeps every kept token."""
+    xp = a.xp
+    zero = xp.zeros_like(key)
+    fin = xp.logical_and(keep, xp.isfinite(key))
+    cnt = xp.sum(xp.astype(fin, key.dtype), axis=-1, keepdims=True)
+    cnt = xp.where(cnt > 0, cnt, xp.ones_like(cnt))
+    xf = xp.where(fin, key, zero)
+    mean = xp.sum(xf, axis=-1, keepdims=True) / cnt
+    dev = xp.where(fin, key - mean, zero)
+    sigma = xp.sqrt(xp.sum(dev * dev, axis=-1, keepdims=True) / cnt)
+    ninf = full(xp, key, -math.inf, shape=())
+    mfin = xp.max(xp.where(fin, key, ninf), axis=-1, keepdims=True)
+    n = _as(xp, a.top_n_sigma, key.dtype)
+    thr = mfin - n * sigma
+    if is_python_scalar(n):
+        if n == math.inf:
+            thr = xp.broadcast_to(ninf, thr.shape)
+    else:
+        thr = xp.where(n == math.inf, ninf, thr)
+        thr = xp.where(n == 0, ninf, thr)  # per-row off
+    m = xp.max(xp.where(keep, key, ninf), axis=-1, keepdims=True)
+    thr = xp.where(m == math.inf, full(xp, key, math.inf, shape=()), thr)
+    return _cut(a, key, keep, key < thr)
 
 
 def _as(xp: Any, v: Any, dtype: Any) -> Any:
