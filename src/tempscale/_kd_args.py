@@ -212,19 +212,8 @@ def prepare(student_logits: Any, teacher_logits: Any, temperature: Any, *,
         T = T if is_python_scalar(T) else xp.permute_dims(T, perm)
         Tt = Tt if is_python_scalar(Tt) else xp.permute_dims(Tt, perm)
     batch_shape = tuple(s.shape[:-1])
-    valid: Any = None
-    y: Any = None
-    if labels is not None:
-        y = _row_labels(labels, func, xp=xp, like=s, ignore_index=ignore_index)
-        if shift_labels:
-            y = shift_row_labels(y, xp, ignore_index, func)
-        valid = y != ignore_index
-    elif shift_labels:
-        raise param_error("shift_labels", func, "False without labels (it shifts the labels)",
-                          True)
-    keep = row_where(where, func, like=s, batch_shape=batch_shape)
-    if keep is not None:
-        valid = keep if valid is None else xp.logical_and(valid, keep)
+    y, valid = _labels_and_rows(labels, where, func, xp=xp, like=s, batch_shape=batch_shape,
+                                ignore_index=ignore_index, shift_labels=shift_labels)
     return KDArgs(xp, s, t, T, Tt, y, valid, compute, out)
 
 
@@ -289,17 +278,26 @@ def prepare_sparse(student_logits: Any, teacher_indices: Any, teacher_values: An
     Tt = T if teacher_temperature is None else _temperature(
         teacher_temperature, func, "teacher_temperature", like=s, ax=s.ndim - 1,
         edges=teacher_edges, compute=compute, xp=xp)
+    y, valid = _labels_and_rows(labels, where, func, xp=xp, like=s, batch_shape=batch_shape,
+                                ignore_index=ignore_index, shift_labels=shift_labels)
+    return SparseArgs(xp, s, idx, v, T, Tt, y, valid, compute, out)
+
+
+def _labels_and_rows(labels: Any, where: Any, func: str, *, xp: Namespace, like: Any,
+                     batch_shape: tuple[int, ...], ignore_index: int,
+                     shift_labels: bool) -> tuple[Any, Any]:
+    """The (possibly shifted) labels and the valid-row mask (labels not ignored, ``where`` kept)."""
     valid: Any = None
     y: Any = None
     if labels is not None:
-        y = _row_labels(labels, func, xp=xp, like=s, ignore_index=ignore_index)
+        y = _row_labels(labels, func, xp=xp, like=like, ignore_index=ignore_index)
         if shift_labels:
             y = shift_row_labels(y, xp, ignore_index, func)
         valid = y != ignore_index
     elif shift_labels:
         raise param_error("shift_labels", func, "False without labels (it shifts the labels)",
                           True)
-    keep = row_where(where, func, like=s, batch_shape=batch_shape)
+    keep = row_where(where, func, like=like, batch_shape=batch_shape)
     if keep is not None:
         valid = keep if valid is None else xp.logical_and(valid, keep)
-    return SparseArgs(xp, s, idx, v, T, Tt, y, valid, compute, out)
+    return y, valid
