@@ -118,16 +118,7 @@ def _logit_dtypes(xp: Namespace, s: Any, t: Any, func: str) -> tuple[DType, DTyp
 def _logits(student_logits: Any, teacher_logits: Any, axis: int,
             func: str) -> tuple[Namespace, Any, Any, int]:
     """Namespace, both logits as arrays of it (classes along ``axis``), the normalised axis."""
-    student_logits = coerce(student_logits)
-    teacher_logits = coerce(teacher_logits)
-    xp = _namespace_of_pair(student_logits, teacher_logits, func)
-    s = _compat.as_array(student_logits, xp)
-    if isinstance(teacher_logits, np.ndarray) and not _compat.is_numpy_namespace(xp):
-        # a NumPy teacher joins the student's library, in the student's floating dtype
-        dt = s.dtype if xp.isdtype(s.dtype, "real floating") else None
-        t = _compat.as_array(teacher_logits, xp, like=s, dtype=dt)
-    else:
-        t = _compat.as_array(teacher_logits, xp, like=s)
+    xp, s, t = _student_and_teacher(student_logits, teacher_logits, func)
     if s.ndim == 0:
         raise param_error("student_logits", func, "an array with a class axis", "a 0-d array")
     if tuple(s.shape) != tuple(t.shape):
@@ -238,15 +229,7 @@ def prepare_sparse(student_logits: Any, teacher_indices: Any, teacher_values: An
                    labels: Any, where: Any, ignore_index: int, shift_labels: bool,
                    func: str) -> SparseArgs:
     """Every array argument of a sparse-teacher loss, checked and in the student's namespace."""
-    student_logits = coerce(student_logits)
-    teacher_values = coerce(teacher_values)
-    xp = _namespace_of_pair(student_logits, teacher_values, func)
-    s = _compat.as_array(student_logits, xp)
-    if isinstance(teacher_values, np.ndarray) and not _compat.is_numpy_namespace(xp):
-        dt = s.dtype if xp.isdtype(s.dtype, "real floating") else None
-        v = _compat.as_array(teacher_values, xp, like=s, dtype=dt)
-    else:
-        v = _compat.as_array(teacher_values, xp, like=s)
+    xp, s, v = _student_and_teacher(student_logits, teacher_values, func)
     if s.ndim == 0:
         raise param_error("student_logits", func, "an array with a class axis", "a 0-d array")
     n_classes = int(s.shape[-1])
@@ -301,3 +284,18 @@ def _labels_and_rows(labels: Any, where: Any, func: str, *, xp: Namespace, like:
     if keep is not None:
         valid = keep if valid is None else xp.logical_and(valid, keep)
     return y, valid
+
+
+def _student_and_teacher(student: Any, teacher: Any, func: str) -> tuple[Namespace, Any, Any]:
+    """The student's namespace and both as its arrays (array-likes read as NumPy first).
+
+    A NumPy teacher joins the student's library, in the student's floating dtype.
+    """
+    student = coerce(student)
+    teacher = coerce(teacher)
+    xp = _namespace_of_pair(student, teacher, func)
+    s = _compat.as_array(student, xp)
+    if isinstance(teacher, np.ndarray) and not _compat.is_numpy_namespace(xp):
+        dt = s.dtype if xp.isdtype(s.dtype, "real floating") else None
+        return xp, s, _compat.as_array(teacher, xp, like=s, dtype=dt)
+    return xp, s, _compat.as_array(teacher, xp, like=s)
