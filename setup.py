@@ -15,6 +15,8 @@ uses its pure Array-API path.  Build-time environment:
                                  machine limit of benchmarks/bench_softmax.py, and streaming-store
                                  softmax); never in released wheels
 ``TEMPSCALE_NATIVE_CFLAGS`` / ``TEMPSCALE_NATIVE_LDFLAGS``   extra flags (e.g. sanitizers)
+``TEMPSCALE_BUILD_ONLY=name``    build only that extension (``_tskernels`` or ``_tsmoments``), for
+                                 development
 
 The sources are listed in src/tempscale/_native/_tskernels.c (one concern per file); the C test
 harness tests/c/ builds the same kernels without Python (see .ci/cross.sh).
@@ -55,7 +57,7 @@ def _extensions():
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if os.environ.get("TEMPSCALE_BENCH_KERNELS") == "1":
         macros.append(("TS_BENCH_KERNELS", "1"))
-    return [
+    exts = [
         Extension(
             "tempscale._native._tskernels",
             sources=[f"{NATIVE}/{name}.c" for name in SOURCES],
@@ -67,6 +69,21 @@ def _extensions():
             optional=os.environ.get("TEMPSCALE_REQUIRE_NATIVE") != "1",
         )
     ]
+    # the calibration moments kernel (one fused pass per Newton step of the temperature fit)
+    if os.path.exists(f"{NATIVE}/_moments.c"):
+        exts.append(Extension(
+            "tempscale._native._tsmoments",
+            sources=[f"{NATIVE}/_moments.c"],
+            include_dirs=[_NumpyInclude()],
+            define_macros=macros,
+            extra_compile_args=cflags,
+            extra_link_args=["-pthread", "-lm"] + ldflags,
+            optional=os.environ.get("TEMPSCALE_REQUIRE_NATIVE") != "1",
+        ))
+    only = os.environ.get("TEMPSCALE_BUILD_ONLY")
+    if only:
+        exts = [e for e in exts if e.name.rsplit(".", 1)[-1] == only]
+    return exts
 
 
 setup(ext_modules=_extensions())

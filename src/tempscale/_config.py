@@ -20,6 +20,8 @@ defaults.  The defaults come from the environment, read once at import:
 ``TEMPSCALE_DISABLE_TORCH_FUSED=1``   ``torch_fused=False``
 ``TEMPSCALE_DISABLE_FAST_SAMPLING=1`` ``fast_sampling=False``
 ``TEMPSCALE_DISABLE_SAMPLING_NUMPY_VIEWS=1`` ``sampling_numpy_views=False``
+``TEMPSCALE_DISABLE_JAX_FAST=1``      ``jax_fast=False``
+``TEMPSCALE_DISABLE_TRITON=1``        ``triton=False``
 """
 
 from __future__ import annotations
@@ -50,12 +52,18 @@ class Config:
     sampling_numpy_views : bool
         On the fast sampling path, CPU torch tensors select their candidates through zero-copy
         NumPy views (off: the torch-operations path that GPU tensors take).
+    jax_fast : bool
+        JAX arrays take the lean path with a closed-form ``jax.custom_vjp`` backward.
+    triton : bool
+        CUDA torch tensors take tempscale's Triton kernels (when ``triton`` is installed).
     """
 
     native: bool = True
     torch_fused: bool = True
     fast_sampling: bool = True
     sampling_numpy_views: bool = True
+    jax_fast: bool = True
+    triton: bool = True
 
 
 def _env_off(name: str) -> bool:
@@ -67,7 +75,9 @@ def _defaults() -> Config:
     return Config(native=not _env_off("TEMPSCALE_DISABLE_NATIVE"),
                   torch_fused=not _env_off("TEMPSCALE_DISABLE_TORCH_FUSED"),
                   fast_sampling=not _env_off("TEMPSCALE_DISABLE_FAST_SAMPLING"),
-                  sampling_numpy_views=not _env_off("TEMPSCALE_DISABLE_SAMPLING_NUMPY_VIEWS"))
+                  sampling_numpy_views=not _env_off("TEMPSCALE_DISABLE_SAMPLING_NUMPY_VIEWS"),
+                  jax_fast=not _env_off("TEMPSCALE_DISABLE_JAX_FAST"),
+                  triton=not _env_off("TEMPSCALE_DISABLE_TRITON"))
 
 
 # Config is a frozen dataclass: an immutable default, which B039 cannot see
@@ -86,7 +96,7 @@ def get_config() -> dict[str, bool]:
     --------
     >>> import tempscale
     >>> sorted(tempscale.get_config())
-    ['fast_sampling', 'native', 'sampling_numpy_views', 'torch_fused']
+    ['fast_sampling', 'jax_fast', 'native', 'sampling_numpy_views', 'torch_fused', 'triton']
     """
     return dataclasses.asdict(current())
 
@@ -100,7 +110,8 @@ def _check(value: bool | None, name: str) -> bool | None:
 @contextlib.contextmanager
 def config(*, native: bool | None = None, torch_fused: bool | None = None,
            fast_sampling: bool | None = None,
-           sampling_numpy_views: bool | None = None) -> Iterator[Config]:
+           sampling_numpy_views: bool | None = None, jax_fast: bool | None = None,
+           triton: bool | None = None) -> Iterator[Config]:
     """Switch the library's fast paths on or off inside a ``with`` block.
 
     Parameters
@@ -113,6 +124,10 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
         The sort-free candidate selection and blocked draws of :func:`tempscale.warp` and :func:`tempscale.sample`.
     sampling_numpy_views : bool, optional
         CPU torch tensors on the fast sampling path go through zero-copy NumPy views.
+    jax_fast : bool, optional
+        The lean JAX path (closed-form ``custom_vjp`` backward) for JAX arrays.
+    triton : bool, optional
+        tempscale's Triton kernels for CUDA torch tensors.
 
     ``None`` leaves a switch as it is.  The results are the same either way (the generic path is
     the reference the fast ones are tested against); only the speed changes.  Thread-safe and
@@ -137,7 +152,9 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
                                        ("torch_fused", _check(torch_fused, "torch_fused")),
                                        ("fast_sampling", _check(fast_sampling, "fast_sampling")),
                                        ("sampling_numpy_views",
-                                        _check(sampling_numpy_views, "sampling_numpy_views")))
+                                        _check(sampling_numpy_views, "sampling_numpy_views")),
+                                       ("jax_fast", _check(jax_fast, "jax_fast")),
+                                       ("triton", _check(triton, "triton")))
                if v is not None}
     new = dataclasses.replace(current(), **changes)
     token = _CURRENT.set(new)

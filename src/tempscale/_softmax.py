@@ -256,6 +256,14 @@ def dispatch(kind: Kind, x: ArrayLike, temperature: Temperature, axis: int | Non
     xp, a, T, ax, m, out, shape, compute = _prepare(x, temperature, axis, mask, dtype,
                                                      func or kind)
     r = _native(kind, xp, a, T, ax, m, out)  # converts float16 itself
+    if r is None and _compat.is_dask_namespace(xp):
+        from . import _dask  # block-wise kernels and a (max, sum) tree over chunked class axes
+
+        r = _dask.compute(kind, xp, a, T, ax, m, out)
+    if r is None and _compat.is_jax_namespace(xp) and _config.current().jax_fast:
+        from . import _jax  # the lean forward with a closed-form custom_vjp backward
+
+        r = _jax.compute(kind, xp, _compute_cast(xp, a, compute), T, ax, m, out)
     if r is not None and r.ndim < a.ndim:  # the kernel's logsumexp drops the axis
         r = xp.expand_dims(r, axis=ax)
     if r is None:
@@ -370,7 +378,7 @@ def _generic(kind: Kind, x: ArrayLike, temperature: Temperature = 1.0, *, axis: 
              mask: ArrayLike | None = None, dtype: DType | None = None,
              keepdims: bool = False) -> Array:
     """The reference implementation of ``kind``: every fast path off (see ``tempscale.config``)."""
-    with _config.config(native=False, torch_fused=False):
+    with _config.config(native=False, torch_fused=False, jax_fast=False, triton=False):
         if kind == "logsumexp":
             return logsumexp(x, temperature, axis=axis, mask=mask, keepdims=keepdims)
         if kind == "log_softmax":

@@ -1,24 +1,4 @@
-r"""PyTorch distillation loss that stays lean in memory for large vocabularies.
-
-:class:`KDLoss` (an ``nn.Module``) and :func:`fused_kd_loss` compute exactly the loss of
-:func:`tempscale.distill.kd_loss` -- same options, same numerical contract -- but walk the rows in
-chunks and compute the loss *and the student's gradient* chunk by chunk in the forward pass, as
-Liger-Kernel and Apple's Cut Cross-Entropy do.  Nothing batch x vocab sized is kept except the
-gradient itself, which autograd then receives without a copy, so the extra memory of forward +
-backward stays close to one batch x vocab buffer (the naive ``F.kl_div`` formulation keeps
-several).
-
-This module imports torch; ``import tempscale`` does not import it.  Use
-``from tempscale.torch import KDLoss``.
-
-Gradients flow into the student logits only.  When the teacher logits or a tensor temperature
-require gradients (rare: the teacher is usually frozen), the loss falls back to the generic
-autograd implementation :func:`tempscale.distill.kd_loss` -- correct, but not memory-lean.
-Second-order gradients (``torch.autograd.grad(..., create_graph=True)``: gradient penalties,
-MAML inner steps, ``gradgradcheck``) are supported: a backward pass run with ``create_graph=True``
-recomputes the gradient with the differentiable generic implementation instead of handing over
-the stored one.
-"""
+r"""The lean chunked distillation loss (:class:`KDLoss`, :func:`fused_kd_loss`); see :mod:`tempscale.torch`."""
 
 from __future__ import annotations
 
@@ -32,12 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._args import check_temperature, coerce
-from ._compat import is_python_scalar
-from ._kd_args import check_num_items, check_options, prepare, where_alias
-from ._typing import ArrayLike, Temperature
-from ._validation import check_bool, check_scalar, param_error
-from .distill import kd_loss
+from .._args import check_temperature, coerce
+from .._compat import is_python_scalar
+from .._kd_args import check_num_items, check_options, prepare, where_alias
+from .._typing import ArrayLike, Temperature
+from .._validation import check_bool, check_scalar, param_error
+from ..distill import kd_loss
 
 __all__ = ["KDLoss", "fused_kd_loss"]
 
