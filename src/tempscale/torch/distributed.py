@@ -204,8 +204,9 @@ def vocab_parallel_kd_loss(student_shard: torch.Tensor, teacher_shard: torch.Ten
         s = torch.where(keep, s, torch.zeros_like(s))
         t = torch.where(keep, t, torch.zeros_like(t))
     T = args.T
-    logq = _log_softmax(s / _shared(T, group), group)
-    logp = _log_softmax(t / T, group)
+    T_here = _shared(T, group)   # the teacher's temperature is the student's (kd_loss's default)
+    logq = _log_softmax(s / T_here, group)
+    logp = _log_softmax(t / T_here, group)
     soft: torch.Tensor | None = None
     if not (labels is not None and alpha_r == 0.0):
         soft = _soft(logq, logp, divergence, beta_r, group)
