@@ -427,3 +427,140 @@ def test_controls_are_labelled_and_keyboard_reachable(open_page):
     ex.page.check("#zoom")
     assert ex.page.eval_on_selector_all("#bars text.tick", top_tick) == 0.5  # fits the T = 1 outline (0.399)
     assert_bars(ex, classic_vector(), "probabilities")
+
+
+# ------------------------------------------------------------------------------------------
+# sampling filters and large vocabularies (issue 14 item 5)
+# ------------------------------------------------------------------------------------------
+def _js_number(v: float):
+    return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+
+
+def _warp_ref(x, T, **f):
+    """tempscale.sampling.warp's probabilities and kept set (finite log-probabilities: a kept token's
+    probability may underflow to 0 at tiny T)."""
+    from tempscale.sampling import warp
+
+    x = np.asarray(x, dtype=np.float64)
+    return np.asarray(warp(x, T, **f)), np.isfinite(np.asarray(warp(x, T, log=True, **f)))
+
+
+def _bars_warped(ex: Explorer):
+    rows = ex.page.eval_on_selector_all(
+        "#bars rect.bar", "els => els.map(e => [+e.dataset.index, e.dataset.kept, e.dataset.warped])")
+    idx = np.array([r[0] for r in rows])
+    return idx, np.array([r[1] == "true" for r in rows]), np.array([float(r[2]) for r in rows])
+
+
+def test_filter_controls_show_what_warp_keeps(open_page):
+    # ties at the top-k / top-p boundaries, a masked class, a probability far below min-p
+    x = [2.0, 1.0, 1.0, 0.5, 3.0, -np.inf, 1.0, -4.0, 0.25, 2.0]
+    ex = open_page(logits=x, labels=[f"t{i}" for i in range(10)], temperature=0.7, top_k=3)
+    assert ex.attr("#explorer", "data-filters") == "true" and ex.page.input_value("#top-k") == "3"
+    steps = [  # (box or radio, text), then the page must equal warp with the accumulated filters
+        (None, None),
+        ("#top-k", "5"), ("#top-k", "0"), ("#top-p", "0.8"), ("#min-p", "0.3"), ("#top-n-sigma", "0.9"),
+        ("#order-last", None), ("#t-input", "3"), ("#min-keep", "4"), ("#t-input", "0"), ("#t-input", "inf"),
+        ("#top-n-sigma", ""), ("#top-p", "0.95"), ("#order-first", None), ("#t-input", "0.2"),
+    ]
+    f = dict(top_k=3, top_p=1.0, min_p=0.0, top_n_sigma=0.0, order="temperature-first", min_tokens_to_keep=1)
+    names = {"#top-k": "top_k", "#top-p": "top_p", "#min-p": "min_p", "#top-n-sigma": "top_n_sigma",
+             "#min-keep": "min_tokens_to_keep"}
+    off = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "top_n_sigma": 0.0, "min_tokens_to_keep": 1}
+    for box, text in steps:
+        if box in names:
+            ex.page.fill(box, text)
+            f[names[box]] = off[names[box]] if text == "" else float(text)
+        elif box in ("#order-last", "#order-first"):
+            ex.page.click(f"label[for={box[1:]}]")
+            f["order"] = "temperature-last" if box == "#order-last" else "temperature-first"
+        elif box == "#t-input":
+            ex.set_T(text)
+        kw = dict(f, top_k=int(f["top_k"]), min_tokens_to_keep=int(f["min_tokens_to_keep"]))
+        p_ref, keep_ref = _warp_ref(x, ex.T, **kw)
+        idx, kept, warped = _bars_warped(ex)
+        assert list(idx) == list(range(10))
+        assert kept.tolist() == keep_ref.tolist(), (box, text, kw, ex.T)
+        np.testing.assert_allclose(warped, p_ref, rtol=1e-6, atol=1e-12, err_msg=f"{box} {text} {kw}")
+        if ex.attr("#explorer", "data-filters") == "true":  # kept bars drawn renormalised, removed greyed
+            n_removed = ex.page.eval_on_selector_all("#bars rect.bar.removed", "e => e.length")
+            assert n_removed == int((~keep_ref).sum())
+            assert int(ex.attr("#kept-summary", "data-kept")) == int(keep_ref.sum())
+    ex.page.fill("#top-p", "1.5")  # refused with a message, the last valid value stays
+    assert ex.visible("#filter-error") and "top-p must be in (0, 1]" in ex.text("#filter-error")
+    assert ex.page.get_attribute("#top-p", "aria-invalid") == "true"
+
+
+def test_javascript_warp_equals_the_library_on_random_rows(open_page):
+    """The page's warp against tempscale.sampling.warp: kept sets exactly, probabilities to 1e-6,
+    on rows with many ties (rounded logits), masked entries, every filter, both orders, T = 0 / tiny / inf."""
+    rng = np.random.default_rng(20261130)
+    cases = []
+    for _ in range(250):
+        V = int(rng.integers(1, 48))
+        x = np.round(rng.normal(size=V) * rng.choice([0.3, 2.0, 12.0]), int(rng.integers(0, 3)))
+        if rng.random() < 0.3:
+            x[rng.integers(0, V)] = -np.inf
+        f = dict(top_k=int(rng.integers(0, 7)), top_p=float(rng.choice([1.0, 0.5, 0.9, 0.3, 0.95, 0.75])),
+                 min_p=float(rng.choice([0.0, 0.05, 0.2, 0.6])), top_n_sigma=float(rng.choice([0, 0, 0.5, 1.5, np.inf])),
+                 order=str(rng.choice(["temperature-first", "temperature-last"])),
+                 min_tokens_to_keep=int(rng.choice([1, 1, 2, 3])))
+        cases.append((x, float(rng.choice([0.0, 1e-3, 0.3, 1.0, 2.5, np.inf])), f))
+    cases.append((np.zeros(8), 1.0, dict(top_p=0.5)))           # exact boundary: 0.25 + 0.25 <= 0.5
+    cases.append((np.array([1.0, np.inf, np.inf, 0.0]), 1.0, dict(top_k=1, top_n_sigma=1.0)))
+    cases.append((np.array([1.0, np.nan, 0.0]), 1.0, dict(top_k=1)))
+    cases.append((np.full(3, -np.inf), 0.5, dict(min_p=0.1)))
+    ex = open_page(logits=[0.0])
+    payload = [[[_js_number(v) for v in x.tolist()], _js_number(T), {k: _js_number(v) if isinstance(v, float) else v
+                                                                     for k, v in f.items()}] for x, T, f in cases]
+    got = ex.page.evaluate("""cs => cs.map(c => {
+        const d = v => v === "inf" ? Infinity : v === "-inf" ? -Infinity : v === "nan" ? NaN : v;
+        const f = {}; for (const k in c[2]) f[k] = d(c[2][k]);
+        return window.tempscaleExplorer.warp(c[0].map(d), d(c[1]), f); })""", payload)
+    for (x, T, f), r in zip(cases, got, strict=True):
+        p_ref, keep_ref = _warp_ref(x, T, **f)
+        p = np.array([np.nan if v is None else v for v in r["p"]], dtype=np.float64)
+        assert r["keep"] == keep_ref.tolist(), (x.tolist(), T, f)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-6, atol=1e-12, equal_nan=True, err_msg=f"{x.tolist()} {T} {f}")
+
+
+def test_large_vocabulary_top_n_view_and_search(open_page):
+    rng = np.random.default_rng(7)
+    V = 128_256
+    x = rng.normal(size=V) * 3.0
+    best = int(np.argmax(x))
+    labels = [f"tok{i}" for i in range(V)]
+    labels[best] = XSS_IMG
+    ex = open_page(logits=x, labels=labels, temperature=0.8, top_p=0.9)
+    assert int(ex.attr("#explorer", "data-n")) == V
+    order = np.argsort(-x, kind="stable")
+    p_ref, keep_ref = _warp_ref(x, 0.8, top_p=0.9)
+    idx, kept, warped = _bars_warped(ex)  # the 50 largest, largest first
+    assert idx.tolist() == order[:50].tolist()
+    assert kept.all() and int(ex.attr("#kept-summary", "data-kept")) == int(keep_ref.sum())
+    np.testing.assert_allclose(warped, p_ref[order[:50]], rtol=1e-6)
+    np.testing.assert_allclose(ex.probs(), np.asarray(softmax(x, 0.8))[order[:50]], rtol=1e-6)
+    rest = 1.0 - float(np.asarray(softmax(x, 0.8))[order[:50]].sum())
+    assert f"the other {V - 50} hold p = {rest:.4f}"[:-1] in ex.text("#view-note")
+    # the top-N view's size is a control; the user label is drawn as text, never as HTML
+    ex.page.fill("#top-n", "7")
+    assert _bars_warped(ex)[0].tolist() == order[:7].tolist()
+    assert ex.page.eval_on_selector_all("#bars rect.bar", "els => els[0].dataset.label") == XSS_IMG
+    assert ex.page.eval_on_selector_all("img, iframe, object, embed", "e => e.length") == 0
+    # search by index: rank, probability before and after the filters
+    ex.set_T("1.3")
+    probe = int(order[4321])
+    ex.page.fill("#search", str(probe))
+    p13, keep13 = _warp_ref(x, 1.3, top_p=0.9)
+    res = "#search-result"
+    assert int(ex.attr(res, "data-rank")) == 4322 and int(ex.attr(res, "data-index")) == probe
+    np.testing.assert_allclose(float(ex.attr(res, "data-p")), np.asarray(softmax(x, 1.3))[probe], rtol=1e-6)
+    assert ex.attr(res, "data-kept") == ("true" if keep13[probe] else "false")
+    np.testing.assert_allclose(float(ex.attr(res, "data-warped")), p13[probe], rtol=1e-6, atol=1e-300)
+    assert f"rank 4322 of {V}" in ex.text(res)
+    # search by label: shown as text
+    ex.page.fill("#search", XSS_IMG)
+    assert int(ex.attr(res, "data-index")) == best and XSS_IMG in ex.text(res)
+    ex.page.fill("#search", "no such token")
+    assert "No class has index or label" in ex.text(res)
+    assert ex.page.eval_on_selector_all("img, iframe, object, embed", "e => e.length") == 0

@@ -348,3 +348,46 @@ def test_one_no_follow_writer_for_the_cli_and_the_explorer(tmp_path):
     with pytest.raises(KeyError):  # creation failures go through create_error
         write_file(tmp_path / "no" / "x", lambda fh: None,
                    create_error=lambda exc, p: KeyError(f"{type(exc).__name__} {p.name}"))
+
+
+# ------------------------------------------------------------------------------------------
+# sampling filters and large inputs (issue 14 item 5)
+# ------------------------------------------------------------------------------------------
+def test_filters_and_top_travel_to_the_page():
+    _, data = data_of(explorer_html([1.0, 2.0, 3.0], top_k=2, top_p=0.9, min_p=0.1, top_n_sigma=math.inf,
+                                    order="temperature-last", min_tokens_to_keep=2, top=2))
+    assert data["filters"] == {"top_k": 2, "top_p": 0.9, "min_p": 0.1, "top_n_sigma": "inf",
+                               "order": "temperature-last", "min_tokens_to_keep": 2}
+    assert data["top"] == 2
+    _, data = data_of(explorer_html([1.0, 2.0]))  # the defaults travel implicitly
+    assert "filters" not in data and "top" not in data
+
+
+@pytest.mark.parametrize("kw, match, exc", [
+    (dict(top_k=-1), "'top_k' parameter of explorer_html must be an int in", ValueError),
+    (dict(top_k=1.5), "'top_k' parameter of explorer_html", TypeError),
+    (dict(top_p=0.0), r"'top_p' parameter of explorer_html must be a float in \(0, 1\]", ValueError),
+    (dict(min_p=1.5), "'min_p' parameter of explorer_html", ValueError),
+    (dict(top_n_sigma=-1.0), "'top_n_sigma' parameter of explorer_html", ValueError),
+    (dict(top_n_sigma=math.nan), "'top_n_sigma' parameter of explorer_html", ValueError),
+    (dict(order="first"), "'order' parameter of explorer_html must be one of", ValueError),
+    (dict(min_tokens_to_keep=0), "'min_tokens_to_keep' parameter of explorer_html", ValueError),
+    (dict(top=0), "'top' parameter of explorer_html", ValueError),
+    (dict(top="5"), "'top' parameter of explorer_html", TypeError),
+])
+def test_filter_arguments_are_checked(kw, match, exc):
+    with pytest.raises(exc, match=match):
+        explorer_html([1.0, 2.0], **kw)
+
+
+def test_large_vocabularies_are_accepted_up_to_the_limit(tmp_path):
+    from tempscale.explorer import MAX_CLASSES
+
+    assert MAX_CLASSES >= 128_256 * 8
+    x = np.linspace(-5.0, 5.0, 128_256)
+    _, data = data_of(explorer_html(x, top=20))
+    assert len(data["values"]) == 128_256 and data["values"][-1] == 5.0
+    with pytest.raises(ValueError, match=f"1 to {MAX_CLASSES} real numbers"):
+        explorer_html(np.zeros(MAX_CLASSES + 1))
+    path = write_explorer(tmp_path / "p.html", [1.0, 2.0], top_k=1, order="temperature-last")
+    assert data_of(path.read_text())[1]["filters"]["order"] == "temperature-last"

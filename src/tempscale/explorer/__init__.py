@@ -14,6 +14,15 @@ follows the library's contract: the maximum is subtracted as ``(x/2 - m/2) / (T/
 for any finite input), ``T = 0`` splits the mass among tied maxima, ``-inf`` entries are masked,
 an all ``-inf`` row gives zeros, ``+inf`` entries share the mass and NaN makes the row NaN.
 
+Sampling filters: top-nσ, top-k, top-p and min-p boxes (with ``min_tokens_to_keep`` and the two
+named orders of :func:`tempscale.sampling.warp`) grey out the removed classes and show the kept ones
+renormalised, live.  The page's filters follow ``warp``'s rules and arithmetic in float64: top-k
+keeps ties at the ``k``-th logit, top-p decides on exact (multi-part) cumulative sums of
+``e * (1 / s)`` in ascending logit order with ties by index, min-p compares with ``min_p * p_max``,
+top-nσ is decided on the logits (the population σ of the finite ones), ``T = 0`` keeps the first
+maximal logit.  Large inputs (up to 2**20 classes) are drawn as a top-N view (the ``N`` largest,
+with the mass of the others) and a search box finds a class by index or label, with its rank.
+
 Everything the caller supplies is escaped: the title is HTML-escaped and the data travel as JSON
 inside ``<script type="application/json">`` with ``<``, ``>``, ``&`` and U+2028/U+2029 written
 as ``\\u`` escapes; the page builds its DOM with ``textContent`` and ``setAttribute`` only.
@@ -39,14 +48,16 @@ import numpy as np
 from .._args import check_input, check_temperature, deprecated_alias
 from .._io import write_file
 from .._typing import ArrayLike
-from .._validation import param_error
+from .._validation import check_choice, check_scalar, param_error
 
 __all__ = ["explorer_html", "write_explorer"]
 
 #: the page title when none is given
 DEFAULT_TITLE = "Softmax temperature explorer"
-#: the most classes a page takes (the curve recomputes the whole row 161 times per update)
-MAX_CLASSES = 5000
+#: the most classes a page takes (2**20: a 128k-token vocabulary fits eight times over)
+MAX_CLASSES = 1 << 20
+#: the page draws every class up to this many; beyond it, the top-N view
+FULL_VIEW_MAX = 500
 _PLACEHOLDER = re.compile(r"\{\{(CSP|VERSION|TITLE|STYLE|SCRIPT|DATA)\}\}")
 
 
@@ -127,6 +138,25 @@ def _check_labels(labels: Any, n: int, func: str) -> list[str]:
     return out
 
 
+#: the page's sampling filters when none is given (every filter off)
+_FILTERS_OFF = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "top_n_sigma": 0.0, "order": "temperature-first",
+                "min_tokens_to_keep": 1}
+
+
+def _check_filters(func: str, top_k: Any, top_p: Any, min_p: Any, top_n_sigma: Any, order: Any,
+                   min_tokens_to_keep: Any) -> dict[str, Any]:
+    """The page's sampling filters, checked as :func:`tempscale.sampling.warp` checks them
+    (the "off" value where ``None``)."""
+    k = 0 if top_k is None else check_scalar(top_k, "top_k", func, lo=0, integer=True)
+    p = 1.0 if top_p is None else check_scalar(top_p, "top_p", func, lo=0, hi=1, lo_open=True)
+    mp = 0.0 if min_p is None else check_scalar(min_p, "min_p", func, lo=0, hi=1)
+    ns = 0.0 if top_n_sigma is None else check_scalar(top_n_sigma, "top_n_sigma", func, lo=0)
+    check_choice(order, ("temperature-first", "temperature-last"), "order", func)
+    mtk = check_scalar(min_tokens_to_keep, "min_tokens_to_keep", func, lo=1, integer=True)
+    return {"top_k": int(k), "top_p": float(p), "min_p": float(mp), "top_n_sigma": _encode_float(ns),
+            "order": order, "min_tokens_to_keep": int(mtk)}
+
+
 def explorer_html(
     logits: ArrayLike | None = None,
     labels: Sequence[Any] | None = None,
@@ -135,13 +165,20 @@ def explorer_html(
     title: str = DEFAULT_TITLE,
     input: str | None = None,
     mode: str | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    top_n_sigma: float | None = None,
+    order: str = "temperature-first",
+    min_tokens_to_keep: int = 1,
+    top: int | None = None,
 ) -> str:
     """The interactive temperature explorer as one self-contained HTML page.
 
     Parameters
     ----------
     logits : 1-D array_like, optional
-        The numbers the page opens with (at most 5000).  ``-inf`` entries are masked classes.
+        The numbers the page opens with (at most 2**20 = 1,048,576).  ``-inf`` entries are masked classes.
         By default the classic 10-class example: the N(4, 1) density at classes ``0..9``.
     labels : sequence, optional
         One label per class (turned into text with ``str``; shown escaped, never as HTML).
@@ -159,6 +196,17 @@ def explorer_html(
     mode : {"logits", "probabilities"}, optional
         Deprecated name of ``input`` (a DeprecationWarning); it will be removed in a future
         release.
+    top_k, top_p, min_p, top_n_sigma : optional
+        The sampling filters the page opens with, as in :func:`tempscale.sampling.warp`
+        (``None`` or ``0`` / ``1`` / ``0`` / ``0`` switch one off); the user can change them.
+    order : {"temperature-first", "temperature-last"}, default "temperature-first"
+        The order of temperature and filters, as in :func:`tempscale.sampling.warp`.
+    min_tokens_to_keep : int, default 1
+        As in :func:`tempscale.sampling.warp`.
+    top : int, optional
+        Open in the top-``top`` view: the ``top`` largest classes, largest first, and a note with
+        the mass of the others.  By default every class is drawn up to 500 classes, and the
+        50 largest beyond.
 
     Returns
     -------
@@ -189,6 +237,9 @@ def explorer_html(
     t = check_temperature(temperature, func)
     if not isinstance(title, str):
         raise param_error("title", func, "a str", title, TypeError)
+    filters = _check_filters(func, top_k, top_p, min_p, top_n_sigma, order, min_tokens_to_keep)
+    if top is not None:
+        top = check_scalar(top, "top", func, lo=1, integer=True)
 
     from .._version import __version__
 
@@ -203,6 +254,10 @@ def explorer_html(
         "temperature": _encode_float(t),
         "mode": input,   # the page's own name for its logits/probabilities switch
     }
+    if filters != _FILTERS_OFF:  # the page's defaults travel implicitly
+        data["filters"] = filters
+    if top is not None:
+        data["top"] = top
     csp = ("default-src 'none'; base-uri 'none'; form-action 'none'; img-src data:; "
            f"style-src {_csp_hash(style)}; script-src {_csp_hash(script)}")
     parts = {
@@ -227,6 +282,7 @@ def write_explorer(
     input: str | None = None,
     overwrite: bool = False,
     mode: str | None = None,
+    **options: Any,
 ) -> Path:
     """Write the interactive explorer page (see :func:`explorer_html`) to ``path``.
 
@@ -236,6 +292,9 @@ def write_explorer(
         Where to write the page (UTF-8).  Its folder must exist.
     logits, labels, temperature, title, input
         As in :func:`explorer_html` (``mode`` is the deprecated name of ``input``).
+    **options
+        ``top_k``, ``top_p``, ``min_p``, ``top_n_sigma``, ``order``, ``min_tokens_to_keep`` and
+        ``top``, as in :func:`explorer_html`.
     overwrite : bool, default False
         Replace an existing file.  Without it an existing ``path`` -- a symbolic link included,
         even a dangling one -- raises ``FileExistsError``.  With it the page is written to a
@@ -262,7 +321,7 @@ def write_explorer(
     if not isinstance(overwrite, bool):
         raise param_error("overwrite", "write_explorer", "a bool", overwrite, TypeError)
     p = Path(path)
-    page = explorer_html(logits, labels, temperature, title=title, input=input, mode=mode)
+    page = explorer_html(logits, labels, temperature, title=title, input=input, mode=mode, **options)
     if p.is_dir() and not p.is_symlink():
         raise IsADirectoryError(f"{str(p)!r} is a folder; give write_explorer a file path")
     data = page.encode("utf-8")

@@ -7,6 +7,10 @@
   var SVG_NS = "http" + "://www.w3.org/2000/svg";  // the SVG namespace name, not a URL to fetch
   var LOG10_MIN = -2, LOG10_MAX = 2;
   var LN2 = Math.LN2;
+  var MAX_N = 1048576;      // the most classes a page takes (tempscale.explorer.MAX_CLASSES)
+  var FULL_VIEW_MAX = 500;  // more classes than this: the top-N view
+  var DEFAULT_TOP = 50;     // its default N
+  var HASH_MAX = 2000;      // larger inputs are not written into the URL
 
   // ------------------------------------------------------------------------------------------
   // numerics: the library contract (tempscale.softmax / tempscale.temper)
@@ -14,7 +18,7 @@
   /** log-softmax of x at temperature T (0 <= T <= inf); returns {lp, p, nan, empty}. */
   function softmax(x, T) {
     var n = x.length, i, m = -Infinity, nan = false;
-    var lp = new Array(n), p = new Array(n);
+    var lp = new Float64Array(n), p = new Float64Array(n);
     for (i = 0; i < n; i++) {
       if (x[i] !== x[i]) nan = true;
       else if (x[i] > m) m = x[i];
@@ -29,7 +33,7 @@
     }
     // T = 0 (argmax) and a +inf maximum both split the mass among the maxima
     var tie = (m === Infinity) || T === 0;
-    var mh = m / 2, th = T / 2, y = new Array(n), s = 0;
+    var mh = m / 2, th = T / 2, y = new Float64Array(n), s = 0;
     for (i = 0; i < n; i++) {
       var v = x[i];
       if (v === -Infinity) y[i] = -Infinity;
@@ -48,9 +52,19 @@
     return { lp: lp, p: p, nan: false, empty: false };
   }
 
+  /**
+   * a.map(f) built by push: V8 keeps a large array made by new Array(n) (or by map) in slow
+   * dictionary mode, so arrays of 100k+ classes are grown element by element or typed.
+   */
+  function mapList(a, f) {
+    var out = [];
+    for (var i = 0; i < a.length; i++) out.push(f(a[i], i));
+    return out;
+  }
+
   /** probabilities -> log space (temper(p, T) = softmax(log p, T)); zeros stay zero. */
   function logOfProbabilities(p) {
-    return p.map(function (v) { return v > 0 ? Math.log(v) : (v === 0 ? -Infinity : v); });
+    return mapList(p, function (v) { return v > 0 ? Math.log(v) : (v === 0 ? -Infinity : v); });
   }
 
   function stats(r) {
@@ -67,6 +81,182 @@
     var argmax = [];
     for (i = 0; i < n; i++) if (r.p[i] === top) argmax.push(i);
     return { entropy: h, perplexity: Math.exp(h), top: top, effective: 1 / sq, argmax: argmax };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // truncation: tempscale.sampling.warp's rules, in its float64 arithmetic
+  // ------------------------------------------------------------------------------------------
+  function bitLength(n) { var b = 0; while (n > 0) { b++; n = Math.floor(n / 2); } return b; }
+
+  /** exponents of the grids of an exact multi-part sum (tempscale.sampling._arith.grids, float64) */
+  function grids(V, head) {
+    var mant = 53, lv = Math.max(1, bitLength(V));
+    var g = mant - head - 1, step = Math.max(1, mant - lv - 1), out = [g];
+    var reach = g + mant + 10;
+    while (g < reach && out.length < 8) { g += step; out.push(g); }
+    return out;
+  }
+
+  function combine(sums) {
+    var total = sums[sums.length - 1];
+    for (var j = sums.length - 2; j >= 0; j--) total = sums[j] + total;
+    return total;
+  }
+
+  /** probabilities over keep: e * (1 / s), s the exact sum of the kept e */
+  function keptProbs(e, keep) {
+    var V = e.length, grid = grids(V, Math.max(1, bitLength(V))), G = grid.length;
+    var sums = new Float64Array(G), sc = grid.map(function (g) { return Math.pow(2, g); });
+    var i, j;
+    for (i = 0; i < V; i++) {
+      if (!keep[i]) continue;
+      var v = e[i];
+      for (j = 0; j < G; j++) {  // partsOf, inline
+        var q = Math.floor(v * sc[j]) / sc[j];
+        sums[j] += q;
+        v = v - q;
+      }
+    }
+    var s = combine(Array.prototype.slice.call(sums));
+    if (!(s > 0)) s = 1;
+    var inv = 1 / s, p = new Float64Array(V);
+    for (i = 0; i < V; i++) p[i] = keep[i] ? e[i] * inv : 0;
+    return p;
+  }
+
+  /** indices by logit, largest first, ties lower index first (computed once per input) */
+  function rankOf(key) {
+    var idx = new Uint32Array(key.length);
+    for (var i = 0; i < key.length; i++) idx[i] = i;
+    idx.sort(function (a, b) { return key[a] > key[b] ? -1 : key[a] < key[b] ? 1 : a - b; });
+    return idx;
+  }
+
+  /** remove rem from keep except the logits >= the n-th largest kept one (min_tokens_to_keep) */
+  function cut(key, keep, rem, mtk, rank) {
+    var V = key.length, n = Math.min(mtk, V), kth, i, c = 0;
+    kth = -Infinity;
+    for (i = 0; i < V; i++) {  // the n-th largest kept logit (-inf when fewer are kept)
+      var j = rank[i];
+      if (keep[j]) { c++; if (c === n) { kth = key[j]; break; } }
+    }
+    for (i = 0; i < V; i++) if (keep[i] && rem[i] && key[i] < kth) keep[i] = false;
+  }
+
+  function topNSigma(key, keep, n, mtk, rank) {
+    var V = key.length, i, cnt = 0, sum = 0, m = -Infinity, mfin = -Infinity;
+    for (i = 0; i < V; i++) {
+      if (!keep[i]) continue;
+      if (key[i] > m) m = key[i];
+      if (isFinite(key[i])) { cnt++; sum += key[i]; if (key[i] > mfin) mfin = key[i]; }
+    }
+    var c = cnt > 0 ? cnt : 1, mean = sum / c, ss = 0;
+    for (i = 0; i < V; i++) if (keep[i] && isFinite(key[i])) { var d = key[i] - mean; ss += d * d; }
+    var sigma = Math.sqrt(ss / c);
+    var thr = n === Infinity ? -Infinity : mfin - n * sigma;
+    if (m === Infinity) thr = Infinity;
+    var rem = new Uint8Array(V);
+    for (i = 0; i < V; i++) rem[i] = key[i] < thr;
+    cut(key, keep, rem, mtk, rank);
+  }
+
+  /**
+   * tempscale.sampling.warp(x, T, top_k=, top_p=, min_p=, top_n_sigma=, order=, min_tokens_to_keep=)
+   * for one row: {p (renormalised), keep (booleans), nan, empty}.  f: {topK, topP, minP, topNSigma,
+   * order, mtk}; 0 / 1 / 0 / 0 switch a filter off.  rank: rankOf(key) (optional).
+   */
+  function warp(x, T, f, rank) {
+    var V = x.length, i, key = new Float64Array(V), valid = new Uint8Array(V), nan = false, m = -Infinity;
+    for (i = 0; i < V; i++) {
+      if (x[i] !== x[i]) nan = true;
+      valid[i] = x[i] > -Infinity ? 1 : 0;
+      key[i] = valid[i] ? x[i] : -Infinity;
+      if (key[i] > m) m = key[i];
+    }
+    if (nan || T !== T) {
+      var pn = [], kn = [];
+      for (i = 0; i < V; i++) { pn.push(NaN); kn.push(false); }
+      return { p: pn, keep: kn, nan: true, empty: false };
+    }
+    rank = rank || rankOf(key);
+    var mtk = Math.max(1, Math.floor(f.mtk || 1));
+    var keep = valid.slice();
+    if (f.topNSigma > 0) topNSigma(key, keep, f.topNSigma, mtk, rank);
+    if (f.topK > 0) {
+      var k = Math.min(Math.max(Math.min(f.topK, V), mtk), V), kth = key[rank[k - 1]];
+      for (i = 0; i < V; i++) if (!(key[i] >= kth)) keep[i] = false;
+    }
+    var useTopP = f.topP > 0 && f.topP < 1, useMinP = f.minP > 0;
+    if (useTopP || useMinP) {
+      // the max-shifted tempered logits (x/2 - m/2) / (T/2); T = 1 for temperature-last and T = 0
+      var Tf = f.order === "temperature-last" || T === 0 ? 1 : T;
+      var ms = isFinite(m) ? m : 0, e = new Float64Array(V);
+      for (i = 0; i < V; i++) {
+        var z;
+        if (m === Infinity) z = key[i] === Infinity ? 0 : -Infinity;
+        else if (key[i] === -Infinity) z = -Infinity;
+        else {
+          var d = key[i] / 2 - ms / 2;
+          z = Tf === 1 ? d * 2 : (d === 0 ? 0 : d / Tf * 2);
+        }
+        e[i] = Math.exp(z);
+      }
+      var p, pos;
+      if (useTopP) {
+        // ascending by logit, ties by index (a stable sort); the removed tokens (p = 0) come first
+        p = keptProbs(e, keep);
+        // rank (largest first, ties lower index first) read backwards, each run of ties turned
+        // back round: ascending logits, ties by index, without sorting again
+        var kept = [], lo, hi;
+        for (i = V - 1; i >= 0; i--) if (keep[rank[i]]) kept.push(rank[i]);
+        for (lo = 0; lo < kept.length; lo = hi) {
+          for (hi = lo + 1; hi < kept.length && key[kept[hi]] === key[kept[lo]]; hi++) { /* the run */ }
+          if (hi - lo > 1) {
+            var run = kept.slice(lo, hi).reverse();
+            for (var t2 = 0; t2 < run.length; t2++) kept[lo + t2] = run[t2];
+          }
+        }
+        var grid = grids(V, 2), G = grid.length, cs = new Array(G), thr = 1.0 - f.topP;
+        var sc = grid.map(function (g) { return Math.pow(2, g); });
+        var base = V - kept.length, drop = [];
+        for (var g = 0; g < G; g++) cs[g] = 0;
+        for (var j = 0; j < kept.length; j++) {
+          var v = p[kept[j]];
+          for (g = 0; g < G; g++) {  // partsOf, inline: exact cumulative sums per part
+            var q = Math.floor(v * sc[g]) / sc[g];
+            cs[g] += q;
+            v = v - q;
+          }
+          pos = base + j;
+          if (combine(cs) <= thr && pos < V - mtk) drop.push(kept[j]);
+        }
+        drop.forEach(function (t) { keep[t] = false; });
+      }
+      if (useMinP) {
+        p = keptProbs(e, keep);
+        var pmax = 0;
+        for (i = 0; i < V; i++) if (keep[i] && p[i] > pmax) pmax = p[i];
+        var mthr = pmax * f.minP, prot = {};
+        if (mtk > 1) {  // the first mtk of the kept ranking (ties: lower index first)
+          var c2 = 0;
+          for (i = 0; i < V && c2 < mtk; i++) if (keep[rank[i]]) { prot[rank[i]] = true; c2++; }
+        }
+        for (i = 0; i < V; i++) if (keep[i] && p[i] < mthr && !prot[i]) keep[i] = false;
+      }
+    }
+    if (T === 0) {  // greedy: the first maximal logit only
+      var am = 0;
+      for (i = 1; i < V; i++) if (key[i] > key[am]) am = i;
+      for (i = 0; i < V; i++) keep[i] = i === am && valid[i];
+    }
+    var xm = new Float64Array(V);
+    for (i = 0; i < V; i++) xm[i] = keep[i] ? x[i] : -Infinity;
+    var r = softmax(xm, T);
+    return { p: r.p, keep: keep, nan: false, empty: r.empty };
+  }
+
+  function filtersOn(f) {
+    return f.topK > 0 || (f.topP > 0 && f.topP < 1) || f.minP > 0 || f.topNSigma > 0;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -95,7 +285,7 @@
       }
       out.push(v);
     }
-    if (out.length > 5000) return { error: "At most 5000 classes (got " + out.length + ")." };
+    if (out.length > MAX_N) return { error: "At most " + MAX_N + " classes (got " + out.length + ")." };
     return { values: out };
   }
 
@@ -166,14 +356,42 @@
   try { raw = JSON.parse(document.getElementById("tempscale-data").textContent) || {}; } catch (e) { raw = {}; }
 
   var state = {
-    values: Array.isArray(raw.values) && raw.values.length ? raw.values.map(decode) : CLASSIC.slice(),
-    labels: Array.isArray(raw.labels) ? raw.labels.map(String) : [],
+    values: Array.isArray(raw.values) && raw.values.length ? mapList(raw.values, decode) : CLASSIC.slice(),
+    labels: Array.isArray(raw.labels) ? mapList(raw.labels, String) : [],
     mode: raw.mode === "logits" || raw.mode === "probabilities" ? raw.mode : "probabilities",
     T: raw.temperature !== undefined ? decode(raw.temperature) : 1,
     error: null,
-    zoom: false
+    zoom: false,
+    filters: { topK: 0, topP: 1, minP: 0, topNSigma: 0, order: "temperature-first", mtk: 1 },
+    top: null,      // the top-N view's N (null: every class up to FULL_VIEW_MAX, else DEFAULT_TOP)
+    search: "",
+    version: 0      // bumped when the numbers change (caches of the ranking and the curve)
   };
+  (function readFilters(f) {
+    if (!f || typeof f !== "object") return;
+    var v = decode(f.top_k); if (v >= 0 && Math.floor(v) === v) state.filters.topK = v;
+    v = decode(f.top_p); if (v > 0 && v <= 1) state.filters.topP = v;
+    v = decode(f.min_p); if (v >= 0 && v <= 1) state.filters.minP = v;
+    v = decode(f.top_n_sigma); if (v >= 0) state.filters.topNSigma = v;
+    v = decode(f.min_tokens_to_keep); if (v >= 1 && Math.floor(v) === v) state.filters.mtk = v;
+    if (f.order === "temperature-first" || f.order === "temperature-last") state.filters.order = f.order;
+  })(raw.filters);
+  if (typeof raw.top === "number" && raw.top >= 1) state.top = Math.floor(raw.top);
   if (!(state.T >= 0)) state.T = 1;
+
+  var FILTER_KEYS = { top_k: "topK", top_p: "topP", min_p: "minP", top_n_sigma: "topNSigma",
+    min_tokens_to_keep: "mtk", order: "order" };
+  /** null when v is a valid value of filter name, else the message */
+  function filterError(name, v) {
+    if (name === "order") return v === "temperature-first" || v === "temperature-last" ? null : "order: temperature-first or temperature-last";
+    if (v !== v || v === undefined) return "not a number";
+    if (name === "topK") return v >= 0 && Math.floor(v) === v && v !== Infinity ? null : "top-k must be an integer \u2265 0 (0 = off)";
+    if (name === "topP") return v > 0 && v <= 1 ? null : "top-p must be in (0, 1] (1 = off)";
+    if (name === "minP") return v >= 0 && v <= 1 ? null : "min-p must be in [0, 1] (0 = off)";
+    if (name === "topNSigma") return v >= 0 ? null : "top-n\u03c3 must be in [0, inf] (0 = off)";
+    if (name === "mtk") return v >= 1 && Math.floor(v) === v && v !== Infinity ? null : "min tokens to keep must be an integer \u2265 1";
+    return "unknown filter";
+  }
 
   // URL fragment (shareable state): #x=1,2,3&labels=a,b,c&T=0.5&mode=logits&title=...
   var titleOverride = null;
@@ -200,6 +418,12 @@
         state.mode = val;
       } else if (key === "title") {
         titleOverride = val;
+      } else if (key === "top") {
+        var tn = parseNumber(val);
+        if (tn >= 1 && Math.floor(tn) === tn) state.top = tn;
+      } else if (FILTER_KEYS.hasOwnProperty(key)) {
+        var fv = key === "order" ? val : parseNumber(val);
+        if (fv !== undefined && filterError(FILTER_KEYS[key], fv) === null) state.filters[FILTER_KEYS[key]] = fv;
       }
     });
   })();
@@ -273,14 +497,19 @@
     return 1;
   }
 
-  function renderBars(x, r, ref, st) {
+  /**
+   * view: the class indices drawn, in drawing order; w: warp's result (each bar's data-warped and
+   * data-kept); active: a filter is on, so kept bars show the renormalised probability and
+   * removed ones, greyed, their probability before truncation.
+   */
+  function renderBars(x, r, ref, st, view, w, active) {
     var svg = $("bars");
     clear(svg);
     var sz = sizeOf(svg, 760, 330), W = sz.w, H = sz.h;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
-    var n = r.p.length;
-    var labels = [], maxLab = 0, i;
-    for (i = 0; i < n; i++) { labels.push(labelOf(i)); maxLab = Math.max(maxLab, labels[i].length); }
+    var n = view.length;
+    var labels = [], maxLab = 0, i, k;
+    for (k = 0; k < n; k++) { labels.push(labelOf(view[k])); maxLab = Math.max(maxLab, labels[k].length); }
     var left = 50, right = 8, top = 22;
     var slot0 = (W - left - right) / n;
     var rotate = n > 1 && slot0 < Math.min(110, 7.5 * Math.min(maxLab, 14) + 10);
@@ -291,9 +520,9 @@
     var pw = W - left - right, ph = H - top - bottom;
     var slot = pw / n;
     var ymax = 1;
-    if (state.zoom && !r.nan) {
+    if ((state.zoom || n < state.values.length) && !r.nan) {  // the top-N view always zooms
       var mx = 0;
-      for (i = 0; i < n; i++) { mx = Math.max(mx, r.p[i] || 0, ref.p[i] || 0); }
+      for (k = 0; k < n; k++) { i = view[k]; mx = Math.max(mx, r.p[i] || 0, ref.p[i] || 0, active ? w.p[i] || 0 : 0); }
       ymax = niceMax(mx);
     }
     var ys = function (v) { return top + ph * (1 - Math.min(v, ymax) / ymax); };
@@ -317,19 +546,26 @@
     var group = svgEl("g", { "class": "bars" }, svg), refPath = "";
     var topSet = {};
     st.argmax.forEach(function (j) { topSet[j] = true; });
-    for (i = 0; i < n; i++) {
-      var x0 = left + slot * i + (slot - bw) / 2, p = r.p[i];
+    var found = searchHit();
+    for (k = 0; k < n; k++) {
+      i = view[k];
+      var x0 = left + slot * k + (slot - bw) / 2, p = r.p[i];
       var masked = x[i] === -Infinity;
-      var hp = p === p ? p : 0;
+      var kept = w.keep[i];
+      var shown = active && kept ? w.p[i] : p;
+      var hp = shown === shown ? shown : 0;
       var rect = svgEl("rect", {
         x: x0, y: ys(hp), width: bw, height: Math.max(0, ys(0) - ys(hp)), rx: Math.min(3, bw / 4),
-        "class": "bar" + (topSet[i] && !r.empty ? " top" : ""),
-        "data-index": i, "data-p": String(p), "data-masked": masked ? "true" : "false"
+        "class": "bar" + (topSet[i] && !r.empty && (kept || !active) ? " top" : "") + (active && !kept ? " removed" : "") +
+          (i === found ? " found" : ""),
+        "data-index": i, "data-p": String(p), "data-masked": masked ? "true" : "false",
+        "data-kept": kept ? "true" : "false", "data-warped": String(w.p[i])
       }, group);
-      rect.setAttribute("data-label", labels[i]);
+      rect.setAttribute("data-label", labels[k]);
       if (n <= 200) {  // tooltips; many bars are read from the table instead
         var tip = svgEl("title", null, rect);
-        tip.textContent = labels[i] + ": p = " + fmt(p, 6) + (masked ? " (masked, \u2212inf)" : "");
+        tip.textContent = labels[k] + ": p = " + fmt(p, 6) + (masked ? " (masked, \u2212inf)" : "") +
+          (active ? (kept ? "; kept, renormalised p = " + fmt(w.p[i], 6) : "; removed by the filters") : "");
       }
       if (ref.p[i] === ref.p[i] && ref.p[i] > 0) {  // the T = 1 outline, one path for all bars
         var ry = ys(ref.p[i]), rb = ys(0);
@@ -340,11 +576,11 @@
       } else if (showVals) {
         // above the bar and above its dashed T = 1 outline
         var refTop = ref.p[i] === ref.p[i] ? ys(ref.p[i]) : ys(0);
-        svgText(svg, fmtBarValue(p, slot >= 46), { x: x0 + bw / 2, y: Math.max(12, Math.min(ys(hp), refTop) - 5), "text-anchor": "middle", "class": "val" });
+        svgText(svg, fmtBarValue(shown, slot >= 46), { x: x0 + bw / 2, y: Math.max(12, Math.min(ys(hp), refTop) - 5), "text-anchor": "middle", "class": "val" });
       }
-      if (i % labelEvery === 0) {
+      if (k % labelEvery === 0) {
         var cx = x0 + bw / 2, ly = ys(0) + 15;
-        var lab = svgText(svg, truncateMiddle(labels[i], maxChars), vertical
+        var lab = svgText(svg, truncateMiddle(labels[k], maxChars), vertical
           ? { x: cx + 4, y: ly - 8, "text-anchor": "end", "class": "xlabel", transform: "rotate(-90 " + (cx + 4) + " " + (ly - 8) + ")" }
           : rotate
           ? { x: cx, y: ly - 4, "text-anchor": "end", "class": "xlabel", transform: "rotate(-40 " + cx + " " + (ly - 4) + ")" }
@@ -363,11 +599,12 @@
   var CURVE_N = 161, curveCache = { key: null, pts: null };
   function curveData(x) {
     // the curve depends on the numbers only: recompute it when they change, not as T moves
-    var key = state.mode + "|" + x.join(",");
+    var key = state.version + "|" + state.mode;
     if (curveCache.key === key) return curveCache.pts;
     var pts = [];
-    for (var i = 0; i < CURVE_N; i++) {
-      var lt = LOG10_MIN + (LOG10_MAX - LOG10_MIN) * i / (CURVE_N - 1);
+    var npts = x.length > 20000 ? 41 : CURVE_N;  // large inputs: fewer points, the same curve
+    for (var i = 0; i < npts; i++) {
+      var lt = LOG10_MIN + (LOG10_MAX - LOG10_MIN) * i / (npts - 1);
       pts.push([lt, stats(softmax(x, Math.pow(10, lt))).entropy]);
     }
     curveCache = { key: key, pts: pts };
@@ -429,14 +666,15 @@
       "text-anchor": right_side ? "start" : "end", "class": "curve-note" });
   }
 
-  function renderTable(r, ref) {
+  function renderTable(r, ref, view, w) {
     var body = $("table-body");
     clear(body);
     if (!$("numbers").open) return;  // filled when opened
     setText("col-input", state.mode === "probabilities" ? "probability given" : "logit");
-    for (var i = 0; i < state.values.length; i++) {
-      var tr = document.createElement("tr");
-      var cells = [labelOf(i), fmtInput(state.values[i]), fmt(ref.p[i], 6), fmt(r.p[i], 6)];
+    for (var k = 0; k < view.length; k++) {
+      var i = view[k], tr = document.createElement("tr");
+      var cells = [labelOf(i), fmtInput(state.values[i]), fmt(ref.p[i], 6), fmt(r.p[i], 6),
+        w.keep[i] ? fmt(w.p[i], 6) : "removed"];
       cells.forEach(function (c, j) {
         var td = document.createElement(j === 0 ? "th" : "td");
         if (j === 0) td.setAttribute("scope", "row");
@@ -445,6 +683,87 @@
       });
       body.appendChild(tr);
     }
+    if (view.length < state.values.length) {
+      var more = document.createElement("tr"), td = document.createElement("td");
+      td.setAttribute("colspan", "5");
+      td.textContent = "\u2026 " + (state.values.length - view.length) + " more classes (the table lists the bars shown)";
+      more.appendChild(td);
+      body.appendChild(more);
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // large inputs: the ranking, the top-N view, the search box
+  // ------------------------------------------------------------------------------------------
+  var inputCache = { key: null, x: null, rank: null };
+  /** the logits of the current input and their ranking (recomputed when the numbers change) */
+  function current() {
+    var key = state.version + "|" + state.mode;
+    if (inputCache.key !== key) {
+      var x = logits(), kx = mapList(x, function (v) { return v > -Infinity ? v : -Infinity; });
+      inputCache = { key: key, x: x, rank: rankOf(kx) };
+    }
+    return inputCache;
+  }
+
+  function viewSize() {
+    var n = state.values.length;
+    if (state.top !== null) return Math.min(n, state.top);
+    return n <= FULL_VIEW_MAX ? n : Math.min(n, DEFAULT_TOP);
+  }
+
+  /** the indices drawn: every class in index order, or the N largest logits, largest first */
+  function viewOf(rank) {
+    var n = state.values.length, N = viewSize(), out = [], i;
+    if (N === n && state.top === null) { for (i = 0; i < n; i++) out.push(i); return out; }
+    return rank.slice(0, N);
+  }
+
+  function searchHit() {
+    var q = state.search.trim(), n = state.values.length;
+    if (!q) return -1;
+    if (/^\d+$/.test(q)) { var i = Number(q); if (i < n) return i; }
+    for (var j = 0; j < n; j++) if (state.labels[j] === q) return j;
+    return -2;  // not found
+  }
+
+  function renderSearch(r, w, rank) {
+    var out = $("search-result"), i = searchHit();
+    ["data-index", "data-rank", "data-p", "data-warped", "data-kept"].forEach(function (a) { out.removeAttribute(a); });
+    if (i === -1) { out.textContent = ""; return; }
+    if (i === -2) { out.textContent = "No class has index or label \u201c" + truncate(state.search.trim(), 40) + "\u201d."; return; }
+    var pos = rank.indexOf(i) + 1;
+    out.setAttribute("data-index", String(i));
+    out.setAttribute("data-rank", String(pos));
+    out.setAttribute("data-p", String(r.p[i]));
+    out.setAttribute("data-warped", String(w.p[i]));
+    out.setAttribute("data-kept", w.keep[i] ? "true" : "false");
+    var lab = labelOf(i);
+    out.textContent = "Class " + i + (lab !== String(i) ? " (\u201c" + truncate(lab, 40) + "\u201d)" : "") +
+      ": rank " + pos + " of " + state.values.length + ", p = " + fmt(r.p[i], 6) + " at T = " + fmtT(state.T) +
+      (w.keep[i] ? "; kept, p = " + fmt(w.p[i], 6) + " after the filters" : "; removed by the filters") + ".";
+  }
+
+  function renderKept(r, w, view, active) {
+    var n = state.values.length, nk = 0, mass = 0, shownMass = 0, shownW = 0, i;
+    for (i = 0; i < n; i++) if (w.keep[i]) { nk++; mass += r.p[i]; }
+    view.forEach(function (j) { shownMass += r.p[j] || 0; shownW += w.p[j] || 0; });
+    var ks = $("kept-summary");
+    ks.setAttribute("data-kept", String(nk));
+    ks.setAttribute("data-mass", String(mass));
+    ks.textContent = state.error || w.nan || !(active || state.T === 0) ? "" : active || state.T === 0
+      ? nk + " of " + n + " classes kept, holding " + fmt(mass, 4) + " of the probability at T = " + fmtT(state.T) +
+        "; the bars show the kept classes renormalised" + (active ? "" : " (T = 0 is greedy: one class)") + "."
+      : "";
+    ks.hidden = ks.textContent === "";
+    var vn = $("view-note");
+    if (view.length < n) {
+      vn.textContent = "Showing the " + view.length + " most probable of " + n + " classes; the other " +
+        (n - view.length) + " hold p = " + fmt(Math.max(0, 1 - shownMass), 4) +
+        (active ? " (" + fmt(Math.max(0, 1 - shownW), 4) + " after the filters)" : "") + ".";
+    } else vn.textContent = "";
+    vn.hidden = vn.textContent === "";
+    vn.setAttribute("data-shown", String(view.length));
   }
 
   function setStat(id, v, text, unit) {
@@ -531,9 +850,17 @@
   function writeHash() {
     if (hashTimer) clearTimeout(hashTimer);
     hashTimer = setTimeout(function () {
-      var parts = ["x=" + encodeURIComponent(state.values.map(fmtInput).join(",")),
-        "T=" + encodeURIComponent(fmtT(state.T)), "mode=" + state.mode];
-      if (state.labels.length) parts.push("labels=" + encodeURIComponent(JSON.stringify(state.labels)));
+      var big = state.values.length > HASH_MAX, f = state.filters;
+      var parts = big ? [] : ["x=" + encodeURIComponent(state.values.map(fmtInput).join(","))];
+      parts.push("T=" + encodeURIComponent(fmtT(state.T)), "mode=" + state.mode);
+      if (f.topK) parts.push("top_k=" + f.topK);
+      if (f.topP < 1) parts.push("top_p=" + f.topP);
+      if (f.minP) parts.push("min_p=" + f.minP);
+      if (f.topNSigma) parts.push("top_n_sigma=" + fmtInput(f.topNSigma));
+      if (f.mtk > 1) parts.push("min_tokens_to_keep=" + f.mtk);
+      if (f.order !== "temperature-first") parts.push("order=" + f.order);
+      if (state.top !== null) parts.push("top=" + state.top);
+      if (state.labels.length && !big) parts.push("labels=" + encodeURIComponent(JSON.stringify(state.labels)));
       if (titleOverride !== null) parts.push("title=" + encodeURIComponent(titleOverride));
       try { history.replaceState(null, "", "#" + parts.join("&")); } catch (e) { /* a file URL may refuse */ }
     }, 250);
@@ -548,19 +875,25 @@
     } else if (!opts.keepValueError) {
       ve.hidden = true; ve.textContent = ""; valuesBox.setAttribute("aria-invalid", "false");
     }
-    var x = logits();
+    var cur = current(), x = cur.x;
     var r = softmax(x, state.T), ref = softmax(x, 1), st = stats(r);
-    if (state.error) { r.p = r.p.map(function () { return NaN; }); }
+    var w = warp(x, state.T, state.filters, cur.rank), active = filtersOn(state.filters);
+    if (state.error) { r.p = mapList(r.p, function () { return NaN; }); w.p = mapList(w.p, function () { return NaN; }); }
+    var view = viewOf(cur.rank);
     root.setAttribute("data-temperature", String(state.T));
     root.setAttribute("data-mode", state.mode);
     root.setAttribute("data-n", String(state.values.length));
     root.setAttribute("data-error", state.error ? "true" : "false");
     renderModeText();
     syncTControls(!!opts.fromSlider);
-    renderBars(x, r, ref, st);
+    root.setAttribute("data-filters", active ? "true" : "false");
+    renderFilters();
+    renderBars(x, r, ref, st, view, w, active);
     renderStats(r, st);
     renderCurve(x, st);
-    renderTable(r, ref);
+    renderTable(r, ref, view, w);
+    renderKept(r, w, view, active);
+    renderSearch(r, w, cur.rank);
     var desc = state.error ? state.error : (r.empty ? "Every class is masked." : r.nan ? "The input holds NaN." :
       "Largest probability " + fmt(st.top, 3) + "; entropy " + fmt(st.entropy, 3) + " nats over " + r.p.length + " classes.");
     setText("chart-desc", desc);
@@ -621,6 +954,7 @@
       return;
     }
     state.values = r.values;
+    state.version++;
     update();
   }
   valuesBox.addEventListener("input", onValues);
@@ -647,6 +981,7 @@
     b.addEventListener("click", function () {
       var ex = EXAMPLES[b.getAttribute("data-example")];
       state.values = ex.values.slice();
+      state.version++;
       state.labels = ex.labels.slice();
       state.mode = ex.mode;
       fillBoxes();
@@ -675,9 +1010,57 @@
   $("curve").addEventListener("pointerup", function () { dragging = false; });
   $("curve").addEventListener("pointercancel", function () { dragging = false; });
 
+  var FILTER_BOXES = [["top-k", "topK"], ["top-p", "topP"], ["min-p", "minP"], ["top-n-sigma", "topNSigma"], ["min-keep", "mtk"]];
+  var FILTER_OFF = { topK: 0, topP: 1, minP: 0, topNSigma: 0, mtk: 1 };
+  function renderFilters() {
+    $("order-first").checked = state.filters.order === "temperature-first";
+    $("order-last").checked = state.filters.order === "temperature-last";
+  }
+  function fillFilterBoxes() {
+    FILTER_BOXES.forEach(function (b) { $(b[0]).value = fmtInput(state.filters[b[1]]); });
+    $("top-n").value = state.top === null ? "" : String(state.top);
+  }
+  function onFilter(box, name) {
+    var text = $(box).value.trim(), v = text === "" ? FILTER_OFF[name] : parseNumber(text);
+    var msg = v === undefined ? "not a number" : filterError(name, v), err = $("filter-error");
+    if (msg !== null) {
+      err.textContent = (v === undefined ? box + ": \u201c" + truncate(text, 24) + "\u201d is not a number" : msg) + ".";
+      err.hidden = false;
+      $(box).setAttribute("aria-invalid", "true");
+      return;
+    }
+    $(box).setAttribute("aria-invalid", "false");
+    err.hidden = true;
+    state.filters[name] = v;
+    update({ keepValueError: true });
+  }
+  FILTER_BOXES.forEach(function (b) {
+    $(b[0]).addEventListener("input", function () { onFilter(b[0], b[1]); });
+  });
+  ["order-first", "order-last"].forEach(function (id) {
+    $(id).addEventListener("change", function () {
+      if ($(id).checked) { state.filters.order = $(id).value; update({ keepValueError: true }); }
+    });
+  });
+  $("top-n").addEventListener("input", function () {
+    var t = $("top-n").value.trim(), v = t === "" ? null : parseNumber(t);
+    if (v === null || (v >= 1 && Math.floor(v) === v && v !== Infinity)) {
+      $("top-n").setAttribute("aria-invalid", "false");
+      state.top = v;
+      update({ keepValueError: true });
+    } else $("top-n").setAttribute("aria-invalid", "true");
+  });
+  $("search").addEventListener("input", function () {
+    state.search = $("search").value;
+    update({ keepValueError: true });
+  });
+
   function fillBoxes() {
-    valuesBox.value = state.values.map(fmtInput).join(", ");
-    labelsBox.value = state.labels.join(", ");
+    // a very long input is not copied into the box (typing there replaces it)
+    valuesBox.value = state.values.length > HASH_MAX ? "" : state.values.map(fmtInput).join(", ");
+    valuesBox.setAttribute("placeholder", state.values.length > HASH_MAX
+      ? state.values.length + " numbers loaded (too many to edit here); typing replaces them" : "");
+    labelsBox.value = state.labels.length > HASH_MAX ? "" : state.labels.join(", ");
     $("values-error").hidden = true;
   }
 
@@ -688,10 +1071,20 @@
   });
 
   fillBoxes();
+  fillFilterBoxes();
   tInput.value = fmtT(state.T);
   update();
   root.setAttribute("data-ready", "true");
 
   // exposed for tests and the curious (read-only helpers, no state)
-  window.tempscaleExplorer = { softmax: softmax, temper: function (p, T) { return softmax(logOfProbabilities(p), T); } };
+  window.tempscaleExplorer = {
+    softmax: softmax,
+    temper: function (p, T) { return softmax(logOfProbabilities(p), T); },
+    warp: function (x, T, f) {
+      var o = f || {};
+      var r = warp(x, T, { topK: o.top_k || 0, topP: o.top_p === undefined ? 1 : o.top_p, minP: o.min_p || 0,
+        topNSigma: o.top_n_sigma || 0, order: o.order || "temperature-first", mtk: o.min_tokens_to_keep || 1 });
+      return { p: Array.prototype.slice.call(r.p), keep: mapList(r.keep, Boolean) };
+    }
+  };
 })();
