@@ -2,7 +2,9 @@
 
 What is timed (same float32 logits and int64 labels for everyone, data already in memory):
 
-* ``tempscale``: ``tempscale.calibration.fit_temperature(logits, labels)``.
+* ``tempscale``: ``tempscale.calibration.fit_temperature(logits, labels)`` (its NumPy passes run
+  in the compiled moments kernel ``tempscale._native._tsmoments`` when it is built; ``--generic``
+  also times the NumPy-chunk evaluator, ``tempscale.config(native=False)``).
 * ``sklearn``: ``sklearn.calibration._TemperatureScaling().fit(logits, labels)``: the calibrator
   that ``CalibratedClassifierCV(method="temperature")`` fits on the logits of its estimator
   (``_fit_calibrator`` -> ``_TemperatureScaling.fit``: ``minimize_scalar`` bounded over
@@ -120,22 +122,28 @@ def breakdown(z, y):
     import tempscale.calibration as C
     from tempscale.calibration import _nll  # the NumPy evaluator whose passes are timed
 
-    orig = _nll.NumpyNLL.evaluate
+    classes = (_nll.NumpyNLL, _nll.NativeNLL)  # the NumPy-chunk and compiled-kernel evaluators
+    origs = [cls.evaluate for cls in classes]
     calls = []
 
-    def timed(self, beta, precise):
-        t0 = time.perf_counter()
-        r = orig(self, beta, precise)
-        calls.append((self.n, beta, precise or self.z.dtype == np.float64, time.perf_counter() - t0))
-        return r
+    def timer(orig):
+        def timed(self, beta, precise):
+            t0 = time.perf_counter()
+            r = orig(self, beta, precise)
+            calls.append((self.n, beta, precise or self.z.dtype == np.float64,
+                          time.perf_counter() - t0))
+            return r
+        return timed
 
-    _nll.NumpyNLL.evaluate = timed
+    for cls, orig in zip(classes, origs, strict=True):
+        cls.evaluate = timer(orig)
     try:
         t0 = time.perf_counter()
         C.fit_temperature(z, y)
         total = time.perf_counter() - t0
     finally:
-        _nll.NumpyNLL.evaluate = orig
+        for cls, orig in zip(classes, origs, strict=True):
+            cls.evaluate = orig
     for n, beta, f64, t in calls:
         print(f"{'':>16}   pass over {n:>9,} rows  beta {beta:.8f}  {'float64' if f64 else 'float32'}"
               f"  {t:.4f} s")
@@ -148,11 +156,18 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="runs of the fast method (best counts)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also print tempscale's passes over the data and their times")
+    ap.add_argument("--generic", action="store_true",
+                    help="also time tempscale with native=False (the NumPy-chunk passes)")
+    ap.add_argument("--sizes", default=None,
+                    help="comma-separated NxK sizes instead of the defaults, e.g. 1000000x10")
+    ap.add_argument("--no-torch", action="store_true", help="skip the torch LBFGS fits")
     ap.add_argument("--device", default="cpu", help="torch device of the logits (cpu, cuda)")
     ap.add_argument("--recipe-all", action="store_true",
                     help="also time the slow LBFGS recipe on inputs over 10M logits (minutes)")
     args = ap.parse_args(argv)
     sizes = [(100_000, 10), (10_000, 1000)] if args.quick else [(1_000_000, 10), (100_000, 1000)]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
 
     import sklearn
     import torch
@@ -186,16 +201,23 @@ def main(argv=None):
         rows = []
         t_ts, T_ts = best_of(lambda zin=zin, yin=yin: fit_tempscale(zin, yin), args.repeat)
         rows.append(("tempscale", T_ts, t_ts))
+        if args.generic and not gpu:
+            import tempscale
+
+            with tempscale.config(native=False):
+                t, T = best_of(lambda: fit_tempscale(z, y), args.repeat)
+            rows.append(("tempscale native=False", T, t))
         try:
             t, T = best_of(lambda z=z, y=y: fit_sklearn(z, y), slow_rep)
             rows.append(("sklearn temperature", T, t))
         except ImportError:  # scikit-learn < 1.8 has no temperature scaling
             print(f"scikit-learn {sklearn.__version__} has no temperature scaling; skipped")
-        if n * k <= 10_000_000 or args.recipe_all:
+        if (n * k <= 10_000_000 or args.recipe_all) and not args.no_torch:
             t, T = best_of(lambda zt=zt, yt=yt: fit_torch_recipe(zt, yt), 1)
             rows.append(("torch LBFGS (recipe)", T, t))
-        t, T = best_of(lambda zt=zt, yt=yt: fit_torch_tuned(zt, yt), slow_rep)
-        rows.append(("torch LBFGS (tuned)", T, t))
+        if not args.no_torch:
+            t, T = best_of(lambda zt=zt, yt=yt: fit_torch_tuned(zt, yt), slow_rep)
+            rows.append(("torch LBFGS (tuned)", T, t))
         if args.breakdown and not gpu:
             breakdown(z, y)
         nll_ts = exact_nll(z, y, T_ts)

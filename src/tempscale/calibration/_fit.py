@@ -15,7 +15,16 @@ from .._compat import array_namespace
 from .._typing import Array, ArrayLike, Namespace
 from .._validation import check_bool, check_scalar, param_error
 from ._checks import check_labels, check_weights, require_concrete, warn_if_probabilities, warn_user
-from ._nll import ArrayNLL, NLLProblem, NumpyNLL, array_scale_exponent, half_spreads, scale_exponent
+from ._nll import (
+    ArrayNLL,
+    NativeNLL,
+    NLLProblem,
+    NumpyNLL,
+    array_scale_exponent,
+    half_spreads,
+    native_moments,
+    scale_exponent,
+)
 from ._solver import Derivatives, Solution, Status, solve_beta
 from ._types import CalibrationWarning
 
@@ -91,9 +100,14 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, sample_weight: Arra
     The fit looks at values, so it cannot run inside ``jax.jit`` (a TypeError says so); call it
     on concrete arrays.
 
-    On NumPy input the logits are streamed in cache-sized row chunks over threads; a float32
-    array is first iterated in float32 arithmetic and finished in float64, so the result is the
-    optimum of the exact (float64) NLL of the given float32 values.  On a large input the
+    On NumPy float32/float64 input each pass is one call of a compiled kernel that reads the
+    logits once (any strides, no copy), fusing the row maximum, the tempered exponentials and
+    the first three moments of the logits under the tempered softmax, and returns only their
+    weighted sums (SIMD, rows split over ``threads``); without the extension, or under
+    ``tempscale.config(native=False)``, NumPy streams cache-sized row chunks over threads
+    instead (the same result to about 1e-12).  A float32 array is first iterated in float32
+    arithmetic and finished in float64, so the result is the optimum of the exact (float64) NLL
+    of the given float32 values.  On a large input the
     iteration starts from the fit of an evenly spaced subsample of rows.  Typically two full
     passes over the data are needed.  Other libraries use whole-array operations (on their
     device) and return the same value.
@@ -239,7 +253,7 @@ def _solve(problem: NLLProblem, beta0: float, tol: float, max_iter: int, *,
 
 
 def _numpy_start(zn: NDArray[Any], y: NDArray[np.intp], w: NDArray[np.float64] | None,
-                 e: int) -> float:
+                 e: int, kernel: Any = None) -> float:
     """The start ``beta``: 1, or on a large input the loose fit of an evenly spaced subsample
     of rows (1 again when that fit ends anywhere but at a finite positive root)."""
     n, k = zn.shape
@@ -247,8 +261,12 @@ def _numpy_start(zn: NDArray[Any], y: NDArray[np.intp], w: NDArray[np.float64] |
     if n < 2 * sub_rows:
         return 1.0
     stride = max(1, n // sub_rows)
-    sub = NumpyNLL(np.ascontiguousarray(zn[::stride]), y[::stride],
-                   None if w is None else np.ascontiguousarray(w[::stride]), threads=1, exp2=e)
+    ws = None if w is None else np.ascontiguousarray(w[::stride])
+    sub: NLLProblem
+    if kernel is not None:
+        sub = NativeNLL(kernel, zn[::stride], y[::stride], ws, threads=1, exp2=e)
+    else:
+        sub = NumpyNLL(np.ascontiguousarray(zn[::stride]), y[::stride], ws, threads=1, exp2=e)
     solution = solve_beta(sub.evaluate, 1.0, tol=1e-6, max_iter=30, precise_from=99, loose=1e-3)
     beta = solution.beta
     if solution.status not in (Status.CONVERGED, Status.MAX_ITER):
@@ -264,16 +282,21 @@ def _fit_beta(xp: Namespace, z: Array, y: NDArray[np.intp], w: NDArray[np.float6
     values (``-inf`` masked entries, NaN, ``+inf``) the whole-array path sorts them out."""
     n = z.shape[0]
     if _compat.is_numpy_namespace(xp):
-        zn = np.ascontiguousarray(z)
+        kernel = native_moments() if z.dtype in (np.float32, np.float64) else None
+        zn: NDArray[Any] = np.asarray(z) if kernel is not None else np.ascontiguousarray(z)
         emax = np.finfo(zn.dtype).maxexp
         e = scale_exponent(*half_spreads(zn[:: max(1, n // 4096)]), emax)
         if e is None and n > 4096:
             e = scale_exponent(*half_spreads(zn), emax)
         if e is None:
             e = 0                         # constant rows: the degenerate check warns
-        prob = NumpyNLL(zn, y, w, threads=threads, exp2=e)
+        prob: NumpyNLL | NativeNLL
+        if kernel is not None:
+            prob = NativeNLL(kernel, zn, y, w, threads=threads, exp2=e)
+        else:
+            prob = NumpyNLL(zn, y, w, threads=threads, exp2=e)
         try:
-            solution, passes = _solve(prob, _numpy_start(zn, y, w, e), tol, max_iter,
+            solution, passes = _solve(prob, _numpy_start(zn, y, w, e, kernel), tol, max_iter,
                                       precise_from=1 if zn.dtype == np.float32 else 0)
         finally:
             prob.close()

@@ -10,6 +10,7 @@ underflows whatever the scale of the logits.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,8 @@ from .._typing import Namespace
 from .._validation import param_error
 from ._solver import Derivatives
 
-__all__ = ["ArrayNLL", "NLLProblem", "NumpyNLL", "array_scale_exponent", "half_spreads",
-           "scale_exponent"]
+__all__ = ["ArrayNLL", "NLLProblem", "NativeNLL", "NumpyNLL", "array_scale_exponent",
+           "half_spreads", "native_moments", "scale_exponent"]
 
 #: how NumpyNLL sums rows: "auto", "blas" or "einsum" (a switch for benchmarks)
 ROWSUM = "auto"
@@ -239,6 +240,70 @@ class NumpyNLL:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+# ============================================================================================
+# NumPy: the compiled moments kernel (one fused pass per evaluation)
+# ============================================================================================
+def native_moments() -> Any:
+    """The compiled ``_tsmoments`` module, or ``None`` (not built, or ``native=False``)."""
+    from .. import _config
+
+    if not _config.current().native:
+        return None
+    try:
+        return importlib.import_module("tempscale._native._tsmoments")
+    except ImportError:
+        return None
+
+
+class NativeNLL:
+    """The NLL derivatives of NumPy float32/float64 logits from the compiled kernel.
+
+    One call of ``_tsmoments.moments`` per evaluation reads the logits once (any strides, no
+    copy) and returns the weighted sums of the per-row gradient, curvature and third derivative;
+    nothing per row is kept.  ``precise=False`` on float32 logits computes in float32 (to get
+    close), otherwise in float64.  Same interface and same ``None`` cases as :class:`NumpyNLL`.
+    """
+
+    def __init__(self, kernel: Any, z: NDArray[Any], y: NDArray[np.intp], w: Float64Array | None,
+                 *, threads: int | None = None, exp2: int = 0) -> None:
+        self.kernel = kernel
+        self.z = z
+        self.y = np.ascontiguousarray(y, dtype=np.intp)
+        self.w = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+        self.exp2 = exp2
+        self.n, self.k = z.shape
+        self.W = float(self.n) if w is None else float(self.w.sum())  # type: ignore[union-attr]
+        if threads is None:
+            threads = min(os.cpu_count() or 1, 4)
+        self.threads = max(1, int(threads))
+        self._nonmax: int | None = None
+
+    def evaluate(self, beta: float, precise: bool) -> Derivatives | None:
+        fast = not precise and self.z.dtype == np.float32
+        g, h, k3, bad, nonmax = self.kernel.moments(self.z, self.y, self.w, beta, self.exp2,
+                                                    not fast, self.threads)
+        self._nonmax = nonmax
+        if bad:
+            return None
+        tot = (g / self.W, h / self.W, k3 / self.W)
+        if not all(math.isfinite(v) for v in tot):
+            return self.evaluate(beta, True) if fast else None
+        return tot
+
+    def grad0(self) -> float | None:
+        """Mean NLL gradient at beta = 0 (a pass with exp(0) = 1: the row means)."""
+        d = self.evaluate(0.0, True)
+        return None if d is None else d[0]
+
+    def separable(self) -> bool:
+        if self._nonmax is None:
+            self.evaluate(1.0, True)
+        return self._nonmax == 0
+
+    def close(self) -> None:
+        """Nothing to release (for the common interface)."""
 
 
 # ============================================================================================
