@@ -205,7 +205,7 @@ def main(argv=None):
             import tempscale
 
             with tempscale.config(native=False):
-                t, T = best_of(lambda: fit_tempscale(z, y), args.repeat)
+                t, T = best_of(lambda z=z, y=y: fit_tempscale(z, y), args.repeat)
             rows.append(("tempscale native=False", T, t))
         try:
             t, T = best_of(lambda z=z, y=y: fit_sklearn(z, y), slow_rep)
