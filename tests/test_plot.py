@@ -514,3 +514,53 @@ def test_reliability_display_temperature_scalars(T):
         with pytest.raises(exc, match="'temperature' parameter of ReliabilityDisplay.from_logits"):
             ReliabilityDisplay.from_logits(z, y, temperature=bad)
     plt.close("all")
+
+
+# ------------------------------------------------------------------------------------------
+# TemperatureDisplay(top=N): long rows (issue 14 item 5)
+# ------------------------------------------------------------------------------------------
+def test_temperature_display_top_draws_the_largest_and_notes_the_others():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=128_256) * 2.0
+    x[17] = x[5] = x.max() + 1.0  # tied largest logits: the lower index first
+    temps = [0.5, 1.0, 3.0]
+    disp = TemperatureDisplay.from_logits(x, temps, top=6)
+    order = np.argsort(-x, kind="stable")[:6]
+    assert disp.class_indices_.tolist() == order.tolist() and order[:2].tolist() == [5, 17]
+    for i, T in enumerate(temps):
+        p = sp_softmax(x / T)
+        np.testing.assert_allclose(_heights(disp.bars_[i]), p[order], rtol=1e-10)
+        np.testing.assert_allclose(disp.others_[i], 1.0 - p[order].sum(), rtol=1e-9)
+        np.testing.assert_allclose(disp.entropy[i], sp_entropy(p), rtol=1e-9)  # of the whole row
+        assert f"{x.size - 6} others: p = {disp.others_[i]:.3g}" in disp.ax_[i].get_title()
+    assert [t.get_text() for t in disp.ax_[0].get_xticklabels()] == [str(i) for i in order]
+    assert "the 6 most probable of 128256" in disp.ax_[0].get_xlabel()
+
+
+def test_temperature_display_top_with_labels_grouped_and_probabilities():
+    p = np.array([0.05, 0.4, 0.1, 0.3, 0.15])
+    labels = ["a", "<b>", "c", "d", "e"]
+    fig, ax = plt.subplots()
+    disp = TemperatureDisplay.from_probabilities(p, [0.5, 2.0], labels=labels, top=2, ax=ax)
+    assert disp.class_indices_.tolist() == [1, 3]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["<b>", "d"]
+    assert len(disp.bars_) == 2 and all(len(b) == 2 for b in disp.bars_)
+    q = p ** 2 / np.sum(p ** 2)
+    np.testing.assert_allclose(_heights(disp.bars_[0]), q[[1, 3]], rtol=1e-12)
+    assert "3 others" in disp.bars_[0].get_label()
+    # top >= the number of classes draws them all, with no note
+    full = TemperatureDisplay.from_logits([1.0, 2.0], [1.0], top=5)
+    assert full.class_indices_.tolist() == [0, 1] and "others" not in full.ax_[0].get_title()
+    np.testing.assert_array_equal(full.others_, [0.0])
+    # the constructor takes top too (ranked by the reference)
+    d = TemperatureDisplay(np.array([[0.1, 0.6, 0.3]]), [1.0], reference=np.array([0.1, 0.6, 0.3]), top=2)
+    assert d.class_indices_.tolist() == [1, 2]
+
+
+def test_temperature_display_top_is_checked():
+    with pytest.raises(ValueError, match="'top' parameter of TemperatureDisplay.from_logits must be an int in"):
+        TemperatureDisplay.from_logits([1.0, 2.0], top=0)
+    with pytest.raises(TypeError, match="'top' parameter of TemperatureDisplay.from_logits"):
+        TemperatureDisplay.from_logits([1.0, 2.0], top=2.5)
+    with pytest.raises(ValueError, match="pass top=N for long rows"):
+        TemperatureDisplay.from_logits(np.zeros(5000))

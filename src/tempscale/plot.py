@@ -26,7 +26,7 @@ import numpy as np
 from ._args import binary_columns, check_input, check_temperature, check_temperatures, deprecated_alias, to_numpy
 from ._softmax import softmax
 from ._typing import ArrayLike
-from ._validation import check_choice, param_error
+from ._validation import check_choice, check_scalar, param_error
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -237,6 +237,11 @@ class TemperatureDisplay:
         What the values were (only used in the default title).
     reference : ndarray of shape (n_classes,), optional
         The ``T = 1`` distribution, drawn as thin ticks in every other panel.
+    top : int, optional
+        Draw only the ``top`` most probable classes (ranked by ``reference``, else by the last
+        row; ties by index), largest first, and note the probability the others hold.  For long
+        rows: a 128k-token vocabulary as its 20 largest classes.  The statistics (entropy, top
+        probability) are always those of the whole row.
 
     Attributes
     ----------
@@ -253,6 +258,10 @@ class TemperatureDisplay:
         The temperature colour bar (panels layout).
     legend_ : matplotlib Legend or None
         The ``T = 1`` reference key (panels) or the temperature legend (grouped).
+    class_indices_ : ndarray of int
+        The classes drawn, in drawing order (every class without ``top``).
+    others_ : ndarray of shape (n_temperatures,)
+        The probability of the classes not drawn at each temperature (zeros without ``top``).
 
     Notes
     -----
@@ -281,25 +290,41 @@ class TemperatureDisplay:
 
     def __init__(self, probabilities: ArrayLike, temperatures: Sequence[float], *,
                  labels: Sequence[str] | None = None, input: str = "logits",
-                 reference: ArrayLike | None = None) -> None:
+                 reference: ArrayLike | None = None, top: int | None = None) -> None:
         func = "TemperatureDisplay"
         self.probabilities: FloatArray = np.asarray(probabilities, dtype=np.float64)
         self.temperatures = tuple(float(t) for t in temperatures)
         _check_count(len(self.temperatures), MAX_TEMPERATURES, "temperatures", func,
                      "temperatures", " (one bar panel each)")
-        _check_count(self.probabilities.shape[-1] if self.probabilities.ndim else 1, MAX_CLASSES,
-                     "probabilities", func, "classes", " drawn as bars")
+        if top is not None:
+            top = check_scalar(top, "top", func, lo=1, hi=MAX_CLASSES, integer=True)
+        self.top = top
+        k = self.probabilities.shape[-1] if self.probabilities.ndim else 1
+        _check_count(k if top is None else min(k, top), MAX_CLASSES,
+                     "probabilities", func, "classes", " drawn as bars (pass top=N for long rows)")
         self.labels = labels
         self.input = input
         self.reference: FloatArray | None = (None if reference is None
                                              else np.asarray(reference, dtype=np.float64))
         self.entropy = _entropy_of(self.probabilities)
         self.max_prob: FloatArray = self.probabilities.max(axis=-1)
+        self.class_indices_, self.others_ = self._select()
+
+    def _select(self) -> tuple[np.ndarray[Any, np.dtype[np.intp]], FloatArray]:
+        """(the classes drawn, the probability of the others per temperature)."""
+        P = self.probabilities
+        k = P.shape[-1] if P.ndim else 1
+        if self.top is None or self.top >= k or P.ndim != 2:
+            return np.arange(k), np.zeros(len(self.temperatures))
+        rank_by = self.reference if self.reference is not None else P[-1]
+        idx = np.argsort(-np.nan_to_num(rank_by, nan=-1.0), kind="stable")[: self.top]
+        others = np.clip(1.0 - P[:, idx].sum(axis=-1), 0.0, 1.0)
+        return idx, others
 
     @classmethod
     def from_logits(cls, logits: ArrayLike, temperatures: Sequence[float] | float = CLASSIC_TEMPERATURES,
                     *, labels: Sequence[Any] | None = None, input: str = "logits", ax: Any = None,
-                    **plot_kwargs: Any) -> TemperatureDisplay:
+                    top: int | None = None, **plot_kwargs: Any) -> TemperatureDisplay:
         """Compute ``softmax(logits, T)`` (or ``temper``) for each T and plot it.
 
         Parameters
@@ -316,12 +341,29 @@ class TemperatureDisplay:
             logits -- see the class docstring for why this matters.
         ax : matplotlib Axes or array of Axes, optional
             Axes to draw on; see :meth:`plot`.
+        top : int, optional
+            Draw the ``top`` classes with the largest logits (ties: lower index first), largest
+            first, with the probability of the others in each panel's title: rows longer than
+            ``MAX_CLASSES`` need it.
         **plot_kwargs
             Passed to :meth:`plot` (``cmap``, ``colorbar``, ``layout``, ``title``, ``ylim``...).
 
         Returns
         -------
         TemperatureDisplay
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import matplotlib.pyplot as plt
+        >>> from tempscale.plot import TemperatureDisplay
+        >>> x = np.linspace(0.0, 8.0, 5000)
+        >>> disp = TemperatureDisplay.from_logits(x, [1.0, 4.0], top=3)
+        >>> disp.class_indices_
+        array([4999, 4998, 4997])
+        >>> round(float(disp.others_[0]), 4)
+        0.9952
+        >>> plt.close(disp.figure_)
         """
         func = "TemperatureDisplay.from_logits"
         input = check_input(input, func)
@@ -332,23 +374,30 @@ class TemperatureDisplay:
         temps = check_temperatures(temperatures, func)
         _check_count(len(temps), MAX_TEMPERATURES, "temperatures", func, "temperatures",
                      " (one bar panel each)")
-        _check_count(x.size, MAX_CLASSES, "logits", func, "classes", " drawn as bars")
+        if top is not None:
+            top = check_scalar(top, "top", func, lo=1, hi=MAX_CLASSES, integer=True)
+        _check_count(x.size if top is None else min(x.size, top), MAX_CLASSES, "logits", func,
+                     "classes", " drawn as bars (pass top=N for long rows)")
         z = _as_logits(x, input, func)
         T = np.asarray(temps, dtype=np.float64)
         probs = softmax(np.broadcast_to(z, (len(temps), z.size)), T)
         reference = softmax(z, 1.0)
         disp = cls(probs, temps, labels=_class_labels(labels, x.size, func), input=input,
-                   reference=reference)
+                   reference=reference, top=top)
+        if top is not None and top < x.size:  # rank by the logits themselves (ties by index)
+            idx = np.argsort(-np.where(np.isnan(z), -np.inf, z), kind="stable")[:top]
+            disp.class_indices_ = idx
+            disp.others_ = np.clip(1.0 - np.asarray(probs)[:, idx].sum(axis=-1), 0.0, 1.0)
         return disp.plot(ax=ax, **plot_kwargs)
 
     @classmethod
     def from_probabilities(cls, probs: ArrayLike,
                            temperatures: Sequence[float] | float = CLASSIC_TEMPERATURES, *,
                            labels: Sequence[Any] | None = None, ax: Any = None,
-                           **plot_kwargs: Any) -> TemperatureDisplay:
+                           top: int | None = None, **plot_kwargs: Any) -> TemperatureDisplay:
         """Re-temper a probability vector (``temper(p, T)``) at each T and plot it."""
         return cls.from_logits(probs, temperatures, labels=labels, input="probabilities", ax=ax,
-                               **plot_kwargs)
+                               top=top, **plot_kwargs)
 
     def plot(self, ax: Any = None, *, layout: str | None = None, cmap: str | Colormap = "plasma",
              colorbar: bool = True, reference: bool | None = None,
@@ -391,7 +440,7 @@ class TemperatureDisplay:
         from matplotlib.axes import Axes
 
         n = len(self.temperatures)
-        k = self.probabilities.shape[-1]
+        k = len(self.class_indices_)
         if layout is None:
             layout = "grouped" if isinstance(ax, Axes) and n > 1 else "panels"
         check_choice(layout, ("panels", "grouped"), "layout", func)
@@ -425,8 +474,24 @@ class TemperatureDisplay:
         return self
 
     def _class_names(self) -> list[str]:
+        """The names of the classes drawn."""
+        idx = self.class_indices_
+        if self.labels is None:
+            return [str(int(i)) for i in idx]
+        names = list(self.labels)
+        return [str(names[int(i)]) for i in idx]
+
+    def _shown(self) -> FloatArray:
+        """The probabilities of the classes drawn (n_temperatures, n_drawn)."""
+        return self.probabilities[..., self.class_indices_]
+
+    def _others_note(self, i: int) -> str:
+        """The mass of the classes not drawn at temperature ``i`` ('' when every class is)."""
         k = self.probabilities.shape[-1]
-        return list(self.labels) if self.labels is not None else [str(i) for i in range(k)]
+        hidden = k - len(self.class_indices_)
+        if hidden <= 0:
+            return ""
+        return f"{hidden} others: p = {self.others_[i]:.3g}"
 
     def _panel_axes(self, ax: Any, ncols: int | None, figsize: tuple[float, float] | None,
                     func: str) -> tuple[Any, list[Axes]]:
@@ -436,7 +501,7 @@ class TemperatureDisplay:
         if ax is not None:
             axs = _axes_list(ax, n, func)
             return axs[0].figure, axs
-        k = self.probabilities.shape[-1]
+        k = len(self.class_indices_)
         ncols = min(n, 5) if ncols is None else int(ncols)
         nrows = math.ceil(n / ncols)
         width = min(max(2.5, 1.45 + 0.1 * k), 4.0)
@@ -452,20 +517,23 @@ class TemperatureDisplay:
                      ylim: tuple[float, float] | None) -> Any:
         """One bar panel per temperature, with the ``T = 1`` ticks where asked; returns the
         handle of those ticks for the legend (None when none were drawn)."""
-        k = self.probabilities.shape[-1]
+        k = len(self.class_indices_)
         xs = np.arange(k)
         labels = self._class_names()
         ref_handle = None
-        reference = self.reference if show_ref else None
+        reference = self.reference[self.class_indices_] if show_ref and self.reference is not None else None
+        shown = self._shown()
         for i, (a, t) in enumerate(zip(axs, self.temperatures, strict=True)):
-            bars = a.bar(xs, self.probabilities[i], width=0.78, color=colors[i], edgecolor="white",
+            bars = a.bar(xs, shown[i], width=0.78, color=colors[i], edgecolor="white",
                          linewidth=0.5, zorder=2, label=f"T = {_fmt_t(t)}")
             self.bars_.append(bars)
             if reference is not None and t != 1.0:
                 ref_handle = a.hlines(reference, xs - 0.39, xs + 0.39, colors=_INK,
                                       linewidth=1.1, zorder=3, label="T = 1")
+            note = self._others_note(i)
             a.set_title(f"T = {_fmt_t(t)}\nH = {self.entropy[i]:.2f} nats · max p = "
-                        f"{self.max_prob[i]:.2f}", fontsize=10, color=_INK, linespacing=1.5)
+                        f"{self.max_prob[i]:.2f}" + (f"\n{note}" if note else ""),
+                        fontsize=10, color=_INK, linespacing=1.5)
             self._xticks(a, xs, labels)
             _style(a)
             if ylim is not None:
@@ -473,8 +541,13 @@ class TemperatureDisplay:
             a.set_xlim(-0.6, k - 0.4)
         axs[0].set_ylabel("probability", fontsize=10, color=_INK)
         for a in axs:
-            a.set_xlabel("class", fontsize=9, color=_MUTED)
+            a.set_xlabel(self._class_axis_label(), fontsize=9, color=_MUTED)
         return ref_handle
+
+    def _class_axis_label(self) -> str:
+        k = self.probabilities.shape[-1]
+        n = len(self.class_indices_)
+        return "class" if n == k else f"class (the {n} most probable of {k})"
 
     @staticmethod
     def _reference_legend(handle: Any, fig: Any, axs: list[Axes], *, below: bool) -> Legend:
@@ -495,28 +568,30 @@ class TemperatureDisplay:
             a = _axes_list(ax, 1, func)[0]
             return a.figure, a
         n = len(self.temperatures)
-        k = self.probabilities.shape[-1]
+        k = len(self.class_indices_)
         width = min(MAX_FIGSIZE, max(5.0, 1.5 + 0.5 * k * max(1, n / 3)))
         fig, a = _pyplot().subplots(figsize=figsize or (width, 3.6), layout="constrained")
         return fig, a
 
     def _draw_grouped(self, a: Axes, colors: list[Color], ylim: tuple[float, float] | None) -> None:
         """One group of bars per class, one bar per temperature."""
-        k = self.probabilities.shape[-1]
+        k = len(self.class_indices_)
         xs = np.arange(k)
         w = 0.84 / len(self.temperatures)
+        shown = self._shown()
         for i, t in enumerate(self.temperatures):
-            bars = a.bar(xs - 0.42 + w * (i + 0.5), self.probabilities[i], width=w, color=colors[i],
+            note = self._others_note(i)
+            bars = a.bar(xs - 0.42 + w * (i + 0.5), shown[i], width=w, color=colors[i],
                          edgecolor="white", linewidth=0.3, zorder=2,
                          label=f"T = {_fmt_t(t)}  (H = {self.entropy[i]:.2f}, max p = "
-                               f"{self.max_prob[i]:.2f})")
+                               f"{self.max_prob[i]:.2f}" + (f"; {note}" if note else "") + ")")
             self.bars_.append(bars)
         self._xticks(a, xs, self._class_names())
         _style(a)
         if ylim is not None:
             a.set_ylim(*ylim)
         a.set_ylabel("probability", fontsize=10, color=_INK)
-        a.set_xlabel("class", fontsize=9, color=_MUTED)
+        a.set_xlabel(self._class_axis_label(), fontsize=9, color=_MUTED)
 
     @staticmethod
     def _xticks(a: Axes, xs: np.ndarray[Any, np.dtype[Any]], labels: list[str]) -> None:

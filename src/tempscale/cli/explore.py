@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,8 @@ examples:
   tempscale explore --labels cat,dog,bird 2.0 1.0 0.1
   tempscale explore --input probabilities 0.7 0.2 0.1
   tempscale explore --file logits.npy --row 3 -o row3.html --force
+  tempscale explore --file vocab.npy --top 40 --top-p 0.9      a 128k-token row: the 40 largest
+  tempscale explore --top-k 5 --min-p 0.05 -T 0.8 -- 3 2 1 0 -1   sampling filters, live
 
 The page needs no network: open it from disk in any browser.
 """
@@ -53,6 +56,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # the former name of --input, hidden; it warns on stderr
     p.add_argument("--mode", choices=("logits", "probabilities"), default=None,
                    dest="deprecated_mode", help=argparse.SUPPRESS)
+    p.add_argument("--top", type=int, metavar="N", default=None,
+                   help="open in the top-N view: the N most probable classes and the mass of "
+                        "the others (default: every class up to 500, the 50 largest beyond)")
+    p.add_argument("-k", "--top-k", type=int, metavar="K", default=None,
+                   help="the page's top-k filter at first (0 = off)")
+    p.add_argument("-p", "--top-p", type=float, metavar="P", default=None,
+                   help="the page's top-p filter at first, in (0, 1] (1 = off)")
+    p.add_argument("--min-p", type=float, metavar="P", default=None,
+                   help="the page's min-p filter at first, in [0, 1] (0 = off)")
+    p.add_argument("--top-n-sigma", type=float, metavar="N", default=None,
+                   help="the page's top-n-sigma filter at first, in [0, inf] (0 = off)")
+    p.add_argument("--order", choices=("temperature-first", "temperature-last"),
+                   default="temperature-first", help="the order of temperature and filters")
+    p.add_argument("--min-tokens-to-keep", type=int, metavar="N", default=1,
+                   help="never truncate below N tokens (default 1)")
     p.add_argument("--title", default=None, help="the page title")
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="PATH",
                    help=f"where to write the page (default ./{DEFAULT_OUTPUT})")
@@ -104,6 +122,27 @@ def _input_kind(args: argparse.Namespace) -> str | None:
     return str(old)
 
 
+def _page_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters and the top-N view, checked here so that errors name the flags."""
+    from ..explorer import MAX_CLASSES
+
+    if args.top is not None and not 1 <= args.top <= MAX_CLASSES:
+        raise CLIError(f"--top must be an integer in [1, {MAX_CLASSES}], got {args.top}")
+    if args.top_k is not None and args.top_k < 0:
+        raise CLIError(f"--top-k must be an integer >= 0 (0 = off), got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:  # NaN too
+        raise CLIError(f"--top-p must be in (0, 1] (1 = off), got {args.top_p:g}")
+    if args.min_p is not None and not 0 <= args.min_p <= 1:
+        raise CLIError(f"--min-p must be in [0, 1] (0 = off), got {args.min_p:g}")
+    if args.top_n_sigma is not None and not args.top_n_sigma >= 0:
+        raise CLIError(f"--top-n-sigma must be in [0, inf] (0 = off), got {args.top_n_sigma:g}")
+    if args.min_tokens_to_keep < 1:
+        raise CLIError(f"--min-tokens-to-keep must be >= 1, got {args.min_tokens_to_keep}")
+    return {"top": args.top, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+            "top_n_sigma": args.top_n_sigma, "order": args.order,
+            "min_tokens_to_keep": args.min_tokens_to_keep}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..explorer import DEFAULT_TITLE, explorer_html
 
@@ -127,11 +166,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--input probabilities needs non-negative numbers")
     if x is not None:
         warn_if_probabilities(x, input_kind, "the explorer")
+    options = _page_options(args)
     check_output(args.output, args.force)
     page = explorer_html(None if x is None else x, labels,
                          math.inf if math.isinf(temperature) else temperature,
                          title=args.title if args.title is not None else DEFAULT_TITLE,
-                         input=input_kind)
+                         input=input_kind, **options)
     path = write_text(args.output, args.force, page)
     print(f"wrote {path}  (open it in a web browser; it needs no network)")
     if args.open_browser:

@@ -24,6 +24,8 @@ NDArray = np.ndarray[Any, np.dtype[Any]]
 FORMATS = (".png", ".svg", ".pdf")
 #: the most classes drawn as bars by the command (the library allows more)
 MAX_BARS = 200
+#: the --top suggested for a longer row
+DEFAULT_TOP = 20
 DEFAULT_TEMPERATURES = "0.1,0.5,1,2,10"
 
 EPILOG = """\
@@ -32,6 +34,7 @@ examples:
   tempscale plot -T 0.5,1,2 -o bars.svg 2.0 1.0 0.1
   tempscale plot --input probabilities 0.1 0.2 0.7  re-temper probabilities (temper), not softmax(p)
   tempscale plot --kind entropy logits.npy -o entropy.pdf
+  tempscale plot --top 15 -T 0.7,1.5 vocab_logits.npy    the 15 largest of a long row, plus the others' mass
   tempscale plot --kind entropy --quantity perplexity --target 3 -- -1 0 1 2
 """
 
@@ -55,6 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--labels", help="comma-separated class labels (--kind temperature)")
     p.add_argument("--row", type=int, metavar="N",
                    help="use row N of a 2-D input (--kind temperature needs one row)")
+    p.add_argument("--top", type=int, metavar="N",
+                   help=f"--kind temperature: draw the N classes with the largest logits and note "
+                        f"the probability the others hold (rows longer than {MAX_BARS} classes "
+                        "need it)")
     p.add_argument("--grouped", action="store_true",
                    help="grouped bars on one axes instead of one panel per temperature")
     p.add_argument("--quantity", choices=("entropy", "perplexity", "max_prob"), default="entropy",
@@ -136,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--dpi must be in (0, 2400], got {args.dpi:g}")
     x = load_input(args.values, args.file, what="logits")
     temps = parse_temperatures(args.temperature)
+    if args.top is not None:
+        if not 1 <= args.top <= MAX_BARS:
+            raise CLIError(f"--top must be an integer in [1, {MAX_BARS}], got {args.top}")
+        if args.kind != "temperature":
+            raise CLIError("--top applies to --kind temperature (bars); --kind entropy uses every class")
     if args.target is not None and not np.isfinite(args.target):
         raise CLIError(f"--target must be a finite number, got {args.target}")
     out = check_figure_path(args.output or f"tempscale-{args.kind}.png", args.force)
@@ -173,9 +185,10 @@ def _temperature_figure(x: NDArray, temps: list[float], kind: str,
     if x.ndim != 1:
         raise CLIError(f"--kind temperature draws one distribution; the input has shape "
                        f"{x.shape} (pick one with --row N)")
-    if x.size > MAX_BARS:
-        raise CLIError(f"{x.size} classes are too many to draw as bars (at most {MAX_BARS}; "
-                       "try --kind entropy)")
+    top = args.top
+    if top is None and x.size > MAX_BARS:
+        raise CLIError(f"{x.size} classes are too many to draw as bars (at most {MAX_BARS}); draw "
+                       f"the largest with --top N (e.g. --top {DEFAULT_TOP}) or try --kind entropy")
     labels = None
     if args.labels:
         labels = [s.strip() for s in args.labels.split(",")]
@@ -183,11 +196,12 @@ def _temperature_figure(x: NDArray, temps: list[float], kind: str,
             raise CLIError(f"--labels has {len(labels)} names for {x.size} classes")
     kw: dict[str, Any] = {} if args.title is None else {"title": args.title}
     if args.grouped:
-        width = min(MAX_FIGSIZE, max(6.0, 2.0 + 0.35 * x.size * max(1, len(temps) / 3)))
+        shown = x.size if top is None else min(top, x.size)
+        width = min(MAX_FIGSIZE, max(6.0, 2.0 + 0.35 * shown * max(1, len(temps) / 3)))
         fig, ax = plt.subplots(figsize=(width, 3.8),
                                layout="constrained")
         kw["ax"] = ax
-    return TemperatureDisplay.from_logits(x, temps, labels=labels, input=kind, **kw)
+    return TemperatureDisplay.from_logits(x, temps, labels=labels, input=kind, top=top, **kw)
 
 
 def _entropy_figure(x: NDArray, temps: list[float], kind: str,
