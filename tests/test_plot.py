@@ -308,8 +308,13 @@ def test_reliability_display_without_histogram_on_given_axes():
     assert disp.ax_.shape == (1, 1) and disp.ax_[0, 0] is ax
     assert ax.get_title() == "model"
     np.testing.assert_allclose(_heights(disp.gap_bars_[0]), 0)
+    # a histogram needs one Axes per column (carved) or two: three is refused
+    fig3, ax3 = plt.subplots(1, 3)
+    with pytest.raises(ValueError, match="'ax' parameter of ReliabilityDisplay.plot must be None, 1 "
+                                         "matplotlib Axes"):
+        ReliabilityDisplay([curve], ["model"]).plot(ax=ax3)
     with pytest.raises(ValueError, match="'ax' parameter of ReliabilityDisplay.plot"):
-        ReliabilityDisplay([curve], ["model"]).plot(ax=ax)
+        ReliabilityDisplay([curve], ["model"]).plot(ax=ax3, hist=False)
 
 
 def _overconfident(n=4000, k=5, seed=0):
@@ -564,3 +569,163 @@ def test_temperature_display_top_is_checked():
         TemperatureDisplay.from_logits([1.0, 2.0], top=2.5)
     with pytest.raises(ValueError, match="pass top=N for long rows"):
         TemperatureDisplay.from_logits(np.zeros(5000))
+
+
+# ------------------------------------------------------------------------------------------
+# ReliabilityDisplay: counts, bootstrap bands, CORP, every ax layout, from_estimator (issue 13 item 3)
+# ------------------------------------------------------------------------------------------
+def _binary_data(n=1500, seed=4):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    y = (X[:, 0] - 0.7 * X[:, 1] + 0.8 * rng.normal(size=n) > 0).astype(int)
+    return X, y
+
+
+def test_reliability_display_labels_each_bin_with_its_count():
+    from tempscale.calibration import reliability_curve
+
+    y, z = _overconfident(n=800)
+    p = sp_softmax(z, axis=1)
+    curve = reliability_curve(p, y, n_bins=10)
+    disp = ReliabilityDisplay.from_predictions(p, y, n_bins=10)
+    got = [int(t.get_text()) for t in disp.count_texts_[0]]
+    assert got == curve.counts[curve.counts > 0].tolist() and sum(got) == 800
+    assert all(t.axes is disp.ax_[1, 0] for t in disp.count_texts_[0])
+    fig, ax = plt.subplots()
+    flat = ReliabilityDisplay.from_predictions(p, y, n_bins=10, ax=ax, hist=False)
+    assert [int(t.get_text()) for t in flat.count_texts_[0]] == got and flat.count_texts_[0][0].axes is ax
+    none = ReliabilityDisplay.from_predictions(p, y, n_bins=10, counts=False)
+    assert none.count_texts_ == [[]]
+    with pytest.raises(TypeError, match="'counts' parameter of ReliabilityDisplay.plot"):
+        ReliabilityDisplay.from_predictions(p, y, counts="yes")
+
+
+def test_reliability_display_bootstrap_band_and_ece_interval():
+    from tempscale.calibration import calibration_error, reliability_curve
+
+    y, z = _overconfident(n=1200, seed=5)
+    p = sp_softmax(z / 2.0, axis=1)
+    B, seed = 60, 11
+    disp = ReliabilityDisplay.from_predictions(p, y, n_bins=8, n_bootstrap=B, random_state=seed)
+    # the band, recomputed by hand: the same resamples, each curve read at the bins' mean confidences
+    curve = reliability_curve(p, y, n_bins=8)
+    filled = curve.counts > 0
+    x = curve.confidence[filled]
+    rng = np.random.default_rng(seed)
+    reads = np.full((B, x.size), np.nan)
+    for b in range(B):
+        idx = rng.integers(0, len(y), len(y))
+        c = reliability_curve(p[idx], y[idx], n_bins=8)
+        for i, xi in enumerate(x):
+            k = min(max(int(np.ceil(xi * 8)) - 1, 0), 7)  # bins (k/8, (k+1)/8]
+            reads[b, i] = c.accuracy[k] if c.counts[k] else np.nan
+    lo = np.nanquantile(reads, 0.025, axis=0)
+    hi = np.nanquantile(reads, 0.975, axis=0)
+    bx, blo, bhi = disp.bands[0]
+    np.testing.assert_allclose(bx, x, rtol=1e-12)
+    np.testing.assert_allclose(blo, lo, rtol=1e-12)
+    np.testing.assert_allclose(bhi, hi, rtol=1e-12)
+    assert disp.bands_[0] is not None and disp.bands_[0].axes is disp.ax_[0, 0]
+    inside = (curve.accuracy[filled] >= blo - 1e-12) & (curve.accuracy[filled] <= bhi + 1e-12)
+    assert inside.mean() >= 0.75
+    legend = [t.get_text() for t in disp.ax_[0, 0].get_legend().get_texts()]
+    assert "bootstrap band" in legend
+    # the ECE interval is calibration_error's own bootstrap
+    r = calibration_error(p, y, n_bins=8, n_bootstrap=B, random_state=seed)
+    assert disp.ece_interval[0] == (pytest.approx(r.low), pytest.approx(r.high))
+    assert f"[{100 * r.low:.2f}, {100 * r.high:.2f}]" in disp.ax_[0, 0].get_title()
+    with pytest.raises(ValueError, match="'n_bootstrap' parameter of ReliabilityDisplay.from_predictions"):
+        ReliabilityDisplay.from_predictions(p, y, n_bootstrap=-1)
+    with pytest.raises(ValueError, match="'confidence_level' parameter of ReliabilityDisplay.from_predictions"):
+        ReliabilityDisplay.from_predictions(p, y, n_bootstrap=5, confidence_level=1.0)
+
+
+def test_reliability_display_corp_isotonic_curve():
+    from tempscale.calibration import reliability_curve
+
+    X, y = _binary_data()
+    s = 2.5 * (X[:, 0] - 0.7 * X[:, 1])
+    p = sp_softmax(np.column_stack([np.zeros_like(s), s]), axis=1)
+    try:
+        curve = reliability_curve(p, y, strategy="isotonic")
+    except ValueError:
+        pytest.skip("reliability_curve has no strategy='isotonic' here yet")
+    disp = ReliabilityDisplay.from_predictions(p, y, strategy="isotonic", n_bootstrap=20, random_state=0)
+    line = disp.corp_lines_[0]
+    assert line is not None and line.get_label() == "CORP (isotonic)"
+    f = curve.counts > 0
+    np.testing.assert_allclose(line.get_ydata(), np.repeat(curve.accuracy[f], 2))
+    acc = curve.accuracy[f]
+    assert np.all(np.diff(acc) >= -1e-12)  # isotonic: non-decreasing
+    want = float(np.sum(curve.counts[f] * np.abs(acc - curve.confidence[f])) / curve.counts.sum())
+    assert disp.ece[0] == pytest.approx(want)
+    assert disp.bands_[0] is not None
+
+
+def test_reliability_display_takes_an_ax_in_every_layout():
+    y, z = _overconfident(n=600)
+    kw = dict(n_bins=6)
+    # one Axes of a constrained-layout grid: the histogram is carved out of its slot
+    fig, axs = plt.subplots(1, 2, layout="constrained")
+    d = ReliabilityDisplay.from_logits(z, y, ax=axs[1], **kw)
+    assert d.ax_.shape == (2, 1) and d.ax_[0, 0] is axs[1] and d.figure_ is fig
+    assert d.ax_[1, 0].get_xlabel() == "confidence (top probability)"
+    top, bottom = d.ax_[0, 0].get_position(), d.ax_[1, 0].get_position()
+    assert bottom.y1 <= top.y0 + 1e-9 and abs(bottom.x0 - top.x0) < 0.02
+    fig.canvas.draw()  # the layout engine copes
+    # an Axes placed by hand (no subplot slot): its box is split
+    fig2 = plt.figure()
+    a = fig2.add_axes((0.1, 0.1, 0.8, 0.8))
+    d2 = ReliabilityDisplay.from_logits(z, y, ax=a, **kw)
+    assert d2.ax_[0, 0] is a and d2.ax_[1, 0].get_position().y1 <= a.get_position().y0 + 1e-9
+    # a (diagram, histogram) pair; two columns with one Axes each; a (2, 2) array
+    fig3, (a1, a2) = plt.subplots(2, 1)
+    d3 = ReliabilityDisplay.from_logits(z, y, ax=[a1, a2], **kw)
+    assert d3.ax_[0, 0] is a1 and d3.ax_[1, 0] is a2
+    fig4, cols = plt.subplots(1, 2)
+    d4 = ReliabilityDisplay.from_logits(z, y, temperature=2.0, ax=cols, **kw)
+    assert d4.ax_.shape == (2, 2) and d4.ax_[0, 0] is cols[0] and d4.ax_[0, 1] is cols[1]
+    fig5, grid = plt.subplots(2, 2)
+    d5 = ReliabilityDisplay.from_logits(z, y, temperature=2.0, ax=grid, **kw)
+    assert (d5.ax_ == grid).all()
+    # without a histogram: one Axes per column
+    fig6, one = plt.subplots()
+    d6 = ReliabilityDisplay.from_logits(z, y, ax=one, hist=False, **kw)
+    assert d6.ax_.shape == (1, 1) and d6.ax_[0, 0] is one and len(fig6.axes) == 1
+    with pytest.raises(ValueError, match="'ax' parameter of ReliabilityDisplay.plot"):
+        ReliabilityDisplay.from_logits(z, y, temperature=2.0, ax=one, **kw)
+
+
+def test_reliability_display_from_estimator():
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = _binary_data()
+    clf = LogisticRegression(C=100.0).fit(X[:1000], y[:1000])
+    Xt, yt = X[1000:], y[1000:]
+    disp = ReliabilityDisplay.from_estimator(clf, Xt, yt, n_bins=8)
+    ref = ReliabilityDisplay.from_predictions(clf.predict_proba(Xt), yt, n_bins=8)
+    assert disp.names == ["LogisticRegression"] and disp.ece == ref.ece
+    np.testing.assert_array_equal(disp.curves[0].counts, ref.curves[0].counts)
+    # string classes map to predict_proba's columns
+    names = np.array(["no", "yes"])
+    clf_s = LogisticRegression(C=100.0).fit(X[:1000], names[y[:1000]])
+    ds = ReliabilityDisplay.from_estimator(clf_s, Xt, names[yt], n_bins=8)
+    assert ds.ece == pytest.approx(ref.ece)
+    with pytest.raises(ValueError, match="'y' parameter of ReliabilityDisplay.from_estimator"):
+        ReliabilityDisplay.from_estimator(clf_s, Xt, np.array(["maybe"] * len(yt)))
+    with pytest.raises(TypeError, match="'estimator' parameter of ReliabilityDisplay.from_estimator"):
+        ReliabilityDisplay.from_estimator(object(), Xt, yt)
+    # a tempscale scaler wrapping the classifier: before and after, side by side
+    from tempscale.calibration import TemperatureScaler
+
+    if "estimator" not in TemperatureScaler().get_params():
+        pytest.skip("TemperatureScaler(estimator=...) is not available here")
+    scaler = TemperatureScaler(estimator=clf).fit(X[1000:1200], y[1000:1200])
+    d2 = ReliabilityDisplay.from_estimator(scaler, Xt, yt, n_bins=8, n_bootstrap=10, random_state=0)
+    assert d2.ax_.shape == (2, 2)
+    assert d2.names[0] == "LogisticRegression" and d2.names[1].startswith("TemperatureScaler (T = ")
+    after = ReliabilityDisplay.from_predictions(scaler.predict_proba(Xt), yt, n_bins=8)
+    assert d2.ece[1] == pytest.approx(after.ece[0]) and d2.ece[0] == pytest.approx(ref.ece[0])
+    only = ReliabilityDisplay.from_estimator(scaler, Xt, yt, n_bins=8, compare=False)
+    assert only.ax_.shape == (2, 1) and only.ece[0] == pytest.approx(after.ece[0])

@@ -26,15 +26,17 @@ import numpy as np
 from ._args import binary_columns, check_input, check_temperature, check_temperatures, deprecated_alias, to_numpy
 from ._softmax import softmax
 from ._typing import ArrayLike
-from ._validation import check_choice, check_scalar, param_error
+from ._validation import check_bool, check_choice, check_scalar, param_error
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.collections import PolyCollection
     from matplotlib.colorbar import Colorbar
     from matplotlib.colors import Colormap
     from matplotlib.container import BarContainer
     from matplotlib.legend import Legend
     from matplotlib.lines import Line2D
+    from matplotlib.text import Text
 
 __all__ = ["EntropyCurveDisplay", "ReliabilityDisplay", "TemperatureDisplay"]
 
@@ -1001,13 +1003,17 @@ class _Bins(NamedTuple):
 
 
 class ReliabilityDisplay:
-    """Reliability diagram with per-bin gaps and a confidence histogram (top-label).
+    """Reliability diagram with per-bin gaps, counts and a confidence histogram (top-label).
 
     Samples are binned by their confidence (top probability); each bin's bar is its accuracy,
     the hatched bar between accuracy and mean confidence is the gap (over-confidence above the
     bar, under-confidence below it), and the dashed diagonal is perfect calibration.  Below,
-    the share of samples per bin, with the mean confidence and the accuracy marked.  When
-    probabilities after temperature scaling are given, both are drawn side by side.
+    the share of samples per bin (each bar labelled with its count), with the mean confidence
+    and the accuracy marked.  When probabilities after temperature scaling are given, both are
+    drawn side by side.  With ``n_bootstrap`` the diagram carries a bootstrap band of the
+    accuracy and the ECE its interval; with ``strategy="isotonic"`` (CORP, Dimitriadis et al.
+    2021, where :func:`tempscale.calibration.reliability_curve` offers it) one bin per isotonic
+    block, and the CORP curve drawn as a step line.
 
     Parameters
     ----------
@@ -1018,29 +1024,66 @@ class ReliabilityDisplay:
         Column titles.
     ece : sequence of float, optional
         Expected calibration error per column.
+    ece_interval : sequence of (float, float), optional
+        A bootstrap interval of each column's ECE, shown after it.
+    bands : sequence of (x, low, high) or None, optional
+        A band of the accuracy per column (``x`` increasing confidences; ``low`` and ``high`` the
+        band's edges there), e.g. the bootstrap percentiles :meth:`from_predictions` computes.
+    strategy : str, optional
+        The binning the curves came from; ``"isotonic"`` draws each curve's CORP step line too.
 
     Attributes
     ----------
-    ax_ : ndarray of matplotlib Axes, shape (2, n_columns)
-        Row 0: reliability diagrams; row 1: confidence histograms.
+    ax_ : ndarray of matplotlib Axes, shape (2, n_columns) or (1, n_columns)
+        Row 0: reliability diagrams; row 1 (with ``hist=True``): confidence histograms.
     figure_ : matplotlib Figure
     bars_ : list of matplotlib BarContainer
         The accuracy bars of each column.
     gap_bars_ : list of matplotlib BarContainer
         The gap bars of each column.
+    count_texts_ : list of list of matplotlib Text
+        The per-bin count labels of each column (empty where not drawn).
+    bands_ : list of matplotlib PolyCollection or None
+        The bootstrap band of each column.
+    corp_lines_ : list of matplotlib Line2D or None
+        The CORP step line of each column (``strategy="isotonic"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import matplotlib.pyplot as plt
+    >>> from tempscale.plot import ReliabilityDisplay
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, 600)
+    >>> z = 3.0 * (rng.normal(size=(600, 3)) + 1.5 * np.eye(3)[y])
+    >>> fig, ax = plt.subplots()
+    >>> disp = ReliabilityDisplay.from_logits(z, y, n_bins=8, n_bootstrap=50, random_state=0, ax=ax)
+    >>> disp.ax_.shape, disp.ax_[0, 0] is ax          # the histogram is built under ax
+    ((2, 1), True)
+    >>> [int(t.get_text()) for t in disp.count_texts_[0]] == disp.curves[0].counts[disp.curves[0].counts > 0].tolist()
+    True
+    >>> plt.close(fig)
     """
 
     def __init__(self, curves: Sequence[Any], names: Sequence[str], *,
-                 ece: Sequence[float] | None = None) -> None:
+                 ece: Sequence[float] | None = None,
+                 ece_interval: Sequence[tuple[float, float]] | None = None,
+                 bands: Sequence[Any] | None = None, strategy: str | None = None) -> None:
         self.curves = list(curves)
         self.names = list(names)
         self.ece = None if ece is None else [float(e) for e in ece]
+        self.ece_interval = (None if ece_interval is None
+                             else [(float(lo), float(hi)) for lo, hi in ece_interval])
+        self.bands = None if bands is None else list(bands)
+        self.strategy = strategy
 
     @classmethod
     def from_predictions(cls, prediction: ArrayLike | None = None, labels: ArrayLike | None = None, *,
                          prediction_after: ArrayLike | None = None, n_bins: int = 15,
                          strategy: str = "uniform", sample_weight: ArrayLike | None = None,
                          names: Sequence[str] | None = None, temperature: float | None = None,
+                         n_bootstrap: int = 0, confidence_level: float = 0.95,
+                         random_state: int | np.random.Generator | None = None,
                          ax: Any = None, **plot_kwargs: Any) -> ReliabilityDisplay:
         """Diagram(s) from predicted probabilities.
 
@@ -1056,15 +1099,27 @@ class ReliabilityDisplay:
             The same after temperature scaling; drawn in a second column (``probs_after=`` is
             its deprecated name).
         n_bins : int, default 15
-        strategy : {"uniform", "quantile"}, default "uniform"
-            Equal-width bins, or bins holding equal numbers of samples.
+        strategy : {"uniform", "quantile", "isotonic"}, default "uniform"
+            Equal-width bins, bins holding equal numbers of samples, or (where
+            :func:`tempscale.calibration.reliability_curve` has it) CORP's isotonic blocks, one
+            bin per block (the ECE is then the curve's own ``sum(counts * |acc - conf|) / n``).
         sample_weight : array_like of shape (n_samples,), optional
             Weights of the bins' means and of the ECE (the histogram counts samples).
         names : (str, str), optional
             Column titles.
         temperature : float, optional
             Shown in the default title of the second column.
-        ax : array of matplotlib Axes, shape (2, n_columns), optional
+        n_bootstrap : int, default 0
+            Bootstrap resamples for a band around each diagram's accuracy (the curve recomputed
+            on each resample, read at the bins' mean confidences; percentile band) and an
+            interval of the ECE (:func:`tempscale.calibration.calibration_error`'s bootstrap).
+            ``0``: none.
+        confidence_level : float, default 0.95
+            Coverage of the band and the interval.
+        random_state : int or numpy.random.Generator, optional
+            Seed of the resampling.
+        ax : matplotlib Axes, pair or array of Axes, optional
+            See :meth:`plot`.
         **plot_kwargs
             Passed to :meth:`plot`.
         """
@@ -1080,17 +1135,36 @@ class ReliabilityDisplay:
         if prediction is None or labels is None:
             raise TypeError(f"{func}() needs the prediction and the labels")
         prediction, labels = _prediction_first(prediction, labels, func)
+        n_bootstrap = check_scalar(n_bootstrap, "n_bootstrap", func, lo=0, integer=True)
+        confidence_level = check_scalar(confidence_level, "confidence_level", func, lo=0, hi=1,
+                                        lo_open=True, hi_open=True)
         sets = [prediction] if prediction_after is None else [prediction, prediction_after]
-        curves, eces = [], []
+        curves, eces, intervals, bands = [], [], [], []
         for p in sets:
             kw: dict[str, Any] = {"n_bins": n_bins, "strategy": strategy, "sample_weight": sample_weight}
-            curves.append(reliability_curve(p, labels, **kw))
-            eces.append(float(calibration_error(p, labels, **kw)))
+            curve = reliability_curve(p, labels, **kw)
+            curves.append(curve)
+            if strategy == "isotonic":  # the ECE of the CORP blocks themselves
+                eces.append(_curve_ece(curve))
+            else:
+                eces.append(float(calibration_error(p, labels, **kw)))
+            if n_bootstrap:
+                bands.append(_bootstrap_band(p, labels, sample_weight, curve, n_bins, strategy,
+                                             n_bootstrap, confidence_level, random_state))
+                if strategy == "isotonic":
+                    intervals.append(_interval(bands[-1][3], confidence_level))
+                else:
+                    r: Any = calibration_error(p, labels, n_bootstrap=n_bootstrap,
+                                               confidence_level=confidence_level,
+                                               random_state=_seed_of(random_state), **kw)
+                    intervals.append((float(r.low), float(r.high)))
         if names is None:
             after = ("after temperature scaling" if temperature is None
                      else f"after temperature scaling (T = {float(temperature):.3g})")
             names = ["before", after][:len(sets)] if len(sets) > 1 else ["reliability"]
-        return cls(curves, names, ece=eces).plot(ax=ax, **plot_kwargs)
+        return cls(curves, names, ece=eces, ece_interval=intervals or None,
+                   bands=[b[:3] for b in bands] or None,
+                   strategy=strategy).plot(ax=ax, **plot_kwargs)
 
     @classmethod
     def from_logits(cls, logits: ArrayLike, labels: ArrayLike,
@@ -1112,7 +1186,8 @@ class ReliabilityDisplay:
             :func:`tempscale.calibration.fit_temperature` on these logits (which shows the best
             case: fit T on held-out data in practice).
         n_bins, strategy, sample_weight, names, ax, **plot_kwargs
-            As in :meth:`from_predictions`.
+            As in :meth:`from_predictions` (``n_bootstrap``, ``confidence_level`` and
+            ``random_state`` too).
 
         Examples
         --------
@@ -1146,31 +1221,127 @@ class ReliabilityDisplay:
                                     strategy=strategy, sample_weight=sample_weight, names=names,
                                     temperature=temperature, ax=ax, **plot_kwargs)
 
+    @classmethod
+    def from_estimator(cls, estimator: Any, X: Any, y: ArrayLike, *, n_bins: int = 15,
+                       strategy: str = "uniform", sample_weight: ArrayLike | None = None,
+                       names: Sequence[str] | None = None, compare: bool = True,
+                       ax: Any = None, **plot_kwargs: Any) -> ReliabilityDisplay:
+        """Diagram(s) of a fitted classifier on ``(X, y)``, from its ``predict_proba``.
+
+        As scikit-learn's ``CalibrationDisplay.from_estimator``, with the top-label diagram of
+        every class (a binary classifier's two columns give the top-label curve; pass
+        ``predict_proba(X)[:, 1]`` to :meth:`from_predictions` for the class-1 curve).
+
+        Parameters
+        ----------
+        estimator : fitted classifier
+            Anything with ``predict_proba(X)``: a scikit-learn classifier, a pipeline, or a
+            tempscale scaler wrapping one (``TemperatureScaler(estimator=clf)``, whose
+            ``predict_proba`` takes the raw features).
+        X : array_like
+            The features ``estimator.predict_proba`` takes (logits for a bare tempscale
+            scaler).
+        y : array_like of shape (n_samples,)
+            True labels: integers ``0 .. n_classes - 1``, or any values found in the
+            estimator's ``classes_`` (mapped to their column).
+        n_bins, strategy, sample_weight
+            As in :meth:`from_predictions`.
+        names : sequence of str, optional
+            Column titles; default the estimator's class name (and the wrapped one's).
+        compare : bool, default True
+            For a tempscale scaler wrapping a classifier (``estimator.estimator`` set): draw the
+            wrapped classifier's own probabilities first and the scaled ones beside them.
+        ax : matplotlib Axes, pair or array of Axes, optional
+            See :meth:`plot`.
+        **plot_kwargs
+            ``n_bootstrap``, ``confidence_level``, ``random_state`` (see
+            :meth:`from_predictions`) and :meth:`plot`'s options.
+
+        Returns
+        -------
+        ReliabilityDisplay
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import matplotlib.pyplot as plt
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> from tempscale.plot import ReliabilityDisplay
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.normal(size=(400, 4)); y = (X[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(int)
+        >>> clf = LogisticRegression().fit(X, y)
+        >>> disp = ReliabilityDisplay.from_estimator(clf, X, y, n_bins=5)
+        >>> disp.names
+        ['LogisticRegression']
+        >>> plt.close(disp.figure_)
+        """
+        func = "ReliabilityDisplay.from_estimator"
+        check_bool(compare, "compare", func)
+        if not callable(getattr(estimator, "predict_proba", None)):
+            raise param_error("estimator", func, "a fitted classifier with predict_proba",
+                              type(estimator).__name__, TypeError)
+        proba = np.asarray(to_numpy(estimator.predict_proba(X)), dtype=np.float64)
+        labels = _estimator_labels(estimator, y, func)
+        inner: Any = getattr(estimator, "estimator", None)
+        wrapped = (compare and inner is not None and callable(getattr(inner, "predict_proba", None))
+                   and type(estimator).__module__.startswith("tempscale"))
+        if wrapped:
+            before = np.asarray(to_numpy(inner.predict_proba(X)), dtype=np.float64)
+            T = getattr(estimator, "temperature_", None)
+            if names is None:
+                after = type(estimator).__name__ + ("" if T is None else f" (T = {float(T):.3g})")
+                names = [type(inner).__name__, after]
+            return cls.from_predictions(before, labels, prediction_after=proba, n_bins=n_bins,
+                                        strategy=strategy, sample_weight=sample_weight,
+                                        names=names, ax=ax, **plot_kwargs)
+        if names is None:
+            names = [type(estimator).__name__]
+        return cls.from_predictions(proba, labels, n_bins=n_bins, strategy=strategy,
+                                    sample_weight=sample_weight, names=names, ax=ax,
+                                    **plot_kwargs)
+
     def plot(self, ax: Any = None, *, title: str | None = None,
-             figsize: tuple[float, float] | None = None, hist: bool = True) -> ReliabilityDisplay:
+             figsize: tuple[float, float] | None = None, hist: bool = True,
+             counts: bool | None = None) -> ReliabilityDisplay:
         """Draw the diagram(s); returns self.
 
         Parameters
         ----------
-        ax : array of matplotlib Axes, optional
-            Shape (2, n_columns) (or (n_columns,) with ``hist=False``); default a new figure.
+        ax : matplotlib Axes, or a sequence / array of Axes, optional
+            Default a new figure.  One Axes per column (a single Axes for one column): the
+            diagram goes there and, with ``hist=True``, the histogram panel is carved out of the
+            same place (its subplot slot, or its position) under it.  Or, with ``hist=True``,
+            two per column (a ``(diagram, histogram)`` pair for one column; shape
+            ``(2, n_columns)`` for several).
         title : str, optional
             Figure title (default none).
         figsize : (float, float), optional
         hist : bool, default True
             Draw the confidence histogram under each diagram.
+        counts : bool, optional
+            Label each non-empty bin with its number of samples (on the histogram's bars, or at
+            the foot of the diagram's bars without a histogram).  Default: up to 20 non-empty
+            bins.
         """
         func = "ReliabilityDisplay.plot"
         figsize = _check_figsize(figsize, func)
+        check_bool(hist, "hist", func)
+        if counts is not None:
+            check_bool(counts, "counts", func)
         fig, axs = self._grid(ax, figsize, hist, func)
         self.bars_: list[BarContainer] = []
         self.gap_bars_: list[BarContainer] = []
+        self.count_texts_: list[list[Text]] = []
+        self.bands_: list[PolyCollection | None] = []
+        self.corp_lines_: list[Line2D | None] = []
         for j, curve in enumerate(self.curves):
             bins = _Bins.of(curve)
             a = axs[0, j]
             bars, gaps = self._draw_diagram(a, bins)
             self.bars_.append(bars)
             self.gap_bars_.append(gaps)
+            self.bands_.append(self._draw_band(a, j))
+            self.corp_lines_.append(self._draw_corp(a, bins) if self.strategy == "isotonic" else None)
             a.plot([0, 1], [0, 1], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0, zorder=4)
             if j == 0:
                 self._gap_legend(a)
@@ -1178,14 +1349,14 @@ class ReliabilityDisplay:
             a.set_ylim(0, 1)
             a.set_aspect("equal" if not hist else "auto")
             a.set_ylabel("accuracy", fontsize=10, color=_INK)
-            name = self.names[j] if j < len(self.names) else f"column {j}"
-            sub = "" if self.ece is None else f"\nECE = {100 * self.ece[j]:.2f} %"
-            a.set_title(f"{name}{sub}", fontsize=10, color=_INK, linespacing=1.5)
+            a.set_title(self._title(j), fontsize=10, color=_INK, linespacing=1.5)
             _style(a, xgrid=True)
+            show_counts = int(bins.filled.sum()) <= 20 if counts is None else counts
             if hist:
-                self._draw_histogram(axs[1, j], bins)
+                self.count_texts_.append(self._draw_histogram(axs[1, j], bins, show_counts))
             else:
                 a.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
+                self.count_texts_.append(self._diagram_counts(a, bins) if show_counts else [])
         if hist and len(self.curves) > 1:  # the same share scale under every diagram
             top = max(h.get_ylim()[1] for h in axs[1])
             for h in axs[1]:
@@ -1196,10 +1367,23 @@ class ReliabilityDisplay:
         self.figure_ = fig
         return self
 
+    def _title(self, j: int) -> str:
+        name = self.names[j] if j < len(self.names) else f"column {j}"
+        if self.ece is None:
+            return name
+        sub = f"\nECE = {100 * self.ece[j]:.2f} %"
+        if self.ece_interval is not None and j < len(self.ece_interval):
+            lo, hi = self.ece_interval[j]
+            sub += f"  [{100 * lo:.2f}, {100 * hi:.2f}]"
+        return f"{name}{sub}"
+
     def _grid(self, ax: Any, figsize: tuple[float, float] | None, hist: bool,
               func: str) -> tuple[Any, np.ndarray[Any, np.dtype[Any]]]:
         """(figure, axes of shape (rows, columns)): diagrams above histograms, one column per
-        curve; a new figure or the user's axes."""
+        curve; a new figure, the user's axes, or the user's one axes per column with a
+        histogram panel carved under each."""
+        from matplotlib.axes import Axes
+
         ncols = len(self.curves)
         nrows = 2 if hist else 1
         if ax is None:
@@ -1208,8 +1392,19 @@ class ReliabilityDisplay:
                 figsize=figsize or (4.4 * ncols + 0.4, 5.6 if hist else 4.4), layout="constrained",
                 gridspec_kw={"height_ratios": [3.2, 1.0]} if hist else None)
             return fig, axs
-        flat = _axes_list(ax, nrows * ncols, func)
-        return flat[0].figure, np.asarray(flat, dtype=object).reshape(nrows, ncols)
+        flat = [ax] if isinstance(ax, Axes) else list(np.asarray(ax, dtype=object).reshape(-1))
+        if not all(isinstance(a, Axes) for a in flat) or len(flat) not in (ncols, nrows * ncols):
+            expect = (f"None, {ncols} matplotlib Axes (one per column) or {nrows * ncols} "
+                      f"(a diagram and a histogram per column)" if hist
+                      else f"None or {ncols} matplotlib Axes (one per column)")
+            raise param_error("ax", func, expect, f"{len(flat)} object(s)", ValueError)
+        if len(flat) == nrows * ncols:
+            return flat[0].figure, np.asarray(flat, dtype=object).reshape(nrows, ncols)
+        pairs = [_split_axes(a) for a in flat]
+        grid = np.empty((2, ncols), dtype=object)
+        for j, (d, h) in enumerate(pairs):
+            grid[0, j], grid[1, j] = d, h
+        return flat[0].figure, grid
 
     @staticmethod
     def _draw_diagram(a: Axes, bins: _Bins) -> tuple[BarContainer, BarContainer]:
@@ -1227,27 +1422,61 @@ class ReliabilityDisplay:
                      linewidth=np.where(gap != 0, 0.8, 0.0).tolist(), hatch="///", zorder=3)
         return bars, gaps
 
+    def _draw_band(self, a: Axes, j: int) -> PolyCollection | None:
+        """The accuracy band of column ``j`` (a shaded area over the bins' mean confidences)."""
+        if self.bands is None or j >= len(self.bands) or self.bands[j] is None:
+            return None
+        x, lo, hi = (np.asarray(v, dtype=np.float64) for v in self.bands[j][:3])
+        ok = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
+        if not ok.any():
+            return None
+        band: PolyCollection = a.fill_between(x[ok], lo[ok], hi[ok], color="#1F2D3D", alpha=0.18,
+                                              linewidth=0, zorder=5, label="bootstrap band")
+        return band
+
+    @staticmethod
+    def _draw_corp(a: Axes, bins: _Bins) -> Line2D:
+        """The CORP curve: each isotonic block's event frequency over its confidence range."""
+        filled = bins.filled
+        xs = np.column_stack([bins.edges[:-1][filled], bins.edges[1:][filled]]).reshape(-1)
+        ys = np.repeat(bins.acc[filled], 2)
+        (line,) = a.plot(xs, ys, color=_RED, linewidth=1.8, zorder=6, label="CORP (isotonic)")
+        return line
+
     @staticmethod
     def _gap_legend(a: Axes) -> None:
-        """The key of the diagram: diagonal, accuracy, and the two kinds of gap."""
-        from matplotlib.lines import Line2D
+        """The key of the diagram: diagonal, accuracy, the two kinds of gap, and the band and
+        CORP line where drawn."""
+        from matplotlib.lines import Line2D as _Line
         from matplotlib.patches import Patch
 
-        handles = [Line2D([], [], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0),
-                   Patch(facecolor=_BLUE, edgecolor="white"),
-                   Patch(facecolor=_OVER_FILL, edgecolor=_RED, hatch="///"),
-                   Patch(facecolor=_UNDER_FILL, edgecolor=_UNDER_EDGE, hatch="///")]
+        handles: list[Any] = [_Line([], [], color="#555555", linestyle=(0, (4, 3)), linewidth=1.0),
+                              Patch(facecolor=_BLUE, edgecolor="white"),
+                              Patch(facecolor=_OVER_FILL, edgecolor=_RED, hatch="///"),
+                              Patch(facecolor=_UNDER_FILL, edgecolor=_UNDER_EDGE, hatch="///")]
         names = ["perfect calibration", "accuracy", "gap: over-confident", "gap: under-confident"]
+        for artist in [*a.collections, *a.lines]:
+            label = str(artist.get_label())
+            if label in ("bootstrap band", "CORP (isotonic)"):
+                handles.append(artist)
+                names.append(label)
         a.legend(handles, names, fontsize=8, frameon=False, loc="upper left")
 
     @staticmethod
-    def _draw_histogram(h: Axes, bins: _Bins) -> None:
-        """The share of samples per bin, with the mean accuracy and mean confidence marked."""
+    def _draw_histogram(h: Axes, bins: _Bins, show_counts: bool) -> list[Text]:
+        """The share of samples per bin, with the mean accuracy and mean confidence marked and
+        each non-empty bar labelled with its count; returns the count labels."""
         counts, filled = bins.counts, bins.filled
         n = counts.sum()
         share = counts / n if n else counts
-        h.bar(bins.left, share, width=bins.width, align="edge", color="#9AA5B1", edgecolor="white",
-              linewidth=0.8, zorder=2)
+        bars = h.bar(bins.left, share, width=bins.width, align="edge", color="#9AA5B1",
+                     edgecolor="white", linewidth=0.8, zorder=2)
+        texts: list[Text] = []
+        if show_counts and filled.any():
+            labels = [f"{int(c)}" if c > 0 else "" for c in counts]
+            texts = [t for t in h.bar_label(bars, labels=labels, fontsize=7, color=_MUTED, padding=1)
+                     if t.get_text()]
+            h.set_ylim(0, max(h.get_ylim()[1], float(share.max()) * 1.25))
         if n:
             mean_conf = float(np.sum(bins.conf[filled] * counts[filled]) / n)
             mean_acc = float(np.sum(bins.acc[filled] * counts[filled]) / n)
@@ -1260,3 +1489,113 @@ class ReliabilityDisplay:
         h.set_ylabel("share", fontsize=9, color=_INK)
         h.set_xlabel("confidence (top probability)", fontsize=10, color=_INK)
         _style(h)
+        return texts
+
+    @staticmethod
+    def _diagram_counts(a: Axes, bins: _Bins) -> list[Text]:
+        """Without a histogram: each non-empty bin's count at the foot of its bar."""
+        texts = []
+        for left, w, c in zip(bins.left, bins.width, bins.counts, strict=True):
+            if c > 0:
+                texts.append(a.text(left + w / 2, 0.01, f"{int(c)}", ha="center", va="bottom",
+                                    fontsize=7, color="white", zorder=7))
+        return texts
+
+
+def _split_axes(a: Axes) -> tuple[Axes, Axes]:
+    """``a`` kept as the diagram, with a histogram panel carved out of its place under it: its
+    subplot slot split 3.2 : 1 (any layout engine handles it), or its position otherwise."""
+    fig: Any = a.figure
+    spec = a.get_subplotspec()
+    if spec is not None:
+        sub = spec.subgridspec(2, 1, height_ratios=[3.2, 1.0])
+        a.set_subplotspec(sub[0])
+        h = fig.add_subplot(sub[1], sharex=a)
+    else:
+        box = a.get_position()
+        hh = box.height * 0.24
+        a.set_position((box.x0, box.y0 + hh + box.height * 0.08, box.width,
+                        box.height - hh - box.height * 0.08))
+        h = fig.add_axes((box.x0, box.y0, box.width, hh), sharex=a)
+    return a, h
+
+
+def _curve_ece(curve: Any) -> float:
+    """``sum(counts * |accuracy - confidence|) / sum(counts)`` over a curve's non-empty bins."""
+    b = curve if isinstance(curve, _Bins) else _Bins.of(curve)
+    n = float(b.counts.sum())
+    if not n:
+        return math.nan
+    f = b.filled
+    return float(np.sum(b.counts[f] * np.abs(b.acc[f] - b.conf[f])) / n)
+
+
+def _seed_of(random_state: Any) -> Any:
+    """The ECE interval's generator: a copy of a given Generator (the band's stays untouched)."""
+    if isinstance(random_state, np.random.Generator):
+        return np.random.default_rng(random_state.bit_generator.random_raw())
+    return random_state
+
+
+def _interval(values: FloatArray, level: float) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (NaN ones left out)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return (math.nan, math.nan)
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(v, a)), float(np.quantile(v, 1.0 - a))
+
+
+def _bootstrap_band(prediction: Any, labels: Any, sample_weight: Any, curve: Any, n_bins: int,
+                    strategy: str, n_bootstrap: int, level: float,
+                    random_state: Any) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(x, low, high, ece replicates): the curve recomputed on ``n_bootstrap`` resamples of the
+    samples (the same binning rule: uniform bins stay, quantile and isotonic bins move), each
+    read as a step function of the confidence at ``x`` = the original bins' mean confidences;
+    the percentile band of those readings."""
+    from .calibration import reliability_curve
+
+    p = np.asarray(to_numpy(prediction))
+    y = np.asarray(to_numpy(labels))
+    w = None if sample_weight is None else np.asarray(to_numpy(sample_weight))
+    rng = np.random.default_rng(random_state)
+    base = _Bins.of(curve)
+    x = base.conf[base.filled]
+    n = y.shape[0]
+    reads = np.full((n_bootstrap, x.size), np.nan)
+    eces = np.full(n_bootstrap, np.nan)
+    for b in range(n_bootstrap):
+        idx = rng.integers(0, n, n)
+        c = _Bins.of(reliability_curve(p[idx], y[idx], n_bins=n_bins, strategy=strategy,
+                                       sample_weight=None if w is None else w[idx]))
+        # bin k holds (edges[k], edges[k + 1]] (the first one its left edge too)
+        k = np.clip(np.searchsorted(c.edges, x, side="left") - 1, 0, c.acc.size - 1)
+        reads[b] = np.where(c.filled[k], c.acc[k], np.nan)
+        eces[b] = _curve_ece(c)
+    a = (1.0 - level) / 2.0
+    low = np.full(x.size, np.nan)
+    high = np.full(x.size, np.nan)
+    for i in range(x.size):
+        col = reads[:, i][np.isfinite(reads[:, i])]
+        if col.size:
+            low[i], high[i] = np.quantile(col, a), np.quantile(col, 1.0 - a)
+    return x, low, high, eces
+
+
+def _estimator_labels(estimator: Any, y: Any, func: str) -> np.ndarray[Any, np.dtype[Any]]:
+    """``y`` as column indices of ``predict_proba``: values found in ``estimator.classes_`` map to
+    their column; integer labels without ``classes_`` are taken as they are."""
+    arr = np.asarray(to_numpy(y))
+    classes = getattr(estimator, "classes_", None)
+    if classes is None:
+        return arr
+    classes = np.asarray(classes)
+    if classes.ndim == 1 and np.array_equal(classes, np.arange(classes.size)):
+        return arr
+    pos = {v: i for i, v in enumerate(classes.tolist())}
+    try:
+        return np.asarray([pos[v] for v in arr.tolist()], dtype=np.int64)
+    except (KeyError, TypeError):
+        missing = next((v for v in arr.tolist() if v not in pos), None)
+        raise param_error("y", func, f"labels among the estimator's classes_ {classes.tolist()}",
+                          missing) from None
