@@ -12,7 +12,7 @@ logsumexp), a ``+inf`` logit takes the limit, and a NaN makes its row NaN.
 Gradients flow into ``x`` and into a temperature tensor (``torch.autograd``).  The kernels
 never synchronise with the host: every special case is decided per row on the device, so
 a temperature tensor's values are not checked either (a negative or NaN entry gives its row
-NaN).  Rows that fit on chip (up to 32768 classes) take one pass; longer rows (vocabularies
+NaN).  Rows that fit on chip (up to 16384 classes) take one pass; longer rows (vocabularies
 up to 256k and beyond) an online (max, sum) pass and an output pass.  ``triton`` is imported
 when a function is first called.  With ``TRITON_INTERPRET=1`` (set before ``triton`` is
 imported) the kernels run in Triton's interpreter on CPU tensors: slow, but exact, which is how
@@ -27,8 +27,13 @@ __all__ = ["softmax", "log_softmax", "logsumexp"]
 
 
 def _apply(name: str, x: Any, temperature: Any, mask: Any, block: int | None) -> Any:
-    from ._triton.softmax import apply
-
+    try:
+        from ._triton.softmax import apply
+    except ImportError as exc:
+        if exc.name not in ("triton", "torch"):
+            raise
+        raise ImportError(f"tempscale.triton.{name} needs the optional dependencies torch and "
+                          f"triton (pip install triton); {exc.name} is not installed") from exc
     return apply(name, x, temperature, mask, block)
 
 

@@ -14,12 +14,14 @@ from typing import Any, NamedTuple
 from .._args import check_temperature
 from .._validation import param_error
 
-#: the widest row one program keeps on chip in a single pass (larger rows take the online pass)
-MAX_SINGLE = 32768
-#: the block of the online pass over longer rows
-ONLINE_BLOCK = 8192
-#: elements per tile when several short rows share one program
-TILE = 4096
+#: per kernel (forward, backward: x and the gradient on chip, KD: two rows): the widest row one
+#: program keeps on chip in a single pass (longer rows take the online pass, whose second read
+#: of a row mostly hits L2), the online pass's block, and the elements of one tile when several
+#: short rows share a program.  Chosen from ptxas's register report for sm_90 (spills appear
+#: beyond these: at 32768 classes in one pass, or 4096-element KD tiles of short rows)
+MAX_SINGLE = {"fwd": 16384, "bwd": 16384, "kd": 8192}
+ONLINE_BLOCK = {"fwd": 8192, "bwd": 8192, "kd": 4096}
+TILE = {"fwd": 4096, "bwd": 4096, "kd": 1024}
 
 #: float32's smallest normal and largest finite numbers
 FLT_TINY = 1.1754943508222875e-38
@@ -131,18 +133,18 @@ class Launch(NamedTuple):
     grid: tuple[int]
 
 
-def launch_config(rows: int, n: int, block: int | None = None) -> Launch:
+def launch_config(rows: int, n: int, block: int | None = None, kernel: str = "fwd") -> Launch:
     """The tile for ``rows`` rows of ``n`` classes (``block`` forces the block size: tests)."""
     full = max(16, 1 << max(n - 1, 0).bit_length())
     if block is not None:
         if block < 16 or block & (block - 1):
             raise param_error("_block", "the Triton launch", "a power of two >= 16", block)
         BLOCK, single = block, block >= n
-    elif full <= MAX_SINGLE:
+    elif full <= MAX_SINGLE[kernel]:
         BLOCK, single = full, True
     else:
-        BLOCK, single = ONLINE_BLOCK, False
-    R = max(1, min(TILE // BLOCK, 1 << max(rows - 1, 0).bit_length()))
+        BLOCK, single = ONLINE_BLOCK[kernel], False
+    R = max(1, min(TILE[kernel] // BLOCK, 1 << max(rows - 1, 0).bit_length()))
     elements = R * BLOCK
     num_warps = 4 if elements <= 2048 else 8 if elements <= 8192 else 16 if elements <= 16384 \
         else 32

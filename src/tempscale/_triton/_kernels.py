@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 #: float32's smallest normal number (``T/2`` is kept at or above it, as the generic path does)
-TINY = 1.1754943508222875e-38
+TINY = tl.constexpr(1.1754943508222875e-38)
 
 KIND_SOFTMAX = 0
 KIND_LOG_SOFTMAX = 1
@@ -59,9 +59,9 @@ def _temps(T_ptr, T_scalar, rows, rmask, t_stride, HAS_T: tl.constexpr, R: tl.co
 def _y(x, m, t, t_half):
     """``(x - m) / t``, or ``(x/2 - m/2) / (t/2)`` where ``x - m`` overflows; float32."""
     d = x - m
-    direct = d / t
-    half = (x * 0.5 - m * 0.5) / t_half
-    return tl.where(d > float("-inf"), direct, half).to(tl.float32)
+    ok = d > float("-inf")
+    # one division: the numerator and the divisor are chosen first
+    return (tl.where(ok, d, x * 0.5 - m * 0.5) / tl.where(ok, t, t_half)).to(tl.float32)
 
 
 @triton.jit
@@ -157,7 +157,7 @@ def _row_stats(X, M, rows, rmask, n, sxr, sxc, smr, smc, t, t_half,
 def _fwd_tile_out(x, valid, m, tie, nan, s, log_s, t, t_half, KIND: tl.constexpr):
     y, top = _tile_y(x, valid, m, tie, t, t_half)
     if KIND == 0:
-        out = tl.exp(y) / s[:, None]
+        out = tl.exp(y) * (1.0 / s)[:, None]
     else:
         out = y - log_s[:, None]
     return tl.where(nan[:, None], float("nan"), out)
@@ -177,13 +177,15 @@ def _softmax_fwd(X, M, Y, STATS, T_ptr, T_scalar, n_rows, n, sxr, sxc, smr, smc,
     rmask = rows < n_rows
     traw, tie_t, t, t_half = _temps(T_ptr, T_scalar, rows, rmask, t_stride, HAS_T, R)
     if SINGLE:
+        # the whole row on chip: y and exp(y) once per entry, reused for the output
         cols = tl.arange(0, BLOCK)
         x, valid, isnan, inside = _load(X, M, rows, cols, rmask, n, sxr, sxc, smr, smc, HAS_MASK)
-        m = tl.full([R], float("-inf"), tl.float32)
-        k = tl.zeros([R], dtype=tl.float32)
-        r = tl.zeros([R], dtype=tl.float32)
-        nan = tl.zeros([R], dtype=tl.int1)
-        m, k, r, nan = _update(x, valid, isnan, m, k, r, nan, t, t_half)
+        m = tl.max(tl.where(valid, x, float("-inf")), axis=1)
+        nan = tl.max(isnan.to(tl.int32), axis=1) > 0
+        y1, top1 = _tile_y(x, valid, m, (m == float("inf")) | tie_t, t, t_half)
+        e1 = tl.exp(y1)
+        k = tl.sum(top1.to(tl.float32), axis=1)
+        r = tl.sum(tl.where(top1, 0.0, e1), axis=1)
     else:
         m, k, r, nan = _row_stats(X, M, rows, rmask, n, sxr, sxc, smr, smc, t, t_half,
                                   HAS_MASK, R, BLOCK)
@@ -207,7 +209,11 @@ def _softmax_fwd(X, M, Y, STATS, T_ptr, T_scalar, n_rows, n, sxr, sxc, smr, smc,
         tl.store(Y + r64, out.to(Y.dtype.element_ty), mask=rmask)
     else:
         if SINGLE:
-            out = _fwd_tile_out(x, valid, m, tie, nan, s, log_s, t, t_half, KIND)
+            if KIND == 0:
+                out = e1 * (1.0 / s)[:, None]
+            else:
+                out = y1 - log_s[:, None]
+            out = tl.where(nan[:, None], float("nan"), out)
             ptr = Y + r64[:, None] * syr + cols.to(tl.int64)[None, :]
             tl.store(ptr, out.to(Y.dtype.element_ty), mask=inside)
         else:
@@ -227,7 +233,7 @@ def _softmax_fwd(X, M, Y, STATS, T_ptr, T_scalar, n_rows, n, sxr, sxc, smr, smc,
 def _bwd_tile(x, valid, g, inside, m, tie, s, t, t_half, KIND: tl.constexpr):
     """Per-tile pieces: ``(y_fin, p, nt, top)`` with ``nt`` the entries ``y`` depends on."""
     y, top = _tile_y(x, valid, m, tie, t, t_half)
-    p = tl.exp(y) / s[:, None]
+    p = tl.exp(y) * (1.0 / s)[:, None]
     nt = valid & (tie[:, None] == 0)
     yf = tl.where(nt & (y > float("-inf")), y, 0.0)
     return yf, p, nt, top

@@ -87,12 +87,12 @@ def kd_rows(student: Any, teacher: Any, T_student: Any, T_teacher: Any, *,
     grad = torch.empty((rows, n), dtype=student.dtype, device=student.device)
     if rows == 0 or n == 0:
         return loss, grad
-    cfg = launch_config(rows, n, _block)
+    cfg = launch_config(rows, n, _block, "kd")
     with quiet():
         K._kd_fwd_bwd[cfg.grid](
             student, teacher, loss, grad, ts.tensor, ts.scalar, tt.tensor, tt.scalar, rows, n,
             student.stride(0), student.stride(1), teacher.stride(0), teacher.stride(1),
             ts.stride, tt.stride, b,
             DIV=_DIVS[divergence], HAS_TS=ts.tensor is not None, HAS_TT=tt.tensor is not None,
-            SINGLE=cfg.single, R=cfg.R, BLOCK=cfg.BLOCK, num_warps=cfg.num_warps)
+            SINGLE=cfg.single, R=cfg.R, BLOCK=cfg.BLOCK, num_warps=cfg.num_warps, enable_fp_fusion=False)
     return loss, grad

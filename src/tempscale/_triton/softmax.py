@@ -48,7 +48,7 @@ def forward(kind: int, x: torch.Tensor, temp: Temp, mask: Any,
             x, m, y, stats, temp.tensor, temp.scalar, rows, n, x.stride(0), x.stride(1), smr, smc,
             n, temp.stride,
             KIND=kind, HAS_MASK=mask is not None, HAS_T=temp.tensor is not None,
-            SINGLE=cfg.single, R=cfg.R, BLOCK=cfg.BLOCK, num_warps=cfg.num_warps)
+            SINGLE=cfg.single, R=cfg.R, BLOCK=cfg.BLOCK, num_warps=cfg.num_warps, enable_fp_fusion=False)
     return y, stats
 
 
@@ -61,7 +61,7 @@ def backward(kind: int, x: torch.Tensor, temp: Temp, mask: Any, stats: torch.Ten
     dt = torch.zeros((rows,), dtype=torch.float32, device=x.device) if need_dt else None
     if rows == 0 or n == 0 or not (need_dx or need_dt):
         return dx, dt
-    cfg = launch_config(rows, n, block)
+    cfg = launch_config(rows, n, block, "bwd")
     m, smr, smc = _mask_args(mask)
     sgr, sgc = (g.stride(0), 0) if kind == K.KIND_LOGSUMEXP else (g.stride(0), g.stride(1))
     with quiet():
@@ -70,7 +70,7 @@ def backward(kind: int, x: torch.Tensor, temp: Temp, mask: Any, stats: torch.Ten
             smr, smc, sgr, sgc, temp.stride,
             KIND=kind, HAS_MASK=mask is not None, HAS_T=temp.tensor is not None,
             NEED_DX=need_dx, NEED_DT=need_dt,
-            SINGLE=cfg.single, R=cfg.R, BLOCK=cfg.BLOCK, num_warps=cfg.num_warps)
+            SINGLE=cfg.single, R=cfg.R, BLOCK=cfg.BLOCK, num_warps=cfg.num_warps, enable_fp_fusion=False)
     return dx, dt
 
 
