@@ -208,6 +208,10 @@ def quiet(func: Callable[_P, _R]) -> Callable[_P, _R]:
 
     @functools.wraps(func)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        torch = sys.modules.get("torch")
+        if torch is not None and args and isinstance(args[0], torch.Tensor):
+            # torch computes without NumPy's flags (and np.errstate would stop torch.compile)
+            return func(*args, **kwargs)
         with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
             return func(*args, **kwargs)
 

@@ -2,9 +2,12 @@
 
 Every function takes the array first, finds its namespace and uses only ``xp.*`` operations, so
 NumPy, PyTorch (autograd intact), JAX (``jit``/``grad``/``vmap`` intact), array-api-strict and Dask
-arrays all work.  For NumPy float arrays a compiled kernel (see :func:`tempscale.show_config`)
-computes the same contract faster, and torch tensors use torch's fused ops; this generic code is
-their reference (``tempscale.config(native=False, torch_fused=False)`` selects it).
+arrays all work.  For NumPy float arrays and CPU torch tensors (float16, bfloat16, float32,
+float64; zero-copy, with a registered autograd formula and ``torch.compile`` support, see
+:mod:`tempscale._torch_ops`) a compiled kernel (see :func:`tempscale.show_config`) computes the
+same contract faster; CUDA tensors take the Triton kernels of :mod:`tempscale.triton` where they
+apply, other torch tensors torch's fused ops; this generic code is their reference
+(``tempscale.config(native=False, torch_fused=False, triton=False)`` selects it).
 
 The numerical contract
 ----------------------
@@ -26,6 +29,7 @@ The numerical contract
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Literal
 
 import numpy as np
@@ -253,6 +257,14 @@ def dispatch(kind: Kind, x: ArrayLike, temperature: Temperature, axis: int | Non
     ``kind`` is the computation; ``func`` the public function named in error messages
     (default ``kind``; ``entropy`` or ``temper`` when they call this).
     """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        # torch tensors first, without array_namespace (torch.compile traces this call)
+        from . import _torch_ops
+
+        t = _torch_ops.dispatch(kind, x, temperature, axis, mask, dtype, keepdims, func or kind)
+        if t is not None:
+            return t
     xp, a, T, ax, m, out, shape, compute = _prepare(x, temperature, axis, mask, dtype,
                                                      func or kind)
     r = _native(kind, xp, a, T, ax, m, out)  # converts float16 itself

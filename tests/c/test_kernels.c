@@ -1,6 +1,6 @@
 /*
  * Standalone test of tempscale's compiled kernels, without Python: softmax, log_softmax and
- * logsumexp on float16 (where the compiler has _Float16), float32 and float64, checked against a
+ * logsumexp on float16 (where the compiler has _Float16), bfloat16, float32 and float64, checked against a
  * long-double reference of the numerical contract on rows of every kind (plain, ties, masked
  * -inf, all masked, +inf, NaN, +-max of the dtype, one entry left, a wide spread), every class of
  * temperature (0, 1e-300, 1e-30, 0.5, 1, 2, 1e30, inf, and per-row temperatures including NaN and
@@ -37,8 +37,8 @@ static const double TEMPS[] = {0.0, 1e-300, 1e-30, 0.5, 1.0, 2.0, 1e30, INFINITY
 static const int WIDTHS[] = {1, 7, 47, 48, 300}; /* narrow (< 48) and wide rows */
 #define NW ((int)(sizeof WIDTHS / sizeof WIDTHS[0]))
 
-static const int TYPE_SIZE[3] = {2, 4, 8};
-static const char *const TYPE_NAME[3] = {"float16", "float32", "float64"};
+static const int TYPE_SIZE[4] = {2, 4, 8, 2};
+static const char *const TYPE_NAME[4] = {"float16", "float32", "float64", "bfloat16"};
 
 static double unit(int pat, int j) { /* a fixed pseudo-random value in [-4, 4) */
     uint32_t h = (uint32_t)(j + 1) * 2654435761u ^ (uint32_t)(pat + 7) * 40503u;
@@ -49,7 +49,8 @@ static double unit(int pat, int j) { /* a fixed pseudo-random value in [-4, 4) *
 }
 
 static double type_max(int type) {
-    return type == T_F16 ? 65504.0 : type == T_F32 ? (double)FLT_MAX : DBL_MAX;
+    return type == T_F16 ? 65504.0 : type == T_F32 ? (double)FLT_MAX
+         : type == T_BF16 ? 0x1.fep127 : DBL_MAX;
 }
 
 /* v rounded to `type` (exact for NaN / inf) */
@@ -58,6 +59,7 @@ static double round_to(int type, double v) {
     if (type == T_F16) return (double)(f16_t)v;
 #endif
     if (type == T_F32) return (double)(float)v;
+    if (type == T_BF16) return (double)bf16_to_f32(f32_to_bf16((float)v));
     return v;
 }
 
@@ -130,7 +132,7 @@ static void reference(const double *x, int n, double T, double *p, double *lp, d
 }
 
 /* cache: [input type][masked][width][pattern][temperature] */
-static ref_t REFS[3][2][NW][NPAT][NT_ROW];
+static ref_t REFS[4][2][NW][NPAT][NT_ROW];
 
 static const ref_t *get_ref(int xt, int masked, int wi, int pat, int ti) {
     ref_t *r = &REFS[xt][masked][wi][pat][ti];
@@ -162,6 +164,7 @@ static double load(const char *p, int type) {
     if (type == T_F16) { f16_t h; memcpy(&h, p, 2); return (double)h; }
 #endif
     if (type == T_F32) { float f; memcpy(&f, p, 4); return f; }
+    if (type == T_BF16) { uint16_t h; memcpy(&h, p, 2); return (double)bf16_to_f32(h); }
     double d; memcpy(&d, p, 8); return d;
 }
 
@@ -170,13 +173,15 @@ static void store(char *p, int type, double v) {
     if (type == T_F16) { f16_t h = (f16_t)v; memcpy(p, &h, 2); return; }
 #endif
     if (type == T_F32) { float f = (float)v; memcpy(p, &f, 4); return; }
+    if (type == T_BF16) { uint16_t h = f32_to_bf16((float)v); memcpy(p, &h, 2); return; }
     memcpy(p, &v, 8);
 }
 
 /* the spacing of `type` at |r| (r finite) */
 static double ulp_of(int type, double r) {
-    int prec = type == T_F16 ? 10 : type == T_F32 ? 23 : 52;
-    double tiny = type == T_F16 ? 0x1p-24 : type == T_F32 ? 0x1p-149 : 0x1p-1074;
+    int prec = type == T_F16 ? 10 : type == T_F32 ? 23 : type == T_BF16 ? 7 : 52;
+    double tiny = type == T_F16 ? 0x1p-24 : type == T_F32 ? 0x1p-149 : type == T_BF16 ? 0x1p-133
+                : 0x1p-1074;
     int e;
     if (r == 0.0) return tiny;
     frexp(fabs(r), &e);
@@ -185,7 +190,9 @@ static double ulp_of(int type, double r) {
 }
 
 /* measured maxima plus headroom, in ulps of the output type (tests/test_native_hardening.py) */
-static double ulp_bound(int type) { return type == T_F16 ? 1.0 : type == T_F32 ? 4.0 : 8.0; }
+static double ulp_bound(int type) {
+    return type == T_F16 || type == T_BF16 ? 1.0 : type == T_F32 ? 4.0 : 8.0;
+}
 
 /* got (of type ot) against the exact ref: same NaN / inf, exact zero where ref is 0 (up to the
    smallest subnormal: a value just under half of it may round up after two roundings), else
@@ -323,8 +330,9 @@ int main(int argc, char **argv) {
         }
     }
     /* type pairs (input -> output) the Python wrapper uses */
-    static const int PAIRS[][2] = {{T_F16, T_F16}, {T_F16, T_F32}, {T_F32, T_F32}, {T_F64, T_F64}};
-    int first_pair = HAVE_F16 ? 0 : 2;
+    static const int PAIRS[][2] = {{T_F16, T_F16}, {T_F16, T_F32}, {T_F32, T_F32}, {T_F64, T_F64},
+                                   {T_BF16, T_BF16}, {T_BF16, T_F32}};
+    const int npairs = (int)(sizeof PAIRS / sizeof PAIRS[0]);
     char isas[128] = "";
     if (ts_isa_best() != ts_isa_kernels(ts_isa_best()->name)) {
         fprintf(stderr, "FAIL ts_isa_best is not a supported ISA\n");
@@ -338,8 +346,9 @@ int main(int argc, char **argv) {
         strncat(isas, isas[0] ? "," : "", sizeof isas - strlen(isas) - 1);
         strncat(isas, name, sizeof isas - strlen(isas) - 1);
         run_empty(K);
-        for (int pi = first_pair; pi < 4; pi++) {
+        for (int pi = 0; pi < npairs; pi++) {
             int xt = PAIRS[pi][0], ot = PAIRS[pi][1];
+            if (!HAVE_F16 && xt == T_F16) continue;
             for (int kind = 0; kind < 3; kind++) {
                 for (int wi = 0; wi < NW; wi++) {
                     for (int layout = 0; layout < NLAYOUT; layout++) {

@@ -26,6 +26,7 @@ typedef intptr_t ts_intp;
 #define T_F16 0
 #define T_F32 1
 #define T_F64 2
+#define T_BF16 3 /* bfloat16: stored as uint16, computed in float32 */
 
 #if defined(__FLT16_MAX__)
 #define HAVE_F16 1
@@ -33,6 +34,24 @@ typedef _Float16 f16_t;
 #else
 #define HAVE_F16 0
 #endif
+
+/* bfloat16 <-> float32: a bfloat16 is the top half of a float32.  The narrowing rounds to nearest,
+   ties to even (as torch does); NaN stays a (quiet) NaN, overflow gives inf.  Branch-free, so the
+   conversion loops vectorise. */
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t q = (u >> 16) | 0x40u; /* NaN: keep the sign and payload's top, set the quiet bit */
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+}
 
 /* Temperature ranges (every accepted T in [0, inf] gives the contract's value):
  *   float32 compute: T < TMIN_F32 goes to the scalar reference (there every nonzero float gap

@@ -47,6 +47,7 @@ static inline double read_T(const job_t *J, const char *pt) {
 static inline double load_as_double(const char *p, int t) {
     if (t == T_F32) { float v; memcpy(&v, p, 4); return v; }
     if (t == T_F64) { double v; memcpy(&v, p, 8); return v; }
+    if (t == T_BF16) { uint16_t h; memcpy(&h, p, 2); return (double)bf16_to_f32(h); }
 #if HAVE_F16
     f16_t h; memcpy(&h, p, 2); return (double)(float)h;
 #else
@@ -57,6 +58,7 @@ static inline double load_as_double(const char *p, int t) {
 static inline void store_from_double(char *p, int t, double v) {
     if (t == T_F32) { float f = (float)v; memcpy(p, &f, 4); return; }
     if (t == T_F64) { memcpy(p, &v, 8); return; }
+    if (t == T_BF16) { uint16_t h = f32_to_bf16((float)v); memcpy(p, &h, 2); return; }
 #if HAVE_F16
     f16_t h = (f16_t)v; memcpy(p, &h, 2); /* one rounding (not double -> float -> half) */
 #endif
@@ -68,6 +70,11 @@ static void gather_f32(const job_t *J, const char *px, const char *pm, float *ds
     if (J->xfast && !pm) {
         const float *x = (const float *)px;
         for (ts_intp j = 0; j < n; j++) dst[j * ds] = x[j];
+        return;
+    }
+    if (J->xt == T_BF16 && !pm && J->rx == 2 && J->xaligned) {
+        const uint16_t *x = (const uint16_t *)px;
+        for (ts_intp j = 0; j < n; j++) dst[j * ds] = bf16_to_f32(x[j]);
         return;
     }
     for (ts_intp j = 0; j < n; j++) {
@@ -99,6 +106,11 @@ static void scatter_f32(const job_t *J, char *po, const float *src, ts_intp ss) 
     if (J->ofast) {
         float *o = (float *)po;
         for (ts_intp j = 0; j < n; j++) o[j] = src[j * ss];
+        return;
+    }
+    if (J->ot == T_BF16 && J->ro == 2 && J->oaligned) {
+        uint16_t *o = (uint16_t *)po;
+        for (ts_intp j = 0; j < n; j++) o[j] = f32_to_bf16(src[j * ss]);
         return;
     }
     for (ts_intp j = 0; j < n; j++) {
@@ -268,7 +280,7 @@ static void job_task(void *ctx, ts_intp task) {
 }
 
 
-static const size_t type_size[3] = {2, 4, 8};
+static const size_t type_size[4] = {2, 4, 8, 2};
 
 void ts_job_init(job_t *J, int kind, int nd, const ts_intp *shape, int axis, const ts_operand *x,
                  const ts_operand *mask, const ts_operand *temp, double T, const ts_operand *out,
@@ -312,6 +324,8 @@ void ts_job_init(job_t *J, int kind, int nd, const ts_intp *shape, int axis, con
     }
     if (J->nd == 0) { J->nd = 1; J->shape[0] = 1; J->sx[0] = J->so[0] = J->sm[0] = J->st[0] = 0; }
     size_t cs = type_size[J->ct];
+    J->xaligned = x->aligned;
+    J->oaligned = out->aligned;
     J->xfast = J->xt == J->ct && J->rx == (ts_intp)cs && x->aligned;
     J->ofast = J->ot == J->ct && J->ro == (ts_intp)cs && out->aligned;
     J->contig = J->xfast && !m && (kind == KIND_LSE || J->ofast);

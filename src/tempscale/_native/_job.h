@@ -15,7 +15,7 @@
 /* one array argument: its elements are at data + sum(i[d] * strides[d]) for index i of x */
 typedef struct {
     char *data;             /* NULL: absent (no mask, a scalar temperature) */
-    int type;               /* T_F16 / T_F32 / T_F64; the mask: one byte per entry, 0 = masked */
+    int type;               /* T_F16 / T_F32 / T_F64 / T_BF16; the mask: one byte per entry, 0 = masked */
     const ts_intp *strides; /* bytes, one per dimension of x (0 along broadcast dimensions) */
     int aligned;            /* data and strides are multiples of the element size */
 } ts_operand;
@@ -29,7 +29,7 @@ typedef struct {
     ts_intp sx[TS_MAXDIMS], sm[TS_MAXDIMS], st[TS_MAXDIMS], so[TS_MAXDIMS];
     ts_intp rx, rm, ro; /* strides along the row, bytes */
     char *x, *m, *t, *o;
-    int contig, narrow, xfast, ofast;
+    int contig, narrow, xfast, ofast, xaligned, oaligned;
     ts_intp rows_per_task;
     const kernels_t *K;
     int err; /* set (atomically) when a task could not allocate its buffers */
@@ -39,7 +39,7 @@ typedef struct {
 } job_t;
 
 /* Describe `kind` over x (nd dims of `shape`, rows along `axis`) into J.  The caller has checked
-   the arguments: 0 <= axis < nd <= TS_MAXDIMS; x float16/32/64; out of x's shape with the
+   the arguments: 0 <= axis < nd <= TS_MAXDIMS; x float16/32/64 or bfloat16; out of x's shape with the
    compute type's precision or less (float64 x: float64 out; logsumexp: stride 0 along axis);
    temp float32/float64 (stride 0 along axis) or absent with T >= 0 (NaN / negative T, or such
    entries in temp, give NaN rows). */

@@ -1,14 +1,18 @@
 /*
- * compute(kind, x, T, mask, out, axis, nthreads) arguments -> a job (_job.h).  The Python wrapper
+ * compute(kind, x, T, mask, out, axis, nthreads[, bf16]) arguments -> a job (_job.h).  bf16 is a
+ * bit set: 1 = x, 2 = out hold bfloat16 values in uint16 arrays (NumPy has no bfloat16; torch
+ * bfloat16 tensors arrive as uint16 views).  The Python wrapper
  * (__init__.py, try_compute) has already broadcast the temperature and mask to x's shape and made
  * `out`; this checks what the C code relies on (types, dimensions, shapes) and describes the
  * arrays as plain strided operands.
  */
 #include "_py.h"
 
-/* T_F16 / T_F32 / T_F64 for a native-byte-order float array, else -1 */
-static int type_code(PyArrayObject *a) {
+/* T_F16 / T_F32 / T_F64 for a native-byte-order float array (T_BF16 for a uint16 array when
+   bf16 is set), else -1 */
+static int type_code(PyArrayObject *a, int bf16) {
     if (!PyArray_ISNBO(PyArray_DESCR(a)->byteorder)) return -1;
+    if (bf16) return PyArray_TYPE(a) == NPY_UINT16 ? T_BF16 : -1;
     switch (PyArray_TYPE(a)) {
         case NPY_HALF: return HAVE_F16 ? T_F16 : -1;
         case NPY_FLOAT: return T_F32;
@@ -23,10 +27,10 @@ static ts_operand operand(PyArrayObject *a, int type) {
 }
 
 int ts_parse_compute(PyObject *args, const kernels_t *K, job_t *J, int *nthreads) {
-    int kind, axis;
+    int kind, axis, bf16 = 0;
     PyObject *xo, *To, *mo, *oo;
-    if (!PyArg_ParseTuple(args, "iO!OOO!ii", &kind, &PyArray_Type, &xo, &To, &mo, &PyArray_Type, &oo,
-                          &axis, nthreads))
+    if (!PyArg_ParseTuple(args, "iO!OOO!ii|i", &kind, &PyArray_Type, &xo, &To, &mo, &PyArray_Type,
+                          &oo, &axis, nthreads, &bf16))
         return -1;
     PyArrayObject *x = (PyArrayObject *)xo, *o = (PyArrayObject *)oo, *m = NULL, *t = NULL;
     int nd = PyArray_NDIM(x);
@@ -38,9 +42,13 @@ int ts_parse_compute(PyObject *args, const kernels_t *K, job_t *J, int *nthreads
         PyErr_SetString(PyExc_ValueError, "too many dimensions");
         return -1;
     }
-    int xt = type_code(x), ot = type_code(o), tt = -1;
+    int xt = type_code(x, bf16 & 1), ot = type_code(o, bf16 & 2), tt = -1;
     if (xt < 0 || ot < 0 || !PyArray_ISWRITEABLE(o)) {
         PyErr_SetString(PyExc_TypeError, "unsupported dtype");
+        return -1;
+    }
+    if (ot == T_BF16 && xt != T_BF16) {
+        PyErr_SetString(PyExc_TypeError, "bfloat16 output needs bfloat16 input");
         return -1;
     }
     if (xt == T_F64 && ot != T_F64) {
@@ -58,7 +66,7 @@ int ts_parse_compute(PyObject *args, const kernels_t *K, job_t *J, int *nthreads
     double T = 0.0;
     if (PyArray_Check(To)) {
         t = (PyArrayObject *)To;
-        tt = type_code(t);
+        tt = type_code(t, 0);
         if (tt != T_F32 && tt != T_F64) {
             PyErr_SetString(PyExc_TypeError, "temperature array must be float32/float64");
             return -1;

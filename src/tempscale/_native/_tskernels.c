@@ -1,6 +1,6 @@
 /*
  * tempscale._native._tskernels: multi-threaded temperature softmax / log_softmax / logsumexp
- * for NumPy float16/float32/float64 arrays.  This file is the Python module; the extension is
+ * for NumPy float16/float32/float64 arrays (and bfloat16 data in uint16 arrays: torch tensors).  This file is the Python module; the extension is
  * built from these sources (setup.py), each with one concern:
  *
  *   _common.h     operation / dtype codes, temperature regimes, shared numerical helpers
@@ -27,7 +27,8 @@
 
 static const kernels_t *K_active = NULL;
 
-/* compute(kind, x, T, mask, out, axis, nthreads); T float or array broadcast to x.shape,
+/* compute(kind, x, T, mask, out, axis, nthreads[, bf16]); bf16 bits: 1 x, 2 out are bfloat16
+   (uint16 arrays); T float or array broadcast to x.shape,
    mask None or bool array broadcast to x.shape, out: x.shape (stride 0 along axis for
    logsumexp), all validated by the Python wrapper. */
 static PyObject *py_compute(PyObject *self, PyObject *args) {
@@ -119,7 +120,7 @@ static PyObject *py_set_stream_bytes(PyObject *self, PyObject *arg) {
 #endif
 
 static PyMethodDef methods[] = {
-    {"compute", py_compute, METH_VARARGS, "compute(kind, x, T, mask, out, axis, nthreads)"},
+    {"compute", py_compute, METH_VARARGS, "compute(kind, x, T, mask, out, axis, nthreads[, bf16])"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "threads used by the kernels"},
     {"set_num_threads", py_set_num_threads, METH_O, "set the threads used by the kernels"},
     {"isa", py_isa, METH_NOARGS, "the instruction set in use"},
@@ -153,6 +154,7 @@ PyMODINIT_FUNC PyInit__tskernels(void) {
     PyModule_AddStringConstant(mod, "compiler", "unknown");
 #endif
     PyModule_AddIntConstant(mod, "has_float16", HAVE_F16);
+    PyModule_AddIntConstant(mod, "has_bfloat16", 1);
 #ifdef TS_BENCH_KERNELS
     PyModule_AddIntConstant(mod, "bench_kernels", 1);
 #else

@@ -1,0 +1,315 @@
+"""CPU torch tensors through the native kernel (tempscale._torch_ops): forward and autograd
+against the generic path (``tempscale._softmax._generic``) on the whole numerical contract, every
+float dtype (bfloat16 included), axes, strides, masks and per-row temperatures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import tempscale as ts
+from tempscale import _native
+from tempscale._softmax import _generic
+
+torch = pytest.importorskip("torch")
+
+pytestmark = pytest.mark.skipif(not _native.available(), reason="native kernels not built")
+
+inf, nan = math.inf, math.nan
+KINDS = ["softmax", "log_softmax", "logsumexp"]
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+RTOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+TEMPS = [0.0, 1e-300, 1e-40, 1e-30, 0.3, 1.0, 7.0, 1e30, inf]
+
+
+def _fn(kind):
+    return getattr(ts, kind)
+
+
+def contract_rows(n: int, dtype) -> torch.Tensor:
+    """Rows of every contract kind (plain, ties, masked, fully masked, +inf, NaN, +-max, tiny)."""
+    g = torch.Generator().manual_seed(n)
+    base = torch.randn(10, n, generator=g, dtype=torch.float64) * 3
+    big = float(torch.finfo(dtype).max)
+    x = base.clone()
+    x[1, : n // 2] = 2.0  # ties
+    x[1, n // 2:] = -1.0
+    x[2, ::3] = -inf  # masked entries
+    x[3] = -inf  # fully masked
+    x[4, 1 % n] = inf  # a +inf maximum
+    x[5, ::2] = inf if n > 1 else 0.0  # several +inf
+    x[6, n // 2] = nan  # NaN row
+    x[7] = x[7] * big / 4  # huge spread
+    x[7, 0] = big
+    x[7, -1] = -big
+    x[8] = x[8] * 1e-6  # nearly flat
+    x[9, 1:] = -inf  # one entry left
+    return x.to(dtype)
+
+
+def close(got, want, dtype, *, grad=False):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    g = got.double()
+    w = want.double()
+    assert torch.equal(torch.isnan(g), torch.isnan(w))
+    assert torch.equal(torch.isinf(g) & (g > 0), torch.isinf(w) & (w > 0))
+    assert torch.equal(torch.isinf(g) & (g < 0), torch.isinf(w) & (w < 0))
+    fin = torch.isfinite(w)
+    rtol = RTOL[dtype] * (50 if grad else 4)
+    scale = w[fin].abs().amax() if fin.any() else 1.0
+    atol = float(scale) * rtol if grad else float(torch.finfo(dtype).tiny)
+    torch.testing.assert_close(g[fin], w[fin], rtol=rtol, atol=atol)
+
+
+def uses_native(y) -> bool:
+    return y.grad_fn is not None and "tempscale" in type(y.grad_fn).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 5, 47, 300])
+def test_forward_contract_matches_generic(kind, dtype, n):
+    x = contract_rows(n, dtype)
+    for T in TEMPS:
+        got = _fn(kind)(x, T)
+        want = _generic(kind, x, T)
+        close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_per_row_temperature_and_masks(kind, dtype):
+    x = contract_rows(60, dtype)
+    T = torch.tensor([0.0, 0.5, inf, 1e-30, 2.0, 1e30, 1.0, 3.0, 1e-300, 0.7], dtype=torch.float64)
+    mask = torch.rand(10, 60, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask[0] = False  # a fully masked row by mask
+    for t in (T, T.float(), T.reshape(10, 1), T[:, None].to(torch.bfloat16), torch.tensor(0.5)):
+        for m in (None, mask, mask[3:4], mask[:, :1].expand(10, 60)):
+            got = _fn(kind)(x, t, mask=m)
+            want = _generic(kind, x, t, mask=m)
+            close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_axes_strides_and_keepdims(kind, dtype):
+    g = torch.Generator().manual_seed(3)
+    base = (torch.randn(6, 50, 7, generator=g, dtype=torch.float64) * 4).to(dtype)
+    views = [base, base.transpose(0, 2), base[:, ::3, :], base[::2, :, 1:],
+             base.permute(1, 2, 0)]
+    for x in views:
+        for axis in (0, 1, -1, None):
+            for T in (0.0, 0.6, inf):
+                got = _fn(kind)(x, T, axis=axis)
+                want = _generic(kind, x, T, axis=axis)
+                close(got, want, dtype)
+                if kind == "logsumexp":
+                    close(ts.logsumexp(x, T, axis=axis, keepdims=True),
+                          _generic(kind, x, T, axis=axis, keepdims=True), dtype)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_row_temperature_other_axis_and_shapes(kind):
+    x = torch.randn(4, 9, 5, dtype=torch.float32)
+    for axis, t in ((1, torch.rand(4, 5) + 0.1), (1, torch.rand(4, 1, 5) + 0.1),
+                    (0, torch.rand(1, 5) + 0.1), (1, torch.tensor(2, dtype=torch.int64)),
+                    (1, torch.tensor([[[2]]], dtype=torch.int32)),
+                    (None, torch.tensor([0.5]))):
+        got = _fn(kind)(x, t, axis=axis)
+        want = _generic(kind, x, t, axis=axis)
+        close(got, want, torch.float32)
+
+
+def test_subnormal_and_huge_temperatures_float32():
+    x = contract_rows(100, torch.float32)
+    for T in (1e-45, 1e-38, 3e-39, 3e38, 1e39, 1e300):
+        for kind in KINDS:
+            close(_fn(kind)(x, T), _generic(kind, x, T), torch.float32)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_empty_inputs(kind):
+    for shape in ((0, 5), (3, 0), (0, 0)):
+        x = torch.zeros(shape)
+        got = _fn(kind)(x, 0.5)
+        want = _generic(kind, x, 0.5)
+        assert got.shape == want.shape and torch.equal(got, want)
+    t = torch.ones(3)
+    x = torch.zeros(3, 0)
+    assert torch.equal(_fn(kind)(x, t), _generic(kind, x, t))
+
+
+def test_takes_the_native_path_and_writes_no_input():
+    x = torch.randn(8, 100, requires_grad=True)
+    before = x.detach().clone()
+    for kind in KINDS:
+        y = _fn(kind)(x, 0.5)
+        assert uses_native(y), kind
+    assert torch.equal(x.detach(), before)
+    with ts.config(native=False):
+        assert not uses_native(ts.softmax(x, 0.5))
+
+
+def test_bfloat16_rounding_is_nearest_even():
+    # the kernel's float32 result rounded once to bfloat16, as torch's .to(bfloat16)
+    x = torch.randn(64, 500, dtype=torch.float32).to(torch.bfloat16)
+    for kind in KINDS:
+        ref = _fn(kind)(x.float(), 0.7)
+        got = _fn(kind)(x, 0.7)
+        diff = (got.float() - ref.to(torch.bfloat16).float()).abs()
+        ulp = ref.abs().clamp_min(1e-30) * 2.0**-7
+        assert bool((diff <= ulp).all()), kind
+
+
+def test_temperature_tensor_errors_name_the_value():
+    x = torch.randn(3, 4)
+    for bad in (torch.tensor([1.0, -2.0, 1.0]), torch.tensor([nan, 1.0, 1.0])):
+        with pytest.raises(ValueError) as got:
+            ts.softmax(x, bad)
+        with ts.config(native=False), pytest.raises(ValueError) as want:
+            ts.softmax(x, bad)
+        assert str(got.value) == str(want.value)
+        assert "'temperature' parameter of softmax" in str(got.value)
+
+
+def test_fallbacks_keep_the_generic_results():
+    x = torch.randn(3, 5)
+    # dtype= conversion, integer masks, NumPy temperatures and integer input stay generic
+    close(ts.softmax(x, 0.5, dtype=torch.float64), _generic("softmax", x, 0.5,
+                                                            dtype=torch.float64), torch.float64)
+    im = torch.ones(3, 5, dtype=torch.int64)
+    close(ts.softmax(x, 0.5, mask=im), _generic("softmax", x, 0.5, mask=im), torch.float32)
+    tn = np.full(3, 0.5)
+    close(ts.softmax(x, tn), _generic("softmax", x, tn), torch.float32)
+    xi = torch.arange(6).reshape(2, 3)
+    assert torch.equal(ts.softmax(xi, 2.0), _generic("softmax", xi, 2.0))
+
+
+# --------------------------------------------------------------------------------------------
+# autograd
+# --------------------------------------------------------------------------------------------
+def _grads(kind, x, T, mask=None, g=None, native=True):
+    x = x.detach().clone().requires_grad_(True)
+    tt = T.detach().clone().requires_grad_(True) if isinstance(T, torch.Tensor) else T
+    f = _fn(kind) if native else (lambda *a, **k: _generic(kind, *a, **k))
+    y = f(x, tt, mask=mask)
+    if g is None:
+        g = torch.linspace(-1, 2, y.numel(), dtype=torch.float64).reshape(y.shape).to(y.dtype)
+        if kind == "log_softmax":
+            # g at the constant -inf outputs: the generic path's autograd lets it leak into the
+            # row maximum's gradient (test_log_softmax_masked_outputs_do_not_leak)
+            valid = x.detach() > -inf if mask is None else (x.detach() > -inf) & mask
+            g = torch.where(valid, g, 0.0).to(y.dtype)
+    inputs = [x] + ([tt] if isinstance(tt, torch.Tensor) else [])
+    return torch.autograd.grad(y, inputs, g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_matches_generic_autograd(kind, dtype):
+    x = contract_rows(40, dtype)
+    for T in TEMPS:
+        got = _grads(kind, x, T)
+        if 0 < T < torch.finfo(dtype).tiny:
+            # the generic path's own float32 gradient divides by T rounded to float32 (0: NaN);
+            # the exact gradient (float64, rounded: +-inf where it overflows) is the reference
+            want = tuple(w.to(dtype) for w in _grads(kind, x.double(), T, native=False))
+        else:
+            want = _grads(kind, x, T, native=False)
+        for a, b in zip(got, want, strict=True):
+            close(a, b, dtype, grad=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_through_per_row_temperature(kind, dtype):
+    x = contract_rows(30, dtype)
+    T = torch.tensor([0.0, 0.5, inf, 1e-30, 2.0, 1e30, 1.0, 3.0, 1e-3, 0.7], dtype=dtype)
+    mask = torch.rand(10, 30, generator=torch.Generator().manual_seed(2)) > 0.25
+    for m in (None, mask):
+        got = _grads(kind, x, T, mask=m)
+        want = _grads(kind, x, T, mask=m, native=False)
+        assert uses_native(_fn(kind)(x, T.requires_grad_(True), mask=m))
+        for a, b in zip(got, want, strict=True):
+            close(a, b, dtype, grad=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradcheck_float64(kind):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    T = (torch.rand(3, 4, generator=g, dtype=torch.float64) + 0.3).requires_grad_(True)
+    mask = torch.ones(3, 6, 4, dtype=torch.bool)
+    mask[0, 2] = False
+
+    def f(a, t):
+        y = _fn(kind)(a, t, axis=1, mask=mask)
+        # log_softmax's masked outputs are the constant -inf (no finite differences there)
+        return torch.where(mask, y, 0.0) if kind == "log_softmax" else y
+
+    assert torch.autograd.gradcheck(f, (x, T))
+    assert torch.autograd.gradcheck(lambda a: _fn(kind)(a, 0.7, axis=-1), (x,))
+
+
+def test_gradient_of_broadcast_temperature_sums_over_rows():
+    x = torch.randn(5, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([[0.8]], dtype=torch.float64, requires_grad=True)
+    for kind in KINDS:
+        got = _grads(kind, x, t)
+        want = _grads(kind, x, t, native=False)
+        assert got[1].shape == t.shape
+        for a, b in zip(got, want, strict=True):
+            close(a, b, torch.float64, grad=True)
+
+
+def test_log_softmax_masked_outputs_do_not_leak():
+    # a masked output is the constant -inf: the gradient ignores the g given there
+    x = torch.tensor([[-inf, 1.0, 2.0], [5.0, -inf, -inf]], dtype=torch.float64,
+                     requires_grad=True)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    g1 = torch.tensor([[7.0, 8.0, 9.0], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    g0 = torch.where(torch.isinf(x.detach()), 0.0, g1)
+    for m in (None, mask):
+        a, = torch.autograd.grad(ts.log_softmax(x, 0.5, mask=m), x, g1)
+        b, = torch.autograd.grad(ts.log_softmax(x, 0.5, mask=m), x, g0)
+        assert torch.equal(a, b)
+    p = torch.softmax(torch.tensor([1.0, 2.0], dtype=torch.float64) / 0.5, -1)
+    want = (torch.tensor([8.0, 9.0], dtype=torch.float64) - 17 * p) / 0.5
+    torch.testing.assert_close(a[0, 1:], want)
+    assert torch.equal(a[1], torch.zeros(3, dtype=torch.float64))
+
+
+def test_cuda_route_moves_the_axis_last_for_the_triton_kernels(monkeypatch):
+    """CUDA tensors go to tempscale.triton's 2-D kernels (checked here with CPU stand-ins)."""
+    pytest.importorskip("triton")
+    import tempscale.triton as tt
+    from tempscale import _torch_ops
+
+    seen = []
+
+    def fake(kind):
+        def fn(x2, T, *, mask=None):
+            seen.append((kind, tuple(x2.shape), None if mask is None else tuple(mask.shape),
+                         T if isinstance(T, float) else tuple(T.shape)))
+            return _generic(kind, x2, T if isinstance(T, float) else T[:, None], mask=mask)
+        return fn
+
+    for kind in KINDS:
+        monkeypatch.setattr(tt, kind, fake(kind))
+    x = torch.randn(3, 7, 5)
+    mask = torch.rand(3, 7, 5) > 0.2
+    t = torch.rand(3, 5) + 0.5
+    for kind in KINDS:
+        got = _torch_ops._route_triton(kind, x, 0.5, None, None, 1)
+        close(got, _generic(kind, x, 0.5, axis=1), torch.float32)
+        got = _torch_ops._route_triton(kind, x, 1.0, t[:, None, :], mask, 1)
+        close(got, _generic(kind, x, t, axis=1, mask=mask), torch.float32)
+    assert seen[0] == ("softmax", (15, 7), None, 0.5)
+    assert seen[1] == ("softmax", (15, 7), (15, 7), (15,))
+    with ts.config(triton=False):
+        assert _torch_ops._route_triton("softmax", x, 0.5, None, None, 1) is None
