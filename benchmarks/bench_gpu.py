@@ -1,6 +1,7 @@
 """GPU benchmark: tempscale's Triton kernels vs the one-liners, a copy of the same bytes, and KD losses.
 
     python benchmarks/bench_gpu.py [--repeat 20] [--quick]
+    python benchmarks/bench_gpu.py --compile-check [--arch 90]     (no GPU needed)
 
 Prints Markdown tables (medians of ``--repeat`` timed runs, CUDA events, after a warm-up):
 
@@ -18,6 +19,11 @@ Prints Markdown tables (medians of ``--repeat`` timed runs, CUDA events, after a
    logits-sized buffers (``torch.cuda.max_memory_allocated`` above what was allocated before).
 
 Not part of the test suite; needs a CUDA device (exits with a one-line message otherwise).
+``--compile-check`` needs no GPU: it compiles every kernel variant (kinds, divergences,
+dtypes, one-pass and online, with and without mask / temperature tensor, at the launch
+configurations of the shapes above) for ``sm_<arch>`` with ``triton.compile`` and prints
+ptxas's register and spill report, so compile errors and register spills show up on a
+machine without a GPU.
 """
 
 from __future__ import annotations
@@ -204,11 +210,118 @@ def _kd_row(kd: Any, liger: Any, kd_rows: Any, shape: tuple[int, int], dtype: An
           f"| {res['rows']} | {res['liger']} | {ratio} |")
 
 
+def _ptxas_report(ptx: str) -> str:
+    """ptxas's register / spill line for ``ptx`` (Triton's bundled ptxas), or why there is none."""
+    import glob
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+
+    tools = sorted(glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia",
+                                          "bin", "ptxas*")), reverse=True)  # ptxas-blackwell first
+    arch = next((line.split()[1] for line in ptx.splitlines() if line.startswith(".target")), "")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        for tool in tools:
+            r = subprocess.run([tool, f"-arch={arch}", "-v", src, "-o", os.path.join(tmp, "k.o")],
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                lines = [ln.split(":", 1)[-1].strip() for ln in r.stderr.splitlines()
+                         if "Used" in ln or "spill" in ln]
+                return "; ".join(lines)
+    return "no ptxas could assemble it"
+
+
+def compile_check(arch: int) -> None:
+    """Compile every kernel variant for sm_<arch> (no GPU needed) and print ptxas's report."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from tempscale._triton import _kernels as K
+    from tempscale._triton._common import launch_config
+
+    target = GPUTarget("cuda", arch, 32)
+    ints = ("n_rows", "n", "sxr", "sxc", "smr", "smc", "syr", "t_stride", "sgr", "sgc", "ssr",
+            "ssc", "str_", "stc", "ts_stride", "tt_stride")
+    print(f"## compile check: triton {triton.__version__}, sm_{arch}\n")
+    print("| kernel | variant | ptxas |")
+    print("|---|---|---|")
+    failures = 0
+
+    def build(fn: Any, ptrs: dict[str, str], const: dict[str, Any], warps: int, label: str) -> None:
+        nonlocal failures
+        sig = {}
+        for p in fn.params:
+            if p.name in const:
+                sig[p.name] = "constexpr"
+            elif p.name in ptrs:
+                sig[p.name] = ptrs[p.name]
+            else:
+                sig[p.name] = "i32" if p.name in ints else "fp32"
+        try:
+            ck = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=const), target=target,
+                                options={"num_warps": warps, "enable_fp_fusion": False})
+            report = _ptxas_report(ck.asm["ptx"])
+        except Exception as exc:
+            failures += 1
+            report = f"**FAILED**: {type(exc).__name__}: {str(exc).splitlines()[-1][:200]}"
+        print(f"| {fn.fn.__name__} | {label} | {report} |", flush=True)
+
+    for (rows, n), kind, xd, mask, tdt in [((4096, 1024), 0, "bf16", False, None),
+                                           ((4096, 1024), 1, "fp32", True, "fp32"),
+                                           ((4096, 1024), 2, "fp16", True, "fp64"),
+                                           ((4096, 32000), 0, "bf16", False, None),
+                                           ((4096, 32000), 1, "fp32", True, "fp32"),
+                                           ((1024, 128256), 2, "bf16", False, "fp32"),
+                                           ((1_000_000, 10), 0, "fp32", True, None)]:
+        for kernel in ("fwd", "bwd"):
+            c = launch_config(rows, n, None, kernel)
+            const: dict[str, Any] = dict(KIND=kind, HAS_MASK=mask, HAS_T=tdt is not None,
+                                         SINGLE=c.single, R=c.R, BLOCK=c.BLOCK)
+            ptrs = {"X": f"*{xd}", "M": "*i1", "Y": f"*{xd}", "G": f"*{xd}", "DX": f"*{xd}",
+                    "DT": "*fp32", "STATS": "*fp32", "T_ptr": f"*{tdt or 'fp32'}"}
+            if not mask:
+                const["M"] = None
+            if tdt is None:
+                const["T_ptr"] = None
+            if kernel == "bwd":
+                const.update(NEED_DX=True, NEED_DT=tdt is not None)
+                if tdt is None:
+                    const["DT"] = None
+            fn = K._softmax_fwd if kernel == "fwd" else K._softmax_bwd
+            build(fn, ptrs, const, c.num_warps, f"{kernel} kind={kind} {(rows, n)} {xd} "
+                  f"mask={mask} T={tdt or 'float'} R={c.R} BLOCK={c.BLOCK} single={c.single}")
+    for (rows, n), div, xd, tdt in [((4096, 1024), 0, "bf16", None), ((4096, 32000), 1, "fp32", "fp32"),
+                                    ((1024, 128256), 2, "bf16", "fp64"), ((1_000_000, 10), 0, "fp32", None)]:
+        c = launch_config(rows, n, None, "kd")
+        const = dict(DIV=div, HAS_TS=tdt is not None, HAS_TT=tdt is not None, SINGLE=c.single,
+                     R=c.R, BLOCK=c.BLOCK)
+        if tdt is None:
+            const.update(TS_ptr=None, TT_ptr=None)
+        ptrs = {"S": f"*{xd}", "Tch": f"*{xd}", "LOSS": "*fp32", "GS": f"*{xd}",
+                "TS_ptr": f"*{tdt or 'fp32'}", "TT_ptr": f"*{tdt or 'fp32'}"}
+        build(K._kd_fwd_bwd, ptrs, const, c.num_warps, f"kd div={div} {(rows, n)} {xd} "
+              f"T={tdt or 'float'} R={c.R} BLOCK={c.BLOCK} single={c.single}")
+    if failures:
+        sys.exit(f"bench_gpu.py --compile-check: {failures} kernel variant(s) failed to compile.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="the two smaller shapes only")
+    ap.add_argument("--compile-check", action="store_true",
+                    help="compile every kernel variant for sm_<arch> (no GPU needed)")
+    ap.add_argument("--arch", type=int, default=90, help="with --compile-check: 90 = H100/H200")
     args = ap.parse_args()
+    if args.compile_check:
+        compile_check(args.arch)
+        return
     try:
         import torch
     except ImportError:
