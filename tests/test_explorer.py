@@ -486,6 +486,16 @@ def test_filter_controls_show_what_warp_keeps(open_page):
             n_removed = ex.page.eval_on_selector_all("#bars rect.bar.removed", "e => e.length")
             assert n_removed == int((~keep_ref).sum())
             assert int(ex.attr("#kept-summary", "data-kept")) == int(keep_ref.sum())
+    # the filters travel in the URL fragment: a reload restores them
+    ex.page.wait_for_function("() => { const h = location.hash; return h.includes('T=0.2') && "
+                              "h.includes('top_p=0.95') && h.includes('top_k=0') && !h.includes('order='); }")
+    ex.page.reload()
+    ex.page.wait_for_selector("#explorer[data-ready=true]", state="attached")
+    assert [ex.page.input_value(b) for b in ("#top-k", "#top-p", "#min-p", "#min-keep")] == ["0", "0.95", "0.3", "4"]
+    assert ex.page.is_checked("#order-first") and ex.T == 0.2
+    p_ref, keep_ref = _warp_ref(x, 0.2, top_p=0.95, min_p=0.3, min_tokens_to_keep=4)
+    assert _bars_warped(ex)[1].tolist() == keep_ref.tolist()
+    ex.page.screenshot(path=str(ARTIFACTS / "explorer-filters.png"), full_page=True)
     ex.page.fill("#top-p", "1.5")  # refused with a message, the last valid value stays
     assert ex.visible("#filter-error") and "top-p must be in (0, 1]" in ex.text("#filter-error")
     assert ex.page.get_attribute("#top-p", "aria-invalid") == "true"

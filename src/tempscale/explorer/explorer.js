@@ -377,6 +377,9 @@
     if (f.order === "temperature-first" || f.order === "temperature-last") state.filters.order = f.order;
   })(raw.filters);
   if (typeof raw.top === "number" && raw.top >= 1) state.top = Math.floor(raw.top);
+  var FILTER_DEFAULTS = { topK: 0, topP: 1, minP: 0, topNSigma: 0, order: "temperature-first", mtk: 1 };
+  var INITIAL_FILTERS = {};
+  Object.keys(state.filters).forEach(function (k) { INITIAL_FILTERS[k] = state.filters[k]; });
   if (!(state.T >= 0)) state.T = 1;
 
   var FILTER_KEYS = { top_k: "topK", top_p: "topP", min_p: "minP", top_n_sigma: "topNSigma",
@@ -853,12 +856,14 @@
       var big = state.values.length > HASH_MAX, f = state.filters;
       var parts = big ? [] : ["x=" + encodeURIComponent(state.values.map(fmtInput).join(","))];
       parts.push("T=" + encodeURIComponent(fmtT(state.T)), "mode=" + state.mode);
-      if (f.topK) parts.push("top_k=" + f.topK);
-      if (f.topP < 1) parts.push("top_p=" + f.topP);
-      if (f.minP) parts.push("min_p=" + f.minP);
-      if (f.topNSigma) parts.push("top_n_sigma=" + fmtInput(f.topNSigma));
-      if (f.mtk > 1) parts.push("min_tokens_to_keep=" + f.mtk);
-      if (f.order !== "temperature-first") parts.push("order=" + f.order);
+      // a filter is written when it is on, or when the page opened with it on (so that a
+      // reload keeps it off)
+      Object.keys(FILTER_KEYS).forEach(function (key) {
+        var name = FILTER_KEYS[key], v = f[name];
+        if (v !== FILTER_DEFAULTS[name] || INITIAL_FILTERS[name] !== FILTER_DEFAULTS[name]) {
+          parts.push(key + "=" + (name === "order" ? v : fmtInput(v)));
+        }
+      });
       if (state.top !== null) parts.push("top=" + state.top);
       if (state.labels.length && !big) parts.push("labels=" + encodeURIComponent(JSON.stringify(state.labels)));
       if (titleOverride !== null) parts.push("title=" + encodeURIComponent(titleOverride));
