@@ -1,27 +1,37 @@
-"""scikit-learn estimators: :class:`TemperatureScaler` (importing this module imports scikit-learn).
+"""scikit-learn estimators: calibration maps on logits, or around a fitted classifier.
 
-The class is also reachable as ``tempscale.TemperatureScaler`` and
-``tempscale.calibration.TemperatureScaler``, which import this module on first use only.
+* :class:`TemperatureScaler` -- one temperature (Guo et al. 2017);
+* :class:`VectorScaler` -- a scale and a bias per class;
+* :class:`MatrixScaler` -- a full matrix and a bias on the logits;
+* :class:`DirichletScaler` -- a full matrix and a bias on the log-probabilities (Kull et al.
+  2019), with the ODIR penalty.
+
+Importing this module imports scikit-learn.  ``TemperatureScaler`` is also reachable as
+``tempscale.TemperatureScaler`` and ``tempscale.calibration.TemperatureScaler``, which import
+this module on first use only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _scalers
 from ._args import binary_columns, coerce
 from ._softmax import log_softmax, softmax
 from ._typing import ArrayLike
-from ._validation import param_error
+from ._validation import check_scalar, param_error
+from .calibration._checks import check_weights, warn_user
 from .calibration._fit import fit_logits
 
-__all__ = ["TemperatureScaler"]
+__all__ = ["DirichletScaler", "MatrixScaler", "TemperatureScaler", "VectorScaler"]
 
 #: added to a wrapped classifier's ``predict_proba`` before the log (as scikit-learn's
 #: temperature method does), so that a probability of exactly 0 gives a finite logit
@@ -71,7 +81,177 @@ def _check_wrapped(estimator: Any, func: str) -> str:
 
 
 # scikit-learn ships no type stubs, so its base classes are Any to mypy
-class TemperatureScaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """What every scaler shares: logits in (given, or from a wrapped classifier's raw
+    features), classes, sample weights, and the calibrated outputs.
+
+    A subclass implements ``_fit_codes(Z, codes, sample_weight)`` (``Z`` (n, k) floating
+    logits, one column for a binary problem; ``codes`` the column of each label) and
+    ``_calibrated(Z)``, which returns ``(u, T)`` with the calibrated probabilities
+    ``softmax(u / T)``.
+    """
+
+    estimator: Any
+    tol: float
+    max_iter: int
+    #: the dtypes scikit-learn's validation keeps (others are converted to the first)
+    _dtypes: tuple[type[np.floating[Any]], ...] = (np.float64, np.float32)
+
+    def _fit_codes(self, Z: NDArray[Any], codes: NDArray[np.intp],
+                   sample_weight: ArrayLike | None) -> Any:
+        raise NotImplementedError
+
+    def _calibrated(self, Z: NDArray[Any]) -> tuple[NDArray[Any], float]:
+        raise NotImplementedError
+
+    def _check_params(self, func: str) -> None:
+        check_scalar(self.tol, "tol", func, lo=0.0, lo_open=True, hi=1.0)
+        check_scalar(self.max_iter, "max_iter", func, lo=1, integer=True)
+
+    def _wrapped_logits(self, X: ArrayLike, func: str) -> NDArray[Any]:
+        """The wrapped classifier's logits on raw features ``X``, shape (n, n_classes)."""
+        est = self.estimator
+        method = _check_wrapped(est, func)
+        out = np.asarray(getattr(est, method)(X))
+        if out.dtype.kind not in "f":
+            out = out.astype(np.float64)
+        k = len(est.classes_)
+        if method == "predict_proba":
+            if k == 2 and out.ndim == 2 and out.shape[1] == 2:
+                # [1 - p, p] from the positive class's p, as scikit-learn builds it
+                out = np.asarray(binary_columns(out[:, 1], input="probabilities"))
+            out = np.log(out + out.dtype.type(_PROBA_EPS))
+        Z: NDArray[Any] = np.asarray(binary_columns(out))
+        if Z.ndim != 2 or Z.shape[1] != k:
+            raise ValueError(f"{func}: the 'estimator' {method} returned shape {out.shape}, "
+                             f"which is not one column per class of its {k} classes_")
+        return Z
+
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> Any:
+        """Fit the map on ``X`` and labels ``y``; returns ``self``.
+
+        ``X`` is logits if ``estimator`` is None, else the raw features the wrapped classifier
+        takes.
+        """
+        name = type(self).__name__
+        self._check_params(f"{name}.fit")
+        if self.estimator is not None:
+            return self._fit_wrapped(X, y, sample_weight)
+        Z, t = validate_data(self, _decision_column(X), coerce(y), dtype=self._dtypes,
+                             y_numeric=False, multi_output=False)
+        check_classification_targets(t)
+        k = Z.shape[1]
+        classes = np.unique(t)
+        codes: NDArray[np.intp]
+        if t.dtype.kind in "iub" and classes.min() >= 0 and classes.max() < max(k, 2):
+            self.classes_ = np.arange(max(k, 2))
+            codes = t.astype(np.intp)
+        else:
+            if len(classes) != max(k, 2):
+                raise ValueError(
+                    f"{name}: X has {k} logit column(s) but y has {len(classes)} "
+                    f"distinct classes; give one column per class (or one column for 2 "
+                    "classes)")
+            self.classes_ = classes
+            codes = np.searchsorted(classes, t)
+        if k == 1 and codes.max() > 1:
+            raise ValueError(f"{name}: one logit column is a binary problem, but y "
+                             f"has {len(classes)} classes")
+        return self._fit_codes(Z, codes, sample_weight)
+
+    def _fit_wrapped(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None) -> Any:
+        func = f"{type(self).__name__}.fit"
+        Z = self._wrapped_logits(X, func)
+        t = np.asarray(coerce(y))
+        if t.ndim == 2 and t.shape[1] == 1:
+            t = t[:, 0]
+        if t.ndim != 1 or len(t) != len(Z):
+            raise ValueError(f"{func}: y must be 1-D with one label per row of X ({len(Z)}); "
+                             f"got shape {t.shape}")
+        check_classification_targets(t)
+        classes = np.asarray(self.estimator.classes_)
+        codes = self._codes(classes, t, func)
+        self.classes_ = classes
+        n_features = getattr(self.estimator, "n_features_in_", None)
+        if n_features is not None:
+            self.n_features_in_ = n_features
+        elif hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self._fit_codes(Z, codes, sample_weight)
+
+    @staticmethod
+    def _codes(classes: NDArray[Any], t: NDArray[Any], func: str) -> NDArray[np.intp]:
+        """The column of each label in ``classes`` (sorted); ValueError for an unknown one."""
+        idx = np.clip(np.searchsorted(classes, t), 0, len(classes) - 1)
+        bad = classes[idx] != t
+        if np.any(bad):
+            unknown = np.unique(t[bad])[:5].tolist()
+            raise ValueError(f"{func}: y holds labels not in the classes_ {classes.tolist()}: "
+                             f"{unknown}")
+        out: NDArray[np.intp] = idx.astype(np.intp)
+        return out
+
+    def _logits(self, X: ArrayLike) -> NDArray[Any]:
+        """The (n, k) logits of ``X`` (the wrapped classifier's, or ``X`` itself), checked."""
+        check_is_fitted(self)
+        if self.estimator is not None:
+            return self._wrapped_logits(X, f"{type(self).__name__}.predict_proba")
+        if getattr(self, "n_features_in_", None) == 1:  # fitted on one decision column
+            X = _decision_column(X)
+        out: NDArray[Any] = np.asarray(binary_columns(
+            validate_data(self, X, reset=False, dtype=self._dtypes)))
+        return out
+
+    def _scaled(self, X: ArrayLike, log: bool) -> NDArray[Any]:
+        u, T = self._calibrated(self._logits(X))
+        f = log_softmax if log else softmax
+        return np.asarray(f(u, T, axis=-1))
+
+    def predict_proba(self, X: ArrayLike) -> NDArray[Any]:
+        """Calibrated probabilities, shape (n, n_classes)."""
+        return self._scaled(X, False)
+
+    def predict_log_proba(self, X: ArrayLike) -> NDArray[Any]:
+        """Calibrated log-probabilities (the same as :meth:`transform`)."""
+        return self._scaled(X, True)
+
+    def transform(self, X: ArrayLike) -> NDArray[Any]:
+        """Calibrated log-probabilities, shape (n, n_classes)."""
+        return self._scaled(X, True)
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """The most probable class after calibration."""
+        lp = self._scaled(X, True)
+        out: NDArray[Any] = self.classes_[np.argmax(lp, axis=1)]
+        return out
+
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """The negative mean negative log-likelihood of ``y`` (higher is better).
+
+        Not the accuracy: see the class Notes.
+        """
+        lp = self._scaled(X, True)
+        yy = np.asarray(coerce(y))
+        if yy.ndim == 2 and yy.shape[1] == 1:
+            yy = yy[:, 0]
+        idx = np.clip(np.searchsorted(self.classes_, yy), 0, len(self.classes_) - 1)
+        if not np.all(self.classes_[idx] == yy):
+            raise ValueError(f"{type(self).__name__}.score: y holds labels not seen in fit")
+        w = None if sample_weight is None else np.asarray(coerce(sample_weight), dtype=np.float64)
+        return -float(np.average(-lp[np.arange(len(idx)), idx], weights=w))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.poor_score = True
+        return tags
+
+
+class TemperatureScaler(_Scaler):
     """Temperature scaling as a scikit-learn classifier on logits, or around a fitted classifier.
 
     ``fit(logits, y)`` finds the NLL-optimal temperature with
@@ -172,55 +352,6 @@ class TemperatureScaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # ty
         self.tol = tol
         self.max_iter = max_iter
 
-    def _wrapped_logits(self, X: ArrayLike, func: str) -> NDArray[Any]:
-        """The wrapped classifier's logits on raw features ``X``, shape (n, n_classes)."""
-        est = self.estimator
-        method = _check_wrapped(est, func)
-        out = np.asarray(getattr(est, method)(X))
-        if out.dtype.kind not in "f":
-            out = out.astype(np.float64)
-        k = len(est.classes_)
-        if method == "predict_proba":
-            if k == 2 and out.ndim == 2 and out.shape[1] == 2:
-                # [1 - p, p] from the positive class's p, as scikit-learn builds it
-                out = np.asarray(binary_columns(out[:, 1], input="probabilities"))
-            out = np.log(out + out.dtype.type(_PROBA_EPS))
-        Z: NDArray[Any] = np.asarray(binary_columns(out))
-        if Z.ndim != 2 or Z.shape[1] != k:
-            raise ValueError(f"{func}: the 'estimator' {method} returned shape {out.shape}, "
-                             f"which is not one column per class of its {k} classes_")
-        return Z
-
-    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> TemperatureScaler:
-        """Fit the temperature on ``X`` and labels ``y``; returns ``self``.
-
-        ``X`` is logits if ``estimator`` is None, else the raw features the wrapped classifier
-        takes.
-        """
-        if self.estimator is not None:
-            return self._fit_wrapped(X, y, sample_weight)
-        Z, t = validate_data(self, _decision_column(X), coerce(y), dtype=(np.float64, np.float32),
-                             y_numeric=False, multi_output=False)
-        check_classification_targets(t)
-        k = Z.shape[1]
-        classes = np.unique(t)
-        codes: NDArray[np.intp]
-        if t.dtype.kind in "iub" and classes.min() >= 0 and classes.max() < max(k, 2):
-            self.classes_ = np.arange(max(k, 2))
-            codes = t.astype(np.intp)
-        else:
-            if len(classes) != max(k, 2):
-                raise ValueError(
-                    f"TemperatureScaler: X has {k} logit column(s) but y has {len(classes)} "
-                    f"distinct classes; give one column per class (or one column for 2 "
-                    "classes)")
-            self.classes_ = classes
-            codes = np.searchsorted(classes, t)
-        if k == 1 and codes.max() > 1:
-            raise ValueError("TemperatureScaler: one logit column is a binary problem, but y "
-                             f"has {len(classes)} classes")
-        return self._fit_codes(Z, codes, sample_weight)
-
     def _fit_codes(self, Z: Any, codes: NDArray[np.intp],
                    sample_weight: ArrayLike | None) -> TemperatureScaler:
         result = fit_logits(Z, codes, sample_weight=sample_weight, tol=self.tol,
@@ -229,89 +360,293 @@ class TemperatureScaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # ty
         self.n_iter_ = max(1, result.n_iter)
         return self
 
-    def _fit_wrapped(self, X: ArrayLike, y: ArrayLike,
-                     sample_weight: ArrayLike | None) -> TemperatureScaler:
-        func = "TemperatureScaler.fit"
-        Z = self._wrapped_logits(X, func)
-        t = np.asarray(coerce(y))
-        if t.ndim == 2 and t.shape[1] == 1:
-            t = t[:, 0]
-        if t.ndim != 1 or len(t) != len(Z):
-            raise ValueError(f"{func}: y must be 1-D with one label per row of X ({len(Z)}); "
-                             f"got shape {t.shape}")
-        check_classification_targets(t)
-        classes = np.asarray(self.estimator.classes_)
-        codes = self._codes(classes, t, func)
-        self.classes_ = classes
-        n_features = getattr(self.estimator, "n_features_in_", None)
-        if n_features is not None:
-            self.n_features_in_ = n_features
-        elif hasattr(self, "n_features_in_"):
-            del self.n_features_in_
-        names = getattr(self.estimator, "feature_names_in_", None)
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        return self._fit_codes(Z, codes, sample_weight)
-
-    @staticmethod
-    def _codes(classes: NDArray[Any], t: NDArray[Any], func: str) -> NDArray[np.intp]:
-        """The column of each label in ``classes`` (sorted); ValueError for an unknown one."""
-        idx = np.clip(np.searchsorted(classes, t), 0, len(classes) - 1)
-        bad = classes[idx] != t
-        if np.any(bad):
-            unknown = np.unique(t[bad])[:5].tolist()
-            raise ValueError(f"{func}: y holds labels not in the classes_ {classes.tolist()}: "
-                             f"{unknown}")
-        out: NDArray[np.intp] = idx.astype(np.intp)
-        return out
-
-    def _tempered(self, X: ArrayLike, log: bool) -> NDArray[Any]:
-        check_is_fitted(self)
-        if self.estimator is not None:
-            Z = self._wrapped_logits(X, f"{type(self).__name__}.predict_proba")
-        else:
-            if getattr(self, "n_features_in_", None) == 1:  # fitted on one decision column
-                X = _decision_column(X)
-            Z = binary_columns(validate_data(self, X, reset=False, dtype=(np.float64, np.float32)))
-        f = log_softmax if log else softmax
-        return np.asarray(f(Z, self.temperature_, axis=-1))
+    def _calibrated(self, Z: NDArray[Any]) -> tuple[NDArray[Any], float]:
+        return Z, self.temperature_
 
     def predict_proba(self, X: ArrayLike) -> NDArray[Any]:
         """Calibrated probabilities ``softmax(X / temperature_)``, shape (n, n_classes)."""
-        return self._tempered(X, False)
-
-    def predict_log_proba(self, X: ArrayLike) -> NDArray[Any]:
-        """Calibrated log-probabilities (the same as :meth:`transform`)."""
-        return self._tempered(X, True)
+        return self._scaled(X, False)
 
     def transform(self, X: ArrayLike) -> NDArray[Any]:
         """Calibrated log-probabilities ``log_softmax(X / temperature_)``."""
-        return self._tempered(X, True)
+        return self._scaled(X, True)
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The most probable class (temperature scaling never changes it)."""
-        lp = self._tempered(X, True)
-        out: NDArray[Any] = self.classes_[np.argmax(lp, axis=1)]
-        return out
+        return super().predict(X)
 
-    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-        """The negative mean negative log-likelihood of ``y`` (higher is better).
 
-        Not the accuracy: see the class Notes.
-        """
-        lp = self._tempered(X, True)
-        yy = np.asarray(coerce(y))
-        if yy.ndim == 2 and yy.shape[1] == 1:
-            yy = yy[:, 0]
-        idx = np.clip(np.searchsorted(self.classes_, yy), 0, len(self.classes_) - 1)
-        if not np.all(self.classes_[idx] == yy):
-            raise ValueError("TemperatureScaler.score: y holds labels not seen in fit")
-        w = None if sample_weight is None else np.asarray(coerce(sample_weight), dtype=np.float64)
-        return -float(np.average(-lp[np.arange(len(idx)), idx], weights=w))
+class _AffineScaler(_Scaler):
+    """A map affine in its parameters, fitted by Newton's method (see :mod:`tempscale._scalers`)."""
 
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.poor_score = True
-        return tags
+    #: the map of :mod:`tempscale._scalers` ("vector" or "matrix")
+    _kind = "matrix"
+    #: whether the map acts on the log-probabilities ``log_softmax(logits)`` (Dirichlet)
+    _on_log_probs = False
+    _dtypes = (np.float64,)
+
+    def _penalty(self, k: int, func: str) -> NDArray[np.float64]:
+        return np.zeros_like(_scalers.identity_coef(self._kind, k))
+
+    def _inputs(self, Z: NDArray[Any], func: str) -> NDArray[np.float64]:
+        """The map's float64 input: the logits, or their log-softmax; finite values only."""
+        x = np.asarray(binary_columns(np.asarray(Z, dtype=np.float64)), dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{func}: the logits hold NaN or infinite values; "
+                             f"{type(self).__name__} needs finite logits")
+        if self._on_log_probs:
+            x = np.asarray(log_softmax(x, axis=-1), dtype=np.float64)
+        return x
+
+    def _fit_codes(self, Z: Any, codes: NDArray[np.intp],
+                   sample_weight: ArrayLike | None) -> Any:
+        func = f"{type(self).__name__}.fit"
+        x = self._inputs(Z, func)
+        n, k = x.shape
+        w = check_weights(sample_weight, n, func)
+        penalty = self._penalty(k, func)
+        fit = _scalers.fit_affine(self._kind, x, codes, w, penalty, tol=float(self.tol),
+                                  max_iter=int(self.max_iter))
+        if not fit.converged:
+            warn_user(f"{func}: the Newton iteration stopped after {fit.n_iter} steps before "
+                      f"reaching tol={self.tol} (max_iter={self.max_iter}); without a penalty "
+                      "on separable data the loss has no finite minimum: set reg_lambda > 0 "
+                      "(MatrixScaler, DirichletScaler) or give more data", ConvergenceWarning)
+        self.coef_ = fit.coef[:, 0].copy() if self._kind == "vector" else fit.coef[:, :k].copy()
+        self.intercept_ = fit.coef[:, -1].copy()
+        self.loss_ = fit.objective
+        self.n_iter_ = fit.n_iter
+        return self
+
+    def _full_coef(self) -> NDArray[np.float64]:
+        return np.column_stack([self.coef_, self.intercept_])
+
+    def _calibrated(self, Z: NDArray[Any]) -> tuple[NDArray[Any], float]:
+        x = self._inputs(Z, f"{type(self).__name__}.predict_proba")
+        if x.shape[1] != len(self.intercept_):
+            raise ValueError(f"{type(self).__name__}: X gives {x.shape[1]} logit columns, "
+                             f"but the map was fitted on {len(self.intercept_)}")
+        return _scalers.apply_affine(self._kind, x, self._full_coef()), 1.0
+
+
+_COMMON_PARAMS = """\
+    estimator : classifier or None, default None
+        None: ``X`` is logits.  Otherwise a **fitted** classifier with ``decision_function``
+        or ``predict_proba`` and ``classes_``, whose logits are taken as in
+        :class:`TemperatureScaler` (wrap it in :class:`sklearn.frozen.FrozenEstimator` to keep
+        it fitted through ``clone``).
+"""
+
+_SOLVER_PARAMS = """\
+    tol : float, default 1e-12
+        Newton's method stops after the step whose Newton decrement ``g·H⁻¹g / 2`` (the
+        quadratic model's estimate of the excess loss) is at most ``tol * max(1, loss)``;
+        that step is taken, so the excess after it is of order ``tol**2``.  In the tests the
+        loss agrees with SciPy's general-purpose minimiser to ~1e-15 relative.
+    max_iter : int, default 100
+        At most this many Newton steps (a :class:`~sklearn.exceptions.ConvergenceWarning` if
+        they were not enough, e.g. on separable data without a penalty).
+"""
+
+_REG_PARAMS = """\
+    reg_lambda : float, default 0.0
+        Weight of the ODIR penalty on the matrix's off-diagonal entries (Kull et al. 2019):
+        ``reg_lambda / (k (k - 1)) * sum of their squares`` is added to the mean NLL.
+    reg_mu : float or None, default None
+        Weight of the penalty ``reg_mu / k * sum(intercept_**2)`` on the biases; None means
+        ``reg_mu = reg_lambda``.
+"""
+
+_AFFINE_NOTES = """\
+    The loss is the (weighted) mean NLL of the labels under ``softmax(u)`` plus the penalty:
+    convex in the parameters, so the fit is its minimum, reached by Newton's method with a
+    backtracking line search from the identity map (the exact Hessian is solved while the
+    parameters number at most 400, conjugate gradients on Hessian-vector products above),
+    in float64 whatever the input dtype.  Adding a constant to every class's logit does not
+    change the softmax, so the directions of the parameters that do only that (the biases'
+    mean, and for a matrix a vector added to every row) are not determined by the data when
+    they are not penalised: the biases are reported with mean 0 and the matrix with each
+    column's off-diagonal entries of mean 0 (the limit of a vanishing ODIR penalty; a
+    temperature map stays ``I / T``).
+
+    ``X``, ``y``, the binary one-column form, :meth:`score` (the **negative mean NLL**, higher
+    is better) and ``estimator`` work as in :class:`TemperatureScaler`.
+"""
+
+
+class VectorScaler(_AffineScaler):
+    __doc__ = f"""Vector scaling: a scale and a bias per class on the logits (Guo et al. 2017).
+
+    The calibrated probabilities are ``softmax(coef_ * z + intercept_)`` (elementwise per
+    class), with the parameters minimising the negative log-likelihood on the data given to
+    :meth:`fit`.  Unlike temperature scaling it can change the predicted class.
+
+    Parameters
+    ----------
+{_COMMON_PARAMS}{_SOLVER_PARAMS}
+    Attributes
+    ----------
+    coef_ : ndarray, shape (n_classes,)
+        Per-class scales.
+    intercept_ : ndarray, shape (n_classes,)
+        Per-class biases (mean zero).
+    loss_ : float
+        The minimised mean NLL on the fit data.
+    classes_ : ndarray, shape (n_classes,)
+    n_features_in_ : int
+    n_iter_ : int
+        Newton steps taken.
+
+    Notes
+    -----
+{_AFFINE_NOTES}
+    References
+    ----------
+    .. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On Calibration of Modern Neural
+       Networks", ICML 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.sklearn import VectorScaler
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, size=20000)
+    >>> logits = 1.5 * (rng.normal(size=(20000, 3)) + 1.5 * np.eye(3)[y])  # calibrated
+    >>> scaler = VectorScaler().fit(3.0 * logits + [1.0, 0.0, -1.0], y)  # over-confident, biased
+    >>> scaler.coef_.round(1)
+    array([0.3, 0.3, 0.3])
+    >>> scaler.intercept_.round(1)
+    array([-0.3,  0. ,  0.3])
+    """
+
+    _kind = "vector"
+
+    def __init__(self, estimator: Any = None, *, tol: float = 1e-12, max_iter: int = 100) -> None:
+        self.estimator = estimator
+        self.tol = tol
+        self.max_iter = max_iter
+
+
+class MatrixScaler(_AffineScaler):
+    __doc__ = f"""Matrix scaling: a full matrix and a bias on the logits (Guo et al. 2017).
+
+    The calibrated probabilities are ``softmax(z @ coef_.T + intercept_)``, with the
+    parameters minimising the negative log-likelihood (plus the optional ODIR penalty) on the
+    data given to :meth:`fit`.  It has ``k (k + 1)`` parameters: with many classes and little
+    calibration data, set ``reg_lambda`` (or use :class:`VectorScaler`).
+
+    Parameters
+    ----------
+{_COMMON_PARAMS}{_REG_PARAMS}{_SOLVER_PARAMS}
+    Attributes
+    ----------
+    coef_ : ndarray, shape (n_classes, n_classes)
+    intercept_ : ndarray, shape (n_classes,)
+    loss_ : float
+        The minimised loss (mean NLL plus penalty) on the fit data.
+    classes_ : ndarray, shape (n_classes,)
+    n_features_in_ : int
+    n_iter_ : int
+        Newton steps taken.
+
+    Notes
+    -----
+{_AFFINE_NOTES}
+    References
+    ----------
+    .. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On Calibration of Modern Neural
+       Networks", ICML 2017.
+    .. [2] M. Kull, M. Perello-Nieto, M. Kängsepp, T. Silva Filho, H. Song, P. Flach, "Beyond
+       temperature scaling: Obtaining well-calibrated multi-class probabilities with Dirichlet
+       calibration", NeurIPS 2019 (the ODIR penalty).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.sklearn import MatrixScaler
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, size=20000)
+    >>> logits = 1.5 * (rng.normal(size=(20000, 3)) + 1.5 * np.eye(3)[y])  # calibrated
+    >>> scaler = MatrixScaler().fit(logits, y)
+    >>> bool(abs(scaler.coef_ - np.eye(3)).max() < 0.05)     # near the identity
+    True
+    >>> round(scaler.score(logits, y), 3)          # the negative mean NLL
+    -0.568
+    """
+
+    _kind = "matrix"
+
+    def __init__(self, estimator: Any = None, *, reg_lambda: float = 0.0,
+                 reg_mu: float | None = None, tol: float = 1e-12, max_iter: int = 100) -> None:
+        self.estimator = estimator
+        self.reg_lambda = reg_lambda
+        self.reg_mu = reg_mu
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def _check_params(self, func: str) -> None:
+        super()._check_params(func)
+        check_scalar(self.reg_lambda, "reg_lambda", func, lo=0.0, hi=math.inf, hi_open=True)
+        check_scalar(self.reg_mu, "reg_mu", func, lo=0.0, hi=math.inf, hi_open=True,
+                     allow_none=True)
+
+    def _penalty(self, k: int, func: str) -> NDArray[np.float64]:
+        lam = float(self.reg_lambda)
+        mu = lam if self.reg_mu is None else float(self.reg_mu)
+        return _scalers.odir_penalty("matrix", k, lam, mu)
+
+
+class DirichletScaler(MatrixScaler):
+    __doc__ = f"""Dirichlet calibration: a full matrix and a bias on the log-probabilities
+    (Kull et al. 2019), with the ODIR penalty.
+
+    The calibrated probabilities are ``softmax(log_softmax(z) @ coef_.T + intercept_)``: the
+    Dirichlet calibration map, fitted as a multinomial logistic regression on the
+    log-probabilities, minimising the mean negative log-likelihood plus the
+    off-diagonal-and-intercept regularisation (ODIR)
+
+    .. math:: \\frac{{\\lambda}}{{k(k-1)}} \\sum_{{i \\ne j}} w_{{ij}}^2
+              + \\frac{{\\mu}}{{k}} \\sum_j b_j^2 .
+
+    Parameters
+    ----------
+{_COMMON_PARAMS}{_REG_PARAMS}{_SOLVER_PARAMS}
+    Attributes
+    ----------
+    coef_ : ndarray, shape (n_classes, n_classes)
+        The matrix ``W`` acting on the log-probabilities.
+    intercept_ : ndarray, shape (n_classes,)
+    loss_ : float
+        The minimised loss (mean NLL plus penalty) on the fit data.
+    classes_ : ndarray, shape (n_classes,)
+    n_features_in_ : int
+    n_iter_ : int
+        Newton steps taken.
+
+    Notes
+    -----
+{_AFFINE_NOTES}
+    With ``reg_lambda = 0`` this is matrix scaling of the log-probabilities; the identity map
+    leaves the probabilities as the (untempered) softmax of the logits.
+
+    References
+    ----------
+    .. [1] M. Kull, M. Perello-Nieto, M. Kängsepp, T. Silva Filho, H. Song, P. Flach, "Beyond
+       temperature scaling: Obtaining well-calibrated multi-class probabilities with Dirichlet
+       calibration", NeurIPS 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tempscale.sklearn import DirichletScaler
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 3, size=20000)
+    >>> logits = 1.5 * (rng.normal(size=(20000, 3)) + 1.5 * np.eye(3)[y])  # calibrated
+    >>> scaler = DirichletScaler(reg_lambda=1e-3).fit(3.0 * logits, y)   # over-confident
+    >>> np.diag(scaler.coef_).round(1)             # about 1/3: the probabilities flattened
+    array([0.3, 0.3, 0.3])
+    >>> bool(abs(scaler.coef_ - np.diag(np.diag(scaler.coef_))).max() < 0.05)
+    True
+    """
+
+    _on_log_probs = True
