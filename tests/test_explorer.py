@@ -512,7 +512,8 @@ def test_javascript_warp_equals_the_library_on_random_rows(open_page):
         if rng.random() < 0.3:
             x[rng.integers(0, V)] = -np.inf
         f = dict(top_k=int(rng.integers(0, 7)), top_p=float(rng.choice([1.0, 0.5, 0.9, 0.3, 0.95, 0.75])),
-                 min_p=float(rng.choice([0.0, 0.05, 0.2, 0.6])), top_n_sigma=float(rng.choice([0, 0, 0.5, 1.5, np.inf])),
+                 min_p=float(rng.choice([0.0, 0.05, 0.2, 0.6])),
+                 top_n_sigma=float(rng.choice([0, 0, 0.5, 1.5, np.inf])),
                  order=str(rng.choice(["temperature-first", "temperature-last"])),
                  min_tokens_to_keep=int(rng.choice([1, 1, 2, 3])))
         cases.append((x, float(rng.choice([0.0, 1e-3, 0.3, 1.0, 2.5, np.inf])), f))
