@@ -669,3 +669,27 @@ def test_solver_reports_outcomes_without_exceptions():
     text = "".join(f.read_text() for f in pkg.glob("*.py"))
     assert "_Outcome" not in text and "_NonFinite" not in text
     assert "stacklevel=" not in text.replace("stacklevel=level", "")
+
+
+def test_solver_started_at_the_root_does_not_stop_half_a_bracket_away():
+    """Regression: a start at the optimum whose gradient rounds to a tiny positive value made
+    the next (short) Halley step fall a hair outside the bracket; the solver bisected there and
+    stopped on the short bisection step, 1e-7 away from the root.  A short float64 Halley step
+    is now the answer, clamped to the bracket."""
+    pytest.importorskip("tempscale._native._tsmoments")
+    import importlib
+
+    from tempscale.calibration._nll import NativeNLL
+    from tempscale.calibration._solver import solve_beta
+
+    M = importlib.import_module("tempscale._native._tsmoments")
+    rng = np.random.default_rng(0)
+    n, k = 5000, 6
+    y = rng.integers(0, k, n)
+    z = 3 * (rng.standard_normal((n, k)) + 1.5 * np.eye(k)[y])
+    prob = NativeNLL(M, z, y.astype(np.intp), None, threads=1, exp2=4)
+    root = 8.090231314062786
+    assert prob.evaluate(root, True)[0] > 0          # the rounding that triggered it
+    for start in (root, 1.0, 30.0):
+        sol = solve_beta(prob.evaluate, start, tol=1e-12, max_iter=100, precise_from=0)
+        assert sol.beta == pytest.approx(root, rel=1e-13)

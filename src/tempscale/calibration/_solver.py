@@ -113,6 +113,12 @@ def solve_beta(evaluate: Callable[[float, bool], Derivatives | None], beta0: flo
         elif precise:
             return Solution(beta, Status.CONVERGED)
         new = _halley_step(g, h, k3, beta, lo, hi)
+        if precise and beta > 0 and math.isfinite(new) and abs(new - beta) <= step_tol * beta:
+            # a short float64 Halley step is the answer (its error is cubic in the step), even
+            # when rounding put it a hair outside the bracket (a point evaluated at the root
+            # itself can show a gradient of either sign; float32 passes may have set the
+            # bracket): bisecting there would stop half a bracket away from the root
+            return Solution(new, Status.CONVERGED)
         if not (lo < new < hi and math.isfinite(new)):
             if hi == math.inf:  # the root is above every point seen: expand
                 new = beta * 8.0 if beta > 0 else 1.0
@@ -123,8 +129,6 @@ def solve_beta(evaluate: Callable[[float, bool], Derivatives | None], beta0: flo
             else:
                 new = math.sqrt(lo * hi)
         rel = abs(new - beta) / beta if beta > 0 else math.inf
-        if precise and rel <= step_tol:
-            return Solution(new, Status.CONVERGED)
         if loose is not None and rel <= loose:
             return Solution(new, Status.CONVERGED)
         if hi < math.inf and lo > 0 and (hi - lo) <= 1e-15 * hi:
