@@ -15,6 +15,7 @@ from .._compat import array_namespace
 from .._typing import Array, ArrayLike, Namespace
 from .._validation import check_bool, check_scalar, param_error
 from ._checks import check_labels, check_weights, require_concrete, warn_if_probabilities, warn_user
+from ._dask import any_dask, dask_fit
 from ._nll import (
     ArrayNLL,
     NativeNLL,
@@ -152,6 +153,11 @@ def fit_logits(logits: ArrayLike, labels: ArrayLike, *, sample_weight: ArrayLike
                tol: float, max_iter: int, threads: int | None, func: str) -> FitResult:
     """The fit behind :func:`fit_temperature` and ``TemperatureScaler.fit``: ``func`` names
     the caller in messages; ``n_iter`` counts the passes over the full data."""
+    if any_dask(logits, labels, sample_weight):  # map-reduce on the cluster, one pass per step
+        solution, e, n_iter = dask_fit(logits, labels, sample_weight, tol=tol,
+                                       max_iter=max_iter, func=func)
+        _warn_degenerate(solution, func, max_iter)
+        return FitResult(_t_from_beta(solution.beta, e), n_iter)
     xp, z, y, w = _prepare_logits(logits, labels, sample_weight, func)
     labels_used = y if w is None else y[w > 0]
     if labels_used.size and labels_used.min() == labels_used.max():

@@ -15,6 +15,7 @@ from .._softmax import log_softmax, softmax
 from .._typing import ArrayLike
 from .._validation import check_bool, check_choice, check_scalar, param_error
 from ._checks import check_labels, check_weights, old_spellings, require_concrete, warn_if_probabilities
+from ._dask import any_dask, dask_binned, dask_conf_hit, dask_loss
 from ._smooth import debiased_square_error, smooth_ece
 from ._types import CalibrationErrorResult, ReliabilityCurve
 
@@ -128,29 +129,47 @@ def _top_label(p: F64, y: NDArray[np.intp]) -> tuple[F64, F64]:
     return p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
 
 
-def _calibration_error_np(p: F64, y: NDArray[np.intp], w: F64 | None, n_bins: int, strategy: str,
-                          norm: str, kind: str, method: str = "binned",
-                          debias: bool = False) -> float:
-    total = float(len(y)) if w is None else float(w.sum())
+def _pairs(p: F64, y: NDArray[np.intp], kind: str) -> list[tuple[F64, F64]]:
+    """The (confidence, event) pairs of ``kind``: one (top-label) or one per class."""
     if kind == "top-label":
-        pairs = [_top_label(p, y)]
-    else:
-        pairs = [(p[:, c], (y == c).astype(np.float64)) for c in range(p.shape[1])]
+        return [_top_label(p, y)]
+    return [(p[:, c], (y == c).astype(np.float64)) for c in range(p.shape[1])]
+
+
+def _combine(vals: list[float], norm: str) -> float:
+    """The per-pair errors (before any root) combined: max, or the mean (then the l2 root)."""
+    if norm == "max":
+        return float(max(vals))
+    v = float(np.mean(vals))
+    return math.sqrt(v) if norm == "l2" else v
+
+
+def _bin_error(wsum: NDArray[Any], csum: NDArray[Any], asum: NDArray[Any], norm: str,
+               total: float, debias: bool) -> float:
+    if debias:
+        # Kumar et al.: each squared error is clipped at 0 before the mean over classes
+        return max(debiased_square_error(wsum, csum, asum, total), 0.0)
+    return _ce_from_bins(wsum, csum, asum, norm, total)
+
+
+def _calibration_error_pairs(pairs: list[tuple[F64, F64]], w: F64 | None, n_bins: int,
+                             strategy: str, norm: str, method: str = "binned",
+                             debias: bool = False) -> float:
+    total = float(len(pairs[0][0])) if w is None else float(w.sum())
     vals = []
     for conf, hit in pairs:
         if method == "smooth":
             vals.append(smooth_ece(conf, hit, w))
             continue
         _, wsum, csum, asum, _ = _binned(conf, hit, w, n_bins, strategy)
-        if debias:
-            # Kumar et al.: each squared error is clipped at 0 before the mean over classes
-            vals.append(max(debiased_square_error(wsum, csum, asum, total), 0.0))
-        else:
-            vals.append(_ce_from_bins(wsum, csum, asum, norm, total))
-    if norm == "max":
-        return float(max(vals))
-    v = float(np.mean(vals))
-    return math.sqrt(v) if norm == "l2" else v
+        vals.append(_bin_error(wsum, csum, asum, norm, total, debias))
+    return _combine(vals, norm)
+
+
+def _calibration_error_np(p: F64, y: NDArray[np.intp], w: F64 | None, n_bins: int, strategy: str,
+                          norm: str, kind: str, method: str = "binned",
+                          debias: bool = False) -> float:
+    return _calibration_error_pairs(_pairs(p, y, kind), w, n_bins, strategy, norm, method, debias)
 
 
 # ============================================================================================
@@ -299,12 +318,22 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
     if debias and sample_weight is not None:
         raise param_error("sample_weight", func, "None with debias=True (the debiased estimator "
                           "counts samples)", "an array")
-    p, y, w = _probabilities_np(prediction, labels, input, func, sample_weight=sample_weight)
-    est = _calibration_error_np(p, y, w, n_bins, strategy, norm, kind, method, debias)
+    if any_dask(prediction, labels, sample_weight):
+        if method == "binned" and strategy == "uniform" and n_bootstrap == 0:
+            # per-bin sums, map-reduced on the cluster: only (C, 4, n_bins) numbers come back
+            stats, total, _ = dask_binned(prediction, labels, sample_weight, input, n_bins, kind,
+                                          None, func)
+            return _combine([_bin_error(st[0], st[1], st[2], norm, total, debias)
+                             for st in stats], norm)
+        pairs, w, _ = dask_conf_hit(prediction, labels, sample_weight, input, kind, None, func)
+    else:
+        p, y, w = _probabilities_np(prediction, labels, input, func, sample_weight=sample_weight)
+        pairs = _pairs(p, y, kind)
+    est = _calibration_error_pairs(pairs, w, n_bins, strategy, norm, method, debias)
     if n_bootstrap == 0:
         return est
     rng = np.random.default_rng(random_state)
-    n = len(y)
+    n = len(pairs[0][0])
     reps = np.empty(n_bootstrap)
     for i in range(n_bootstrap):
         idx = rng.integers(0, n, size=n)
@@ -312,8 +341,8 @@ def calibration_error(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
         if wi is not None and not np.any(wi > 0):
             reps[i] = np.nan
             continue
-        reps[i] = _calibration_error_np(p[idx], y[idx], wi, n_bins, strategy, norm, kind, method,
-                                        debias)
+        reps[i] = _calibration_error_pairs([(c[idx], h[idx]) for c, h in pairs], wi, n_bins,
+                                           strategy, norm, method, debias)
     alpha = (1.0 - level) / 2.0
     low, high = np.nanquantile(reps, [alpha, 1.0 - alpha])
     return CalibrationErrorResult(est, float(low), float(high))
@@ -333,7 +362,14 @@ def reliability_curve(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
         class 1.
     labels : array_like of int, shape (n_samples,)
     n_bins : int, default 15
-    strategy : {"uniform", "quantile"}, default "uniform"
+    strategy : {"uniform", "quantile", "isotonic"}, default "uniform"
+        Equal-width bins, bins of equal (weighted) mass, or ``"isotonic"``: the CORP reliability
+        diagram of Dimitriadis, Gneiting & Jordan (2021): the accuracy is the isotonic
+        (non-decreasing) regression of the event on the confidence, fitted by
+        pool-adjacent-violators (weighted; equal confidences, to 1e-15 as in scikit-learn's
+        ``IsotonicRegression``, are pooled into one block before the fit, so the curve is a
+        function of the confidence), and every "bin" is one block of
+        the fit.  ``n_bins`` is then not used: the data decide the number of blocks.
     class_index : int, optional
         ``None`` (default): the top-label curve (confidence = largest probability, accuracy = the
         argmax is right).  An int ``c``: the one-vs-rest curve of class ``c`` (confidence =
@@ -352,7 +388,12 @@ def reliability_curve(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
         confidence/accuracy (drop them with ``counts > 0`` before plotting lines).
         ``calibration_error(..., norm="l1")`` equals
         ``sum(counts * |accuracy - confidence|) / sum(counts)`` over the non-empty bins
-        (without sample weights).
+        (without sample weights).  With ``strategy="isotonic"`` the tuple has one entry per
+        isotonic block (and ``bin_edges`` one more): block ``b`` holds the confidences in
+        ``(bin_edges[b], bin_edges[b+1]]`` (the first block from ``bin_edges[0]``, its smallest
+        confidence), ``confidence`` is the block's (weighted) mean confidence, ``accuracy`` the
+        fitted isotonic value (the block's weighted event frequency, non-decreasing), ``counts``
+        its number of samples (samples of zero weight are left out); no block is empty.
 
     Examples
     --------
@@ -367,19 +408,103 @@ def reliability_curve(prediction: ArrayLike, labels: ArrayLike, *, n_bins: int =
     array([0, 0, 1, 2, 1])
     >>> curve.accuracy
     array([nan, nan, 0. , 0.5, 1. ])
+    >>> corp = reliability_curve(probs, np.array([0, 1, 1, 1]), strategy="isotonic")
+    >>> corp.bin_edges
+    array([0.6, 0.6, 0.8, 0.9])
+    >>> corp.accuracy
+    array([0. , 0.5, 1. ])
+    >>> corp.counts
+    array([1, 2, 1])
     """
     func = "reliability_curve"
     n_bins = check_scalar(n_bins, "n_bins", func, lo=1, integer=True)
-    check_choice(strategy, ("uniform", "quantile"), "strategy", func)
+    check_choice(strategy, ("uniform", "quantile", "isotonic"), "strategy", func)
     input = check_input(input, func)
-    p, y, w = _probabilities_np(prediction, labels, input, func, sample_weight=sample_weight)
-    if class_index is None:
-        conf, hit = _top_label(p, y)
+    if any_dask(prediction, labels, sample_weight):
+        k = 2 if _one_column(prediction) else int(np.shape(prediction)[1])
+        c = None if class_index is None else check_scalar(class_index, "class_index", func, lo=0,
+                                                          hi=k - 1, integer=True)
+        if strategy == "uniform":
+            stats, _, _ = dask_binned(prediction, labels, sample_weight, input, n_bins,
+                                      "top-label", c, func)
+            wsum, csum, asum, counts = stats[0][0], stats[0][1], stats[0][2], stats[0][3]
+            edges = np.linspace(0.0, 1.0, n_bins + 1)
+            counts = counts.astype(np.int64)
+            return _curve(edges, wsum, csum, asum, counts)
+        pairs, w, _ = dask_conf_hit(prediction, labels, sample_weight, input, "top-label", c,
+                                    func)
+        conf, hit = pairs[0]
     else:
-        c = check_scalar(class_index, "class_index", func, lo=0, hi=p.shape[1] - 1, integer=True)
-        conf = p[:, c]
-        hit = (y == c).astype(np.float64)
+        p, y, w = _probabilities_np(prediction, labels, input, func,
+                                    sample_weight=sample_weight)
+        if class_index is None:
+            conf, hit = _top_label(p, y)
+        else:
+            c = check_scalar(class_index, "class_index", func, lo=0, hi=p.shape[1] - 1,
+                             integer=True)
+            conf = p[:, c]
+            hit = (y == c).astype(np.float64)
+    if strategy == "isotonic":
+        return _isotonic_curve(conf, hit, w)
     edges, wsum, csum, asum, counts = _binned(conf, hit, w, n_bins, strategy)
+    return _curve(edges, wsum, csum, asum, counts)
+
+
+_TIE = float(np.finfo(np.float64).resolution)
+
+
+def _isotonic_curve(conf: F64, hit: F64, w: F64 | None) -> ReliabilityCurve:
+    """The CORP curve: pool-adjacent-violators on the confidence-sorted events, with equal
+    confidences pooled first; one "bin" per isotonic block.  Samples of zero weight are left
+    out."""
+    if w is not None:
+        keep = w > 0
+        conf, hit, w = conf[keep], hit[keep], w[keep]
+    ww = np.ones_like(conf) if w is None else w
+    order = np.argsort(conf, kind="stable")
+    c, h, ww = conf[order], hit[order], ww[order]
+    # ties in confidence form one starting block (CORP: the fit is a function of confidence);
+    # confidences closer than 1e-15 (float64's resolution: one forecast computed with different
+    # rounding) are ties, as in scikit-learn's IsotonicRegression
+    starts = np.flatnonzero(np.r_[True, np.diff(c) >= _TIE])
+    wsum = np.add.reduceat(ww, starts)
+    asum = np.add.reduceat(ww * h, starts)
+    csum = np.add.reduceat(ww * c, starts)
+    cnt = np.diff(np.r_[starts, len(c)]).astype(np.int64)
+    lo_c = c[starts]
+    hi_c = c[np.r_[starts[1:], len(c)] - 1]
+    # pool adjacent violators: a stack of blocks whose means increase strictly
+    bw: list[float] = []
+    ba: list[float] = []
+    bc: list[float] = []
+    bn: list[int] = []
+    blo: list[float] = []
+    bhi: list[float] = []
+    for i in range(len(starts)):
+        wi, ai, ci, ni, li, hi_ = float(wsum[i]), float(asum[i]), float(csum[i]), int(cnt[i]), \
+            float(lo_c[i]), float(hi_c[i])
+        while bw and ba[-1] * wi >= ai * bw[-1]:  # previous mean >= this mean: pool them
+            wi += bw.pop()
+            ai += ba.pop()
+            ci += bc.pop()
+            ni += bn.pop()
+            li = blo.pop()
+            bhi.pop()
+        bw.append(wi)
+        ba.append(ai)
+        bc.append(ci)
+        bn.append(ni)
+        blo.append(li)
+        bhi.append(hi_)
+    W = np.asarray(bw)
+    edges = np.asarray([blo[0], *bhi], dtype=np.float64) if bw else np.zeros(1)
+    return ReliabilityCurve(edges, np.asarray(bc) / W, np.asarray(ba) / W,
+                            np.asarray(bn, dtype=np.int64))
+
+
+def _curve(edges: F64, wsum: NDArray[Any], csum: NDArray[Any], asum: NDArray[Any],
+           counts: NDArray[np.int64]) -> ReliabilityCurve:
+    """The curve of per-bin sums (NaN confidence and accuracy in empty bins)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         confidence = np.where(wsum > 0, csum / np.where(wsum > 0, wsum, 1.0), np.nan)
         accuracy = np.where(wsum > 0, asum / np.where(wsum > 0, wsum, 1.0), np.nan)
@@ -421,6 +546,8 @@ def brier_score(prediction: ArrayLike, labels: ArrayLike, *, sample_weight: Arra
     """
     func = "brier_score"
     input = check_input(input, func)
+    if any_dask(prediction, labels, sample_weight):
+        return dask_loss("brier", prediction, labels, sample_weight, input, func)
     one_col = _one_column(prediction)
     p, y, w = _probabilities_np(prediction, labels, input, func, sample_weight=sample_weight)
     onehot = np.zeros_like(p)
@@ -465,6 +592,8 @@ def nll(prediction: ArrayLike, labels: ArrayLike, *, sample_weight: ArrayLike | 
     """
     func = "nll"
     input = check_input(input, func)
+    if any_dask(prediction, labels, sample_weight):
+        return dask_loss("nll", prediction, labels, sample_weight, input, func)
     if input == "logits":
         z = _logits_of(prediction, func)
         if z.ndim != 2 or z.shape[0] == 0:
