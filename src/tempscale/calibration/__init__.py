@@ -14,6 +14,12 @@
   merged across workers (``merge``) and computed at the end (``compute``).
 
 Every metric takes ``(prediction, labels)``: probabilities, or logits with ``input="logits"``.
+``reliability_curve(..., strategy="isotonic")`` is the CORP diagram (isotonic blocks).
+
+Dask arrays (prediction, labels, weights) run on their cluster: the fit and the metrics
+map-reduce per-block sums (see :mod:`tempscale.calibration._dask`); only quantile bins, the
+smooth ECE, bootstrap intervals and CORP curves bring per-sample confidences (two floats a
+sample, never the logits) to the client.
 
 Shapes: logits/probabilities are ``(n_samples, n_classes)``; a binary problem may be given as one
 column (or a 1-D array) holding the logit (probability) of class 1, read as the two columns

@@ -98,6 +98,13 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, sample_weight: Arra
     ``z / 2**e`` with ``2**e`` the median spread (max - min) of the rows, so its start, its
     stopping rule and its intermediate sums never overflow or underflow.
 
+    Dask arrays (the logits, the labels or the weights; NumPy ones are wrapped) are fitted on
+    their cluster without gathering them: each step is one ``map_blocks`` pass whose tasks
+    return the block's three derivative sums (from the compiled kernel), added by Dask's tree
+    reduction; the start and the scale come from a strided sample of at most ~4096 rows, and a
+    class axis in several chunks is brought to one chunk per row block.  The result equals the
+    NumPy fit (to about 1e-12).
+
     The fit looks at values, so it cannot run inside ``jax.jit`` (a TypeError says so); call it
     on concrete arrays.
 
