@@ -254,3 +254,30 @@ def test_alpha_applies_only_with_labels():
     h, W, b, t_arg, t_logits, labels = _data(0)
     loss = FusedLinearKDLoss(2.0, alpha=0.5)(h, W, t_arg)
     torch.testing.assert_close(loss, kd_loss(h @ W.T, t_logits, 2.0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("divergence", "beta"), DIVERGENCES)
+def test_non_finite_logits_take_the_careful_path(divergence, beta):
+    """-inf teacher logits (masked classes), a -inf student bias entry, and NaN hidden states
+    in a left-out row: the same loss and gradients as kd_loss."""
+    h, W, b, t_arg, t_logits, labels = _data(6, bias=True)
+    t = t_logits.clone()
+    t[0, 3] = t[4, :5] = float("-inf")
+    with torch.no_grad():
+        h[1] = float("nan")          # row 1 has label -100: left out
+    for alpha in (None, 0.4):
+        kw = dict(divergence=divergence, beta=beta)
+        lab = labels if alpha is not None else torch.where(labels == -100, -100, 0)
+        loss = FusedLinearKDLoss(2.0, alpha=alpha, chunk_size=3, **kw)(h, W, t, lab,
+                                                                       student_bias=b)
+        ref = kd_loss(h @ W.T + b, t, 2.0, labels=lab, alpha=alpha, **kw)
+        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+        for a, e in zip(torch.autograd.grad(loss, (h, W, b)),
+                        torch.autograd.grad(ref, (h, W, b)), strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12, equal_nan=True)
+    bm = b.detach().clone()
+    bm[2] = float("-inf")            # a class the student masks
+    loss = FusedLinearKDLoss(2.0, divergence=divergence, beta=beta)(h[2:], W, t[2:],
+                                                                     student_bias=bm)
+    ref = kd_loss(h[2:] @ W.T + bm, t[2:], 2.0, divergence=divergence, beta=beta)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12, equal_nan=True)

@@ -10,8 +10,10 @@ Cross-Entropy work the same way).
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -27,6 +29,8 @@ __all__ = ["FusedLinearKDLoss"]
 
 #: logits elements per chunk (rows x vocabulary): 2**22 float32 = 16 MiB per temporary
 _CHUNK_ELEMENTS = 1 << 22
+#: CPU: walk the chunks on torch's intra-op thread count, one chunk per thread
+_CHUNK_THREADS = True
 #: fewest rows per chunk (below this the matmuls re-read the weight too often)
 _MIN_ROWS = 32
 
@@ -71,11 +75,16 @@ def _log_softmax_(x: torch.Tensor) -> torch.Tensor:
     return x.sub_(torch.logsumexp(x, dim=-1, keepdim=True))
 
 
+def _special(Tt: Any) -> bool:
+    """Whether a teacher temperature is 0 or inf somewhere (the careful path handles those)."""
+    if is_python_scalar(Tt):
+        return bool(Tt == 0 or math.isinf(Tt))
+    return bool(torch.any((Tt == 0) | torch.isinf(Tt)))
+
+
 def _teacher_log_probs(t: torch.Tensor, Tt: Any, own: bool) -> torch.Tensor:
     """The teacher's tempered log-probabilities; ``own``: ``t`` may be overwritten."""
-    special = (Tt == 0 or math.isinf(Tt)) if is_python_scalar(Tt) else bool(
-        torch.any((Tt == 0) | torch.isinf(Tt)))
-    if special:
+    if _special(Tt):
         from .._softmax import log_softmax
 
         return cast(torch.Tensor, log_softmax(t, Tt))
@@ -175,6 +184,159 @@ def _chunk(z: torch.Tensor, tz: torch.Tensor, own_t: bool, T: Any, Tt: Any,
     return rows, g
 
 
+class _Workspace:
+    """One thread's chunk buffers (rows x V, the compute dtype), reused from chunk to chunk, so
+    that no chunk allocates (and page-faults) fresh memory."""
+
+    def __init__(self, rows: int, n_classes: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.shape = (rows, n_classes)
+        self.dtype = dtype
+        self.device = device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, rows: int) -> torch.Tensor:
+        """Buffer ``name``, its first ``rows`` rows (contiguous)."""
+        buf = self.buffers.get(name)
+        if buf is None:
+            buf = self.buffers[name] = torch.empty(self.shape, dtype=self.dtype,
+                                                   device=self.device)
+        return buf[:rows]
+
+
+def _log_softmax_into(x: torch.Tensor, probs: torch.Tensor) -> None:
+    """``x`` replaced by its log-softmax (rows), ``probs`` filled with the softmax."""
+    mx = x.amax(dim=-1, keepdim=True)
+    x.sub_(mx)
+    torch.exp(x, out=probs)
+    total = probs.sum(dim=-1, keepdim=True)
+    x.sub_(torch.log(total))
+    probs.div_(total)
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products, the products written to ``scratch`` (may be ``a`` or ``b``)."""
+    return torch.mul(a, b, out=scratch).sum(dim=-1)
+
+
+def _chunk_fast(z: torch.Tensor, tz: torch.Tensor, T: Any, Tt: Any,
+                labels: torch.Tensor | None, valid: torch.Tensor | None, weight: Any,
+                plan: _Plan, need_grad: bool,
+                ws: _Workspace) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """:func:`_chunk` for finite logits and temperatures in ``(0, inf)``, in the thread's
+    workspace ``ws``: ``z`` and ``tz`` (the student's and the teacher's logits, the chunk's own
+    buffers) are overwritten, and the gradient is returned
+    in a workspace buffer (valid until the thread's next chunk).  Returns None when a row came
+    out non-finite (a ``-inf`` mask, a NaN, an overflow): the caller redoes the chunk with
+    :func:`_chunk`."""
+    alpha, divergence, beta = plan.alpha, plan.divergence, plan.beta
+    if divergence == "jsd" and beta == 0.0:
+        divergence = "forward"
+    elif divergence == "jsd" and beta == 1.0:
+        divergence = "reverse"
+    c = z.shape[0]
+    scalar_T = is_python_scalar(T)
+    hard_sm: torch.Tensor | None = None       # softmax(z) at T = 1, for the hard gradient
+    hard: torch.Tensor | None = None
+    with_hard = labels is not None and alpha != 1.0
+    shared_q = False                          # T == 1: softmax(z) is q itself
+    if with_hard and not (scalar_T and T == 1.0 and alpha != 0.0):
+        assert labels is not None
+        picked = z.gather(1, labels[:, None])[:, 0]
+        sm = ws.get("h", c)
+        mx = z.amax(dim=-1, keepdim=True)
+        torch.sub(z, mx, out=sm).exp_()
+        total = sm.sum(dim=-1, keepdim=True)
+        hard = (mx + torch.log(total))[:, 0] - picked
+        hard_sm = sm.div_(total) if need_grad else None
+    soft: torch.Tensor | None = None
+    g: torch.Tensor | None = None
+    q = ws.get("q", c)
+    p = ws.get("p", c)
+    if alpha != 0.0:
+        logq = z.div_(T)
+        _log_softmax_into(logq, q)
+        logp = tz.div_(Tt)
+        _log_softmax_into(logp, p)
+        if with_hard and hard is None:
+            assert labels is not None
+            hard = -logq.gather(1, labels[:, None])[:, 0]
+            shared_q = True
+        if divergence == "forward":
+            soft = _rowdot(p, logp.sub_(logq), logp)  # sum p (log p - log q)
+            if need_grad:
+                g = q if shared_q else q.sub_(p)      # q - p (or q, assembled below)
+        elif divergence == "reverse":
+            d = logq.sub_(logp)                       # log q - log p
+            soft = _rowdot(q, d, logp)
+            if need_grad:
+                if shared_q:
+                    hard_sm = q
+                g = d.sub_(soft[:, None]).mul_(q)     # q (log q - log p - KL)
+        else:
+            logm = torch.lerp(q, p, beta, out=ws.get("m", c))
+            logm.clamp_min_(torch.finfo(q.dtype).tiny).log_()
+            kl_p = _rowdot(p, logp.sub_(logm), logp)
+            dq = logq.sub_(logm)                      # log q - log m
+            kl_q = _rowdot(q, dq, logm)
+            soft = beta * kl_p + (1.0 - beta) * kl_q
+            if need_grad:
+                if shared_q:
+                    hard_sm = q
+                # (1 - beta) q (log q - log m - KL(q || m))
+                g = dq.sub_(kl_q[:, None]).mul_(q).mul_(1.0 - beta)
+        if plan.t2_scale:
+            soft = soft * ((T * T) if scalar_T else (T * T)[:, 0])
+    if hard is None:
+        assert soft is not None
+        rows = soft
+    elif alpha == 0.0:
+        rows = hard
+    else:
+        assert soft is not None
+        rows = alpha * soft + (1.0 - alpha) * hard
+    if not bool(torch.isfinite(rows).all()):
+        return None
+    if valid is not None:
+        rows = torch.where(valid, rows, torch.zeros_like(rows))
+    if not need_grad:
+        return rows, None
+    # per-row multipliers: the reduction's weight, 0 at left-out rows; the soft term's
+    # alpha T (t2_scale) or alpha / T, the hard term's 1 - alpha
+    w = weight
+    if isinstance(w, torch.Tensor) and w.ndim == 1:
+        w = w[:, None]
+    keep: Any = 1.0 if valid is None else valid[:, None].to(z.dtype)
+    base: Any = keep * w
+    h_scale: Any = base * (1.0 - alpha)
+    s_scale: Any = base * (alpha * T if plan.t2_scale else alpha / T)
+    if alpha == 0.0:
+        assert hard_sm is not None
+        g = hard_sm.mul_(h_scale)
+    elif shared_q and divergence == "forward":
+        # alpha (q - p) + (1 - alpha) (q - onehot), scaled: q (s + h) - s p - h onehot
+        assert g is not None
+        g.mul_(s_scale + h_scale)
+        if isinstance(s_scale, torch.Tensor):
+            g.addcmul_(p, s_scale, value=-1.0)
+        else:
+            g.sub_(p, alpha=s_scale)
+    else:
+        assert g is not None
+        g.mul_(s_scale)
+        if hard_sm is not None:
+            if isinstance(h_scale, torch.Tensor):
+                g.addcmul_(hard_sm, h_scale)
+            else:
+                g.add_(hard_sm, alpha=h_scale)
+    if with_hard:
+        assert labels is not None
+        hs = h_scale if isinstance(h_scale, torch.Tensor) else torch.tensor(
+            float(h_scale), dtype=g.dtype, device=g.device)
+        g.scatter_add_(1, labels[:, None], (-hs).to(g.dtype).expand(c, 1))
+    return rows, g
+
+
 # --------------------------------------------------------------------------------------------
 # the walk over the chunks
 # --------------------------------------------------------------------------------------------
@@ -192,45 +354,97 @@ def _walk(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, plan: _Plan,
     gW = torch.zeros(W.shape, dtype=compute, device=W.device) if grads[1] else None
     gb = (torch.zeros(b.shape, dtype=compute, device=b.device)
           if grads[2] and b is not None else None)
-    with torch.no_grad():
-        for i in range(0, n, plan.chunk):
-            j = min(n, i + plan.chunk)
-            hc = h[i:j]
+    special_t = _special(plan.Tt)
+
+    def logits(i: int, j: int, ws: _Workspace | None
+               ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The chunk's student logits and teacher logits (in ``ws``'s buffers "s" and "t"
+        when given; else fresh tensors, the teacher's possibly a view: ``own`` False)."""
+        hc = h[i:j]
+        zo = ws.get("s", j - i) if ws is not None and h.dtype == compute else None
+        if zo is not None:
+            z = torch.mm(hc, W.T, out=zo) if b is None else torch.addmm(b, hc, W.T, out=zo)
+        else:
             z = hc @ W.T if b is None else torch.addmm(b, hc, W.T)
+            z = z if z.dtype == compute else z.to(compute)
+        if plan.t_logits is not None:
+            tz = plan.t_logits[i:j]
+            if ws is not None:
+                return z, ws.get("t", j - i).copy_(tz), True
+            return z, (tz if tz.dtype == compute else tz.to(compute)), tz.dtype != compute
+        assert plan.t_hidden is not None and plan.t_weight is not None
+        th = plan.t_hidden[i:j]
+        to = (ws.get("t", j - i) if ws is not None and th.dtype == compute else None)
+        if to is not None:
+            tz = (torch.mm(th, plan.t_weight.T, out=to) if plan.t_bias is None else
+                  torch.addmm(plan.t_bias, th, plan.t_weight.T, out=to))
+            return z, tz, True
+        tz = th @ plan.t_weight.T if plan.t_bias is None else torch.addmm(
+            plan.t_bias, th, plan.t_weight.T)
+        if ws is not None:
+            return z, ws.get("t", j - i).copy_(tz), True
+        return z, (tz if tz.dtype == compute else tz.to(compute)), True
+
+    local = threading.local()
+
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        with torch.no_grad():   # grad mode is thread-local: worker threads start with it on
+            one(i)
+
+    def one(i: int) -> None:
+        j = min(n, i + plan.chunk)
+        T = plan.T if is_python_scalar(plan.T) else plan.T[i:j]
+        Tt = plan.Tt if is_python_scalar(plan.Tt) else plan.Tt[i:j]
+        lab = None if plan.labels is None else plan.labels[i:j]
+        val = None if plan.valid is None else plan.valid[i:j]
+        w = row_weight
+        if isinstance(w, torch.Tensor) and w.ndim == 1:
+            w = w[i:j]
+        done = None
+        if not special_t:
+            ws = getattr(local, "ws", None)
+            if ws is None:
+                ws = local.ws = _Workspace(min(plan.chunk, n), W.shape[0], compute, h.device)
+            z, tz, _ = logits(i, j, ws)
             if z.dtype != compute:
-                z = z.to(compute)
-            if plan.t_logits is not None:
-                tz = plan.t_logits[i:j]
-                own_t = False
-                if tz.dtype != compute:
-                    tz, own_t = tz.to(compute), True
-            else:
-                assert plan.t_hidden is not None and plan.t_weight is not None
-                th = plan.t_hidden[i:j]
-                tz = th @ plan.t_weight.T if plan.t_bias is None else torch.addmm(
-                    plan.t_bias, th, plan.t_weight.T)
-                own_t = True
-                if tz.dtype != compute:
-                    tz = tz.to(compute)
-            T = plan.T if is_python_scalar(plan.T) else plan.T[i:j]
-            Tt = plan.Tt if is_python_scalar(plan.Tt) else plan.Tt[i:j]
-            lab = None if plan.labels is None else plan.labels[i:j]
-            val = None if plan.valid is None else plan.valid[i:j]
-            w = row_weight
-            if isinstance(w, torch.Tensor) and w.ndim == 1:
-                w = w[i:j]
-            r, g = _chunk(z, tz, own_t, T, Tt, lab, val, w, plan, need)
-            rows[i:j] = r
-            if g is None:
-                continue
-            if gh is not None:
-                gl = g if g.dtype == h.dtype else g.to(h.dtype)
-                torch.mm(gl, W, out=gh[i:j])
-            if gW is not None:
-                hc_c = hc if hc.dtype == compute else hc.to(compute)
-                gW.addmm_(g.T, hc_c)
-            if gb is not None:
-                gb.add_(g.sum(dim=0))
+                z = ws.get("s", j - i).copy_(z)
+            done = _chunk_fast(z, tz, T, Tt, lab, val, w, plan, need, ws)
+        if done is None:
+            z, tz, own_t = logits(i, j, None)
+            done = _chunk(z, tz, own_t, T, Tt, lab, val, w, plan, need)
+        r, g = done
+        rows[i:j] = r
+        if g is None:
+            return
+        hc = h[i:j]
+        if gh is not None:
+            torch.mm(g if g.dtype == h.dtype else g.to(h.dtype), W, out=gh[i:j])
+        if gW is not None or gb is not None:
+            hc_c = hc if hc.dtype == compute else hc.to(compute)
+            gsum = g.sum(dim=0) if gb is not None else None
+            with lock:
+                if gW is not None:
+                    gW.addmm_(g.T, hc_c)
+                if gb is not None and gsum is not None:
+                    gb.add_(gsum)
+
+    starts = list(range(0, n, plan.chunk))
+    workers = 1 if h.device.type != "cpu" or not _CHUNK_THREADS else max(
+        1, min(torch.get_num_threads(), len(starts)))
+    if workers <= 1:
+        for i in starts:
+            run(i)
+    else:
+        # one chunk per thread at a time, single-threaded kernels: no barrier per kernel
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(run, starts))
+        finally:
+            torch.set_num_threads(saved)
     return rows, gh, gW, gb
 
 
