@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+import tempscale
+
 torch = pytest.importorskip("torch")
 
-from tempscale.distill import kd_loss  # noqa: E402
+from tempscale.distill import SparseTeacher, kd_loss, kd_loss_generic, sparse_kd_loss  # noqa: E402
 from tempscale.torch import KDLoss, fused_kd_loss  # noqa: E402
 
 INF = math.inf
@@ -29,7 +31,7 @@ def _both(s, t, *args, grad_out=None, **kwargs):
     """(loss, grad) of fused_kd_loss and of kd_loss on copies of ``s``."""
     out = []
     chunk = kwargs.pop("chunk_size", None)
-    for fn in (fused_kd_loss, kd_loss):
+    for fn in (fused_kd_loss, _generic_kd_loss):
         a = s.detach().clone().requires_grad_()
         extra = {"chunk_size": chunk} if fn is fused_kd_loss else {}
         loss = fn(a, t, *args, **kwargs, **extra)
@@ -37,6 +39,15 @@ def _both(s, t, *args, grad_out=None, **kwargs):
         loss.backward(go)
         out.append((loss.detach(), a.grad))
     return out
+
+
+def _generic_kd_loss(*args, **kwargs):
+    """kd_loss by its generic Array-API path over torch's own softmax ops (kd_loss itself takes
+    the lean path on torch tensors).  native=False: rows whose loss is infinite (a label on a
+    class the student masks) have no well-defined gradient, and the CPU kernel's backward may
+    define it differently from torch's log_softmax, which the closed form follows."""
+    with tempscale.config(native=False):
+        return kd_loss_generic(*args, **kwargs)
 
 
 def _close(a, b, tol):
@@ -298,9 +309,15 @@ def test_module_options_and_errors():
         KDLoss(2.0, alpha=0.5)(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 3]))
     with pytest.raises(TypeError, match="'chunk_size'"):
         fused_kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), chunk_size=1.5)
-    # alpha is the soft weight *with* labels; without labels the loss is the soft term
+    # alpha weighs the soft term against the hard one: without labels it is an error, in the
+    # module as in kd_loss (issue 12 item 4: one rule for both); alpha=None gives the soft term
     s, t = _logits(n=3, v=4, seed=15)
-    _close(crit(s, t), kd_loss(s, t, 4.0, divergence="jsd", beta=0.3), 1e-12)
+    with pytest.raises(ValueError, match="'alpha' parameter of KDLoss must be None when no labels"):
+        crit(s, t)
+    with pytest.raises(ValueError, match="'alpha' parameter of kd_loss must be None when no labels"):
+        kd_loss(s, t, 4.0, alpha=0.9, divergence="jsd", beta=0.3)
+    soft = KDLoss(4.0, divergence="jsd", beta=0.3)
+    _close(soft(s, t), kd_loss(s, t, 4.0, divergence="jsd", beta=0.3), 1e-12)
 
 
 def test_empty_batch():
@@ -342,3 +359,245 @@ def test_cli_distill_quick(capsys, tmp_path):
     assert main(["distill", "--quick", "--alpha", "2"]) == 2
     err = capsys.readouterr().err
     assert "exists" in err and "--alpha must be in [0, 1]" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 0: kd_loss on torch tensors takes the lean chunked path
+# ---------------------------------------------------------------------------------------------
+def _is_lean(loss):
+    """Whether the chunked autograd function is in ``loss``'s graph (a few nodes up)."""
+    todo, seen = [loss.grad_fn], 0
+    while todo and seen < 20:
+        node = todo.pop()
+        seen += 1
+        if node is None:
+            continue
+        if "FusedKD" in type(node).__name__:
+            return True
+        todo.extend(f for f, _ in node.next_functions)
+    return False
+
+
+LEAN_CASES = [
+    {},
+    {"divergence": "reverse", "labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 0.3},
+    {"divergence": "jsd", "beta": 0.3, "where": [1, 1, 0, 1, 0, 1, 1]},
+    {"reduction": "none", "teacher_temperature": 0.7},
+    {"reduction": "sum", "t2_scale": False},
+    {"num_items_in_batch": 11},
+]
+
+
+@pytest.mark.parametrize("case", range(len(LEAN_CASES)))
+def test_kd_loss_on_torch_is_lean_and_equals_generic(case):
+    kw = {k: (torch.tensor(v) if isinstance(v, list) else v) for k, v in LEAN_CASES[case].items()}
+    s, t = _logits(seed=40 + case)
+    for T in (2.0, torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0, 8.0, 1.5], dtype=torch.float64)):
+        a = s.clone().requires_grad_()
+        loss = kd_loss(a, t, T, **kw)
+        assert _is_lean(loss)
+        go = torch.rand(loss.shape, dtype=torch.float64) if loss.ndim else None
+        loss.backward(go)
+        b = s.clone().requires_grad_()
+        ref = _generic_kd_loss(b, t, T, **kw)
+        ref.backward(go)
+        _close(loss.detach(), ref.detach(), 1e-12)
+        _close(a.grad, b.grad, 1e-12)
+
+
+def test_kd_loss_lean_axis_shift_labels_and_switch():
+    s, t = _logits(n=12, v=5, seed=50)
+    s3, t3 = s.reshape(2, 6, 5), t.reshape(2, 6, 5)
+    tokens = torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(0))
+    a = s3.clone().requires_grad_()
+    loss = kd_loss(a, t3, 2.0, labels=tokens, shift_labels=True, alpha=0.6)
+    assert _is_lean(loss)
+    loss.backward()
+    b = s3.clone().requires_grad_()
+    kd_loss_generic(b, t3, 2.0, labels=tokens, shift_labels=True, alpha=0.6).backward()
+    _close(a.grad, b.grad, 1e-12)
+    # the class axis first (a copy), the same values
+    a0 = s.T.clone().requires_grad_()
+    l0 = kd_loss(a0, t.T, 2.0, axis=0)
+    l0.backward()
+    _close(l0.detach(), kd_loss_generic(s, t, 2.0), 1e-12)
+    with tempscale.config(torch_fused=False):
+        assert not _is_lean(kd_loss(s.clone().requires_grad_(), t, 2.0))
+
+
+def test_kd_loss_lean_backward_twice_gradcheck_and_torch_func():
+    s, t = _logits(n=5, v=4, seed=51)
+    a = s.clone().requires_grad_()
+    loss = kd_loss(a, t, 2.0, divergence="reverse")
+    loss.backward(retain_graph=True)
+    first = a.grad.clone()
+    loss.backward()  # the second backward recomputes: kd_loss never refuses it
+    _close(a.grad, 2 * first, 1e-12)
+    assert torch.autograd.gradcheck(lambda x: kd_loss(x, t, 1.5, divergence="jsd"),
+                                    (s.clone().requires_grad_(),))
+    # torch.func transforms take the generic path (native=False: this checks that routing, not
+    # the CPU softmax kernel's own torch.func support)
+    with tempscale.config(native=False):
+        g = torch.func.grad(lambda x: kd_loss(x, t, 2.0))(s)
+    b = s.clone().requires_grad_()
+    kd_loss_generic(b, t, 2.0).backward()
+    _close(g, b.grad, 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 2: KDLoss / fused_kd_loss take a SparseTeacher
+# ---------------------------------------------------------------------------------------------
+def _sparse(n=9, v=7, k=3, seed=60, logprobs=False, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.stack([torch.randperm(v, generator=g)[:k] for _ in range(n)])
+    full = torch.randn(n, v, generator=g, dtype=torch.float64) * 2
+    if logprobs:
+        full = torch.log_softmax(full, -1)
+    return idx, full.gather(-1, idx).to(dtype)
+
+
+@pytest.mark.parametrize("missing", ["zero", "uniform"])
+@pytest.mark.parametrize("kw", [{}, {"labels": [1, -100, 3, 0, 2, -100, 5, 6, 0], "alpha": 0.4},
+                                {"where": [1, 1, 0, 1, 1, 1, 0, 1, 1], "reduction": "none"},
+                                {"num_items_in_batch": 20, "teacher_temperature": 1.5}])
+def test_kdloss_sparse_teacher_equals_sparse_kd_loss(missing, kw):
+    kw = {k: (torch.tensor(v) if isinstance(v, list) else v) for k, v in kw.items()}
+    s, _ = _logits(n=9, v=7, seed=61)
+    idx, vals = _sparse(logprobs=missing == "uniform")
+    st = SparseTeacher(idx, vals)
+    for T in (2.0, torch.linspace(0.5, 3.0, 9, dtype=torch.float64)):
+        a = s.clone().requires_grad_()
+        loss = fused_kd_loss(a, st, T, missing=missing, chunk_size=2, **kw)
+        assert _is_lean(loss)
+        go = torch.rand(loss.shape, dtype=torch.float64) if loss.ndim else None
+        loss.backward(go)
+        b = s.clone().requires_grad_()
+        ref = sparse_kd_loss(b, teacher=st, temperature=T, missing=missing, **kw)
+        ref.backward(go)
+        _close(loss.detach(), ref.detach(), 1e-12)
+        _close(a.grad, b.grad, 1e-12)
+    # the module, with labels, and k = V equals the dense loss
+    crit = KDLoss(2.0, missing=missing)
+    full_idx = torch.argsort(torch.rand(9, 7, generator=torch.Generator().manual_seed(1)), -1)
+    dense_t = torch.log_softmax(_logits(n=9, v=7, seed=62)[1], -1)
+    _close(crit(s, SparseTeacher(full_idx, dense_t.gather(-1, full_idx))),
+           kd_loss_generic(s, dense_t, 2.0), 1e-12)
+
+
+def test_kdloss_sparse_teacher_special_cases():
+    s, _ = _logits(n=6, v=5, seed=63)
+    idx, vals = _sparse(n=6, v=5, k=2, seed=64)
+    st = SparseTeacher(idx, vals)
+    # teacher temperature 0 (argmax of the top-k) goes through the generic chunk
+    a = s.clone().requires_grad_()
+    loss = fused_kd_loss(a, st, 2.0, teacher_temperature=0.0)
+    loss.backward()
+    b = s.clone().requires_grad_()
+    sparse_kd_loss(b, teacher=st, temperature=2.0, teacher_temperature=0.0).backward()
+    _close(loss.detach(), sparse_kd_loss(s, teacher=st, temperature=2.0,
+                                         teacher_temperature=0.0), 1e-12)
+    _close(a.grad, b.grad, 1e-12)
+    # values that require grad: the generic sparse loss (gradients for the values too)
+    v1 = vals.clone().requires_grad_()
+    fused_kd_loss(s, SparseTeacher(idx, v1), 2.0).backward()
+    v2 = vals.clone().requires_grad_()
+    sparse_kd_loss(s, teacher=SparseTeacher(idx, v2), temperature=2.0).backward()
+    _close(v1.grad, v2.grad, 1e-12)
+    # float32 student, NumPy values; errors
+    s32 = s.float().requires_grad_()
+    l32 = KDLoss(2.0)(s32, SparseTeacher(idx.numpy(), vals.numpy()))
+    _close(l32.detach(), sparse_kd_loss(s, teacher=st, temperature=2.0), 1e-6)
+    with pytest.raises(ValueError, match="'divergence' parameter of KDLoss"):
+        KDLoss(2.0, divergence="reverse")(s, st)
+    with pytest.raises(ValueError, match="'missing' parameter of KDLoss"):
+        KDLoss(2.0, missing="spread")
+    with pytest.raises(IndexError, match="'teacher_indices' parameter of KDLoss"):
+        KDLoss(2.0)(s, SparseTeacher(idx + 5, vals))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 12 item 4: integer masks, teacher gradients on the lean path, alpha, a float32 loss
+# ---------------------------------------------------------------------------------------------
+def test_integer_row_masks_everywhere():
+    s, t = _logits(n=7, v=6, seed=70)
+    ints = [1, 0, 1, 1, 0, 1, 1]
+    for m in (torch.tensor(ints), torch.tensor(ints, dtype=torch.uint8),
+              torch.tensor(ints, dtype=torch.int32), np.array(ints)):
+        ref = kd_loss_generic(s, t, 2.0, where=torch.tensor(ints, dtype=torch.bool))
+        _close(kd_loss(s, t, 2.0, where=m), ref, 1e-12)
+        _close(KDLoss(2.0)(s, t, where=m), ref, 1e-12)
+        _close(fused_kd_loss(s, t, 2.0, where=m), ref, 1e-12)
+        with pytest.warns(DeprecationWarning):
+            _close(fused_kd_loss(s, t, 2.0, mask=m), ref, 1e-12)
+    idx, vals = _sparse(n=7, v=6, k=2, seed=71)
+    st = SparseTeacher(idx, vals)
+    ref = sparse_kd_loss(s, teacher=st, temperature=2.0, where=torch.tensor(ints).bool())
+    _close(sparse_kd_loss(s, teacher=st, temperature=2.0, where=torch.tensor(ints)), ref, 1e-12)
+    _close(KDLoss(2.0)(s, st, where=torch.tensor(ints)), ref, 1e-12)
+    with pytest.raises(ValueError, match="'where' parameter of kd_loss"):
+        kd_loss(s, t, 2.0, where=torch.tensor([2, 0, 1, 1, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
+@pytest.mark.parametrize("kw", [{}, {"labels": [1, -100, 3, 0, 2, -100, 5], "alpha": 0.3},
+                                {"where": [1, 1, 0, 1, 0, 1, 1], "teacher_temperature": 0.8},
+                                {"reduction": "none"}])
+def test_teacher_gradient_on_the_lean_path(divergence, kw):
+    kw = {k: (torch.tensor(v) if isinstance(v, list) else v) for k, v in kw.items()}
+    s, t = _logits(seed=72)
+    for T in (2.0, torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0, 8.0, 1.5], dtype=torch.float64)):
+        for fn in (kd_loss, fused_kd_loss):
+            a, b = s.clone().requires_grad_(), t.clone().requires_grad_()
+            loss = fn(a, b, T, divergence=divergence, beta=0.3, **kw)
+            assert _is_lean(loss)   # no silent fallback, no warning (filterwarnings=error)
+            go = torch.rand(loss.shape, dtype=torch.float64) if loss.ndim else None
+            loss.backward(go)
+            c, d = s.clone().requires_grad_(), t.clone().requires_grad_()
+            ref = _generic_kd_loss(c, d, T, divergence=divergence, beta=0.3, **kw)
+            ref.backward(go)
+            _close(loss.detach(), ref.detach(), 1e-12)
+            _close(a.grad, c.grad, 1e-12)
+            _close(b.grad, d.grad, 1e-12)
+
+
+def test_teacher_gradient_gradcheck_and_double_backward():
+    s, t = _logits(n=4, v=5, seed=73)
+    a, b = s.clone().requires_grad_(), t.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, y: fused_kd_loss(x, y, 1.7, divergence="jsd", inplace_backward=False), (a, b))
+    assert torch.autograd.gradgradcheck(lambda x, y: kd_loss(x, y, 1.7), (a, b))
+
+
+def test_alpha_is_handled_the_same_way():
+    s, t = _logits(n=4, v=5, seed=74)
+    y = torch.tensor([0, 1, -100, 4])
+    for call in (lambda: kd_loss(s, t, 2.0, alpha=0.7),
+                 lambda: fused_kd_loss(s, t, 2.0, alpha=0.7),
+                 lambda: KDLoss(2.0, alpha=0.7)(s, t)):
+        with pytest.raises(ValueError, match="'alpha' parameter of (kd_loss|KDLoss) must be "
+                                             "None when no labels"):
+            call()
+    ref = kd_loss_generic(s, t, 2.0, labels=y, alpha=0.7)
+    for got in (kd_loss(s, t, 2.0, labels=y, alpha=0.7), KDLoss(2.0, alpha=0.7)(s, t, y)):
+        _close(got, ref, 1e-12)
+    # default alpha with labels is 0.5 in both
+    _close(KDLoss(2.0)(s, t, y), kd_loss(s, t, 2.0, labels=y, alpha=0.5), 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_float32_loss_from_half_inputs(dtype):
+    s, t = _logits(n=6, v=50, seed=75, dtype=dtype)
+    ref = kd_loss_generic(s.double(), t.double(), 2.0)      # the half values, exactly
+    for fn in (kd_loss, fused_kd_loss, lambda *a, **k: KDLoss(2.0, dtype=k["dtype"])(a[0], a[1])):
+        a = s.clone().requires_grad_()
+        loss = fn(a, t, 2.0, dtype=torch.float32)
+        assert loss.dtype == torch.float32
+        assert abs(loss.item() - ref.item()) <= 1e-5 * abs(ref.item())
+        loss.backward()
+        assert a.grad.dtype == dtype
+        assert fn(s, t, 2.0, dtype=None).dtype == dtype          # the default: the inputs' dtype
+    np_loss = kd_loss(s.float().numpy().astype(np.float16), t.float().numpy().astype(np.float16),
+                      2.0, dtype=np.float32)
+    assert np_loss.dtype == np.float32
+    with pytest.raises(TypeError, match="'dtype' parameter of kd_loss"):
+        kd_loss(s, t, 2.0, dtype=torch.int32)

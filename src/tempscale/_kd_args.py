@@ -106,11 +106,19 @@ def _namespace_of_pair(student: Any, teacher: Any, func: str) -> Namespace:
                       f"a {_lib(teacher)} {type(teacher).__name__}", TypeError)
 
 
-def _logit_dtypes(xp: Namespace, s: Any, t: Any, func: str) -> tuple[DType, DType]:
-    """(compute dtype, output dtype) of the two logit arrays (the library's dtype policy)."""
+def _logit_dtypes(xp: Namespace, s: Any, t: Any, func: str,
+                  dtype: DType | None = None) -> tuple[DType, DType]:
+    """(compute dtype, output dtype) of the two logit arrays (the library's dtype policy);
+    ``dtype``: the user's choice of output dtype (e.g. float32 from bfloat16 logits)."""
     for name, a in (("student_logits", s), ("teacher_logits", t)):
         if not xp.isdtype(a.dtype, ("real floating", "integral", "bool")):
             raise param_error(name, func, "an array of real numbers", f"dtype {a.dtype}", TypeError)
+    if dtype is not None:
+        compute, out = float_dtypes(xp, s, dtype, func)
+        # never compute in less than the inputs' own precision
+        natural = float_dtypes(xp, s, xp.result_type(float_dtypes(xp, s, None, func)[1],
+                                                     float_dtypes(xp, t, None, func)[1]), func)[0]
+        return xp.result_type(compute, natural), out
     out = xp.result_type(float_dtypes(xp, s, None, func)[1], float_dtypes(xp, t, None, func)[1])
     return float_dtypes(xp, s, out, func)
 
@@ -184,14 +192,14 @@ def shift_row_labels(y: Any, xp: Namespace, ignore_index: int, func: str) -> Any
 
 def prepare(student_logits: Any, teacher_logits: Any, temperature: Any, *,
             teacher_temperature: Any, labels: Any, where: Any, ignore_index: int, axis: int,
-            func: str, shift_labels: bool = False) -> KDArgs:
+            func: str, shift_labels: bool = False, dtype: DType | None = None) -> KDArgs:
     """Every array argument of a distillation loss, checked and in one namespace.
 
     The class axis is moved last (a copy where it is not last already); per-row temperatures
     may be given in the batch shape or in keepdims form (a size-1 class axis).
     """
     xp, s, t, ax = _logits(student_logits, teacher_logits, axis, func)
-    compute, out = _logit_dtypes(xp, s, t, func)
+    compute, out = _logit_dtypes(xp, s, t, func, dtype)
     T = _temperature(temperature, func, "temperature", like=s, ax=ax, edges=False,
                      compute=compute, xp=xp)
     Tt = T if teacher_temperature is None else _temperature(
@@ -227,7 +235,7 @@ class SparseArgs(NamedTuple):
 def prepare_sparse(student_logits: Any, teacher_indices: Any, teacher_values: Any,
                    temperature: Any, *, teacher_temperature: Any, teacher_edges: bool,
                    labels: Any, where: Any, ignore_index: int, shift_labels: bool,
-                   func: str) -> SparseArgs:
+                   func: str, dtype: DType | None = None) -> SparseArgs:
     """Every array argument of a sparse-teacher loss, checked and in the student's namespace."""
     xp, s, v = _student_and_teacher(student_logits, teacher_values, func)
     if s.ndim == 0:
@@ -255,7 +263,7 @@ def prepare_sparse(student_logits: Any, teacher_indices: Any, teacher_values: An
         if np.any(dup):
             raise param_error("teacher_indices", func, "distinct class indices in each row",
                               f"{int(srt[..., 1:][dup][0])} twice in a row")
-    compute, out = _logit_dtypes(xp, s, v, func)
+    compute, out = _logit_dtypes(xp, s, v, func, dtype)
     T = _temperature(temperature, func, "temperature", like=s, ax=s.ndim - 1, edges=False,
                      compute=compute, xp=xp)
     Tt = T if teacher_temperature is None else _temperature(

@@ -13,11 +13,12 @@ the same gradient chunk by chunk and keeps only the gradient in memory (import i
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _compat
+from . import _compat, _config
 from ._compat import is_concrete, is_python_scalar
 from ._kd_args import check_num_items, check_options, prepare, prepare_sparse, where_alias
 from ._softmax import log_softmax, logsumexp
@@ -79,7 +80,7 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
             teacher_temperature: Temperature | None = None, t2_scale: bool = True,
             ignore_index: int = -100, where: ArrayLike | None = None, reduction: str = "batchmean",
             axis: int = -1, mask: ArrayLike | None = None, num_items_in_batch: Any = None,
-            shift_labels: bool = False) -> Any:
+            shift_labels: bool = False, dtype: DType | None = None) -> Any:
     r"""Knowledge-distillation loss with temperature, on any Array-API library.
 
     The soft term compares the teacher's tempered distribution
@@ -158,12 +159,18 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
         has nothing to predict, gets ``ignore_index``: it is left out of the whole loss (soft
         term too) and of its normaliser, and is 0 with ``reduction="none"``.  The sequence axis
         is the last axis of the row shape.  Needs ``labels``.
+    dtype : dtype, optional
+        The loss's dtype.  Default: the logits' floating dtype (float16/bfloat16 are computed
+        in float32 and the loss is rounded back to their dtype); pass the library's float32
+        (``torch.float32``, ``jnp.float32``, ...) for a float32 loss from 16-bit logits, as
+        mixed-precision training wants.  The computation runs in float32 or in ``dtype`` if
+        wider, never below the logits' own precision; gradients keep the logits' dtypes.
 
     Returns
     -------
     array
-        A scalar (or the row shape for ``reduction="none"``) in the logits' floating dtype;
-        float16/bfloat16 are computed in float32 and returned in their own dtype.
+        A scalar (or the row shape for ``reduction="none"``) in ``dtype`` (default: the
+        logits' floating dtype).
 
     Notes
     -----
@@ -185,6 +192,15 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
     ``"batchmean"`` divides the sum by the number of (valid) rows, which is the KL per example.
     The normaliser counts only valid rows (like ``F.cross_entropy`` with ``ignore_index``), and
     an all-padding batch gives 0 rather than 0/0.
+
+    **PyTorch.** On torch tensors this function takes the chunked closed-form path of
+    :func:`tempscale.torch.fused_kd_loss` (loss and gradient computed together, chunk by chunk;
+    about one batch x vocab buffer of extra memory, the gradient), whenever it applies: not
+    inside a ``torch.func`` transform, nor with a temperature tensor that requires gradients
+    (those take the generic implementation), and ``tempscale.config(torch_fused=False)``
+    turns it off.  A graph retained for a second backward (``retain_graph=True``) recomputes
+    the gradient the second time.  Under ``torch.compile`` the loss is a custom op
+    (``fullgraph=True`` works).
 
     **Masked classes.** ``-inf`` logits are masked classes: :math:`0 \log 0 = 0`, so a class the
     teacher masks costs nothing; a class the student masks while the teacher gives it mass
@@ -238,6 +254,45 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
     """
     func = "kd_loss"
     where = where_alias(where, mask, func)
+    if _is_torch_tensor(student_logits) and (_torch_compiling() or _config.current().torch_fused):
+        from .torch._kd import kd_loss_torch
+
+        return kd_loss_torch(
+            student_logits,  # type: ignore[arg-type]  # a torch tensor, checked above
+            teacher_logits, temperature, labels=labels, alpha=alpha,
+            divergence=divergence, beta=beta, teacher_temperature=teacher_temperature,
+            t2_scale=t2_scale, ignore_index=ignore_index, where=where, reduction=reduction,
+            axis=axis, chunk_size=None, inplace="recompute",
+            num_items_in_batch=num_items_in_batch, shift_labels=shift_labels, dtype=dtype,
+            missing="zero", func=func)
+    return kd_loss_generic(
+        student_logits, teacher_logits, temperature, labels=labels, alpha=alpha,
+        divergence=divergence, beta=beta, teacher_temperature=teacher_temperature,
+        t2_scale=t2_scale, ignore_index=ignore_index, where=where, reduction=reduction,
+        axis=axis, num_items_in_batch=num_items_in_batch, shift_labels=shift_labels,
+        dtype=dtype, func=func)
+
+
+def _is_torch_tensor(x: object) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _torch_compiling() -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
+def kd_loss_generic(student_logits: ArrayLike, teacher_logits: ArrayLike,
+                    temperature: Temperature = 1.0, *, labels: ArrayLike | None = None,
+                    alpha: float | None = None, divergence: str = "forward", beta: float = 0.5,
+                    teacher_temperature: Temperature | None = None, t2_scale: bool = True,
+                    ignore_index: int = -100, where: ArrayLike | None = None,
+                    reduction: str = "batchmean", axis: int = -1, num_items_in_batch: Any = None,
+                    shift_labels: bool = False, dtype: DType | None = None,
+                    func: str = "kd_loss") -> Any:
+    """:func:`kd_loss` by the generic Array-API implementation (every library, autograd)."""
     alpha_r, beta_r = check_options(func, alpha=alpha, labels=labels, divergence=divergence,
                                     beta=beta, t2_scale=t2_scale, ignore_index=ignore_index,
                                     reduction=reduction)
@@ -245,7 +300,8 @@ def kd_loss(student_logits: ArrayLike, teacher_logits: ArrayLike, temperature: T
     num_items = check_num_items(num_items_in_batch, reduction, func)
     args = prepare(student_logits, teacher_logits, temperature,
                    teacher_temperature=teacher_temperature, labels=labels, where=where,
-                   ignore_index=ignore_index, axis=axis, func=func, shift_labels=shift_labels)
+                   ignore_index=ignore_index, axis=axis, func=func, shift_labels=shift_labels,
+                   dtype=dtype)
     xp, s, t, compute, out = args.xp, args.s, args.t, args.compute, args.out
     if s.dtype != compute:
         s = xp.astype(s, compute)
@@ -358,7 +414,7 @@ def sparse_kd_loss(student_logits: ArrayLike, teacher_indices: ArrayLike | None 
                    ignore_index: int = -100, reduction: str = "batchmean", t2_scale: bool = True,
                    num_items_in_batch: Any = None, where: ArrayLike | None = None,
                    teacher_temperature: Temperature | None = None, shift_labels: bool = False,
-                   divergence: str = "forward") -> Any:
+                   divergence: str = "forward", dtype: DType | None = None) -> Any:
     r"""Distillation loss from a sparse teacher: only its top-k classes per row are known.
 
     Offline distillation stores, per token, the teacher's top-k class indices and their logits
@@ -431,6 +487,8 @@ def sparse_kd_loss(student_logits: ArrayLike, teacher_indices: ArrayLike | None 
         with ``missing="uniform"`` it must lie in ``(0, inf)``.
     divergence : {"forward"}, default "forward"
         Only the forward KL (what a sparse teacher supports without its full distribution).
+    dtype : dtype, optional
+        The loss's dtype, as in :func:`kd_loss` (e.g. float32 from bfloat16 logits).
 
     Returns
     -------
@@ -486,7 +544,8 @@ def sparse_kd_loss(student_logits: ArrayLike, teacher_indices: ArrayLike | None 
     args = prepare_sparse(student_logits, teacher_indices, teacher_values, temperature,
                           teacher_temperature=teacher_temperature,
                           teacher_edges=missing == "zero", labels=labels, where=where,
-                          ignore_index=ignore_index, shift_labels=shift_labels, func=func)
+                          ignore_index=ignore_index, shift_labels=shift_labels, func=func,
+                          dtype=dtype)
     xp, s, v, compute, out = args.xp, args.s, args.v, args.compute, args.out
     if s.dtype != compute:
         s = xp.astype(s, compute)
