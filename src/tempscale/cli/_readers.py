@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import io
 import math
 import os
@@ -27,6 +28,7 @@ from ._numbers import is_number, parse_float, parse_floats
 __all__ = [
     "LABEL_NAMES",
     "NDArray",
+    "PARQUET_SUFFIXES",
     "Table",
     "add_input_args",
     "add_input_kind",
@@ -45,6 +47,8 @@ __all__ = [
 NDArray = np.ndarray[Any, np.dtype[Any]]
 _R = TypeVar("_R")
 
+#: file name endings read as Parquet (with pyarrow)
+PARQUET_SUFFIXES = (".parquet", ".pq")
 #: header names that mean "this column holds the labels" (matched case-insensitively)
 LABEL_NAMES = ("label", "labels", "target", "targets", "y", "class", "classes")
 
@@ -84,15 +88,77 @@ def _read_npy_header(fp: IO[bytes], size: int, where: str) -> tuple[tuple[int, .
     return shape, fortran, dtype
 
 
-def _load_npy(path: Path) -> NDArray:
+def _load_npy(path: Path, mmap: bool = False) -> NDArray:
+    """A .npy file, its header checked first; ``mmap``: memory-mapped read-only (nothing is read
+    into memory until used, so a file larger than memory can be processed in row chunks)."""
     size = path.stat().st_size
     with open(path, "rb") as fp:
         _read_npy_header(fp, size, str(path))
     try:
-        arr: NDArray = np.load(path, allow_pickle=False)
+        arr: NDArray = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         return arr
     except (ValueError, EOFError, OSError) as exc:
         raise CLIError(f"{path} is not a valid .npy file ({' '.join(str(exc).split())[:120]})") from None
+
+
+def _parquet_table(path: Path) -> Any:
+    """A Parquet file as a pyarrow Table (pyarrow is optional: one line if it is missing)."""
+    try:
+        pq = importlib.import_module("pyarrow.parquet")  # optional; untyped
+    except ImportError:
+        raise CLIError(f"{path}: reading Parquet files needs pyarrow (pip install pyarrow)") from None
+    try:
+        return pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own ArrowInvalid & co.
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise CLIError(f"{path} is not a valid Parquet file ({detail})") from None
+
+
+def _parquet_columns(table: Any, path: Path, names: Sequence[str]) -> NDArray:
+    """The named numeric columns of a pyarrow Table as one (n, len(names)) float64 array."""
+    cols = []
+    for name in names:
+        col = table.column(name)
+        try:
+            arr = np.asarray(col.to_numpy())
+        except Exception as exc:  # noqa: BLE001 - nulls, nested types...
+            raise CLIError(f"{path}: column {name!r} cannot be read as numbers "
+                           f"({' '.join(str(exc).split())[:80]})") from None
+        if arr.dtype.kind not in "biuf":
+            raise CLIError(f"{path}: column {name!r} holds {arr.dtype} values, not numbers")
+        cols.append(arr)
+    if not cols:
+        raise CLIError(f"{path}: the Parquet file has no columns")
+    if len(cols) == 1:
+        out = cols[0]
+        return out.reshape(-1, 1) if out.ndim == 1 else out
+    return np.column_stack([c.astype(np.float64, copy=False) for c in cols])
+
+
+def _read_parquet(path: Path, what: str, label_column: str | None) -> tuple[NDArray, NDArray | None]:
+    """(values, labels) of a Parquet file; ``label_column`` names the labels' column."""
+    table = _parquet_table(path)
+    names = [str(n) for n in table.column_names]
+    labels = None
+    if label_column is not None:
+        matches = [n for n in names if n == label_column.strip()] or [
+            n for n in names if n.lower() == label_column.strip().lower()]
+        if len(matches) != 1:
+            raise CLIError(f"{path}: --label-column {label_column!r} "
+                           + ("matches several columns" if matches else
+                              f"is not a column (it has {', '.join(names)[:80]})"))
+        labels = _parquet_columns(table, path, matches)[:, 0]
+        names = [n for n in names if n != matches[0]]
+        if not names:
+            raise CLIError(f"{path}: no columns are left for the {what} besides --label-column")
+    if what != "labels":
+        label_like = _label_like(names)
+        if label_like:
+            raise CLIError(f"{path}: the Parquet file has a column {label_like[0]!r}, which looks "
+                           f"like labels, not {what}; pass --label-column {label_like[0]} "
+                           "(tempscale calibrate) or drop that column")
+    values = _parquet_columns(table, path, names)
+    return values, labels
 
 
 def _load_npz(path: Path, key: str | None) -> NDArray:
@@ -212,22 +278,25 @@ def _label_like(header: Sequence[str]) -> list[str]:
 
 
 def read_table(source: str | os.PathLike[str], *, key: str | None = None, what: str = "input",
-               label_column: str | None = None) -> tuple[NDArray, NDArray | None]:
+               label_column: str | None = None, mmap: bool = False) -> tuple[NDArray, NDArray | None]:
     """``(values, labels)`` from a file; ``labels`` only with ``label_column`` (CSV with a header).
 
     A CSV header row is detected (a first row that is not all numbers).  A header naming a
     label-like column (``label``, ``target``, ``y``, ``class`` ...) without ``label_column`` is
     refused, since it would otherwise be read as one more column of numbers; any other header is
-    reported on stderr and skipped.
+    reported on stderr and skipped.  Parquet files (``.parquet``, ``.pq``; needs pyarrow) name
+    their columns the same way.  ``mmap``: a ``.npy`` file is memory-mapped (read-only).
     """
     path = _check_readable(source, what)
     suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return _guard(lambda: _read_parquet(path, what, label_column), path)
     if suffix not in (".csv", ".txt", ".tsv", ""):
         if label_column is not None:
             raise CLIError(f"--label-column reads a column of a CSV file with a header row; "
                            f"{str(path)!r} is a {suffix} file (give the labels as a second file, "
                            "or FILE.npz:KEY)")
-        return load_array(path, key=key, what=what), None
+        return load_array(path, key=key, what=what, mmap=mmap), None
     table = _guard(lambda: _read_csv(path), path)
     values, header = table.values, table.header
     if label_column is not None:
@@ -299,18 +368,23 @@ def _guard(read: Callable[[], _R], path: Path) -> _R:
         raise CLIError(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
-def load_array(source: str | os.PathLike[str], *, key: str | None = None, what: str = "input") -> NDArray:
-    """Read ``.npy`` / ``.npz`` / ``.csv`` / ``.txt`` into a NumPy array (never unpickling)."""
+def load_array(source: str | os.PathLike[str], *, key: str | None = None, what: str = "input",
+               mmap: bool = False) -> NDArray:
+    """Read ``.npy`` / ``.npz`` / ``.csv`` / ``.txt`` / ``.parquet`` into a NumPy array (never
+    unpickling); ``mmap``: a ``.npy`` file is memory-mapped read-only instead of read."""
     path = _check_readable(source, what)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = _guard(lambda: _load_npy(path), path)
+        arr = _guard(lambda: _load_npy(path, mmap), path)
+    elif suffix in PARQUET_SUFFIXES:
+        arr, _ = read_table(path, what=what)
     elif suffix == ".npz":
         arr = _guard(lambda: _load_npz(path, key), path)
     elif suffix in (".csv", ".txt", ".tsv", ""):
         arr, _ = read_table(path, what=what)
     else:
-        raise CLIError(f"{what} file {str(path)!r}: unsupported format {suffix!r} (use .npy, .npz or .csv)")
+        raise CLIError(f"{what} file {str(path)!r}: unsupported format {suffix!r} (use .npy, .npz, "
+                       ".csv or .parquet)")
     if arr.dtype.kind not in "biuf":
         raise CLIError(f"{path}: expected numbers, found dtype {arr.dtype}")
     return arr
@@ -403,9 +477,9 @@ def as_logits(x: NDArray, input_kind: str | None, what: str = "values") -> NDArr
     return logs
 
 
-def load_labels(source: str, *, n_classes: int | None = None) -> NDArray:
+def load_labels(source: str, *, n_classes: int | None = None, mmap: bool = False) -> NDArray:
     src, key = split_key(source)
-    arr = load_array(src, key=key, what="labels")
+    arr = load_array(src, key=key, what="labels", mmap=mmap)
     return check_labels(arr, where=str(src))
 
 

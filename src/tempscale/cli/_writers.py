@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,7 +20,8 @@ import numpy as np
 from .._io import write_file
 from ._console import CLIError
 
-__all__ = ["add_output_args", "check_output", "write_array", "write_output", "write_text"]
+__all__ = ["add_output_args", "check_output", "write_array", "write_array_chunks", "write_output",
+           "write_text"]
 
 
 def check_output(path: str | os.PathLike[str], force: bool) -> Path:
@@ -79,6 +80,39 @@ def write_array(path: str | os.PathLike[str], arr: np.ndarray[Any, np.dtype[Any]
         fmt_ = "%.17g" if a.dtype == np.float64 else "%.9g"
         return write_output(p, force, lambda fh: np.savetxt(fh, a, delimiter=",", fmt=fmt_))
     raise CLIError(f"cannot write {suffix!r} files (use .npy or .csv)")
+
+
+def write_array_chunks(path: str | os.PathLike[str], force: bool, shape: tuple[int, ...],
+                       chunks: Iterable[np.ndarray[Any, np.dtype[Any]]],
+                       dtype: np.dtype[Any] | type[np.floating[Any]] = np.float64) -> Path:
+    """An array given as consecutive row chunks (never whole in memory), as :func:`write_array`
+    writes it: ``.npy`` (the header from ``shape`` and ``dtype``, then the chunks' bytes) or
+    ``.csv``/``.txt``.  The chunks must add up to ``shape``'s rows (a CLIError otherwise, and
+    nothing is left behind)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    dt = np.dtype(dtype)
+    if suffix not in (".npy", ".csv", ".txt", ""):
+        raise CLIError(f"cannot write {suffix!r} files (use .npy or .csv)")
+
+    def write(fh: IO[bytes]) -> None:
+        rows = 0
+        if suffix == ".npy":
+            header = {"descr": np.lib.format.dtype_to_descr(dt), "fortran_order": False,
+                      "shape": tuple(int(d) for d in shape)}
+            np.lib.format.write_array_header_2_0(fh, header)
+        fmt_ = "%.17g" if dt == np.float64 else "%.9g"
+        for chunk in chunks:
+            c = np.ascontiguousarray(chunk, dtype=dt)
+            rows += c.shape[0]
+            if suffix == ".npy":
+                fh.write(c.tobytes())
+            else:
+                np.savetxt(fh, np.atleast_2d(c), delimiter=",", fmt=fmt_)
+        if rows != shape[0]:
+            raise CLIError(f"internal: wrote {rows} rows of {shape[0]}")
+
+    return write_output(p, force, write)
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
