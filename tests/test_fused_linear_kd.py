@@ -281,3 +281,66 @@ def test_non_finite_logits_take_the_careful_path(divergence, beta):
                                                                      student_bias=bm)
     ref = kd_loss(h[2:] @ W.T + bm, t[2:], 2.0, divergence=divergence, beta=beta)
     torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+def _sparse(seed, batch=(N,), k=4):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(*batch, V, generator=g, dtype=torch.float64) * 2
+    vals, idx = torch.topk(torch.log_softmax(logits, -1), k, dim=-1)
+    return idx, vals
+
+
+@pytest.mark.parametrize("missing", ["zero", "uniform"])
+def test_sparse_teacher_matches_sparse_kd_loss(missing):
+    from tempscale.distill import SparseTeacher, sparse_kd_loss
+
+    idx, vals = _sparse(8)
+    g = torch.Generator().manual_seed(9)
+    T_rows = torch.rand(N, generator=g, dtype=torch.float64) + 0.5
+    cases = [dict(T=2.0), dict(T=2.0, labels=True, alpha=0.3), dict(T=T_rows, labels=True),
+             dict(T=1.0, reduction="none"), dict(T=2.0, reduction="sum", t2_scale=False),
+             dict(T=2.0, labels=True, num_items_in_batch=11)]
+    for case in cases:
+        case = dict(case)
+        T = case.pop("T")
+        use_labels = case.pop("labels", False)
+        alpha = case.pop("alpha", None)
+        num = case.pop("num_items_in_batch", None)
+        h, W, b, _, _, labels = _data(3, bias=True)
+        lab = labels if use_labels else None
+        fn = FusedLinearKDLoss(2.0, alpha=alpha, missing=missing, chunk_size=3, **case)
+        loss = fn(h, W, SparseTeacher(idx, vals), lab, student_bias=b, temperature=T,
+                  num_items_in_batch=num)
+        ref = sparse_kd_loss(h @ W.T + b, teacher=SparseTeacher(idx, vals), temperature=T,
+                             missing=missing, labels=lab, alpha=alpha, num_items_in_batch=num,
+                             **case)
+        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+        go = torch.rand(ref.shape, dtype=ref.dtype, generator=g) + 0.5
+        for a, e in zip(torch.autograd.grad(loss, (h, W, b), grad_outputs=go),
+                        torch.autograd.grad(ref, (h, W, b), grad_outputs=go), strict=True):
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_teacher_with_k_equal_v_is_the_dense_loss():
+    from tempscale.distill import SparseTeacher
+
+    h, W, b, t_arg, t_logits, labels = _data(2)
+    vals, idx = torch.sort(t_logits, dim=-1, descending=True)
+    fn = FusedLinearKDLoss(2.0, alpha=0.5, chunk_size=4)
+    torch.testing.assert_close(fn(h, W, SparseTeacher(idx, vals), labels),
+                               fn(h, W, t_logits, labels), rtol=1e-10, atol=1e-12)
+
+
+def test_sparse_teacher_errors():
+    from tempscale.distill import SparseTeacher
+
+    h, W, b, t_arg, t_logits, labels = _data(0)
+    idx, vals = _sparse(1)
+    with pytest.raises(ValueError, match="'teacher' parameter of FusedLinearKDLoss"):
+        FusedLinearKDLoss(divergence="jsd")(h, W, SparseTeacher(idx, vals))
+    with pytest.raises(ValueError, match="'teacher' parameter"):
+        FusedLinearKDLoss()(h, W, SparseTeacher(idx[:3], vals[:3]))
+    with pytest.raises(TypeError, match="'teacher.indices' parameter"):
+        FusedLinearKDLoss()(h, W, SparseTeacher(idx.double(), vals))
+    with pytest.raises(ValueError, match="'missing' parameter"):
+        FusedLinearKDLoss(missing="spread")

@@ -23,12 +23,13 @@ from .._args import check_temperature
 from .._compat import is_python_scalar
 from .._kd_args import check_num_items, check_options, prepare
 from .._typing import ArrayLike, Temperature
-from .._validation import check_bool, param_error
+from .._validation import check_bool, check_choice, param_error
 
 __all__ = ["FusedLinearKDLoss"]
 
-#: logits elements per chunk (rows x vocabulary): 2**22 float32 = 16 MiB per temporary
-_CHUNK_ELEMENTS = 1 << 22
+#: logits elements per chunk (rows x vocabulary): 2**21 float32 = 8 MiB per buffer; a thread
+#: holds 4 to 6 such buffers (its workspace)
+_CHUNK_ELEMENTS = 1 << 21
 #: CPU: walk the chunks on torch's intra-op thread count, one chunk per thread
 _CHUNK_THREADS = True
 #: fewest rows per chunk (below this the matmuls re-read the weight too often)
@@ -65,6 +66,10 @@ class _Plan(NamedTuple):
     compute: torch.dtype
     #: the reduction's normaliser: a Python number or a 0-d tensor (1 for "sum" and "none")
     norm: Any
+    #: a sparse teacher: (indices (N, k), values (N, k)), else None; its ``missing`` mode
+    sparse: tuple[torch.Tensor, torch.Tensor] | None = None
+    missing: str = "zero"
+    ignore_index: int = -100
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +342,29 @@ def _chunk_fast(z: torch.Tensor, tz: torch.Tensor, T: Any, Tt: Any,
     return rows, g
 
 
+def _chunk_sparse(z: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, T: Any, Tt: Any,
+                  labels: torch.Tensor | None, valid: torch.Tensor | None, weight: Any,
+                  plan: _Plan, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_chunk` for a sparse (top-k) teacher: the chunk's loss is
+    :func:`tempscale.distill.sparse_kd_loss` of its logits, differentiated by autograd (the
+    chunk's logits are the only batch x vocabulary tensors involved)."""
+    from ..distill import SparseTeacher, sparse_kd_loss
+
+    with torch.enable_grad():
+        zz = z.detach().requires_grad_(need_grad)
+        rows = sparse_kd_loss(
+            zz, teacher=SparseTeacher(idx, vals), temperature=T, teacher_temperature=Tt,
+            missing=plan.missing, labels=labels,
+            alpha=None if labels is None else plan.alpha, ignore_index=plan.ignore_index,
+            where=valid, reduction="none", t2_scale=plan.t2_scale)
+        if not need_grad:
+            return rows.detach(), None
+        w = weight
+        total = (rows * w).sum() if not (is_python_scalar(w) and w == 1.0) else rows.sum()
+        (g,) = torch.autograd.grad(total, zz)
+    return rows.detach(), g
+
+
 # --------------------------------------------------------------------------------------------
 # the walk over the chunks
 # --------------------------------------------------------------------------------------------
@@ -356,7 +384,7 @@ def _walk(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, plan: _Plan,
           if grads[2] and b is not None else None)
     special_t = _special(plan.Tt)
 
-    def logits(i: int, j: int, ws: _Workspace | None
+    def logits(i: int, j: int, ws: _Workspace | None, student_only: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """The chunk's student logits and teacher logits (in ``ws``'s buffers "s" and "t"
         when given; else fresh tensors, the teacher's possibly a view: ``own`` False)."""
@@ -367,6 +395,8 @@ def _walk(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, plan: _Plan,
         else:
             z = hc @ W.T if b is None else torch.addmm(b, hc, W.T)
             z = z if z.dtype == compute else z.to(compute)
+        if student_only:
+            return z, z, False
         if plan.t_logits is not None:
             tz = plan.t_logits[i:j]
             if ws is not None:
@@ -403,7 +433,11 @@ def _walk(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, plan: _Plan,
         if isinstance(w, torch.Tensor) and w.ndim == 1:
             w = w[i:j]
         done = None
-        if not special_t:
+        if plan.sparse is not None:
+            z = logits(i, j, None, student_only=True)[0]
+            done = _chunk_sparse(z, plan.sparse[0][i:j], plan.sparse[1][i:j], T, Tt, lab, val,
+                                 w, plan, need)
+        elif not special_t:
             ws = getattr(local, "ws", None)
             if ws is None:
                 ws = local.ws = _Workspace(min(plan.chunk, n), W.shape[0], compute, h.device)
@@ -561,14 +595,28 @@ class FusedLinearKDLoss(nn.Module):
     teacher_temperature : float, optional
         The teacher's temperature (default: ``temperature``); ``0`` and ``inf`` allowed.
     chunk_size : int, optional
-        Tokens per chunk (default: about 4 million logits per chunk, at least 32 tokens).
+        Tokens per chunk (default: about 2 million logits per chunk, at least 32 tokens).
+        On CPU the chunks are shared among torch's intra-op threads (one chunk per thread at
+        a time, single-threaded kernels), and each thread keeps 4 to 6 chunk-sized buffers,
+        so the extra memory is about ``threads x 6 x chunk_size x V`` elements of the
+        compute dtype.
     reduction : {"batchmean", "sum", "none"}, default "batchmean"
         As in :func:`tempscale.distill.kd_loss`.  With ``"none"`` the per-row weights of the
         backward pass are known only then, so the backward pass computes the logits again
         (chunk by chunk).
 
+    missing : {"zero", "uniform"}, default "zero"
+        For a sparse teacher (``teacher=SparseTeacher(indices, values)``): where the mass its
+        top-k leaves goes, as in :func:`tempscale.distill.sparse_kd_loss`.
+
     Notes
     -----
+    A sparse teacher (its top-k class indices and logits or log-probabilities per token,
+    :class:`tempscale.distill.SparseTeacher`) gives, chunk by chunk,
+    :func:`tempscale.distill.sparse_kd_loss` on the student's logits (forward KL only); the
+    chunk's gradient is then taken by autograd through that function (a few chunk-sized
+    temporaries, never the whole logits).
+
     The teacher receives no gradient: its logits, hidden states, weight and bias are
     detached (with a UserWarning when one of them requires grad, as an ``nn.Parameter`` of an
     unfrozen teacher does).  A temperature tensor gets no gradient either (a learned
@@ -606,9 +654,11 @@ class FusedLinearKDLoss(nn.Module):
     def __init__(self, temperature: Temperature = 1.0, *, divergence: str = "forward",
                  beta: float = 0.5, alpha: float | None = None, t2_scale: bool = True,
                  ignore_index: int = -100, teacher_temperature: Temperature | None = None,
-                 chunk_size: int | None = None, reduction: str = "batchmean") -> None:
+                 chunk_size: int | None = None, reduction: str = "batchmean",
+                 missing: str = "zero") -> None:
         super().__init__()
         func = "FusedLinearKDLoss"
+        check_choice(missing, ("zero", "uniform"), "missing", func)
         check_options(func, alpha=alpha, labels=None if alpha is None else True,
                       divergence=divergence, beta=beta, t2_scale=t2_scale,
                       ignore_index=ignore_index, reduction=reduction)
@@ -629,6 +679,7 @@ class FusedLinearKDLoss(nn.Module):
         self.teacher_temperature = teacher_temperature
         self.chunk_size = chunk_size
         self.reduction = reduction
+        self.missing = missing
 
     def forward(self, student_hidden: torch.Tensor, student_weight: torch.Tensor,
                 teacher: torch.Tensor | tuple[torch.Tensor, ...],
@@ -645,10 +696,12 @@ class FusedLinearKDLoss(nn.Module):
             batch x sequence).
         student_weight : Tensor
             The student's output weight ``(V, H)`` (``nn.Linear.weight``), same dtype.
-        teacher : Tensor or tuple
+        teacher : Tensor, tuple or SparseTeacher
             The teacher's logits ``(..., V)``, or ``(teacher_hidden, teacher_weight)`` or
             ``(teacher_hidden, teacher_weight, teacher_bias)`` with hidden states ``(..., Ht)``,
-            weight ``(V, Ht)`` and bias ``(V,)``.  Detached (the teacher is frozen).
+            weight ``(V, Ht)`` and bias ``(V,)``, or a
+            :class:`tempscale.distill.SparseTeacher` of top-k ``indices`` and ``values``
+            ``(..., k)``.  Detached (the teacher is frozen).
         labels : int tensor, optional
             Hard labels of the leading shape; ``ignore_index`` rows are left out.
         student_bias : Tensor, optional
@@ -687,8 +740,16 @@ class FusedLinearKDLoss(nn.Module):
             if int(b.shape[0]) != V or b.dtype != h.dtype:
                 raise param_error("student_bias", func, f"a ({V},) tensor of dtype {h.dtype}",
                                   f"shape {tuple(b.shape)}, dtype {b.dtype}")
-        t_logits, t_hidden, t_weight, t_bias = self._teacher(teacher, batch, V, func)
-        t_dtype = (t_logits if t_logits is not None else t_hidden).dtype  # type: ignore[union-attr]
+        from ..distill import SparseTeacher
+
+        sparse = None
+        t_logits = t_hidden = t_weight = t_bias = None
+        if isinstance(teacher, SparseTeacher):
+            sparse = self._sparse_teacher(teacher, batch, V, func)
+            t_dtype = sparse[1].dtype
+        else:
+            t_logits, t_hidden, t_weight, t_bias = self._teacher(teacher, batch, V, func)
+            t_dtype = (t_logits if t_logits is not None else t_hidden).dtype  # type: ignore[union-attr]
         alpha = self.alpha if labels is not None else None
         alpha_r, beta_r = check_options(func, alpha=alpha, labels=labels,
                                         divergence=self.divergence, beta=self.beta,
@@ -731,12 +792,34 @@ class FusedLinearKDLoss(nn.Module):
             alpha=alpha_r, divergence=self.divergence, beta=beta_r, t2_scale=self.t2_scale,
             reduction=self.reduction,
             chunk=self.chunk_size if self.chunk_size is not None else _auto_chunk(n, V),
-            compute=compute, norm=norm)
+            compute=compute, norm=norm,
+            sparse=None if sparse is None else (sparse[0].reshape(n, -1), sparse[1].reshape(n, -1)),
+            missing=self.missing, ignore_index=self.ignore_index)
         apply = cast(Callable[..., torch.Tensor], _FusedLinearKD.apply)
         loss = apply(h.reshape(n, H), W, b, plan)
         if self.reduction == "none":
             loss = loss.reshape(batch)
         return loss if loss.dtype == args.out else loss.to(args.out)
+
+    def _sparse_teacher(self, teacher: Any, batch: tuple[int, ...], V: int,
+                        func: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices, values) of a sparse teacher, their shapes and dtypes checked (the class
+        indices themselves are checked chunk by chunk by sparse_kd_loss)."""
+        if self.divergence != "forward":
+            raise param_error("teacher", func, f"dense teacher logits or hidden states with "
+                              f"divergence={self.divergence!r} (a sparse teacher supports "
+                              f"the forward KL only)", "a SparseTeacher")
+        idx, vals = teacher
+        if not isinstance(idx, torch.Tensor) or idx.is_floating_point() or idx.is_complex():
+            raise param_error("teacher.indices", func, "an integer torch.Tensor",
+                              getattr(idx, "dtype", type(idx).__name__), TypeError)
+        vals = _tensor(vals, "teacher.values", func)
+        k = int(vals.shape[-1])
+        if tuple(vals.shape[:-1]) != batch or not 1 <= k <= V or idx.shape != vals.shape:
+            raise param_error("teacher", func, f"a SparseTeacher of indices and values of one "
+                              f"shape {batch + ('k',)} with 1 <= k <= {V}",
+                              f"shapes {tuple(idx.shape)} and {tuple(vals.shape)}")
+        return idx, _frozen(vals, "teacher.values", func)
 
     @staticmethod
     def _teacher(teacher: Any, batch: tuple[int, ...], V: int, func: str
@@ -794,4 +877,6 @@ class FusedLinearKDLoss(nn.Module):
             parts.append(f"chunk_size={self.chunk_size}")
         if self.reduction != "batchmean":
             parts.append(f"reduction={self.reduction!r}")
+        if self.missing != "zero":
+            parts.append(f"missing={self.missing!r}")
         return ", ".join(parts)
