@@ -290,3 +290,192 @@ def test_top_n_sigma_validation(bad):
         sample(np.zeros(4), top_n_sigma=bad)
     with pytest.raises(ValueError, match="'top_n_sigma' parameter of warp"):
         warp(np.zeros((2, 4)), top_n_sigma=np.array([1.0, bad]))
+
+
+# ------------------------------------------------------------------------------------------
+# top-H (transformers' TopHLogitsWarper), dynamic temperature and XTC (llama.cpp's formulas)
+# ------------------------------------------------------------------------------------------
+def _top_h_ref(x, T, top_h):
+    """transformers: TemperatureLogitsWarper then TopHLogitsWarper, in float64 torch."""
+    procs = ([lp.TemperatureLogitsWarper(T)] if T != 1.0 else []) + [lp.TopHLogitsWarper(top_h=top_h)]
+    s = torch.from_numpy(x.copy())
+    ids = torch.zeros((x.shape[0], 1), dtype=torch.long)
+    for p in procs:
+        s = p(ids, s)
+    return torch.softmax(s, -1).numpy(), torch.isfinite(s).numpy()
+
+
+@pytest.mark.parametrize("kind", ["random", "peaked", "heavy"])
+def test_top_h_matches_transformers(kind, xp):
+    rng = np.random.default_rng(["random", "peaked", "heavy"].index(kind) + 40)
+    for V in (30, 100, 400):
+        x = _rows(rng, 6, V, kind)
+        for T in (0.5, 1.0, 2.0):
+            for h in (0.1, 0.4, 0.7, 0.95):
+                ref_p, ref_keep = _top_h_ref(x, T, h)
+                got = to_numpy(warp(xp.asarray(x), T, top_h=h))
+                kept = np.isfinite(to_numpy(warp(xp.asarray(x), T, top_h=h, log=True)))
+                np.testing.assert_array_equal(kept, ref_keep, err_msg=f"{V} {T} {h}")
+                np.testing.assert_allclose(got, ref_p, rtol=0, atol=1e-10)
+
+
+def test_top_h_per_row_min_tokens_to_keep_and_temperature_last():
+    rng = np.random.default_rng(8)
+    x = _rows(rng, 5, 300, "random")
+    h = np.array([0.2, 0.5, 0.8, 0.3, 0.9])
+    got = warp(x, 0.7, top_h=h)
+    for i in range(5):
+        ref_p, _ = _top_h_ref(x[i:i + 1], 0.7, float(h[i]))
+        np.testing.assert_allclose(got[i], ref_p[0], rtol=0, atol=1e-10)
+    # at most the 100 most probable tokens, at least min_tokens_to_keep
+    assert np.all(np.count_nonzero(warp(x, 5.0, top_h=1.0 - 1e-9), axis=-1) <= 100)
+    n = np.count_nonzero(warp(x, 0.7, top_h=0.05, min_tokens_to_keep=120), axis=-1)
+    np.testing.assert_array_equal(n, 120)
+    # temperature-last: the set of the T = 1 distribution, tempered afterwards
+    keep1 = warp(x, 1.0, top_h=0.5) > 0
+    np.testing.assert_allclose(warp(x, 3.0, top_h=0.5, order="temperature-last"),
+                               warp(x, 3.0, mask=keep1), rtol=0, atol=1e-12)
+
+
+def _dynatemp_ref(x, keep, T, rng_, exponent):
+    """llama.cpp's temp_ext in float64: T from the entropy of softmax(x) over the kept tokens."""
+    lo, hi = max(0.0, T - rng_), T + rng_
+    xs = x[keep]
+    n = xs.size
+    if n <= 1:
+        return T
+    p = np.exp(xs - xs.max())
+    p /= p.sum()
+    H = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0))
+    return lo + (hi - lo) * (H / np.log(n)) ** exponent
+
+
+@pytest.mark.parametrize("kind", ["random", "peaked", "heavy"])
+def test_dynatemp_temperature_last_matches_llama_cpp_formula(kind, xp):
+    """llama.cpp's chain: filters on the raw logits, then temp_ext on the survivors."""
+    rng = np.random.default_rng(["random", "peaked", "heavy"].index(kind) + 50)
+    x = _rows(rng, 6, 200, kind)
+    for T, r, e in ((1.0, 0.5, 1.0), (0.8, 1.0, 2.0), (0.3, 0.5, 0.5), (1.5, 0.2, 0.0)):
+        for kw in ({}, {"top_k": 40}, {"top_p": 0.9, "min_p": 0.02}):
+            keep = np.isfinite(warp(x, 1.0, log=True, **kw))
+            args = dict(dynatemp_range=r, dynatemp_exponent=e, order="temperature-last", **kw)
+            got = to_numpy(warp(xp.asarray(x), T, **args))
+            kept = np.isfinite(to_numpy(warp(xp.asarray(x), T, log=True, **args)))  # p may underflow
+            for i in range(6):
+                Td = _dynatemp_ref(x[i], keep[i], T, r, e)
+                z = np.where(keep[i], x[i] / Td, -np.inf)
+                ref = np.exp(z - z.max())
+                ref /= ref.sum()
+                np.testing.assert_array_equal(kept[i], keep[i])
+                np.testing.assert_allclose(got[i], ref, rtol=0, atol=1e-10, err_msg=f"{T} {r} {e} {kw}")
+
+
+def test_dynatemp_temperature_first_then_transformers_filters():
+    """temperature-first: T from the whole row's entropy, then the filters on softmax(x / T)."""
+    rng = np.random.default_rng(52)
+    x = _rows(rng, 5, 150, "random")
+    T = np.array([0.5, 1.0, 1.3, 0.9, 2.0])
+    r = np.array([0.4, 0.0, 1.0, 0.3, 1.5])  # a per-row 0 is off
+    e = np.array([1.0, 1.0, 0.7, 3.0, 1.0])
+    got = warp(x, T, dynatemp_range=r, dynatemp_exponent=e, top_p=0.9, min_p=0.01)
+    for i in range(5):
+        Td = _dynatemp_ref(x[i], np.ones(150, bool), T[i], r[i], e[i]) if r[i] else T[i]
+        s = torch.from_numpy(x[i:i + 1].copy())
+        ids = torch.zeros((1, 1), dtype=torch.long)
+        for p in (lp.TemperatureLogitsWarper(float(Td)), lp.TopPLogitsWarper(0.9),
+                  lp.MinPLogitsWarper(0.01)):
+            s = p(ids, s)
+        np.testing.assert_array_equal(got[i] > 0, torch.isfinite(s)[0].numpy())
+        np.testing.assert_allclose(got[i], torch.softmax(s, -1)[0].numpy(), rtol=0, atol=1e-10)
+
+
+def test_dynatemp_edges():
+    x = np.array([[1.0, 2.0, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0], [4.0, -np.inf, -np.inf, -np.inf]])
+    # uniform row: normalised entropy 1 -> T + range; a single candidate: unchanged; T = 0 greedy
+    np.testing.assert_allclose(warp(x, 1.0, dynatemp_range=0.5)[1], 0.25)
+    np.testing.assert_array_equal(warp(x, 1.0, dynatemp_range=0.5)[2], [1, 0, 0, 0])
+    np.testing.assert_array_equal(warp(x, 0.0, dynatemp_range=0.5)[0], [0, 0, 1, 0])
+    np.testing.assert_allclose(warp(x, math.inf, dynatemp_range=0.5)[0], 0.25)
+    Td = _dynatemp_ref(x[0], np.ones(4, bool), 1.0, 0.5, 1.0)
+    np.testing.assert_allclose(warp(x, 1.0, dynatemp_range=0.5)[0], warp(x[0], Td), rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="'dynatemp_range' parameter of warp"):
+        warp(x, dynatemp_range=-1.0)
+    with pytest.raises(ValueError, match="'dynatemp_exponent' parameter of sample"):
+        sample(x, dynatemp_range=0.5, dynatemp_exponent=math.inf)
+
+
+def _xtc_ref(x, keep, thr, mtk=1):
+    """llama.cpp's XTC in float64 on the candidates ``keep`` (probabilities softmax(x) over them)."""
+    out = keep.copy()
+    idx = np.flatnonzero(keep)
+    p = np.exp(x[idx] - x[idx].max())
+    p /= p.sum()
+    o = np.argsort(-p, kind="stable")
+    pos_last = 0
+    for j, t in enumerate(o):
+        if p[t] >= thr:
+            pos_last = j
+        else:
+            break
+    if thr <= 0.5 and idx.size >= 2 and idx.size - pos_last >= mtk and pos_last > 0:
+        out[idx[o[:pos_last]]] = False
+    return out
+
+
+@pytest.mark.parametrize("kind", ["random", "peaked", "heavy"])
+def test_xtc_matches_llama_cpp_formula(kind, xp):
+    """llama.cpp's default chain order: top-k, top-p, min-p, XTC, temperature (temperature-last)."""
+    rng = np.random.default_rng(["random", "peaked", "heavy"].index(kind) + 60)
+    x = _rows(rng, 8, 120, kind) * 0.7
+    for thr in (0.01, 0.05, 0.1, 0.3, 0.5, 0.6):
+        for kw in ({}, {"top_k": 20}, {"min_p": 0.05}):
+            for mtk in (1, 2, 30):
+                keep = np.isfinite(warp(x, 1.0, min_tokens_to_keep=mtk, log=True, **kw))
+                for T in (0.7, 1.0):
+                    args = dict(xtc_threshold=thr, xtc_probability=1.0, order="temperature-last",
+                                min_tokens_to_keep=mtk, **kw)
+                    got = to_numpy(warp(xp.asarray(x), T, **args))
+                    kept = np.isfinite(to_numpy(warp(xp.asarray(x), T, log=True, **args)))
+                    for i in range(8):
+                        k = _xtc_ref(x[i], keep[i], thr, mtk)
+                        np.testing.assert_array_equal(kept[i], k, err_msg=f"{thr} {kw} {mtk}")
+                        ref = np.where(k, np.exp((x[i] - x[i][k].max()) / T), 0)
+                        np.testing.assert_allclose(got[i], ref / ref.sum(), rtol=0, atol=1e-10)
+
+
+def test_xtc_temperature_first_sees_tempered_probabilities_and_per_row():
+    rng = np.random.default_rng(61)
+    x = _rows(rng, 4, 60, "random") * 0.5
+    T = 0.4
+    got = warp(x, T, xtc_threshold=0.1)
+    for i in range(4):
+        np.testing.assert_array_equal(got[i] > 0, _xtc_ref(x[i] / T, np.ones(60, bool), 0.1))
+    thr = np.array([0.05, 0.6, 0.1, 0.02])
+    pr = np.array([1.0, 1.0, 0.0, 1.0])
+    got = warp(x, 1.0, xtc_threshold=thr, xtc_probability=pr)
+    for i in range(4):
+        ref = _xtc_ref(x[i], np.ones(60, bool), thr[i]) if pr[i] else np.ones(60, bool)
+        np.testing.assert_array_equal(got[i] > 0, ref)
+
+
+def test_xtc_probability_in_warp_and_random_in_sample():
+    x = np.log(np.array([[0.4, 0.3, 0.2, 0.1]] * 4000))
+    with pytest.raises(ValueError, match="The 'xtc_probability' parameter of warp must be 0 or 1"):
+        warp(x, xtc_threshold=0.1, xtc_probability=0.5)
+    with pytest.raises(ValueError, match="'xtc_threshold' parameter of sample"):
+        sample(x, xtc_probability=0.5)
+    # with probability 1 XTC leaves the least probable of the tokens >= 0.25 and the rest
+    assert set(np.unique(sample(x, xtc_threshold=0.25, seed=0)).tolist()) <= {1, 2, 3}
+    np.testing.assert_allclose(warp(x[:1], xtc_threshold=0.25)[0], [0, 0.5, 1 / 3, 1 / 6])
+    # a random XTC: per row, applied with probability 0.3; the draws then never hit token 0
+    for gen in ("library", "hash"):
+        idx = sample(x, xtc_threshold=0.25, xtc_probability=0.3, seed=1, generator=gen)
+        p0 = np.mean(idx == 0)  # = 0.7 * 0.4
+        assert abs(p0 - 0.28) < 4 * math.sqrt(0.28 * 0.72 / 4000), (gen, p0)
+        again = sample(x, xtc_threshold=0.25, xtc_probability=0.3, seed=1, generator=gen)
+        np.testing.assert_array_equal(idx, again)
+    g = np.random.default_rng(3)
+    idx = sample(torch.from_numpy(x), xtc_threshold=0.25, xtc_probability=0.5,
+                 rng=torch.Generator().manual_seed(2))
+    assert abs(float((idx == 0).double().mean()) - 0.2) < 0.03
+    assert sample(x, xtc_threshold=0.25, xtc_probability=0.5, rng=g).shape == (4000,)

@@ -79,17 +79,21 @@ def exp(a: Args, z: Any) -> Any:
     return a.xp.exp(z)
 
 
-def tempered(a: Args, key: Any, m: Any) -> Any:
+def tempered(a: Args, key: Any, m: Any, on: bool | None = None) -> Any:
     """The max-shifted tempered logits the filters see: ``(x/2 - m/2) / (T/2)``, never overflowing.
 
     ``key`` holds the logits with ``-inf`` at removed entries; ``m`` the rows' maxima (finite or
     ``-inf``; rows with a ``+inf`` maximum take :func:`inf_rows`).  ``T = 0`` rows (greedy) use
-    ``T = 1`` here; ``T = inf`` gives 0 (uniform).  float32 arithmetic where the temperature is a
+    ``T = 1`` here; ``T = inf`` gives 0 (uniform).  ``on``: whether the temperature applies
+    (the filter runs after it in the chain); by default, whether the order is
+    ``"temperature-first"``.  float32 arithmetic where the temperature is a
     normal float32 number, else the wide dtype (so that ``T = 1e-50`` or ``5e-324`` is exact).
     """
     xp = a.xp
     m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    T = a.T if a.order == "temperature-first" else 1.0
+    if on is None:  # the named orders: every filter before or every filter after the temperature
+        on = a.order == "temperature-first"
+    T = a.T if on else 1.0
     narrow = key.dtype != a.wide
     # T and 1/T normal float32 numbers (XLA flushes subnormals: d / T may be d * (1/T))
     lo32, hi32 = 2.0 ** -125, 2.0 ** 125

@@ -10,7 +10,8 @@ import numpy as np
 
 from .. import _args, _backend, _compat
 from .._compat import array_namespace, is_python_scalar
-from .._validation import check_axis, check_choice, check_scalar, param_error
+from .._validation import check_axis, check_scalar, param_error
+from . import _chain
 
 ORDERS = ("temperature-first", "temperature-last")
 
@@ -25,7 +26,8 @@ class Args:
     """
 
     __slots__ = ("xp", "x", "mask", "T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta",
-                 "top_n_sigma", "order", "mtk", "out",
+                 "top_n_sigma", "top_h", "dyn_range", "dyn_exp", "xtc_threshold", "xtc_probability",
+                 "order", "chain", "mtk", "out",
                  "batch_shape", "ax", "ndim", "B", "V", "func", "wide", "torch_exp")
 
     xp: Any
@@ -39,7 +41,13 @@ class Args:
     epsilon: Any
     eta: Any
     top_n_sigma: Any
+    top_h: Any
+    dyn_range: Any
+    dyn_exp: Any
+    xtc_threshold: Any
+    xtc_probability: Any
     order: str
+    chain: tuple[str, ...]
     mtk: int
     out: Any
     batch_shape: tuple[int, ...]
@@ -61,16 +69,22 @@ class Args:
         b.mask = None if self.mask is None else _backend.numpy_view(self.mask)
         b.wide = np.float64
         b.torch_exp = True
-        for name in ("T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta", "top_n_sigma"):
+        for name in PER_ROW:
             v = getattr(self, name)
             if v is not None and not is_python_scalar(v):
                 setattr(b, name, _backend.numpy_view(v))
         return b
 
 
+PER_ROW = ("T", "top_k", "top_p", "min_p", "typical_p", "epsilon", "eta", "top_n_sigma", "top_h",
+           "dyn_range", "dyn_exp", "xtc_threshold", "xtc_probability")
+
+
 def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, order: Any,
             mtk: Any, axis: Any, mask: Any, func: str, typical_p: Any = None, epsilon: Any = None,
-            eta: Any = None, top_n_sigma: Any = None) -> Args:
+            eta: Any = None, top_n_sigma: Any = None, top_h: Any = None,
+            dynatemp_range: Any = None, dynatemp_exponent: Any = 1.0, xtc_threshold: Any = None,
+            xtc_probability: Any = None) -> Args:
     """Check every argument and lay the logits out as (rows, vocabulary)."""
     a = Args()
     a.func = func
@@ -84,7 +98,7 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
         raise param_error("logits", func, "an array with at least one dimension", "a 0-d array")
     compute, out = _args.float_dtypes(xp, x, None, func)
     ax = check_axis(axis, x.ndim, func)
-    a.order = check_choice(order, ORDERS, "order", func)
+    a.order, a.chain = _chain.parse(order, func)
     a.mtk = check_scalar(mtk, "min_tokens_to_keep", func, lo=1, integer=True)
     if x.dtype != compute:
         x = xp.astype(x, compute)
@@ -137,14 +151,65 @@ def prepare(logits: Any, temperature: Any, top_k: Any, top_p: Any, min_p: Any, o
         a.top_p = None  # off
     if is_python_scalar(a.min_p) and a.min_p == 0:
         a.min_p = None  # off
+    a.top_h = _row_param(a, top_h, "top_h", xk, lo=0, hi=1, lo_open=True, dtype=a.wide,
+                         expect="a float in (0, 1] (None switches top-H off) or an array of "
+                                "per-row floats")
+    a.dyn_range = _row_param(a, dynatemp_range, "dynatemp_range", xk, lo=0, hi=_FMAX, dtype=a.wide,
+                             expect="a finite float >= 0 (0 switches dynamic temperature off) or "
+                                    "an array of per-row floats")
+    if dynatemp_exponent is None:
+        dynatemp_exponent = 1.0
+    a.dyn_exp = _row_param(a, dynatemp_exponent, "dynatemp_exponent", xk, lo=0, hi=_FMAX,
+                           dtype=a.wide, expect="a finite float >= 0 or an array of per-row floats")
+    if is_python_scalar(a.dyn_range) and a.dyn_range == 0:
+        a.dyn_range = None  # off
+    a.xtc_threshold = _row_param(a, xtc_threshold, "xtc_threshold", xk, lo=0, hi=1, dtype=a.wide,
+                                 expect="a float in [0, 1] (above 0.5 XTC never applies) or an "
+                                        "array of per-row floats")
+    a.xtc_probability = _row_param(a, xtc_probability, "xtc_probability", xk, lo=0, hi=1,
+                                   dtype=a.wide, expect="a float in [0, 1] or an array of per-row "
+                                                        "floats")
+    if a.xtc_threshold is None:
+        if a.xtc_probability is not None and not (is_python_scalar(a.xtc_probability)
+                                                  and a.xtc_probability == 0):
+            raise param_error("xtc_threshold", func, "a float in [0, 1] when xtc_probability is "
+                              "given", None)
+        a.xtc_probability = None
+    elif a.xtc_probability is None:
+        a.xtc_probability = 1.0  # deterministic XTC
+    if is_python_scalar(a.xtc_probability) and a.xtc_probability == 0:
+        a.xtc_threshold = a.xtc_probability = None  # off
+    if is_python_scalar(a.xtc_threshold) and a.xtc_threshold > 0.5:
+        a.xtc_threshold = a.xtc_probability = None  # off (llama.cpp)
+    active = {k: v for k, v in (("top_n_sigma", a.top_n_sigma), ("top_h", a.top_h),
+                                ("top_k", a.top_k), ("top_p", a.top_p), ("min_p", a.min_p),
+                                ("typical_p", a.typical_p), ("epsilon", a.epsilon),
+                                ("eta", a.eta), ("xtc", a.xtc_threshold)) if v is not None}
+    if not (is_python_scalar(a.T) and a.T == 1) or a.dyn_range is not None:
+        active["temperature"] = temperature if a.dyn_range is None else \
+            f"{temperature!r} with dynatemp_range={dynatemp_range!r}"
+    if a.order == "custom":
+        _chain.check_active(a.chain, {k: _show(v) for k, v in active.items()}, order, func)
+        a.order = _chain.reduce(a.chain, set(active))
+        if a.order != "custom":
+            a.chain = _chain.NAMED[a.order]
     return a
 
 
+_FMAX = float(np.finfo(np.float64).max)
+
+
+def _show(v: Any) -> Any:
+    """A parameter value for an error message (arrays as "an array")."""
+    return v if is_python_scalar(v) or isinstance(v, str) else "an array of per-row values"
+
+
 def has_extra_rules(a: Args) -> bool:
-    """Whether top-n-sigma, typical-p, epsilon or eta is on: those rules run on the generic
-    path only."""
+    """Whether top-n-sigma, top-H, typical-p, epsilon, eta, XTC, dynamic temperature or an
+    explicit chain is on: those run on the generic path only."""
     return (a.typical_p is not None or a.epsilon is not None or a.eta is not None
-            or a.top_n_sigma is not None)
+            or a.top_n_sigma is not None or a.top_h is not None or a.dyn_range is not None
+            or a.xtc_threshold is not None or a.order not in ORDERS)
 
 
 def _shape(x: Any) -> tuple[int, ...]:

@@ -10,64 +10,195 @@ import numpy as np
 from .. import _backend, _compat
 from .._compat import is_python_scalar
 from . import _arith
-from ._layout import Args, final_T, full, has_extra_rules, is_zero_T
+from ._layout import Args, final_T, full, is_zero_T
 
 
 def keep_mask(a: Args, key: Any, valid: Any) -> Any:
-    """The keep mask after top-k, top-p, min-p, typical-p, epsilon, eta and greedy rows (generic
-    path), each rule on the distribution the ones before leave (transformers' chain order)."""
+    """The keep mask after the chain's rules and greedy rows (generic path), each rule on the
+    distribution the ones before leave, in the order of ``a.chain`` (for the named orders,
+    transformers' chain order).  A filter after ``"temperature"`` sees ``softmax(x / T)``, one
+    before it ``softmax(x)``; dynamic temperature replaces ``a.T`` by the per-row ``T`` it
+    computes at its place in the chain."""
+    xp = a.xp
+    keep = valid
+    cache: dict[bool, tuple[Any, Any]] = {}
+
+    def ze(on: bool) -> tuple[Any, Any]:
+        """(z, exp z): the max-shifted logits, tempered when ``on``."""
+        if on not in cache:
+            m = xp.max(key, axis=-1, keepdims=True)
+            z = _arith.inf_rows(a, key, _arith.tempered(a, key, m, on), m)
+            cache[on] = (z, _arith.exp(a, z))
+        return cache[on]
+
+    on = False
+    for rule in a.chain:
+        if rule == "temperature":
+            if a.dyn_range is not None:
+                a.T = _dynamic_T(a, keep, ze(False)[0])
+            on = True
+        elif rule == "top_n_sigma" and a.top_n_sigma is not None:
+            keep = _top_n_sigma(a, key, keep)
+        elif rule == "top_k" and a.top_k is not None:
+            keep = _top_k(a, key, keep)
+        elif rule == "top_p" and a.top_p is not None:
+            keep = _top_p(a, key, keep, ze(on)[1])
+        elif rule == "min_p" and a.min_p is not None:
+            keep = _min_p(a, key, keep, ze(on)[1])
+        elif rule == "typical_p" and a.typical_p is not None:
+            keep = _typical(a, key, ze(on)[0], keep)
+        elif rule == "epsilon" and a.epsilon is not None:
+            p = _arith.probs(a, ze(on)[1], keep)
+            keep = _cut(a, key, keep, p < _as(xp, a.epsilon, p.dtype))
+        elif rule == "eta" and a.eta is not None:
+            z, e = ze(on)
+            p = _arith.probs(a, e, keep)
+            keep = _cut(a, key, keep, p < _eta_threshold(a, z, keep, p))
+        elif rule == "top_h" and a.top_h is not None:
+            keep = _top_h(a, key, keep, ze(on)[0])
+        elif rule == "xtc" and a.xtc_threshold is not None:
+            keep = _xtc(a, key, keep, ze(on)[1])
+    return greedy_keep(a, keep, key, valid)
+
+
+def _top_k(a: Args, key: Any, keep: Any) -> Any:
+    """Keep the logits ``>=`` the ``k``-th largest kept one (ties kept), ``k >= min_tokens_to_keep``."""
+    xp = a.xp
+    V = a.V
+    k = a.top_k
+    kk = xp.where(keep, key, full(xp, key, -math.inf, shape=()))
+    srt = xp.sort(kk, axis=-1, descending=True)
+    if is_python_scalar(k):
+        k = min(max(k, a.mtk), V)
+        kth = srt[:, k - 1:k]
+    else:
+        k = xp.clip(k, a.mtk, V)
+        kth = xp.take_along_axis(srt, xp.astype(k - 1, _backend.index_dtype(xp)), axis=-1)
+    return xp.logical_and(keep, key >= kth)
+
+
+def _top_p(a: Args, key: Any, keep: Any, e: Any) -> Any:
+    """transformers' ``TopPLogitsWarper`` in its own arithmetic (exact cumulative sums)."""
+    xp = a.xp
+    V = a.V
+    ninf = full(xp, key, -math.inf, shape=())
+    pos = xp.arange(V, device=_compat.device(key))
+    p = _arith.probs(a, e, keep)
+    kk = xp.where(keep, key, ninf)
+    idx = xp.argsort(kk, axis=-1, stable=True)  # ascending; ties by index
+    rem = _arith.cum_decide(a, None, xp.take_along_axis(p, idx, axis=-1),
+                            _arith.top_p_threshold(a, p.dtype))
+    rem = xp.logical_and(rem, pos < V - a.mtk)  # the best min_tokens_to_keep stay
+    if not is_python_scalar(a.top_p):
+        rem = xp.logical_and(rem, a.top_p < 1)
+    inv = xp.argsort(idx, axis=-1)
+    return xp.logical_and(keep, xp.logical_not(xp.take_along_axis(rem, inv, axis=-1)))
+
+
+def _min_p(a: Args, key: Any, keep: Any, e: Any) -> Any:
+    """transformers' ``MinPLogitsWarper``: remove ``p < min_p * p_max``."""
     xp = a.xp
     B, V = a.B, a.V
-    ninf = full(xp, key, -math.inf, shape=())
-    keep = valid
-    pos = xp.arange(V, device=_compat.device(key))
-    if a.top_n_sigma is not None:
-        keep = _top_n_sigma(a, key, keep)
-    if a.top_k is not None:
-        k = a.top_k
-        srt = xp.sort(key, axis=-1, descending=True)
-        if is_python_scalar(k):
-            k = min(max(k, a.mtk), V)
-            kth = srt[:, k - 1:k]
-        else:
-            k = xp.clip(k, a.mtk, V)
-            kth = xp.take_along_axis(srt, xp.astype(k - 1, _backend.index_dtype(xp)), axis=-1)
-        keep = xp.logical_and(keep, key >= kth)
-    e = z = None
-    if a.top_p is not None or a.min_p is not None or has_extra_rules(a):
-        m = xp.max(key, axis=-1, keepdims=True)
-        z = _arith.inf_rows(a, key, _arith.tempered(a, key, m), m)
-        e = _arith.exp(a, z)
-    if a.top_p is not None:
-        p = _arith.probs(a, e, keep)
-        kk = xp.where(keep, key, ninf)
-        idx = xp.argsort(kk, axis=-1, stable=True)  # ascending; ties by index
-        rem = _arith.cum_decide(a, None, xp.take_along_axis(p, idx, axis=-1),
-                                _arith.top_p_threshold(a, p.dtype))
-        rem = xp.logical_and(rem, pos < V - a.mtk)  # the best min_tokens_to_keep stay
-        if not is_python_scalar(a.top_p):
-            rem = xp.logical_and(rem, a.top_p < 1)
-        inv = xp.argsort(idx, axis=-1)
-        keep = xp.logical_and(keep, xp.logical_not(xp.take_along_axis(rem, inv, axis=-1)))
-    if a.min_p is not None:
-        p = _arith.probs(a, e, keep)
-        rem = p < _arith.min_p_threshold(a, p, keep)
-        if a.mtk > 1:
-            kk = xp.where(keep, key, ninf)
-            idx = xp.argsort(kk, axis=-1, descending=True, stable=True)  # ties: lower index first
-            inv = xp.argsort(idx, axis=-1)
-            prot = xp.take_along_axis(xp.broadcast_to(pos < a.mtk, (B, V)), inv, axis=-1)
-            rem = xp.logical_and(rem, xp.logical_not(prot))
-        keep = xp.logical_and(keep, xp.logical_not(rem))
-    if a.typical_p is not None:
-        keep = _typical(a, key, z, keep)
-    if a.epsilon is not None:
-        p = _arith.probs(a, e, keep)
-        keep = _cut(a, key, keep, p < _as(xp, a.epsilon, p.dtype))
-    if a.eta is not None:
-        p = _arith.probs(a, e, keep)
-        keep = _cut(a, key, keep, p < _eta_threshold(a, z, keep, p))
-    return greedy_keep(a, keep, key, valid)
+    p = _arith.probs(a, e, keep)
+    rem = p < _arith.min_p_threshold(a, p, keep)
+    if a.mtk > 1:
+        prot = _rank(a, key, keep) < a.mtk  # ties: lower index first
+        rem = xp.logical_and(rem, xp.logical_not(xp.broadcast_to(prot, (B, V))))
+    return xp.logical_and(keep, xp.logical_not(rem))
+
+
+def _rank(a: Args, key: Any, keep: Any) -> Any:
+    """Each token's position in the descending logit ranking of the kept tokens (ties: lower
+    index first; removed tokens after every kept one)."""
+    xp = a.xp
+    kk = xp.where(keep, key, full(xp, key, -math.inf, shape=()))
+    idx = xp.argsort(kk, axis=-1, descending=True, stable=True)
+    return xp.argsort(idx, axis=-1)
+
+
+def _count(xp: Any, m: Any) -> Any:
+    """The number of True entries per row (keepdims), in the index dtype."""
+    return xp.sum(xp.astype(m, _backend.index_dtype(xp)), axis=-1, keepdims=True)
+
+
+#: transformers' ``TopHLogitsWarper`` looks at this many most probable tokens
+TOP_H_N = 100
+
+
+def _top_h(a: Args, key: Any, keep: Any, z: Any) -> Any:
+    """Top-H (transformers' ``TopHLogitsWarper``): over the ``min(100, V)`` most probable kept
+    tokens, renormalised, keep the longest prefix of the ranking whose cumulative entropy terms
+    ``-p log p`` stay ``<= top_h * H`` (``H`` their entropy), at least the first
+    ``max(1, min_tokens_to_keep)`` tokens; every other token is removed."""
+    xp = a.xp
+    V = a.V
+    n = min(TOP_H_N, V)
+    ninf = full(xp, z, -math.inf, shape=())
+    kk = xp.where(keep, key, full(xp, key, -math.inf, shape=()))
+    idx = xp.argsort(kk, axis=-1, descending=True, stable=True)
+    rank = xp.argsort(idx, axis=-1)
+    top = idx[:, :n]
+    kt = xp.take_along_axis(keep, top, axis=-1)
+    zt = xp.where(kt, xp.take_along_axis(z, top, axis=-1), ninf)
+    lz = _log_probs(a, zt, kt)  # the renormalised log-probabilities of the top n
+    p = _arith.exp(a, lz)
+    zero = xp.zeros_like(p)
+    H = -xp.sum(xp.where(kt, lz * p, zero), axis=-1, keepdims=True)
+    lp = xp.log(xp.where(kt, p, xp.ones_like(p)))
+    terms = xp.where(kt, -p * lp, zero)
+    cum = xp.cumulative_sum(terms, axis=-1)
+    th = _as(xp, a.top_h, cum.dtype)
+    sel = xp.logical_and(cum <= H * th, kt)  # a prefix: the terms are >= 0
+    c = _count(xp, sel)
+    c = xp.where(c > a.mtk, c, xp.full_like(c, a.mtk))
+    return xp.logical_and(keep, rank < c)
+
+
+def _xtc(a: Args, key: Any, keep: Any, e: Any) -> Any:
+    """XTC (llama.cpp's "exclude top choices"): where at least two kept tokens have probability
+    ``>= xtc_threshold``, remove all of them but the least probable (the last of them in the
+    logit ranking, ties by lower index first), unless fewer than ``min_tokens_to_keep`` tokens
+    would be left.  Rows whose ``xtc_probability`` is 0 (or threshold above 0.5) are left alone."""
+    xp = a.xp
+    p = _arith.probs(a, e, keep)
+    thr = _as(xp, a.xtc_threshold, p.dtype)
+    above = _count(xp, xp.logical_and(keep, p >= thr))
+    n = _count(xp, keep)
+    go = xp.logical_and(above >= 2, n - (above - 1) >= a.mtk)
+    if not is_python_scalar(thr):
+        go = xp.logical_and(go, thr <= 0.5)
+    pr = a.xtc_probability
+    if not is_python_scalar(pr):
+        go = xp.logical_and(go, pr >= 1)
+    rem = xp.logical_and(_rank(a, key, keep) < above - 1, go)
+    return xp.logical_and(keep, xp.logical_not(rem))
+
+
+def _dynamic_T(a: Args, keep: Any, z1: Any) -> Any:
+    """llama.cpp's dynamic temperature (``temp_ext``), per row in the wide dtype:
+    ``T_dyn = lo + (hi - lo) * (H / log n) ** exponent`` with ``lo = max(0, T - range)``,
+    ``hi = T + range``, ``H`` the entropy of ``softmax(x)`` over the ``n`` tokens kept so far;
+    ``T`` unchanged where ``n <= 1``, ``T = 0`` (greedy) and ``T = inf`` rows unchanged."""
+    xp = a.xp
+    wide = a.wide
+    logp = _log_probs(a, z1, keep)
+    H = _entropy(a, logp, _arith.exp(a, logp), keep)
+    H = xp.astype(H, wide) if H.dtype != wide else H
+    n = xp.astype(_count(xp, keep), wide)
+    one = xp.ones_like(n)
+    norm = H / xp.log(xp.where(n > 1, n, one + one))
+    T = a.T if not is_python_scalar(a.T) else full(xp, n, a.T)
+    r = a.dyn_range if is_python_scalar(a.dyn_range) else xp.astype(a.dyn_range, wide)
+    ex = a.dyn_exp if is_python_scalar(a.dyn_exp) else xp.astype(a.dyn_exp, wide)
+    lo = T - r
+    lo = xp.where(lo > 0, lo, xp.zeros_like(lo))
+    hi = T + r
+    Td = lo + (hi - lo) * norm ** ex
+    ok = xp.logical_and(n > 1, xp.logical_and(T > 0, T < math.inf))
+    ok = xp.logical_and(ok, xp.logical_not(xp.isnan(Td)))
+    if not is_python_scalar(a.dyn_range):
+        ok = xp.logical_and(ok, r > 0)
+    return xp.where(ok, Td, T)
 
 
 def _top_n_sigma(a: Args, key: Any, keep: Any) -> Any:
