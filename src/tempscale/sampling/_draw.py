@@ -5,25 +5,42 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import _args, _backend, _compat
 from .._compat import array_namespace
 from .._softmax import log_softmax, softmax
 from .._validation import check_axis, param_error
-from . import _fast, _reference
+from . import _fast, _hash, _reference
 from ._layout import Args, full
 from ._ops import Ops, ops_for
 from ._paths import fast_candidates
 
 
-def draw(a: Args, n: int, replacement: bool, seed: Any, rng: Any, func: str) -> tuple[Any, Any]:
-    """(indices, log-probabilities), both (B, n), in ``a``'s namespace."""
+def draw(a: Args, n: int, replacement: bool, seed: Any, rng: Any, func: str,
+         rows: Any = None) -> tuple[Any, Any]:
+    """(indices, log-probabilities), both (B, n), in ``a``'s namespace.
+
+    ``rows`` (the rows' int64 keys) selects the counter-based generator (``generator="hash"``,
+    with ``seed``); otherwise the library's generator draws."""
     fast = fast_candidates(a)
     c = a  # the arguments (and namespace) the draws run in
     if fast is not None:
         c, (ci, cx, Tf, keep, nan_row) = fast
     else:
         cx, Tf, keep, nan_row = _reference.warp_parts(a)
-    if replacement:
+    if rows is not None:
+        if replacement:
+            u = _hash.uniforms(seed, rows, _hash.TOKENS, n)
+            idx, lp = hashed_inverse_cdf(c, cx, Tf, keep, u)
+            if fast is not None:
+                idx = c.xp.take_along_axis(ci, idx, axis=-1)
+        else:
+            if fast is not None:
+                keep = _fast.scatter_keep(c, ci, keep)
+                cx = c.x
+            idx, lp = hashed_without(c, cx, Tf, keep, n, seed, rows)
+    elif replacement:
         logp = log_softmax(cx, Tf, axis=-1, mask=keep)  # the core's overflow-free tempered form
         u = _backend.uniform(a.xp, (a.B, n), _backend.widest_float(a.xp), a.x, seed, rng, func)
         if c is not a:
@@ -51,6 +68,93 @@ def draw(a: Args, n: int, replacement: bool, seed: Any, rng: Any, func: str) -> 
     if c is not a:
         idx, lp = _backend.to_torch(idx), _backend.to_torch(lp)
     return idx, lp
+
+
+def _z_wide(a: Args, cx: Any, Tf: Any, keep: Any) -> Any:
+    """The final distribution's max-shifted tempered logits ``(x - m) / T`` over ``keep``
+    (``-inf`` elsewhere), element by element in the wide dtype: they depend on the row's own
+    values only (``m`` its kept maximum; ``+inf`` rows share the mass among their ``+inf``
+    entries; ``T = 0`` rows hold one kept token)."""
+    xp = a.xp
+    wide = a.wide
+    x = xp.astype(cx, wide) if cx.dtype != wide else cx
+    ninf = full(xp, x, -math.inf, shape=())
+    key = xp.where(keep, x, ninf)
+    m = xp.max(key, axis=-1, keepdims=True)
+    m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    d = xp.where(keep, key, m_safe) / 2 - m_safe / 2
+    if _compat.is_python_scalar(Tf):
+        t: Any = 1.0 if Tf == 0 else float(Tf)
+    else:
+        Tw = xp.astype(Tf, wide) if Tf.dtype != wide else Tf
+        t = xp.where(Tw == 0, xp.ones_like(Tw), Tw)
+    z = d / (t / 2)
+    z = xp.where(d == 0, xp.zeros_like(z), z)
+    z = xp.where(m == math.inf, xp.where(key == math.inf, xp.zeros_like(z), ninf), z)
+    return xp.where(keep, z, ninf)
+
+
+def _exp_wide(a: Args, z: Any) -> Any:
+    """exp in the wide dtype; NumPy's for NumPy arrays and NumPy views of CPU tensors alike (so
+    that both libraries compute the same weights)."""
+    return a.xp.exp(z)
+
+
+def hashed_inverse_cdf(a: Args, cx: Any, Tf: Any, keep: Any, u_np: Any) -> tuple[Any, Any]:
+    """Inverse CDF on the counter-based uniforms ``u_np`` (B, n), batch-invariant.
+
+    The weights ``w = exp(z)`` (:func:`_z_wide`) are summed by one sequential cumulative sum
+    in the wide dtype over the positions in index order; removed tokens add exact zeros, so the
+    CDF at every kept token is the same for the full row and for any compact candidate set
+    (whatever the batch around the row).  The draw is the first position whose CDF exceeds
+    ``u * total`` (the last token with mass at most)."""
+    xp = a.xp
+    z = _z_wide(a, cx, Tf, keep)
+    w = _exp_wide(a, z)
+    C = xp.cumulative_sum(w, axis=-1)
+    u = _hash.to_namespace(u_np, xp, a.x, a.wide)
+    total = C[:, -1:]
+    t = u * total
+    idx: Any
+    if isinstance(C, np.ndarray):
+        idx = np.stack([np.searchsorted(C[b], t[b], side="right") for b in range(C.shape[0])]) \
+            if C.shape[0] else np.zeros(t.shape, dtype=np.int64)
+    elif _compat.is_torch_namespace(xp):
+        import torch
+
+        idx = torch.searchsorted(C.contiguous(), t.contiguous(), right=True)
+    else:
+        n, W = t.shape[-1], C.shape[-1]
+        step = max(1, (1 << 23) // max(1, a.B * W))
+        outs = []
+        for s0 in range(0, n, step):
+            tt = t[:, s0:min(n, s0 + step)]
+            outs.append(xp.sum(xp.astype(C[:, None, :] <= tt[:, :, None], _backend.index_dtype(xp)),
+                               axis=-1))
+        idx = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-1)
+    idx = xp.astype(idx, _backend.index_dtype(xp))
+    last = xp.astype(xp.argmax(C, axis=-1, keepdims=True), idx.dtype)
+    idx = xp.where(idx > last, xp.broadcast_to(last, idx.shape), idx)
+    lp = xp.take_along_axis(z, idx, axis=-1) - xp.log(xp.where(total > 0, total, xp.ones_like(total)))
+    return idx, lp
+
+
+def hashed_without(a: Args, cx: Any, Tf: Any, keep: Any, n: int, seed: int,
+                   rows: Any) -> tuple[Any, Any]:
+    """Gumbel-top-k on the full rows with counter-based noise: token ``i`` of row ``r`` gets
+    ``-log(-log u)``, ``u`` the hash of ``(seed, r, i)`` in ``(0, 1)``."""
+    xp = a.xp
+    z = _z_wide(a, cx, Tf, keep)
+    g_np = -np.log(-np.log(_hash.uniforms(seed, rows, _hash.GUMBEL, a.V, open_=True)))
+    g = _hash.to_namespace(g_np, xp, a.x, a.wide)
+    ninf = full(xp, z, -math.inf, shape=())
+    keys = xp.where(keep, z + g, ninf)
+    order_ = xp.argsort(keys, axis=-1, descending=True, stable=True)[:, :n]
+    s = xp.sum(_exp_wide(a, z), axis=-1, keepdims=True)
+    lz = xp.take_along_axis(z, order_, axis=-1)
+    lp = lz - xp.log(xp.where(s > 0, s, xp.ones_like(s)))
+    idx = xp.where(lz > -math.inf, order_, -xp.ones_like(order_))
+    return xp.astype(idx, _backend.index_dtype(xp)), lp
 
 
 def inverse_cdf(a: Args, logp: Any, keep: Any, u: Any) -> tuple[Any, Any]:
