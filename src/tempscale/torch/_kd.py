@@ -682,8 +682,8 @@ def _kd_rows_op(s: torch.Tensor, t: torch.Tensor, T: torch.Tensor | None, T_f: f
     Tt_in: _Temp = Tt_f if Tt is None else Tt.to(compute)
     rows, g, gt = _chunk_loop(s.detach(), t.detach(), T_in, Tt_in, labels, valid, cfg, 1.0,
                               need_grad, need_tgrad)
-    empty = s.new_empty(0)
-    return rows, empty if g is None else g, empty if gt is None else gt
+    # distinct empty outputs: a custom op's outputs must not alias each other
+    return rows, s.new_empty(0) if g is None else g, s.new_empty(0) if gt is None else gt
 
 
 @_kd_rows_op.register_fake
