@@ -1,8 +1,9 @@
 """The Triton kernels (tempscale.triton, tempscale._triton.kd) against the generic path.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (``TRITON_INTERPRET=1``,
-set before triton is imported).  With ``TEMPSCALE_TEST_GPU=1`` on a machine with CUDA, the
-same tests run the compiled kernels on the GPU.  Shapes are small (the interpreter is slow);
+set before triton is imported).  With
+``TEMPSCALE_TEST_GPU=1`` on a machine with CUDA, the same tests run the compiled kernels on the
+GPU.  Shapes are small (the interpreter is slow);
 ``_block=16`` forces the online (multi-block) pass on rows of 37 classes.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 
 import pytest
 
@@ -21,18 +23,43 @@ if os.environ.get("TEMPSCALE_TEST_GPU") == "1":
         ON_GPU = _torch.cuda.is_available()
     except ImportError:  # pragma: no cover - torch is a test dependency
         ON_GPU = False
-if not ON_GPU:
-    os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+#: Triton reads TRITON_INTERPRET when it is imported and when kernels are defined and run.  When
+#: another test module imported triton first (torch._dynamo does), the interpreter cannot be
+#: switched on in this process: the tests then run in a fresh one (test_in_a_fresh_process).
+IN_SUBPROCESS = (not ON_GPU and "triton" in sys.modules
+                 and os.environ.get("TRITON_INTERPRET") != "1")
+if not ON_GPU and not IN_SUBPROCESS:
+    os.environ["TRITON_INTERPRET"] = "1"  # for the rest of the session (Triton needs it at run)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 import tempscale.triton as tt  # noqa: E402
 from tempscale._softmax import _generic  # noqa: E402
+from tempscale._triton import _common  # noqa: E402
 from tempscale._triton.kd import kd_rows  # noqa: E402
 from tempscale.distill import kd_loss  # noqa: E402
 
 DEV = "cuda" if ON_GPU else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _only_where_the_interpreter_runs(request):
+    if IN_SUBPROCESS and request.node.name != "test_in_a_fresh_process":
+        pytest.skip("run by test_in_a_fresh_process (triton was imported before "
+                    "TRITON_INTERPRET=1 could be set)")
+
+
+@pytest.mark.skipif(not IN_SUBPROCESS, reason="the tests run in this process")
+def test_in_a_fresh_process():
+    """This file's tests in a new process, with TRITON_INTERPRET=1 set before triton loads."""
+    import subprocess
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
 KINDS = ["softmax", "log_softmax", "logsumexp"]
 INF, NAN = math.inf, math.nan
 #: (classes, block): one-pass rows of 1, 7 and 64 classes, and 37 classes in blocks of 16
@@ -276,10 +303,9 @@ def test_argument_errors(monkeypatch):
         kd_rows(x, x, 1.0, 1.0, beta=1.5)
     with pytest.raises(ValueError, match="'teacher' parameter of kd_rows"):
         kd_rows(x, x[:2], 1.0, 1.0)
-    if not ON_GPU:
-        monkeypatch.delenv("TRITON_INTERPRET")
-        with pytest.raises(ValueError, match="a CUDA tensor"):
-            tt.softmax(x)
+    monkeypatch.setattr(_common, "interpreting", lambda: False)  # compiled kernels: CUDA only
+    with pytest.raises(ValueError, match="a CUDA tensor .* Got 'a tensor on cpu'"):
+        tt.softmax(torch.randn(3, 4))
 
 
 def test_no_host_synchronisation(monkeypatch):

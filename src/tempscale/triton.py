@@ -14,9 +14,9 @@ never synchronise with the host: every special case is decided per row on the de
 a temperature tensor's values are not checked either (a negative or NaN entry gives its row
 NaN).  Rows that fit on chip (up to 16384 classes) take one pass; longer rows (vocabularies
 up to 256k and beyond) an online (max, sum) pass and an output pass.  ``triton`` is imported
-when a function is first called.  With ``TRITON_INTERPRET=1`` (set before ``triton`` is
-imported) the kernels run in Triton's interpreter on CPU tensors: slow, but exact, which is how
-the test suite checks them without a GPU.
+when a function is first called.  With ``TRITON_INTERPRET=1`` in the environment when the
+kernels are first loaded (the first call), they run in Triton's interpreter on CPU tensors:
+slow, but exact, which is how the test suite checks them without a GPU.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from typing import Any, NamedTuple
 
 from .._args import check_temperature
@@ -29,8 +28,14 @@ FLT_MAX = 3.4028234663852886e38
 
 
 def interpreting() -> bool:
-    """Whether Triton's interpreter is on (``TRITON_INTERPRET=1``): kernels then run on CPU."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether the kernels were built for Triton's interpreter: they then run on CPU tensors.
+
+    Triton decides when a kernel is defined: ``TRITON_INTERPRET=1`` in the environment when
+    :mod:`tempscale._triton._kernels` is first imported (the variable may be unset afterwards).
+    """
+    from . import _kernels
+
+    return type(_kernels._softmax_fwd).__name__ == "InterpretedFunction"
 
 
 def check_logits(x: Any, func: str, param: str = "x") -> Any:
