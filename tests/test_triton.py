@@ -326,3 +326,24 @@ def test_no_host_synchronisation(monkeypatch):
     kd_rows(s, t, torch.tensor(KD_T, device=DEV), 0.0, divergence="reverse")
     monkeypatch.undo()
     assert x.grad is not None and T.grad is not None
+
+
+def test_several_programs_per_launch():
+    """More rows than one program's tile (rows 8 at a time, KD 2 at a time): the row offsets."""
+    g = torch.Generator().manual_seed(9)
+    x = (torch.randn(20, 300, generator=g) * 4).to(DEV)
+    x[::7, ::5] = -INF
+    T = (torch.rand(20, generator=g) + 0.2).to(DEV)
+    for kind in ("log_softmax", "logsumexp"):
+        mine = _grads(lambda a, t, mk, kind=kind: getattr(tt, kind)(a, t), x, T, None)
+        ref = _grads(lambda a, t, mk, kind=kind: _generic(kind, a, t), x, T, None)
+        for got, want in zip(mine, ref, strict=True):
+            check(got, want)
+    t = torch.randn(20, 300, generator=g).to(DEV)
+    loss, grad = kd_rows(x, t, T, 1.5, divergence="reverse")
+    s_ref = x.clone().requires_grad_()
+    ref = kd_loss(s_ref, t, T, teacher_temperature=1.5, divergence="reverse", reduction="none",
+                  t2_scale=False)
+    ref.sum().backward()
+    check(loss, ref.detach())
+    check(grad, s_ref.grad)
