@@ -348,6 +348,18 @@ def test_convergence_warning_when_max_iter_is_too_small():
         MatrixScaler().fit(z, y)
 
 
+@pytest.mark.parametrize("cls", [VectorScaler, MatrixScaler, DirichletScaler])
+def test_separable_data_warn(cls):
+    """Labels that the map separates: the NLL has no finite minimum, and the fit says so."""
+    z, y = make_problem(40, 3, seed=17, scale=1.0)
+    z = z + 30.0 * np.eye(3)[y]  # every label far ahead: separable by every map
+    with pytest.warns(ConvergenceWarning, match="separable"):
+        cls().fit(z, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls().fit(*make_problem(300, 3, seed=17))   # overlapping classes: a finite minimum
+
+
 _SHAPE = ("the generic check fits logits whose number of columns differs from the number of "
           "classes in y; these maps need one logit column per class")
 _SEPARABLE = ("the check's random data are separable for a per-class map, so the NLL has no "

@@ -36,6 +36,8 @@ __all__ = ["DirichletScaler", "MatrixScaler", "TemperatureScaler", "VectorScaler
 #: added to a wrapped classifier's ``predict_proba`` before the log (as scikit-learn's
 #: temperature method does), so that a probability of exactly 0 gives a finite logit
 _PROBA_EPS = 1e-12
+#: a fitted loss (mean NLL plus penalty) below this means separable data: no finite minimum
+_SEPARABLE_LOSS = 1e-8
 
 
 def _decision_column(X: Any) -> Any:
@@ -412,6 +414,12 @@ class _AffineScaler(_Scaler):
                       f"reaching tol={self.tol} (max_iter={self.max_iter}); without a penalty "
                       "on separable data the loss has no finite minimum: set reg_lambda > 0 "
                       "(MatrixScaler, DirichletScaler) or give more data", ConvergenceWarning)
+        elif fit.objective < _SEPARABLE_LOSS:
+            warn_user(f"{func}: the loss fell to {fit.objective:.1e}: the data are separable by "
+                      "this map, so the NLL has no finite minimum and the fitted parameters are "
+                      "as large as the iteration made them (probabilities of 0 and 1 on new "
+                      "data); set reg_lambda > 0 (MatrixScaler, DirichletScaler) or use a map "
+                      "with fewer parameters", ConvergenceWarning)
         self.coef_ = fit.coef[:, 0].copy() if self._kind == "vector" else fit.coef[:, :k].copy()
         self.intercept_ = fit.coef[:, -1].copy()
         self.loss_ = fit.objective
@@ -445,7 +453,8 @@ _SOLVER_PARAMS = """\
         loss agrees with SciPy's general-purpose minimiser to ~1e-15 relative.
     max_iter : int, default 100
         At most this many Newton steps (a :class:`~sklearn.exceptions.ConvergenceWarning` if
-        they were not enough, e.g. on separable data without a penalty).
+        they were not enough).  Data that the map separates perfectly (no finite minimum:
+        the loss falls below 1e-8 as the parameters grow) also give a ConvergenceWarning.
 """
 
 _REG_PARAMS = """\
