@@ -347,3 +347,16 @@ def test_several_programs_per_launch():
     ref.sum().backward()
     check(loss, ref.detach())
     check(grad, s_ref.grad)
+
+
+def test_bad_temperature_tensor_values_give_nan_rows():
+    """A negative or NaN entry of a temperature tensor is not checked on the host (that would
+    synchronise): its row is NaN, in every kind, the others are unaffected."""
+    x = torch.randn(3, 6, device=DEV)
+    T = torch.tensor([-1.0, NAN, 0.5], device=DEV)
+    for kind in KINDS:
+        got = getattr(tt, kind)(x, T)
+        assert bool(torch.all(torch.isnan(got[:2])))
+        check(got[2], _generic(kind, x[2:], 0.5)[0])
+    loss, grad = kd_rows(x, x.flip(1), T, 1.0)
+    assert bool(torch.all(torch.isnan(loss[:2]))) and bool(torch.isfinite(loss[2]))
