@@ -32,9 +32,9 @@ step() {  # step SECONDS DESCRIPTION COMMAND...
 echo "# tempscale device check ($(date -u +%Y-%m-%dT%H:%MZ))"
 echo
 echo "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)"
-step 150 "Triton kernels on CUDA (tests/test_triton.py)" \
+step 200 "Triton kernels on CUDA (tests/test_triton.py)" \
     "$PY" -m pytest -q -p no:cacheprovider tests/test_triton.py
-step 90 "contract tests, torch on CUDA (tests/test_softmax.py -k torch-cuda)" \
+step 70 "contract tests, torch on CUDA (tests/test_softmax.py -k torch-cuda)" \
     "$PY" -m pytest -q -p no:cacheprovider tests/test_softmax.py -k "torch-cuda"
-step 220 "benchmarks (benchmarks/bench_gpu.py)" "$PY" benchmarks/bench_gpu.py --repeat 20
+step 200 "benchmarks (benchmarks/bench_gpu.py)" "$PY" benchmarks/bench_gpu.py --repeat 20
 exit $status
