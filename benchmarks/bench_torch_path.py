@@ -1,10 +1,17 @@
-"""tempscale on PyTorch tensors vs the hand-written ``torch.softmax(x / T)``, side by side.
+"""tempscale on PyTorch tensors vs the hand-written ``torch.softmax(x / T, -1)``, side by side.
 
-    python benchmarks/bench_torch_path.py [--device cuda] [--shape 4096 32000] [--repeat 7]
+    python benchmarks/bench_torch_path.py [--quick] [--threads 2] [--repeat 7] [--device cpu]
 
-Prints median times and the ratio (torch time / tempscale time: above 1 means tempscale is
-faster) for softmax, log_softmax and logsumexp at T = 0.7 and T = 2, float32 (and bfloat16 on
-CUDA), plus the largest error of both against float64 on the same (rounded) input.  Not part of the test suite.
+For each shape and dtype (float32, bfloat16) it times, in the same run and interleaved:
+
+* forward: ``ts.softmax(x, 0.7)`` vs ``torch.softmax(x / 0.7, -1)``;
+* forward + backward: the same with ``x.requires_grad_()`` and ``y.backward(g)``;
+
+and prints the medians and the ratio torch / tempscale (above 1: tempscale is faster), plus the
+largest error of both against float64 on the same (rounded) input.  On CPU, torch and tempscale
+run with ``--threads`` threads (default 2, the issue's setting).  Shapes: (4096, 1024),
+(4096, 32000), (1024, 128256), (1_000_000, 10); ``--quick`` uses shapes 8x smaller in rows.
+Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -19,52 +26,84 @@ from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is
 
 import tempscale as ts
 
+SHAPES = [(4096, 1024), (4096, 32000), (1024, 128256), (1_000_000, 10)]
+T = 0.7
 
-def median_ms(fn, device, repeat):
-    fn()
-    times = []
+
+def _sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def medians(fns, dev: str, repeat: int) -> list[float]:
+    """Median ms of each function, timed interleaved (one of each per round)."""
+    for f in fns:
+        f()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for i, f in enumerate(fns):
+            _sync(dev)
+            t0 = time.perf_counter()
+            f()
+            _sync(dev)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--shape", type=int, nargs=2, default=(4096, 32000))
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="8x fewer rows per shape")
     args = ap.parse_args()
     dev = args.device
+    if dev == "cpu":
+        torch.set_num_threads(args.threads)
+        ts.set_num_threads(args.threads)
     where = torch.cuda.get_device_name() if dev == "cuda" else cpu_model()
-    print(f"# {where}; torch {torch.__version__}; threads {torch.get_num_threads()} "
-          f"(of {os.cpu_count()}); shape {tuple(args.shape)}")
-    x64 = torch.randn(*args.shape, dtype=torch.float64, device=dev) * 3
-    dtypes = [torch.float32] + ([torch.bfloat16] if dev == "cuda" else [])
-    pairs = {
-        "softmax": (lambda x, T: torch.softmax(x / T, -1), ts.softmax),
-        "log_softmax": (lambda x, T: torch.log_softmax(x / T, -1), ts.log_softmax),
-        "logsumexp": (lambda x, T: T * torch.logsumexp(x / T, -1), ts.logsumexp),
-    }
-    print("| dtype | T | function | torch ms | tempscale ms | torch / tempscale | max abs err torch "
-          "| max abs err tempscale |")
+    print(f"# {where}; torch {torch.__version__}; threads torch {torch.get_num_threads()}, "
+          f"tempscale {ts.get_num_threads()} (of {os.cpu_count()} CPUs); T = {T}; "
+          f"median of {args.repeat}, interleaved")
+    print("| shape | dtype | pass | torch ms | tempscale ms | torch / tempscale "
+          "| max abs err torch | max abs err tempscale |")
     print("|---|---|---|---|---|---|---|---|")
-    for dt in dtypes:
-        x = x64.to(dt)
-        for T in (0.7, 2.0):
-            for name, (ref_fn, ts_fn) in pairs.items():
-                a = median_ms(lambda f=ref_fn, x=x, T=T: f(x, T), dev, args.repeat)
-                b = median_ms(lambda f=ts_fn, x=x, T=T: f(x, T), dev, args.repeat)
-                exact = ref_fn(x.double(), T)
-                err_t = (ref_fn(x, T).double() - exact).abs().max().item()
-                err = (ts_fn(x, T).double() - exact).abs().max().item()
-                print(f"| {str(dt).split('.')[-1]} | {T} | {name} | {a:.2f} | {b:.2f} | {a / b:.2f} "
-                      f"| {err_t:.1e} | {err:.1e} |")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    for rows, n in SHAPES:
+        if args.quick:
+            rows = max(1, rows // 8)
+        x64 = torch.randn(rows, n, dtype=torch.float64, device=dev, generator=gen) * 3
+        g64 = torch.randn(rows, n, dtype=torch.float64, device=dev, generator=gen)
+        for dt in (torch.float32, torch.bfloat16):
+            x = x64.to(dt)
+            g = g64.to(dt)
+            exact = torch.softmax(x.double() / T, -1)
+            err_t = (torch.softmax(x / T, -1).double() - exact).abs().max().item()
+            err_s = (ts.softmax(x, T).double() - exact).abs().max().item()
+
+            def fwd_torch(x=x):
+                return torch.softmax(x / T, -1)
+
+            def fwd_ts(x=x):
+                return ts.softmax(x, T)
+
+            def bwd_torch(x=x, g=g):
+                xr = x.detach().requires_grad_(True)
+                torch.softmax(xr / T, -1).backward(g)
+
+            def bwd_ts(x=x, g=g):
+                xr = x.detach().requires_grad_(True)
+                ts.softmax(xr, T).backward(g)
+
+            shape = f"{rows}x{n}"
+            name = str(dt).split(".")[-1]
+            a, b = medians([fwd_torch, fwd_ts], dev, args.repeat)
+            print(f"| {shape} | {name} | forward | {a:.2f} | {b:.2f} | {a / b:.2f} "
+                  f"| {err_t:.1e} | {err_s:.1e} |", flush=True)
+            a, b = medians([bwd_torch, bwd_ts], dev, args.repeat)
+            print(f"| {shape} | {name} | fwd+bwd | {a:.2f} | {b:.2f} | {a / b:.2f} | | |",
+                  flush=True)
+            del exact
 
 
 if __name__ == "__main__":

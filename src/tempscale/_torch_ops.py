@@ -206,6 +206,10 @@ def native_backward(kind: int, g: torch.Tensor, out: torch.Tensor, x: torch.Tens
     softmax then comes from the differentiable op) it is itself differentiated for second
     derivatives.
     """
+    if kind != 2 and not differentiable and g.dtype == x.dtype == out.dtype and x.numel():
+        k = _kernels()
+        if k is not None and (x.dtype != torch.float16 or k.has_float16):
+            return _c_backward(k, kind, g, out, x, t, tf, mask, dim, need_t)
     wide = x.dtype == torch.float64 or (t is not None and t.dtype == torch.float64) or \
         (t is None and 0 < tf < math.inf and not _F32_TINY <= tf <= _F32_MAX)
     cd = torch.float64 if wide else torch.float32
@@ -266,12 +270,49 @@ def native_backward(kind: int, g: torch.Tensor, out: torch.Tensor, x: torch.Tens
         dxc = dy / tsafe
         if need_t:
             dT = torch.where(special, 0.0, -((dxc * d).sum(dim=dim, keepdim=True) / tsafe) * 2)
-    dx = dxc.to(x.dtype)
+    dx = dxc.to(x.dtype).contiguous()
     if need_t and t is not None:
-        dt = dT.sum_to_size(t.shape).to(t.dtype)
+        dt = dT.sum_to_size(t.shape).to(t.dtype).contiguous()
     else:
         dt = x.new_empty(0)
     return dx, dt
+
+
+def _rows(a: torch.Tensor, dim: int, n: int) -> torch.Tensor:
+    """``a`` with ``dim`` moved last, as (rows, n) with contiguous rows (a view when it can)."""
+    if dim != a.ndim - 1:
+        a = torch.movedim(a, dim, -1)
+    a = a.reshape(-1, n)
+    return a if n <= 1 or a.stride(-1) == 1 else a.contiguous()
+
+
+def _c_backward(k: Any, kind: int, g: torch.Tensor, out: torch.Tensor, x: torch.Tensor,
+                t: torch.Tensor | None, tf: float, mask: torch.Tensor | None, dim: int,
+                need_t: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax / log_softmax backward in the C kernel (one fused pass per row, threaded)."""
+    shape = tuple(x.shape)
+    n = shape[dim]
+    moved = shape[:dim] + shape[dim + 1:] + (n,)
+    g2, o2, x2 = _rows(g, dim, n), _rows(out, dim, n), _rows(x, dim, n)
+    dx2 = torch.empty(g2.shape, dtype=x.dtype)
+    m2 = None if mask is None else _rows(mask.expand(shape), dim, n)
+    T: Any = tf
+    kshape = shape[:dim] + (1,) + shape[dim + 1:]
+    if t is not None:
+        T = _np_view(_rows(t.expand(kshape), dim, 1).reshape(-1))[0]
+    dT = torch.empty(g2.shape[0], dtype=torch.float64) if need_t and t is not None else None
+    views = [_np_view(a) for a in (g2, o2, x2, dx2)]
+    k.backward(kind, views[0][0], views[1][0], views[2][0], T,
+               None if m2 is None else m2.numpy(), views[3][0],
+               None if dT is None else dT.numpy(), 0, views[0][1])
+    dx = dx2.reshape(moved)
+    if dim != len(shape) - 1:
+        dx = torch.movedim(dx, -1, dim).contiguous()  # the layout the fake implementation gives
+    if dT is None or t is None:
+        return dx, x.new_empty(0)
+    kmoved = shape[:dim] + shape[dim + 1:] + (1,)
+    dt = torch.movedim(dT.reshape(kmoved), -1, dim)
+    return dx, dt.sum_to_size(t.shape).to(t.dtype).contiguous()
 
 
 @torch.library.custom_op("tempscale::backward", mutates_args=())

@@ -383,3 +383,179 @@ void ts_exp_pass(const float *x, float *o, ts_intp n, int nthreads, const kernel
     ts_parallel_run(exp_task, &E, (n + E.chunk - 1) / E.chunk, nthreads);
 }
 #endif
+
+/* ---------------------------------------------------------------------------------------------
+ * backward of softmax / log_softmax (see _job.h): one pass for the row sums, one for dx
+ * ------------------------------------------------------------------------------------------- */
+#define BW_LANES 8
+
+static inline double bw_ld(const char *p, ts_intp j, int type) {
+    if (type == T_F32) return ((const float *)p)[j];
+    if (type == T_F64) return ((const double *)p)[j];
+    if (type == T_BF16) return bf16_to_f32(((const uint16_t *)p)[j]);
+#if HAVE_F16
+    return (double)(float)((const f16_t *)p)[j];
+#else
+    return NAN;
+#endif
+}
+
+static inline void bw_st(char *p, ts_intp j, int type, double v) {
+    if (type == T_F32) ((float *)p)[j] = (float)v;
+    else if (type == T_F64) ((double *)p)[j] = v;
+    else if (type == T_BF16) ((uint16_t *)p)[j] = f32_to_bf16((float)v);
+#if HAVE_F16
+    else ((f16_t *)p)[j] = (f16_t)v;
+#endif
+}
+
+/* whether entry j takes part in the row: not masked, x > -inf (false for NaN too) */
+static inline int bw_valid(const bwd_t *B, const char *x, const unsigned char *m, ts_intp j) {
+    return (!m || m[j * B->cm]) && bw_ld(x, j, B->type) > -INFINITY;
+}
+
+/* one row; `type` is a constant in each caller below, so the loads fold */
+static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp r, int type) {
+    ts_intp n = B->n;
+    const char *g = B->g + r * B->rg, *o = B->out + r * B->rout, *x = B->x + r * B->rx;
+    char *dx = B->dx + r * B->rdx;
+    const unsigned char *m = B->m ? B->m + r * B->rm : NULL;
+    double T = B->T;
+    if (B->t) {
+        const char *pt = B->t + r * B->rt;
+        if (B->tt == T_F32) { float v; memcpy(&v, pt, 4); T = v; }
+        else memcpy(&T, pt, 8);
+    }
+    int lsm = B->kind == KIND_LOGSOFTMAX;
+    double *dT = B->dT ? B->dT + r : NULL;
+    /* pass 1: s = sum g p (softmax) or G = sum of g over unmasked entries (log_softmax); the
+       largest and smallest nonzero p (finite log p) tell a tie-shaped row */
+    double acc[BW_LANES], hi[BW_LANES], lo[BW_LANES];
+    ts_intp ninf[BW_LANES];
+    for (int l = 0; l < BW_LANES; l++) { acc[l] = 0.0; hi[l] = -INFINITY; lo[l] = INFINITY; ninf[l] = 0; }
+    ts_intp j = 0;
+    if (!lsm) {
+        for (; j + BW_LANES <= n; j += BW_LANES)
+            for (int l = 0; l < BW_LANES; l++) {
+                double p = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
+                acc[l] += p != 0.0 ? gv * p : 0.0;
+                hi[l] = p > hi[l] ? p : hi[l];
+                lo[l] = p > 0.0 && p < lo[l] ? p : lo[l];
+            }
+    } else {
+        for (; j + BW_LANES <= n; j += BW_LANES)
+            for (int l = 0; l < BW_LANES; l++) {
+                double lp = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
+                int fin = lp > -INFINITY;
+                acc[l] += fin ? gv : 0.0;
+                ninf[l] += !fin;
+                hi[l] = fin && lp > hi[l] ? lp : hi[l];
+                lo[l] = fin && lp < lo[l] ? lp : lo[l];
+            }
+    }
+    double s = 0.0, h = -INFINITY, lw = INFINITY;
+    ts_intp nneg = 0;
+    for (; j < n; j++) {
+        double v = bw_ld(o, j, type), gv = bw_ld(g, j, type);
+        if (!lsm) {
+            s += v != 0.0 ? gv * v : 0.0;
+            if (v > h) h = v;
+            if (v > 0.0 && v < lw) lw = v;
+        } else if (v > -INFINITY) {
+            s += gv;
+            if (v > h) h = v;
+            if (v < lw) lw = v;
+        } else {
+            nneg++;
+        }
+    }
+    for (int l = 0; l < BW_LANES; l++) {
+        s += acc[l];
+        nneg += ninf[l];
+        if (hi[l] > h) h = hi[l];
+        if (lo[l] < lw) lw = lo[l];
+    }
+    /* rows whose gradient is 0 (as the generic path defines them): T = 0 / inf, NaN rows (the
+       output is NaN throughout), rows with a +inf maximum (tie-shaped, and a +inf entry) */
+    int special = !(T > 0.0) || T == INFINITY || (n > 0 && bw_ld(o, 0, type) != bw_ld(o, 0, type));
+    if (!special && h == lw && h > (lsm ? -INFINITY : 0.0)) {
+        for (ts_intp k = 0; k < n && !special; k++)
+            special = bw_ld(x, k, type) == INFINITY && (!m || m[k * B->cm]);
+    }
+    if (special) {
+        for (ts_intp k = 0; k < n; k++) bw_st(dx, k, type, 0.0);
+        if (dT) *dT = 0.0;
+        return;
+    }
+    /* log_softmax: entries whose log p underflowed to -inf but that are not masked keep g */
+    if (lsm && nneg)
+        for (ts_intp k = 0; k < n; k++)
+            if (!(bw_ld(o, k, type) > -INFINITY) && bw_valid(B, x, m, k)) s += bw_ld(g, k, type);
+    /* pass 2: dx = p (g - s) / T or (g - p G) / T; 1/T as a double (exact to 1 ulp) unless it
+       would overflow */
+    int mul = T >= 0x1p-1000;
+    double inv = 1.0 / T;
+    if (!lsm) {
+        if (mul)
+            for (j = 0; j < n; j++) {
+                double p = bw_ld(o, j, type);
+                bw_st(dx, j, type, p != 0.0 ? p * (bw_ld(g, j, type) - s) * inv : 0.0);
+            }
+        else
+            for (j = 0; j < n; j++) {
+                double p = bw_ld(o, j, type);
+                bw_st(dx, j, type, p != 0.0 ? p * (bw_ld(g, j, type) - s) / T : 0.0);
+            }
+    } else {
+        for (j = 0; j < n; j++) {
+            double lp = bw_ld(o, j, type), gv = bw_ld(g, j, type), d;
+            if (lp > -INFINITY) d = gv - exp(lp) * s;
+            else d = nneg && bw_valid(B, x, m, j) ? gv : 0.0;
+            bw_st(dx, j, type, mul ? d * inv : d / T);
+        }
+    }
+    if (!dT) return;
+    /* dL/dT = -sum dx_j (x_j - m) / T over unmasked entries, m their maximum; halved so that
+       x - m cannot overflow */
+    double mx = -INFINITY;
+    for (ts_intp k = 0; k < n; k++)
+        if (bw_valid(B, x, m, k)) {
+            double v = bw_ld(x, k, type);
+            if (v > mx) mx = v;
+        }
+    double acc_t = 0.0; /* sum dy (x - m) / 2, dy = T dx unrounded */
+    for (ts_intp k = 0; k < n; k++)
+        if (bw_valid(B, x, m, k)) {
+            double o_k = bw_ld(o, k, type), gv = bw_ld(g, k, type), d;
+            if (!lsm) d = o_k != 0.0 ? o_k * (gv - s) : 0.0;
+            else d = o_k > -INFINITY ? gv - exp(o_k) * s : gv;
+            if (d != 0.0) acc_t += d * (0.5 * bw_ld(x, k, type) - 0.5 * mx);
+        }
+    *dT = mul ? -(acc_t * inv) * inv * 2.0 : -(acc_t / T / T) * 2.0;
+}
+
+static void bw_task(void *ctx, ts_intp task) {
+    const bwd_t *B = ctx;
+    ts_intp r0 = task * B->rows_per_task, r1 = r0 + B->rows_per_task;
+    if (r1 > B->nrows) r1 = B->nrows;
+    for (ts_intp r = r0; r < r1; r++) {
+        switch (B->type) {
+            case T_F32: bw_row(B, r, T_F32); break;
+            case T_F64: bw_row(B, r, T_F64); break;
+            case T_BF16: bw_row(B, r, T_BF16); break;
+#if HAVE_F16
+            case T_F16: bw_row(B, r, T_F16); break;
+#endif
+            default: break;
+        }
+    }
+}
+
+void ts_backward_run(bwd_t *B, int nthreads) {
+    if (B->nrows <= 0) return;
+    ts_intp per = B->n > 0 ? B->n : 1;
+    B->rows_per_task = (ts_intp)65536 / per;
+    if (B->rows_per_task < 1) B->rows_per_task = 1;
+    ts_intp ntasks = (B->nrows + B->rows_per_task - 1) / B->rows_per_task;
+    ts_parallel_run(bw_task, B, ntasks, nthreads);
+}

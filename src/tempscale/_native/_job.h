@@ -51,6 +51,30 @@ void ts_job_init(job_t *J, int kind, int nd, const ts_intp *shape, int axis, con
    a buffer could not be allocated (the output is then incomplete). */
 int ts_job_run(job_t *J, int nthreads);
 
+/* The backward of softmax / log_softmax over the rows of 2-D (nrows, n) arrays whose entries
+   are contiguous within a row: g (incoming gradient), out (the forward's output), x (its input)
+   and dx (written) share one storage type (T_F16 / T_F32 / T_F64 / T_BF16), computed in double.
+   softmax: dx = p (g - sum g p) / T; log_softmax: dx = (g - p sum' g) / T, sum' over unmasked
+   entries, 0 at masked ones.  Rows at T = 0 / inf, NaN rows and rows with a +inf maximum get 0.
+   With dT, also dL/dT per row (-sum dx (x - max) / T over unmasked entries). */
+typedef struct {
+    int kind, type;         /* KIND_SOFTMAX / KIND_LOGSOFTMAX; storage type */
+    ts_intp n, nrows;
+    const char *g, *out, *x;
+    char *dx;
+    ts_intp rg, rout, rx, rdx;      /* row strides, bytes */
+    const unsigned char *m;         /* mask (1 = keep) or NULL */
+    ts_intp rm, cm;                 /* its row / entry strides, bytes */
+    double T;                       /* scalar temperature (t == NULL) */
+    const char *t;                  /* per-row temperatures (tt T_F32 / T_F64, row stride rt) */
+    int tt;
+    ts_intp rt;
+    double *dT;                     /* per-row dL/dT (contiguous) or NULL */
+    ts_intp rows_per_task;
+} bwd_t;
+
+void ts_backward_run(bwd_t *B, int nthreads);
+
 #ifdef TS_BENCH_KERNELS
 /* benchmark builds only: outputs of at least this many bytes use streaming stores (off by
    default: SIZE_MAX); returns the previous threshold */

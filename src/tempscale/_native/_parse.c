@@ -94,3 +94,84 @@ int ts_parse_compute(PyObject *args, const kernels_t *K, job_t *J, int *nthreads
     ts_job_init(J, kind, nd, shape, axis, &xop, &mop, &top, T, &oop, K);
     return 0;
 }
+
+/* backward(kind, g, out, x, T, mask, dx, dT, nthreads, bf16) -> a bwd_t (see _job.h): g, out, x,
+   dx 2-D (rows, n) arrays of one float type (bf16: uint16 arrays holding bfloat16), entries
+   contiguous within rows; mask None or a 2-D bool array; T a float or a 1-D float32/float64
+   array of rows; dT None or a contiguous 1-D float64 array of rows */
+int ts_parse_backward(PyObject *args, bwd_t *B, int *nthreads) {
+    int kind, bf16;
+    PyObject *go, *oo, *xo, *To, *mo, *dxo, *dTo;
+    if (!PyArg_ParseTuple(args, "iO!O!O!OOO!Oii", &kind, &PyArray_Type, &go, &PyArray_Type, &oo,
+                          &PyArray_Type, &xo, &To, &mo, &PyArray_Type, &dxo, &dTo, nthreads, &bf16))
+        return -1;
+    PyArrayObject *arrs[4] = {(PyArrayObject *)go, (PyArrayObject *)oo, (PyArrayObject *)xo,
+                              (PyArrayObject *)dxo};
+    if (kind != KIND_SOFTMAX && kind != KIND_LOGSOFTMAX) {
+        PyErr_SetString(PyExc_ValueError, "bad kind");
+        return -1;
+    }
+    int type = type_code(arrs[0], bf16);
+    if (type < 0 || PyArray_NDIM(arrs[0]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "g must be a 2-D float array");
+        return -1;
+    }
+    npy_intp rows = PyArray_DIM(arrs[0], 0), n = PyArray_DIM(arrs[0], 1);
+    size_t es = type == T_F64 ? 8 : type == T_F32 ? 4 : 2;
+    for (int i = 0; i < 4; i++) {
+        PyArrayObject *a = arrs[i];
+        if (PyArray_NDIM(a) != 2 || PyArray_DIM(a, 0) != rows || PyArray_DIM(a, 1) != n ||
+            type_code(a, bf16) != type || !PyArray_ISALIGNED(a) ||
+            (n > 1 && PyArray_STRIDE(a, 1) != (npy_intp)es)) {
+            PyErr_SetString(PyExc_ValueError, "g, out, x, dx: same 2-D shape and type, rows contiguous");
+            return -1;
+        }
+    }
+    if (!PyArray_ISWRITEABLE(arrs[3])) {
+        PyErr_SetString(PyExc_ValueError, "dx must be writeable");
+        return -1;
+    }
+    memset(B, 0, sizeof *B);
+    B->kind = kind;
+    B->type = type;
+    B->n = n;
+    B->nrows = rows;
+    B->g = PyArray_BYTES(arrs[0]); B->rg = PyArray_STRIDE(arrs[0], 0);
+    B->out = PyArray_BYTES(arrs[1]); B->rout = PyArray_STRIDE(arrs[1], 0);
+    B->x = PyArray_BYTES(arrs[2]); B->rx = PyArray_STRIDE(arrs[2], 0);
+    B->dx = PyArray_BYTES(arrs[3]); B->rdx = PyArray_STRIDE(arrs[3], 0);
+    if (mo != Py_None) {
+        PyArrayObject *m = (PyArrayObject *)mo;
+        if (!PyArray_Check(mo) || PyArray_TYPE(m) != NPY_BOOL || PyArray_NDIM(m) != 2 ||
+            PyArray_DIM(m, 0) != rows || PyArray_DIM(m, 1) != n) {
+            PyErr_SetString(PyExc_TypeError, "mask must be a bool array of g's shape");
+            return -1;
+        }
+        B->m = (const unsigned char *)PyArray_BYTES(m);
+        B->rm = PyArray_STRIDE(m, 0);
+        B->cm = PyArray_STRIDE(m, 1);
+    }
+    if (PyArray_Check(To)) {
+        PyArrayObject *t = (PyArrayObject *)To;
+        B->tt = type_code(t, 0);
+        if ((B->tt != T_F32 && B->tt != T_F64) || PyArray_NDIM(t) != 1 || PyArray_DIM(t, 0) != rows) {
+            PyErr_SetString(PyExc_TypeError, "temperature array: float32/float64 of one entry per row");
+            return -1;
+        }
+        B->t = PyArray_BYTES(t);
+        B->rt = PyArray_STRIDE(t, 0);
+    } else {
+        B->T = PyFloat_AsDouble(To);
+        if (B->T == -1.0 && PyErr_Occurred()) return -1;
+    }
+    if (dTo != Py_None) {
+        PyArrayObject *d = (PyArrayObject *)dTo;
+        if (!PyArray_Check(dTo) || PyArray_TYPE(d) != NPY_DOUBLE || PyArray_NDIM(d) != 1 ||
+            PyArray_DIM(d, 0) != rows || !PyArray_IS_C_CONTIGUOUS(d) || !PyArray_ISWRITEABLE(d)) {
+            PyErr_SetString(PyExc_TypeError, "dT must be a writeable contiguous float64 array of rows");
+            return -1;
+        }
+        B->dT = (double *)PyArray_BYTES(d);
+    }
+    return 0;
+}

@@ -21,6 +21,7 @@
 /* _parse.c: compute(kind, x, T, mask, out, axis, nthreads) arguments into a job.  Returns 0 (J
    filled), or -1 with a Python exception set. */
 int ts_parse_compute(PyObject *args, const kernels_t *K, job_t *J, int *nthreads);
+int ts_parse_backward(PyObject *args, bwd_t *B, int *nthreads);
 
 /* _memcache.c: the output-block cache (a NumPy memory handler) */
 int ts_cache_init(void); /* once, at module import; 0 or -1 with an exception set */

@@ -43,6 +43,19 @@ static PyObject *py_compute(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* backward(kind, g, out, x, T, mask, dx, dT, nthreads, bf16): softmax / log_softmax gradients
+   (see ts_backward_run in _job.h) */
+static PyObject *py_backward(PyObject *self, PyObject *args) {
+    (void)self;
+    bwd_t B;
+    int nthreads;
+    if (ts_parse_backward(args, &B, &nthreads) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    ts_backward_run(&B, nthreads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_get_num_threads(PyObject *self, PyObject *args) {
     (void)self; (void)args;
     return PyLong_FromLong(tempscale_get_num_threads());
@@ -121,6 +134,8 @@ static PyObject *py_set_stream_bytes(PyObject *self, PyObject *arg) {
 
 static PyMethodDef methods[] = {
     {"compute", py_compute, METH_VARARGS, "compute(kind, x, T, mask, out, axis, nthreads[, bf16])"},
+    {"backward", py_backward, METH_VARARGS,
+     "backward(kind, g, out, x, T, mask, dx, dT, nthreads, bf16): softmax / log_softmax gradients"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "threads used by the kernels"},
     {"set_num_threads", py_set_num_threads, METH_O, "set the threads used by the kernels"},
     {"isa", py_isa, METH_NOARGS, "the instruction set in use"},
