@@ -33,6 +33,8 @@ F64 = NDArray[np.float64]
 DENSE_MAX = 400
 #: elements of a row chunk's (rows, k, m) feature block
 _CHUNK_ELEMENTS = 1 << 20
+#: a loss below this ends the iteration (data separated by the map: the infimum 0 is not attained)
+SEPARABLE_FLOOR = 1e-10
 #: Armijo's sufficient-decrease constant and the most step halvings of the line search
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 60
@@ -283,7 +285,9 @@ def fit_affine(kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, penalty: F
 
     The iteration stops after a step whose Newton decrement ``g·H⁺g / 2`` (a quadratic model's
     estimate of the remaining excess objective) was at most ``tol * max(1, |f|)``; the step
-    itself is taken, so the excess after it is of the order of the decrement squared.
+    itself is taken, so the excess after it is of the order of the decrement squared.  A loss
+    below :data:`SEPARABLE_FLOOR` also ends it (separable data: the infimum 0 is approached only
+    as the parameters grow without bound).
     ``converged`` is False when ``max_iter`` steps were not enough, or when the line search could
     not decrease the objective before reaching that accuracy (for example when no finite minimum
     exists: separable data without a penalty).
@@ -322,7 +326,7 @@ def fit_affine(kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, penalty: F
             break
         coef, f = trial, f_new
         n_iter += 1
-        if small:
+        if small or f < SEPARABLE_FLOOR:  # below the floor: separable data, no finite minimum
             converged = True
             break
     coef = canonical(kind, coef / problem.unit, penalty)
