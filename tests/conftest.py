@@ -11,6 +11,10 @@ import pytest
 # JAX computes in float64 when asked (the references are float64); set before jax is imported.
 os.environ.setdefault("JAX_ENABLE_X64", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Without a GPU, Triton kernels (tests/test_triton.py, Liger-Kernel parity) run in Triton's
+# interpreter on CPU tensors; Triton reads this when it is imported, so set it first.
+if os.environ.get("TEMPSCALE_TEST_GPU") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 BACKENDS = ["numpy", "array_api_strict", "torch", "jax"]
 # On a machine with a CUDA GPU, TEMPSCALE_TEST_GPU=1 adds torch-on-CUDA and CuPy (JAX then
