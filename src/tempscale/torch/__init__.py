@@ -8,6 +8,11 @@ gradient itself, which autograd then receives without a copy, so the extra memor
 backward stays close to one batch x vocab buffer (the naive ``F.kl_div`` formulation keeps
 several).
 
+:class:`FusedLinearKDLoss` goes one step further for language models: it takes the student's
+hidden states and output-layer weight and never holds more than one chunk of logits.
+:func:`tempscale.torch.distributed.vocab_parallel_kd_loss` computes the loss on a vocabulary
+sharded over processes (tensor parallelism).
+
 This module imports torch; ``import tempscale`` does not import it.  Use
 ``from tempscale.torch import KDLoss``.
 
@@ -27,7 +32,7 @@ from typing import Any
 
 from ._kd import KDLoss, fused_kd_loss
 
-__all__ = ["KDLoss", "fused_kd_loss"]  # FusedLinearKDLoss and distributed join when they land
+__all__ = ["FusedLinearKDLoss", "KDLoss", "distributed", "fused_kd_loss"]
 
 #: public names defined in submodules, imported on first use (each one imports only torch)
 _LAZY = {"FusedLinearKDLoss": "._fused_linear"}
