@@ -70,49 +70,75 @@ def draw(a: Args, n: int, replacement: bool, seed: Any, rng: Any, func: str,
     return idx, lp
 
 
-def _z_wide(a: Args, cx: Any, Tf: Any, keep: Any) -> Any:
-    """The final distribution's max-shifted tempered logits ``(x - m) / T`` over ``keep``
-    (``-inf`` elsewhere), element by element in the wide dtype: they depend on the row's own
-    values only (``m`` its kept maximum; ``+inf`` rows share the mass among their ``+inf``
-    entries; ``T = 0`` rows hold one kept token)."""
+def _T_wide(a: Args, Tf: Any) -> Any:
+    """The final temperature with ``T = 0`` (greedy: one kept token) read as 1: a Python float or
+    a (B, 1) array in the wide dtype."""
     xp = a.xp
-    wide = a.wide
-    x = xp.astype(cx, wide) if cx.dtype != wide else cx
+    if _compat.is_python_scalar(Tf):
+        return 1.0 if Tf == 0 else float(Tf)
+    Tw = xp.astype(Tf, a.wide) if Tf.dtype != a.wide else Tf
+    return xp.where(Tw == 0, xp.ones_like(Tw), Tw)
+
+
+def _z_wide(a: Args, cx: Any, Tf: Any, keep: Any) -> Any:
+    """The final distribution's max-shifted tempered logits over ``keep`` (``-inf`` elsewhere),
+    element by element in the wide dtype, ``(x/2 - m/2) / T * 2`` (no overflow; ``m`` the row's
+    kept maximum): they depend on the row's own values only.  ``+inf`` rows share the mass among
+    their ``+inf`` entries; ``T = 0`` rows hold one kept token; ``T = inf`` is uniform."""
+    xp = a.xp
+    x = xp.astype(cx, a.wide) if cx.dtype != a.wide else cx
     ninf = full(xp, x, -math.inf, shape=())
     key = xp.where(keep, x, ninf)
     m = xp.max(key, axis=-1, keepdims=True)
     m_safe = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    d = xp.where(keep, key, m_safe) / 2 - m_safe / 2
-    if _compat.is_python_scalar(Tf):
-        t: Any = 1.0 if Tf == 0 else float(Tf)
-    else:
-        Tw = xp.astype(Tf, wide) if Tf.dtype != wide else Tf
-        t = xp.where(Tw == 0, xp.ones_like(Tw), Tw)
-    z = d / (t / 2)
-    z = xp.where(d == 0, xp.zeros_like(z), z)
+    z = (key / 2 - m_safe / 2) / _T_wide(a, Tf) * 2
     z = xp.where(m == math.inf, xp.where(key == math.inf, xp.zeros_like(z), ninf), z)
-    return xp.where(keep, z, ninf)
+    return xp.where(keep, z, ninf)  # T = inf: -inf / inf is NaN
 
 
-def _exp_wide(a: Args, z: Any) -> Any:
-    """exp in the wide dtype; NumPy's for NumPy arrays and NumPy views of CPU tensors alike (so
-    that both libraries compute the same weights)."""
-    return a.xp.exp(z)
+def _cdf_numpy(cx: Any, T: Any, keep: Any) -> tuple[Any, Any]:
+    """NumPy (and NumPy views of CPU tensors): :func:`_z_wide`'s numbers, then ``exp`` and the
+    cumulative sum, in place in one float64 buffer.  Returns (cdf, row maxima)."""
+    w = np.array(cx, dtype=np.float64)
+    if not keep.all():
+        np.copyto(w, -np.inf, where=~keep)
+    m = w.max(axis=-1, keepdims=True) if w.shape[-1] else np.full((w.shape[0], 1), -np.inf)
+    m_safe = np.where(np.isfinite(m), m, 0.0)
+    w /= 2
+    w -= m_safe / 2
+    w /= T
+    w *= 2
+    tinf = np.broadcast_to(np.asarray(T) == np.inf, m.shape)
+    infr = m == np.inf
+    if tinf.any() or infr.any():
+        rows = np.flatnonzero(tinf[:, 0] | infr[:, 0])
+        kr = keep[rows]
+        w[rows] = np.where(kr, 0.0, -np.inf)
+        ir = infr[rows, 0]
+        if ir.any():
+            w[rows[ir]] = np.where(kr[ir] & (np.asarray(cx)[rows[ir]] == np.inf), 0.0, -np.inf)
+    np.exp(w, out=w)
+    np.cumsum(w, axis=-1, out=w)
+    return w, m
 
 
 def hashed_inverse_cdf(a: Args, cx: Any, Tf: Any, keep: Any, u_np: Any) -> tuple[Any, Any]:
     """Inverse CDF on the counter-based uniforms ``u_np`` (B, n), batch-invariant.
 
-    The weights ``w = exp(z)`` (:func:`_z_wide`) are summed by one sequential cumulative sum
-    in the wide dtype over the positions in index order; removed tokens add exact zeros, so the
-    CDF at every kept token is the same for the full row and for any compact candidate set
-    (whatever the batch around the row).  The draw is the first position whose CDF exceeds
-    ``u * total`` (the last token with mass at most)."""
+    The weights ``exp(z)`` (:func:`_z_wide`) are summed by one sequential cumulative sum in the
+    wide dtype over the positions in index order; removed tokens add exact zeros, so the CDF at
+    every kept token is the same for the full row and for any compact candidate set (whatever
+    the batch around the row).  The draw is the first position whose CDF exceeds ``u * total``
+    (the last token with mass at most).  The log-probability is ``z - log(total)`` of the token."""
     xp = a.xp
-    z = _z_wide(a, cx, Tf, keep)
-    w = _exp_wide(a, z)
-    C = xp.cumulative_sum(w, axis=-1)
-    u = _hash.to_namespace(u_np, xp, a.x, a.wide)
+    T = _T_wide(a, Tf)
+    if isinstance(cx, np.ndarray):
+        C, m = _cdf_numpy(cx, T, keep)
+        u = u_np
+    else:
+        z = _z_wide(a, cx, Tf, keep)
+        C = xp.cumulative_sum(xp.exp(z), axis=-1)
+        u = _hash.to_namespace(u_np, xp, a.x, a.wide)
     total = C[:, -1:]
     t = u * total
     idx: Any
@@ -135,8 +161,17 @@ def hashed_inverse_cdf(a: Args, cx: Any, Tf: Any, keep: Any, u_np: Any) -> tuple
     idx = xp.astype(idx, _backend.index_dtype(xp))
     last = xp.astype(xp.argmax(C, axis=-1, keepdims=True), idx.dtype)
     idx = xp.where(idx > last, xp.broadcast_to(last, idx.shape), idx)
-    lp = xp.take_along_axis(z, idx, axis=-1) - xp.log(xp.where(total > 0, total, xp.ones_like(total)))
-    return idx, lp
+    logtot = xp.log(xp.where(total > 0, total, xp.ones_like(total)))
+    if isinstance(C, np.ndarray):  # z of the drawn tokens only, from their logits
+        xd = np.take_along_axis(np.asarray(cx), idx, axis=-1).astype(np.float64)
+        kd = np.take_along_axis(keep, idx, axis=-1)
+        m_safe = np.where(np.isfinite(m), m, 0.0)
+        zd = (xd / 2 - m_safe / 2) / T * 2
+        zd = np.where(np.broadcast_to(np.asarray(T) == np.inf, m.shape), 0.0, zd)
+        zd = np.where(m == np.inf, np.where(xd == np.inf, 0.0, -np.inf), zd)
+        zd = np.where(kd, zd, -np.inf)
+        return idx, zd - logtot
+    return idx, xp.take_along_axis(z, idx, axis=-1) - logtot
 
 
 def hashed_without(a: Args, cx: Any, Tf: Any, keep: Any, n: int, seed: int,
@@ -150,7 +185,7 @@ def hashed_without(a: Args, cx: Any, Tf: Any, keep: Any, n: int, seed: int,
     ninf = full(xp, z, -math.inf, shape=())
     keys = xp.where(keep, z + g, ninf)
     order_ = xp.argsort(keys, axis=-1, descending=True, stable=True)[:, :n]
-    s = xp.sum(_exp_wide(a, z), axis=-1, keepdims=True)
+    s = xp.sum(xp.exp(z), axis=-1, keepdims=True)
     lz = xp.take_along_axis(z, order_, axis=-1)
     lp = lz - xp.log(xp.where(s > 0, s, xp.ones_like(s)))
     idx = xp.where(lz > -math.inf, order_, -xp.ones_like(order_))
