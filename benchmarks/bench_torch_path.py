@@ -72,14 +72,15 @@ def main() -> None:
     for rows, n in SHAPES:
         if args.quick:
             rows = max(1, rows // 8)
-        x64 = torch.randn(rows, n, dtype=torch.float64, device=dev, generator=gen) * 3
-        g64 = torch.randn(rows, n, dtype=torch.float64, device=dev, generator=gen)
+        x32 = torch.randn(rows, n, device=dev, generator=gen) * 3
+        g32 = torch.randn(rows, n, device=dev, generator=gen)
         for dt in (torch.float32, torch.bfloat16):
-            x = x64.to(dt)
-            g = g64.to(dt)
-            exact = torch.softmax(x.double() / T, -1)
-            err_t = (torch.softmax(x / T, -1).double() - exact).abs().max().item()
-            err_s = (ts.softmax(x, T).double() - exact).abs().max().item()
+            x = x32.to(dt)
+            g = g32.to(dt)
+            head = x[: max(1, 2**22 // n)]  # the errors on the first rows (memory)
+            exact = torch.softmax(head.double() / T, -1)
+            err_t = (torch.softmax(head / T, -1).double() - exact).abs().max().item()
+            err_s = (ts.softmax(head, T).double() - exact).abs().max().item()
 
             def fwd_torch(x=x):
                 return torch.softmax(x / T, -1)

@@ -389,6 +389,14 @@ void ts_exp_pass(const float *x, float *o, ts_intp n, int nthreads, const kernel
  * ------------------------------------------------------------------------------------------- */
 #define BW_LANES 8
 
+/* GCC keeps conditional floating-point selects out of vectorised loops unless it may assume
+   that floating-point operations do not trap (clang assumes so by default); no effect on the
+   values (inf and NaN are kept: this is not -ffast-math) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 static inline double bw_ld(const char *p, ts_intp j, int type) {
     if (type == T_F32) return ((const float *)p)[j];
     if (type == T_F64) return ((const double *)p)[j];
@@ -437,20 +445,23 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     if (!lsm) {
         for (; j + BW_LANES <= n; j += BW_LANES)
             for (int l = 0; l < BW_LANES; l++) {
-                double p = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
-                acc[l] += p != 0.0 ? gv * p : 0.0;
-                hi[l] = p > hi[l] ? p : hi[l];
-                lo[l] = p > 0.0 && p < lo[l] ? p : lo[l];
+                /* every floating-point operation unconditional, then selects: the loop
+                   vectorises without -fno-trapping-math */
+                double p = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type), gp = gv * p;
+                int nz = p != 0.0, up = p > hi[l], down = (p > 0.0) & (p < lo[l]);
+                acc[l] += nz ? gp : 0.0;
+                hi[l] = up ? p : hi[l];
+                lo[l] = down ? p : lo[l];
             }
     } else {
         for (; j + BW_LANES <= n; j += BW_LANES)
             for (int l = 0; l < BW_LANES; l++) {
                 double lp = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
-                int fin = lp > -INFINITY;
+                int fin = lp > -INFINITY, up = (lp > hi[l]) & fin, down = (lp < lo[l]) & fin;
                 acc[l] += fin ? gv : 0.0;
                 ninf[l] += !fin;
-                hi[l] = fin && lp > hi[l] ? lp : hi[l];
-                lo[l] = fin && lp < lo[l] ? lp : lo[l];
+                hi[l] = up ? lp : hi[l];
+                lo[l] = down ? lp : lo[l];
             }
     }
     double s = 0.0, h = -INFINITY, lw = INFINITY;
@@ -498,14 +509,19 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     if (!lsm) {
         if (mul)
             for (j = 0; j < n; j++) {
-                double p = bw_ld(o, j, type);
-                bw_st(dx, j, type, p != 0.0 ? p * (bw_ld(g, j, type) - s) * inv : 0.0);
+                double p = bw_ld(o, j, type), v = p * (bw_ld(g, j, type) - s) * inv;
+                bw_st(dx, j, type, p != 0.0 ? v : 0.0);
             }
         else
             for (j = 0; j < n; j++) {
-                double p = bw_ld(o, j, type);
-                bw_st(dx, j, type, p != 0.0 ? p * (bw_ld(g, j, type) - s) / T : 0.0);
+                double p = bw_ld(o, j, type), v = p * (bw_ld(g, j, type) - s) / T;
+                bw_st(dx, j, type, p != 0.0 ? v : 0.0);
             }
+    } else if (!nneg && mul) { /* no -inf output: no masked entry */
+        for (j = 0; j < n; j++) {
+            double lp = bw_ld(o, j, type), gv = bw_ld(g, j, type);
+            bw_st(dx, j, type, (gv - exp(lp) * s) * inv);
+        }
     } else {
         for (j = 0; j < n; j++) {
             double lp = bw_ld(o, j, type), gv = bw_ld(g, j, type), d;
@@ -550,6 +566,10 @@ static void bw_task(void *ctx, ts_intp task) {
         }
     }
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 
 void ts_backward_run(bwd_t *B, int nthreads) {
     if (B->nrows <= 0) return;
