@@ -3,7 +3,10 @@
 Compares, per shape (tokens x vocab) at T = 2, float32:
 
 * ``KDLoss``  -- ``tempscale.torch.KDLoss`` (chunked, keeps only the gradient);
-* ``kd_loss`` -- ``tempscale.distill.kd_loss`` on torch tensors (generic Array-API + autograd);
+* ``kd_loss`` -- ``tempscale.distill.kd_loss`` on torch tensors (since issue 12 item 0: the same
+  chunked closed-form path as ``KDLoss``);
+* ``generic`` -- ``tempscale.distill.kd_loss_generic``: the generic Array-API implementation with
+  autograd, which ``kd_loss`` took on torch tensors before;
 * ``naive``   -- ``F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction="batchmean") * T * T``.
 
 Memory: each (method, shape) runs in a fresh child process: the inputs are made, one small
@@ -33,7 +36,7 @@ from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is
 
 SHAPES = [(4096, 32000), (1024, 128256)]
 QUICK_SHAPES = [(512, 8000), (128, 32000)]
-METHODS = ["KDLoss", "kd_loss", "naive"]
+METHODS = ["KDLoss", "kd_loss", "generic", "naive"]
 T = 2.0
 
 
@@ -67,6 +70,10 @@ def _make_fn(method):
         from tempscale.distill import kd_loss
 
         return lambda s, t: kd_loss(s, t, T)
+    if method == "generic":
+        from tempscale.distill import kd_loss_generic
+
+        return lambda s, t: kd_loss_generic(s, t, T)
     if method == "naive":
         return lambda s, t: F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1),
                                      reduction="batchmean") * T * T
@@ -141,6 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=7, help="timed rounds per shape (default 7)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--shapes", help="tokens x vocab list, e.g. 4096x32000,1024x128256")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--child-memory", nargs=3, metavar=("METHOD", "N", "V"), help=argparse.SUPPRESS)
     ap.add_argument("--child-time", nargs=3, metavar=("METHODS", "N", "V"), help=argparse.SUPPRESS)
@@ -157,6 +165,8 @@ def main(argv=None) -> int:
     import torch
 
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(x) for x in sh.split("x")) for sh in args.shapes.split(",")]
     methods = args.methods.split(",")
     header = (f"CPU: {cpu_model()}; torch {torch.__version__}; threads: {args.threads}; "
               f"T = {T}; float32; forward + backward; {args.repeat} timed rounds")
