@@ -446,3 +446,24 @@ def test_inputs_are_not_modified():
     np.testing.assert_array_equal(s, s0)
     np.testing.assert_array_equal(t, t0)
     assert to_numpy(s).shape == (6, 7)
+
+
+def test_integer_row_masks_on_every_backend(xp):
+    """0/1 integer row masks (Hugging Face's attention masks) are read as booleans, in kd_loss
+    and sparse_kd_loss alike, on every library (issue 12 item 4)."""
+    from tempscale.distill import sparse_kd_loss
+
+    rng = np.random.default_rng(7)
+    s, t = rng.normal(size=(2, 3, 5)) * 2, rng.normal(size=(2, 3, 5)) * 2
+    keep = np.array([[1, 1, 0], [0, 1, 1]])
+    idx = np.argsort(-t, axis=-1)[..., :2]
+    vals = np.take_along_axis(t, idx, axis=-1)
+    S, Tl, V = xp.asarray(s), xp.asarray(t), xp.asarray(vals)
+    I = xp.asarray(idx)
+    for ints in (xp.asarray(keep), xp.asarray(keep.astype(np.int32))):
+        dense = kd_loss(S, Tl, 2.0, where=ints)
+        ref = _ref_rows(s.reshape(6, 5), t.reshape(6, 5), 2.0, mask=keep.reshape(6).astype(bool))
+        assert_close(dense, ref.sum() / keep.sum(), xp=xp)
+        assert_close(sparse_kd_loss(S, I, V, 2.0, where=ints),
+                     to_numpy(sparse_kd_loss(S, I, V, 2.0, where=xp.asarray(keep.astype(bool)))),
+                     xp=xp)
