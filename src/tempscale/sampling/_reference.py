@@ -170,7 +170,15 @@ def _xtc(a: Args, key: Any, keep: Any, e: Any) -> Any:
     pr = a.xtc_probability
     if not is_python_scalar(pr):
         go = xp.logical_and(go, pr >= 1)
-    rem = xp.logical_and(_rank(a, key, keep) < above - 1, go)
+    # the tokens >= the threshold are the top ``above`` of the ranking; the one kept is the last
+    # of them: the smallest logit among them, the highest index among its ties (no sort)
+    top = xp.logical_and(keep, p >= thr)
+    pinf = full(xp, key, math.inf, shape=())
+    kmin = xp.min(xp.where(top, key, pinf), axis=-1, keepdims=True)
+    pos = xp.arange(a.V, device=_compat.device(key))
+    last = xp.max(xp.where(xp.logical_and(top, key == kmin), pos, -xp.ones_like(pos)), axis=-1,
+                  keepdims=True)
+    rem = xp.logical_and(xp.logical_and(top, pos != last), go)
     return xp.logical_and(keep, xp.logical_not(rem))
 
 
