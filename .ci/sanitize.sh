@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build tempscale's native extension (with its benchmark-only kernels) with AddressSanitizer +
 # UndefinedBehaviorSanitizer into a temporary directory and run tests/test_native.py and
-# tests/test_native_hardening.py against that build; then build and run the standalone C test of
+# tests/test_native_hardening.py against that build (the torch path's forward and backward
+# kernels are covered by the C test below); then build and run the standalone C test of
 # the kernels (tests/c/test_kernels.c, no Python) with the same sanitizers.  Any ASan report or UB
 # aborts the run (non-zero exit).  Needs only gcc, the Python in use (with numpy, pytest,
 # hypothesis, mpmath) and the repository; the working tree's own build is not touched.
@@ -26,11 +27,14 @@ SUFFIX="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX
 OUT="$TMP/pkg/tempscale/_native/_tskernels$SUFFIX"
 
 NATIVE="$ROOT/src/tempscale/_native"
+# the kernels' extension only (other .c files of _native build other extensions)
+SOURCES=()
+for f in _dispatch _reference _job _pool _parse _memcache _tskernels; do SOURCES+=("$NATIVE/$f.c"); done
 SAN=(-std=gnu11 -O1 -g -fno-omit-frame-pointer -Wall -Wno-psabi -fsanitize=address,undefined
      -fno-sanitize-recover=all -DTS_BENCH_KERNELS=1)
 echo "[sanitize] building $OUT with -fsanitize=address,undefined"
 "$CC" -shared -fPIC "${SAN[@]}" -DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION \
-    -I"$NP_INC" -I"$PY_INC" "$NATIVE"/*.c -o "$OUT" -lm -pthread
+    -I"$NP_INC" -I"$PY_INC" "${SOURCES[@]}" -o "$OUT" -lm -pthread
 
 # the standalone C test of the kernels (every ISA, threads), same sanitizers
 echo "[sanitize] tests/c/test_kernels.c with -fsanitize=address,undefined"

@@ -643,3 +643,60 @@ def test_nan_or_negative_temperature_array_gives_nan_rows(isa, kind):
             rows = got if kind == "logsumexp" else got.reshape(len(x), -1).T
             assert np.all(np.isnan(rows[..., bad]))
             assert not np.isnan(rows[..., ~bad]).any()
+
+
+# ---------------------------------------------------------------------------------------------
+# the torch path's entry points at the C level: bfloat16 (uint16) storage and backward()
+# ---------------------------------------------------------------------------------------------
+def _bf16(a):
+    """float32 -> bfloat16 bits (round to nearest even), as uint16."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(a), np.uint16(0x7FC0), r)
+
+
+def _from_bf16(h):
+    return (h.astype(np.uint32) << 16).view(np.float32)
+
+
+def test_bfloat16_storage_matches_float32_rounded():
+    rng = np.random.default_rng(0)
+    x = _from_bf16(_bf16(rng.standard_normal((9, 70)).astype(np.float32) * 4))
+    x[1, 3] = np.inf
+    x[2] = -np.inf
+    x[3, 5] = np.nan
+    for kind in range(3):
+        for T in (0.0, 0.7, np.inf, 1e-30):
+            want = np.empty_like(x) if kind < 2 else np.empty(9, np.float32)
+            got = np.empty(x.shape, np.uint16) if kind < 2 else np.empty(9, np.uint16)
+            wv = want if kind < 2 else np.lib.stride_tricks.as_strided(want, x.shape, (4, 0))
+            gv = got if kind < 2 else np.lib.stride_tricks.as_strided(got, x.shape, (2, 0))
+            _K.compute(kind, x, T, None, wv, 1, 1)
+            _K.compute(kind, _bf16(x), T, None, gv, 1, 1, 3)
+            np.testing.assert_array_equal(_from_bf16(got), _from_bf16(_bf16(want)))
+
+
+def test_bfloat16_and_backward_arguments_are_checked():
+    x = np.zeros((2, 3), np.float32)
+    h = np.zeros((2, 3), np.uint16)
+    with pytest.raises(TypeError):
+        _K.compute(0, x, 1.0, None, h, 1, 1, 3)  # bf16 flag on float32 data
+    with pytest.raises(TypeError):
+        _K.compute(0, x, 1.0, None, np.empty((2, 3), np.uint16), 1, 1, 2)  # bf16 out, f32 in
+    out = np.empty_like(x)
+    dx = np.empty_like(x)
+    with pytest.raises(ValueError):
+        _K.backward(0, x, out, x[:, :2], 1.0, None, dx, None, 1, 0)  # shape mismatch
+    with pytest.raises(ValueError):
+        _K.backward(0, x, out, np.zeros((2, 3), np.float64), 1.0, None, dx, None, 1, 0)
+    with pytest.raises(ValueError):
+        _K.backward(0, x, out, x, 1.0, None, np.zeros((3, 2), np.float32).T, None, 1, 0)
+    with pytest.raises(ValueError):
+        _K.backward(2, x, out, x, 1.0, None, dx, None, 1, 0)  # logsumexp: not here
+    with pytest.raises(TypeError):
+        _K.backward(0, x, out, x, np.ones(3), None, dx, None, 1, 0)  # T: one per row
+    with pytest.raises(TypeError):
+        _K.backward(0, x, out, x, 1.0, np.ones((2, 3), np.int8), dx, None, 1, 0)
+    with pytest.raises(TypeError):
+        _K.backward(0, x, out, x, 1.0, None, dx, np.zeros(2, np.float32), 1, 0)
+    _K.backward(0, x, out, x, np.ones(2), np.ones((2, 3), bool), dx, np.zeros(2), 1, 0)

@@ -319,6 +319,86 @@ static void run_empty(const kernels_t *K) {
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * the backward kernel (ts_backward_run): softmax / log_softmax gradients against a long-double
+ * evaluation of the same formula on the stored forward output, contract rows giving 0
+ * ------------------------------------------------------------------------------------------- */
+static void run_backward(const kernels_t *K, int type) {
+    enum { R = 6 };
+    static const int NS[] = {5, 300};
+    for (int ni = 0; ni < 2; ni++)
+        for (int kind = 0; kind < 2; kind++)
+            for (int ti = 0; ti < 3; ti++) {
+                int n = NS[ni];
+                double T = ti == 0 ? 0.5 : ti == 1 ? 3.0 : 0.0;
+                size_t es = (size_t)TYPE_SIZE[type], sz = es * R * (size_t)n;
+                char *x = malloc(sz), *o = malloc(sz), *g = malloc(sz), *dx = malloc(sz);
+                double dT[R];
+                if (!x || !o || !g || !dx) { fprintf(stderr, "out of memory\n"); exit(2); }
+                /* rows: plain, masked entries, +inf, NaN, all masked, ties */
+                for (int r = 0; r < R; r++)
+                    for (int j = 0; j < n; j++) {
+                        double v = unit(r, j);
+                        if (r == 1 && j % 3 == 1) v = -INFINITY;
+                        if (r == 2 && j == n / 2) v = INFINITY;
+                        if (r == 3 && j == 1) v = NAN;
+                        if (r == 4) v = -INFINITY;
+                        if (r == 5) v = j % 2 ? 1.0 : -1.0;
+                        store(x + ((size_t)r * n + j) * es, type, v);
+                        store(g + ((size_t)r * n + j) * es, type, unit(r + 7, j));
+                    }
+                ts_intp shape[2] = {R, n}, st[2] = {(ts_intp)es * n, (ts_intp)es};
+                ts_operand xop = {x, type, st, 1}, oop = {o, type, st, 1};
+                job_t J;
+                ts_job_init(&J, kind, 2, shape, 1, &xop, NULL, NULL, T, &oop, K);
+                if (ts_job_run(&J, 1)) { fprintf(stderr, "out of memory\n"); exit(2); }
+                bwd_t B;
+                memset(&B, 0, sizeof B);
+                B.kind = kind; B.type = type; B.n = n; B.nrows = R;
+                B.g = g; B.out = o; B.x = x; B.dx = dx;
+                B.rg = B.rout = B.rx = B.rdx = st[0];
+                B.T = T;
+                B.dT = dT;
+                ts_backward_run(&B, 2);
+                for (int r = 0; r < R; r++) {
+                    int zero = T == 0.0 || r == 2 || r == 3 || r == 4;
+                    long double s = 0.0L, dTw = 0.0L, mx = -INFINITY;
+                    for (int j = 0; j < n; j++) {
+                        long double ov = load(o + ((size_t)r * n + j) * es, type);
+                        long double gv = load(g + ((size_t)r * n + j) * es, type);
+                        long double xv = load(x + ((size_t)r * n + j) * es, type);
+                        if (kind == KIND_SOFTMAX) s += gv * ov;
+                        else if (xv > -INFINITY) s += gv;
+                        if (xv > mx) mx = xv;
+                    }
+                    int ok = 1;
+                    for (int j = 0; j < n && ok; j++) {
+                        long double ov = load(o + ((size_t)r * n + j) * es, type);
+                        long double gv = load(g + ((size_t)r * n + j) * es, type);
+                        long double xv = load(x + ((size_t)r * n + j) * es, type);
+                        long double want = 0.0L;
+                        if (!zero && xv > -INFINITY)
+                            want = (kind == KIND_SOFTMAX ? ov * (gv - s) : gv - expl(ov) * s) / T;
+                        if (!zero && xv > -INFINITY) dTw -= want * (xv - mx) / T;
+                        double got = load(dx + ((size_t)r * n + j) * es, type);
+                        /* a few ulps of the output type on the scale of the row */
+                        double tol = 8.0 * ulp_of(type, 1.0) * (1.0 + fabs((double)want)) * 4.0;
+                        if (!(fabs(got - (double)want) <= tol)) {
+                            fail("backward", K->name, type, type, kind, n, r, T, 2, r, j, got, (double)want);
+                            ok = 0;
+                        }
+                    }
+                    double tolT = 1e-3 * (1.0 + fabs((double)dTw));
+                    if (ok && !(fabs(dT[r] - (double)dTw) <= (type == T_F64 ? 1e-9 : tolT))) {
+                        fail("backward dT", K->name, type, type, kind, n, r, T, 2, r, -1, dT[r], (double)dTw);
+                        ok = 0;
+                    }
+                    n_pass += ok;
+                }
+                free(x); free(o); free(g); free(dx);
+            }
+}
+
 int main(int argc, char **argv) {
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -346,6 +426,8 @@ int main(int argc, char **argv) {
         strncat(isas, isas[0] ? "," : "", sizeof isas - strlen(isas) - 1);
         strncat(isas, name, sizeof isas - strlen(isas) - 1);
         run_empty(K);
+        for (int ty = 0; ty < 4; ty++)
+            if (HAVE_F16 || ty != T_F16) run_backward(K, ty);
         for (int pi = 0; pi < npairs; pi++) {
             int xt = PAIRS[pi][0], ot = PAIRS[pi][1];
             if (!HAVE_F16 && xt == T_F16) continue;
