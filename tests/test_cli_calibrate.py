@@ -246,11 +246,23 @@ def test_memory_mapped_inputs_in_chunks_equal_one_pass(capsys, monkeypatch, meth
         return arr
 
     monkeypatch.setattr(readers, "_load_npy", spy)
+    import tempscale._scalers as scalers_mod
+
+    fitted_on = []
+    fit_affine = scalers_mod.fit_affine
+
+    def spy_fit(kind, x, *a, **kw):
+        fitted_on.append((x.dtype, x.flags.owndata))
+        return fit_affine(kind, x, *a, **kw)
+
+    monkeypatch.setattr(scalers_mod, "fit_affine", spy_fit)
     monkeypatch.setattr(calibrate_cmd, "CHUNK_VALUES", 5 * 64)   # 64-row chunks
     monkeypatch.setattr(calibrate_cmd, "PROGRESS_MIN", 0)       # the progress bar is on
     rc, _, err = run_cli(capsys, *argv, "--json", "many.json", "-o", "many.npy")
     assert rc == 0, err
     assert mapped and all(mapped)  # every .npy was memory-mapped, not read
+    if method == "matrix":  # the fit read the mapped float32 rows in chunks, no whole copy
+        assert fitted_on == [(np.dtype(np.float32), False)]
     one, many = (json.loads(Path(f).read_text()) for f in ("one.json", "many.json"))
     for part in ("before", "after"):
         for key in one[part]:

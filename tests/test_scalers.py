@@ -230,9 +230,17 @@ def test_identity_penalty_limits():
 def test_conjugate_gradient_path_equals_the_dense_path(cls, monkeypatch):
     z, y = make_problem(400, 4, seed=10, scale=2.0)
     dense = cls(reg_lambda=0.01).fit(z, y)
+    calls = []
+    hessp = scalers_mod._Problem.hessp
+
+    def spy(self, coef, v):
+        calls.append(1)
+        return hessp(self, coef, v)
+
     monkeypatch.setattr(scalers_mod, "DENSE_MAX", 0)
-    monkeypatch.setattr(scalers_mod.fit_affine, "__defaults__", (0,))
+    monkeypatch.setattr(scalers_mod._Problem, "hessp", spy)
     cg = cls(reg_lambda=0.01).fit(z, y)
+    assert calls  # the conjugate-gradient path ran
     assert cg.loss_ == pytest.approx(dense.loss_, rel=1e-12)
     np.testing.assert_allclose(cg.coef_, dense.coef_, atol=1e-7)
 

@@ -20,6 +20,7 @@ This module imports NumPy (and SciPy's Cholesky solver when fitting); the estima
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -98,12 +99,16 @@ def _log_softmax(u: F64) -> F64:
 
 
 class _Problem:
-    """The penalised mean NLL of the map on (x, y, w), in units where ``x`` is ``x / scale``."""
+    """The penalised mean NLL of the map on (x, y, w), in units where ``x`` is ``x / scale``.
 
-    def __init__(self, kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, penalty: F64,
-                 scale: float) -> None:
-        self.kind, self.x, self.y = kind, x / scale, y
-        n, k = x.shape
+    ``x`` may be any array with rows (a memory-mapped file included): each pass reads it in row
+    chunks through ``prepare`` (the chunk as float64 (rows, k) inputs of the map)."""
+
+    def __init__(self, kind: str, x: Any, y: NDArray[np.intp], w: F64 | None, penalty: F64,
+                 scale: float, prepare: Callable[[Any], F64]) -> None:
+        self.kind, self.x, self.y, self.scale, self.prepare = kind, x, y, scale, prepare
+        n = len(y)
+        k = penalty.shape[0]
         self.w = np.ones(n) if w is None else w
         self.total = float(self.w.sum())
         self.k, self.m = k, (2 if kind == "vector" else k + 1)
@@ -114,9 +119,10 @@ class _Problem:
         self.rows = max(1, _CHUNK_ELEMENTS // (k * self.m))
 
     def chunks(self) -> Any:
-        n = self.x.shape[0]
+        n = len(self.y)
         for s in range(0, n, self.rows):
-            yield self.x[s:s + self.rows], self.y[s:s + self.rows], self.w[s:s + self.rows]
+            x = self.prepare(self.x[s:s + self.rows])
+            yield x / self.scale, self.y[s:s + self.rows], self.w[s:s + self.rows]
 
     def value(self, coef: F64) -> float:
         f = 0.0
@@ -243,12 +249,22 @@ def _cg_step(problem: _Problem, coef: F64, g: F64, diag: F64, rtol: float) -> F6
     return x
 
 
-def _scale_of(x: F64) -> float:
-    """A power of two near the root-mean-square logit (exact to divide by)."""
-    rms = math.sqrt(float(np.mean(x * x))) if x.size else 0.0
+def _scale_of(x: Any, prepare: Callable[[Any], F64], rows: int) -> float:
+    """A power of two near the root-mean-square input (exact to divide by); one pass."""
+    total, count = 0.0, 0
+    for s in range(0, len(x), rows):
+        c = prepare(x[s:s + rows])
+        total += float(np.sum(c * c))
+        count += c.size
+    rms = math.sqrt(total / count) if count else 0.0
     if not math.isfinite(rms) or rms == 0.0:
         return 1.0
     return math.ldexp(1.0, round(math.log2(rms)))
+
+
+def _as_float64(x: Any) -> F64:
+    out: F64 = np.asarray(x, dtype=np.float64)
+    return out
 
 
 def canonical(kind: str, coef: F64, penalty: F64) -> F64:
@@ -271,16 +287,16 @@ def canonical(kind: str, coef: F64, penalty: F64) -> F64:
     return out
 
 
-def objective(kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, coef: F64,
-              penalty: F64) -> float:
+def objective(kind: str, x: Any, y: NDArray[np.intp], w: F64 | None, coef: F64,
+              penalty: F64, prepare: Callable[[Any], F64] = _as_float64) -> float:
     """The fitted objective at ``coef``: the (weighted) mean NLL plus ``1/2 sum(penalty coef²)``."""
-    x = np.asarray(x, dtype=np.float64)
-    return _Problem(kind, x, np.asarray(y, dtype=np.intp), w, penalty, 1.0).value(
+    return _Problem(kind, x, np.asarray(y, dtype=np.intp), w, penalty, 1.0, prepare).value(
         np.asarray(coef, dtype=np.float64))
 
 
-def fit_affine(kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, penalty: F64, *,
-               tol: float, max_iter: int, dense_max: int = DENSE_MAX) -> AffineFit:
+def fit_affine(kind: str, x: Any, y: NDArray[np.intp], w: F64 | None, penalty: F64, *,
+               tol: float, max_iter: int, dense_max: int | None = None,
+               prepare: Callable[[Any], F64] = _as_float64) -> AffineFit:
     """Minimise the penalised NLL of the ``kind`` map from the identity by damped Newton steps.
 
     The iteration stops after a step whose Newton decrement ``g·H⁺g / 2`` (a quadratic model's
@@ -291,13 +307,18 @@ def fit_affine(kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, penalty: F
     ``converged`` is False when ``max_iter`` steps were not enough, or when the line search could
     not decrease the objective before reaching that accuracy (for example when no finite minimum
     exists: separable data without a penalty).
+
+    ``x`` is read in row chunks through ``prepare`` (default: as float64), one pass per Newton
+    step and line-search trial, so it may be a memory-mapped array larger than memory;
+    ``penalty`` (k, m) gives the number of classes.  ``dense_max`` defaults to
+    :data:`DENSE_MAX`.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    k = x.shape[1]
-    scale = _scale_of(x)
-    problem = _Problem(kind, x, y, w, penalty, scale)
+    k = penalty.shape[0]
+    rows = max(1, _CHUNK_ELEMENTS // (k * penalty.shape[1]))
+    scale = _scale_of(x, prepare, rows)
+    problem = _Problem(kind, x, y, w, penalty, scale, prepare)
     coef = identity_coef(kind, k) * problem.unit
-    dense = coef.size <= dense_max
+    dense = coef.size <= (DENSE_MAX if dense_max is None else dense_max)
     gauge = gauge_columns(kind, penalty)
     converged = False
     n_iter = 0
@@ -330,4 +351,4 @@ def fit_affine(kind: str, x: F64, y: NDArray[np.intp], w: F64 | None, penalty: F
             converged = True
             break
     coef = canonical(kind, coef / problem.unit, penalty)
-    return AffineFit(coef, objective(kind, x, y, w, coef, penalty), n_iter, converged)
+    return AffineFit(coef, objective(kind, x, y, w, coef, penalty, prepare), n_iter, converged)

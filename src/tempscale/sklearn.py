@@ -385,7 +385,8 @@ class _AffineScaler(_Scaler):
     _kind = "matrix"
     #: whether the map acts on the log-probabilities ``log_softmax(logits)`` (Dirichlet)
     _on_log_probs = False
-    _dtypes = (np.float64,)
+    # float32 is kept as given (a memory-mapped file is not copied): rows become float64 chunk
+    # by chunk inside the fit and the predictions
 
     def _penalty(self, k: int, func: str) -> NDArray[np.float64]:
         return np.zeros_like(_scalers.identity_coef(self._kind, k))
@@ -403,12 +404,14 @@ class _AffineScaler(_Scaler):
     def _fit_codes(self, Z: Any, codes: NDArray[np.intp],
                    sample_weight: ArrayLike | None) -> Any:
         func = f"{type(self).__name__}.fit"
-        x = self._inputs(Z, func)
-        n, k = x.shape
+        n = Z.shape[0]
+        k = 2 if Z.ndim == 1 or Z.shape[1] == 1 else Z.shape[1]
         w = check_weights(sample_weight, n, func)
         penalty = self._penalty(k, func)
-        fit = _scalers.fit_affine(self._kind, x, codes, w, penalty, tol=float(self.tol),
-                                  max_iter=int(self.max_iter))
+        # the rows are read in chunks (a memory-mapped array is never copied whole)
+        fit = _scalers.fit_affine(self._kind, Z, codes, w, penalty, tol=float(self.tol),
+                                  max_iter=int(self.max_iter),
+                                  prepare=lambda chunk: self._inputs(chunk, func))
         if not fit.converged:
             warn_user(f"{func}: the Newton iteration stopped after {fit.n_iter} steps before "
                       f"reaching tol={self.tol} (max_iter={self.max_iter}); without a penalty "

@@ -45,8 +45,7 @@ LABELS holds one class index in [0, n_classes) per row.  Files: .npy, .npz[:key]
 class...) must be named with --label-column, never read as one more logit.
 
 .npy inputs are memory-mapped and processed in row chunks (a progress bar from 2M logits on):
-the temperature fit and every metric stream over the file, so the logits need not fit in
-memory; the vector/matrix/dirichlet fits read the fit data into memory (float64).
+every fit and every metric streams over the file, so the logits need not fit in memory.
 """
 
 #: the most ECE bins
@@ -232,7 +231,9 @@ def _fit(args: argparse.Namespace, z: NDArray, y: NDArray) -> _Map:
         cls = MatrixScaler if args.method == "matrix" else DirichletScaler
         lam = 0.0 if args.reg_lambda is None else args.reg_lambda
         est = cls(reg_lambda=lam, reg_mu=args.reg_mu)
-    est.fit(_Map._finite(z), y)
+    # the fit reads the rows in chunks: a memory-mapped file is never copied whole (the logs of
+    # --input probabilities are in memory already; their -inf, from zeros, are floored)
+    est.fit(_Map._finite(z) if args.input == "probabilities" else z, y)
     return _Map(args.method, estimator=est)
 
 
