@@ -4,6 +4,12 @@
     python benchmarks/bench_sampling.py --threads 1 --repeat 7 --markdown
     python benchmarks/bench_sampling.py --quick               # 16 x 32000, fewer repeats
     python benchmarks/bench_sampling.py --batch 8 --repeat 3 --no-generic --filters top-p,min-p
+    python benchmarks/bench_sampling.py --suite new --repeat 3 --markdown   # issue 14's new rules
+
+``--suite new`` times the rules added by issue 14 (typical-p, epsilon, eta, top-H against
+transformers' warpers; top-nσ, dynamic temperature and XTC, which transformers lacks, alone) and
+the cost of the counter-based generator (``generator="hash"``, batch-invariant draws) against the
+library generator on the same filters, on peaked logits.
 
 One call draws one token per row of a batch of float32 logits at T = 0.7 with top-p 0.9, with and
 without top-k 50, or with min-p 0.05 (``--filters`` picks among ``top-p``, ``top-k+top-p`` and
@@ -78,6 +84,72 @@ def hf_chain(kw):
     return warp, draw
 
 
+NEW_RULES = {
+    "typical-p 0.9": (dict(typical_p=0.9), "TypicalLogitsWarper", dict(mass=0.9)),
+    "epsilon 3e-4": (dict(epsilon=3e-4), "EpsilonLogitsWarper", dict(epsilon=3e-4)),
+    "eta 3e-4": (dict(eta=3e-4), "EtaLogitsWarper", dict(epsilon=3e-4)),
+    "top-h 0.4": (dict(top_h=0.4), "TopHLogitsWarper", dict(top_h=0.4)),
+    "top-n-sigma 1": (dict(top_n_sigma=1.0), None, None),
+    "dynatemp 0.5": (dict(dynatemp_range=0.5), None, None),
+    "xtc 0.1 / 0.5": (dict(xtc_threshold=0.1, xtc_probability=0.5), None, None),
+}
+
+
+def new_suite(args, x, xt):
+    """Rows of (filters, method, seconds per call) for the new rules and the generators."""
+    import torch
+    from transformers.generation import logits_process as lp
+
+    import tempscale.sampling as S
+
+    gen_t = torch.Generator().manual_seed(0)
+    gen_np = np.random.default_rng(0)
+    cases = []
+    for label, (kw, hf_name, hf_kw) in NEW_RULES.items():
+        methods = {}
+        if hf_name is not None:
+            procs = [lp.TemperatureLogitsWarper(T), getattr(lp, hf_name)(**hf_kw)]
+
+            def hf(x, xt, procs=procs):
+                s = xt
+                for p in procs:
+                    s = p(None, s)
+                return torch.multinomial(torch.softmax(s, -1), 1, generator=gen_t)[:, 0]
+
+            methods["hf"] = hf
+        methods["ts-torch"] = lambda x, xt, kw=kw: S.sample(xt, T, rng=gen_t, **kw)
+        cases.append((f"T+{label}", methods))
+    for label, kw in (("T only", {}), (f"T+top-p {TOP_P}", dict(top_p=TOP_P)),
+                      (f"T+top-k {TOP_K}+top-p", dict(top_k=TOP_K, top_p=TOP_P))):
+        cases.append((label, {
+            "ts-numpy library": lambda x, xt, kw=kw: S.sample(x, T, rng=gen_np, **kw),
+            "ts-numpy hash": lambda x, xt, kw=kw: S.sample(x, T, seed=1, generator="hash", **kw),
+            "ts-torch library": lambda x, xt, kw=kw: S.sample(xt, T, rng=gen_t, **kw),
+            "ts-torch hash": lambda x, xt, kw=kw: S.sample(xt, T, seed=1, generator="hash", **kw),
+        }))
+    rows = []
+    for label, methods in cases:
+        for f in methods.values():  # warm up
+            f(x, xt)
+        times = {name: [] for name in methods}
+        for _ in range(args.repeat):
+            for name, f in methods.items():
+                t0 = time.perf_counter()
+                f(x, xt)
+                times[name].append(time.perf_counter() - t0)
+        base_name = "hf" if "hf" in times else next(iter(times))
+        base = statistics.median(times[base_name])
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            rows.append((label, name, med * 1e3, args.batch / med, base / med, base_name))
+        print(f"# done: {label}", file=sys.stderr)
+    print("| filters | method | ms/call | draws/s | speed vs first |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:,.0f} | {r[4]:.2f} x {r[5]} |")
+    return 0
+
+
 def build_methods(args, kw):
     import torch
 
@@ -137,6 +209,8 @@ def main(argv=None) -> int:
     ap.add_argument("--filters", default="top-p,top-k+top-p",
                     help=f"comma-separated filter sets among {', '.join(FILTERS)} (default: %(default)s)")
     ap.add_argument("--kinds", default="peaked,flat", help="logits kinds: peaked, flat (default: both)")
+    ap.add_argument("--suite", default="core", choices=("core", "new"),
+                    help="core: top-k/top-p/min-p; new: issue 14's rules and the hash generator")
     args = ap.parse_args(argv)
     filters = [f.strip() for f in args.filters.split(",") if f.strip()]
     for f in filters:
@@ -156,6 +230,9 @@ def main(argv=None) -> int:
     print(f"# batch {args.batch} x vocab {args.vocab} float32, T = {T}, top-p {TOP_P}, min-p {MIN_P}; one "
           f"draw per row per call; median of {args.repeat} interleaved repeats")
     rng = np.random.default_rng(0)
+    if args.suite == "new":
+        x = (rng.standard_normal((args.batch, args.vocab)) * 3.0).astype(np.float32)
+        return new_suite(args, x, torch.from_numpy(x))
     rows = []
     for kind, scale in (("peaked", 3.0), ("flat", 1.0)):
         x = (rng.standard_normal((args.batch, args.vocab)) * scale).astype(np.float32)
