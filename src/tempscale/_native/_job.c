@@ -436,61 +436,60 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     }
     int lsm = B->kind == KIND_LOGSOFTMAX;
     double *dT = B->dT ? B->dT + r : NULL;
-    /* pass 1: s = sum g p (softmax) or G = sum of g over unmasked entries (log_softmax); the
-       largest and smallest nonzero p (finite log p) tell a tie-shaped row */
-    double acc[BW_LANES], hi[BW_LANES], lo[BW_LANES];
+    /* pass 1: s = sum g p (softmax) or G = sum of g over finite log p (log_softmax), and the
+       largest p (finite log p), in lanes with selects only (so that it vectorises) */
+    double acc[BW_LANES], hi[BW_LANES];
     ts_intp ninf[BW_LANES];
-    for (int l = 0; l < BW_LANES; l++) { acc[l] = 0.0; hi[l] = -INFINITY; lo[l] = INFINITY; ninf[l] = 0; }
+    for (int l = 0; l < BW_LANES; l++) { acc[l] = 0.0; hi[l] = -INFINITY; ninf[l] = 0; }
     ts_intp j = 0;
     if (!lsm) {
         for (; j + BW_LANES <= n; j += BW_LANES)
             for (int l = 0; l < BW_LANES; l++) {
-                /* every floating-point operation unconditional, then selects: the loop
-                   vectorises without -fno-trapping-math */
-                double p = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type), gp = gv * p;
-                int nz = p != 0.0, up = p > hi[l], down = (p > 0.0) & (p < lo[l]);
-                acc[l] += nz ? gp : 0.0;
-                hi[l] = up ? p : hi[l];
-                lo[l] = down ? p : lo[l];
+                double p = bw_ld(o, j + l, type), gp = bw_ld(g, j + l, type) * p;
+                acc[l] += p != 0.0 ? gp : 0.0;
+                hi[l] = p > hi[l] ? p : hi[l];
             }
     } else {
         for (; j + BW_LANES <= n; j += BW_LANES)
             for (int l = 0; l < BW_LANES; l++) {
                 double lp = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
-                int fin = lp > -INFINITY, up = (lp > hi[l]) & fin, down = (lp < lo[l]) & fin;
+                int fin = lp > -INFINITY;
                 acc[l] += fin ? gv : 0.0;
                 ninf[l] += !fin;
-                hi[l] = up ? lp : hi[l];
-                lo[l] = down ? lp : lo[l];
+                hi[l] = lp > hi[l] ? lp : hi[l];
             }
     }
-    double s = 0.0, h = -INFINITY, lw = INFINITY;
+    double s = 0.0, h = -INFINITY;
     ts_intp nneg = 0;
     for (; j < n; j++) {
         double v = bw_ld(o, j, type), gv = bw_ld(g, j, type);
         if (!lsm) {
             s += v != 0.0 ? gv * v : 0.0;
-            if (v > h) h = v;
-            if (v > 0.0 && v < lw) lw = v;
         } else if (v > -INFINITY) {
             s += gv;
-            if (v > h) h = v;
-            if (v < lw) lw = v;
         } else {
             nneg++;
         }
+        if (v > h) h = v;
     }
     for (int l = 0; l < BW_LANES; l++) {
         s += acc[l];
         nneg += ninf[l];
         if (hi[l] > h) h = hi[l];
-        if (lo[l] < lw) lw = lo[l];
     }
     /* rows whose gradient is 0 (as the generic path defines them): T = 0 / inf, NaN rows (the
-       output is NaN throughout), rows with a +inf maximum (tie-shaped, and a +inf entry) */
+       output is NaN throughout), rows with a +inf maximum: tie-shaped (every output the
+       largest one or 0 / -inf; a regular row leaves this scan after a few entries) with a +inf
+       entry */
     int special = !(T > 0.0) || T == INFINITY || (n > 0 && bw_ld(o, 0, type) != bw_ld(o, 0, type));
-    if (!special && h == lw && h > (lsm ? -INFINITY : 0.0)) {
-        for (ts_intp k = 0; k < n && !special; k++)
+    if (!special && h > (lsm ? -INFINITY : 0.0)) {
+        double zero = lsm ? -INFINITY : 0.0;
+        int tie = 1;
+        for (ts_intp k = 0; k < n && tie; k++) {
+            double v = bw_ld(o, k, type);
+            tie = v == h || v == zero;
+        }
+        for (ts_intp k = 0; k < n && tie && !special; k++)
             special = bw_ld(x, k, type) == INFINITY && (!m || m[k * B->cm]);
     }
     if (special) {
