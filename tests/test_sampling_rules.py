@@ -479,3 +479,22 @@ def test_xtc_probability_in_warp_and_random_in_sample():
                  rng=torch.Generator().manual_seed(2))
     assert abs(float((idx == 0).double().mean()) - 0.2) < 0.03
     assert sample(x, xtc_threshold=0.25, xtc_probability=0.5, rng=g).shape == (4000,)
+
+
+def test_top_h_ties_rank_lower_index_first():
+    """Tied logits: the kept tokens are the first ones of the (logit desc, index asc) ranking."""
+    rng = np.random.default_rng(9)
+    x = np.round(rng.normal(0, 1.5, (6, 300)), 0)  # many ties
+    for h in (0.2, 0.6):
+        for mtk in (1, 7, 150):
+            got = np.isfinite(warp(x, 0.8, top_h=h, min_tokens_to_keep=mtk, log=True))
+            for i in range(6):
+                o = np.lexsort((np.arange(300), -x[i]))  # logit desc, index asc
+                z = x[i][o[:100]] / 0.8
+                lz = z - (z.max() + np.log(np.exp(z - z.max()).sum()))
+                p = np.exp(lz)
+                H = -np.sum(lz * p)
+                c = max(int(np.sum(np.cumsum(-p * np.log(p)) <= h * H)), mtk, 1)
+                ref = np.zeros(300, bool)
+                ref[o[:c]] = True
+                np.testing.assert_array_equal(got[i], ref, err_msg=f"{h} {mtk} row {i}")

@@ -136,7 +136,6 @@ def _top_h(a: Args, key: Any, keep: Any, z: Any) -> Any:
     ninf = full(xp, z, -math.inf, shape=())
     kk = xp.where(keep, key, full(xp, key, -math.inf, shape=()))
     idx = xp.argsort(kk, axis=-1, descending=True, stable=True)
-    rank = xp.argsort(idx, axis=-1)
     top = idx[:, :n]
     kt = xp.take_along_axis(keep, top, axis=-1)
     zt = xp.where(kt, xp.take_along_axis(z, top, axis=-1), ninf)
@@ -150,8 +149,14 @@ def _top_h(a: Args, key: Any, keep: Any, z: Any) -> Any:
     th = _as(xp, a.top_h, cum.dtype)
     sel = xp.logical_and(cum <= H * th, kt)  # a prefix: the terms are >= 0
     c = _count(xp, sel)
-    c = xp.where(c > a.mtk, c, xp.full_like(c, a.mtk))
-    return xp.logical_and(keep, rank < c)
+    c = xp.clip(xp.where(c > a.mtk, c, xp.full_like(c, a.mtk)), None, V)
+    # the first c tokens of the ranking: above the c-th one's logit, or tied with it at an index
+    # up to its own (ties rank lower index first)
+    L = xp.take_along_axis(idx, c - 1, axis=-1)
+    v = xp.take_along_axis(kk, L, axis=-1)
+    pos = xp.arange(V, device=_compat.device(key))
+    first = xp.logical_or(kk > v, xp.logical_and(kk == v, pos <= L))
+    return xp.logical_and(keep, first)
 
 
 def _xtc(a: Args, key: Any, keep: Any, e: Any) -> Any:
