@@ -89,7 +89,7 @@ class Config:
 
 
 FULL = Config(corpus_bytes=1_500_000, vocab=2048, context=128, batch=16,
-              teacher=(128, 3, 4), student=(64, 2, 2), teacher_steps=250, student_steps=120,
+              teacher=(128, 3, 4), student=(64, 2, 2), teacher_steps=300, student_steps=150,
               lr=3e-3, temperatures=(1.0, 2.0, 4.0), alpha=0.5, top_k=32,
               sparse_temperature=2.0, eval_windows=128)
 QUICK = Config(corpus_bytes=150_000, vocab=512, context=32, batch=8,
