@@ -609,10 +609,9 @@ class MatrixScaler(_AffineScaler):
 
 
 class DirichletScaler(MatrixScaler):
-    __doc__ = f"""Dirichlet calibration: a full matrix and a bias on the log-probabilities
-    (Kull et al. 2019), with the ODIR penalty.
+    __doc__ = f"""Dirichlet calibration (Kull et al. 2019): a matrix and a bias on log-probabilities.
 
-    The calibrated probabilities are ``softmax(log_softmax(z) @ coef_.T + intercept_)``: the
+    With the ODIR penalty.  The calibrated probabilities are ``softmax(log_softmax(z) @ coef_.T + intercept_)``: the
     Dirichlet calibration map, fitted as a multinomial logistic regression on the
     log-probabilities, minimising the mean negative log-likelihood plus the
     off-diagonal-and-intercept regularisation (ODIR)
