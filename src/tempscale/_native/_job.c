@@ -417,6 +417,24 @@ static inline void bw_st(char *p, ts_intp j, int type, double v) {
 #endif
 }
 
+static inline float bw_ldf(const char *p, ts_intp j, int type) {
+    if (type == T_F32) return ((const float *)p)[j];
+    if (type == T_BF16) return bf16_to_f32(((const uint16_t *)p)[j]);
+#if HAVE_F16
+    if (type == T_F16) return (float)((const f16_t *)p)[j];
+#endif
+    return (float)((const double *)p)[j];
+}
+
+static inline void bw_stf(char *p, ts_intp j, int type, float v) {
+    if (type == T_F32) ((float *)p)[j] = v;
+    else if (type == T_BF16) ((uint16_t *)p)[j] = f32_to_bf16(v);
+#if HAVE_F16
+    else if (type == T_F16) ((f16_t *)p)[j] = (f16_t)v;
+#endif
+    else ((double *)p)[j] = v;
+}
+
 /* whether entry j takes part in the row: not masked, x > -inf (false for NaN too) */
 static inline int bw_valid(const bwd_t *B, const char *x, const unsigned char *m, ts_intp j) {
     return (!m || m[j * B->cm]) && bw_ld(x, j, B->type) > -INFINITY;
@@ -506,7 +524,15 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     int mul = T >= 0x1p-1000;
     double inv = 1.0 / T;
     if (!lsm) {
-        if (mul)
+        if (type != T_F64 && T >= 0x1p-120 && T <= 0x1p120) {
+            /* float32 lanes for the narrower types (twice the vector width, no conversions to
+               double): a few roundings more, within 2 ulp of the double form */
+            float sf = (float)s, invf = (float)inv;
+            for (j = 0; j < n; j++) {
+                float p = bw_ldf(o, j, type), v = p * (bw_ldf(g, j, type) - sf) * invf;
+                bw_stf(dx, j, type, p != 0.0f ? v : 0.0f);
+            }
+        } else if (mul)
             for (j = 0; j < n; j++) {
                 double p = bw_ld(o, j, type), v = p * (bw_ld(g, j, type) - s) * inv;
                 bw_st(dx, j, type, p != 0.0 ? v : 0.0);
