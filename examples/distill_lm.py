@@ -19,10 +19,11 @@ download:
     states and output weight and the teacher's ``(hidden, weight)`` (its hidden states are
     computed once over the training windows and cached): neither model's logits are ever
     materialised for the loss;
-  - ``sparse top-k``: the same loss (``tempscale.distill.sparse_kd_loss``, ``missing="zero"``)
-    with a sparse teacher (``tempscale.distill.SparseTeacher``): only the teacher's top-``k``
-    token ids and logits per position, computed in the same pass and cached, as offline
-    distillation does.
+  - ``sparse top-k``: the same loss (``tempscale.distill.sparse_kd_loss``, with
+    ``missing="zero"`` -- no teacher mass outside its top-k -- and ``missing="uniform"`` -- the
+    mass the top-k leaves spread evenly over the other tokens) with a sparse teacher
+    (``tempscale.distill.SparseTeacher``): only the teacher's top-``k`` token ids and logits per
+    position, computed in the same pass and cached, as offline distillation does.
 
 The table (Markdown, on stdout) reports held-out perplexity, mean +- std over seeds, and the
 paired difference from the hard-label student of the same seed.  Progress bars go to stderr.
@@ -85,17 +86,18 @@ class Config:
     alpha: float  # weight of the soft term
     top_k: int
     sparse_temperature: float
+    sparse_missing: tuple[str, ...]  # sparse_kd_loss's missing= modes compared
     eval_windows: int  # held-out windows scored (at most)
 
 
 FULL = Config(corpus_bytes=1_500_000, vocab=2048, context=128, batch=16,
               teacher=(128, 3, 4), student=(64, 2, 2), teacher_steps=300, student_steps=150,
               lr=3e-3, temperatures=(1.0, 2.0, 4.0), alpha=0.5, top_k=32,
-              sparse_temperature=2.0, eval_windows=128)
+              sparse_temperature=2.0, sparse_missing=("zero", "uniform"), eval_windows=128)
 QUICK = Config(corpus_bytes=150_000, vocab=512, context=32, batch=8,
                teacher=(32, 1, 2), student=(16, 1, 1), teacher_steps=20, student_steps=10,
                lr=3e-3, temperatures=(1.0, 2.0), alpha=0.5, top_k=8,
-               sparse_temperature=2.0, eval_windows=16)
+               sparse_temperature=2.0, sparse_missing=("zero", "uniform"), eval_windows=16)
 
 
 # --------------------------------------------------------------------------- data
@@ -178,7 +180,7 @@ class Block(nn.Module):
 
 
 class CausalLM(nn.Module):
-    """Token + position embeddings, pre-LN blocks, final LayerNorm, tied output layer."""
+    """Token + position embeddings, pre-LN blocks, final LayerNorm, output layer (untied)."""
 
     def __init__(self, vocab: int, context: int, width: int, layers: int, heads: int) -> None:
         super().__init__()
@@ -186,14 +188,15 @@ class CausalLM(nn.Module):
         self.pos = nn.Embedding(context, width)
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(width)
+        self.out = nn.Linear(width, vocab, bias=False)
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.normal_(p, std=0.02)
 
     @property
     def out_weight(self) -> torch.Tensor:
-        """The output layer's weight ``(V, H)`` (tied to the token embedding)."""
-        return self.tok.weight
+        """The output layer's weight ``(V, H)``."""
+        return self.out.weight
 
     def hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """The last hidden states ``(B, S, H)`` (after the final LayerNorm)."""
@@ -361,7 +364,7 @@ def kd_arm(cache: TeacherCache, temperature: float, alpha: float, fused: bool) -
     return loss_logits
 
 
-def sparse_arm(cache: TeacherCache, temperature: float, alpha: float) -> Any:
+def sparse_arm(cache: TeacherCache, temperature: float, alpha: float, missing: str) -> Any:
     """The loss of the sparse arm: the cached top-k teacher (``SparseTeacher``), plus hard labels.
 
     ``tempscale.distill.sparse_kd_loss`` on the student's logits (``FusedLinearKDLoss`` takes
@@ -376,7 +379,7 @@ def sparse_arm(cache: TeacherCache, temperature: float, alpha: float) -> Any:
                                 cache.top_vals[idx].flatten(0, 1))
         out: torch.Tensor = sparse_kd_loss(model(x).flatten(0, 1), teacher=teacher,
                                            temperature=temperature, labels=y.flatten(),
-                                           alpha=alpha)
+                                           alpha=alpha, missing=missing)
         return out
     return loss
 
@@ -410,8 +413,10 @@ def run(cfg: Config, seeds: int, *, fused: bool, quiet: bool = False) -> dict[st
     for T in cfg.temperatures:
         arms[f"KD T={fmt_t(T)}, alpha={cfg.alpha:g}"] = (
             lambda T=T: kd_arm(cache, T, cfg.alpha, fused))
-    arms[f"sparse top-{cfg.top_k} KD T={fmt_t(cfg.sparse_temperature)}, alpha={cfg.alpha:g}"] = (
-        lambda: sparse_arm(cache, cfg.sparse_temperature, cfg.alpha))
+    for missing in cfg.sparse_missing:
+        arms[f"sparse top-{cfg.top_k} KD T={fmt_t(cfg.sparse_temperature)}, alpha={cfg.alpha:g}, "
+             f"missing={missing}"] = (
+            lambda missing=missing: sparse_arm(cache, cfg.sparse_temperature, cfg.alpha, missing))
 
     results: dict[str, list[float]] = {name: [] for name in arms}
     for seed in range(seeds):

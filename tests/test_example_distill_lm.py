@@ -61,8 +61,9 @@ def test_quick_run_prints_a_markdown_table_of_finite_perplexities(example, capsy
     cfg = example.QUICK
     expected = (["hard labels (cross-entropy)"]
                 + [f"KD T={T:g}, alpha={cfg.alpha:g}" for T in cfg.temperatures]
-                + [f"sparse top-{cfg.top_k} KD T={cfg.sparse_temperature:g}, alpha={cfg.alpha:g}",
-                   "*teacher*"])
+                + [f"sparse top-{cfg.top_k} KD T={cfg.sparse_temperature:g}, alpha={cfg.alpha:g}, "
+                   f"missing={m}" for m in cfg.sparse_missing]
+                + ["*teacher*"])
     assert names == expected
     for r in rows[:-1]:  # students: "mean ± std" over the 2 seeds
         mean, std = numbers(r["ppl"])
