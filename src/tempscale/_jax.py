@@ -1,10 +1,12 @@
-"""The lean JAX path: a leaner forward and a closed-form ``jax.custom_vjp`` backward.
+"""The lean JAX path: a leaner forward and a closed-form ``jax.custom_jvp`` derivative.
 
 The generic Array-API code (:mod:`tempscale._softmax`) keeps every contract case finite in both
 branches of each ``where`` so that autodiff through it stays NaN-free; under ``jax.jit`` that
 costs about twice the one-liner ``jax.nn.softmax(x / T)`` forward and seven times its gradient.
 Here the forward does only what the cases need (one max, one or two sums fused by XLA, a few
-selects that fuse into the element-wise pass) and the backward is the closed form:
+selects that fuse into the element-wise pass) and the derivative is the closed form, written as
+a ``jax.custom_jvp`` rule (so ``jvp``/``jacfwd`` work, and JAX transposes it for ``grad``);
+as gradients:
 
 * softmax ``p``: ``dx = p (g - sum(g p)) / T``,
 * log-softmax: ``dx = (g [x unmasked] - p sum(g)) / T``,
@@ -114,8 +116,8 @@ def _finish(kind: str, y: Any, e: Any, s: Any, log_s: Any, m: Any, m_safe: Any, 
     return jnp.where(jnp.isfinite(m), total, m)  # +inf, fully masked (-inf) and NaN rows: m
 
 
-def _probs(kind: str, out: Any, e: Any, s: Any, log_s: Any) -> Any:
-    """The tempered probabilities, from what the forward saved."""
+def _probs(kind: str, out: Any, e: Any, s: Any) -> Any:
+    """The tempered probabilities, from the forward's pieces."""
     if kind == "softmax":
         return out
     if kind == "log_softmax":
@@ -123,16 +125,31 @@ def _probs(kind: str, out: Any, e: Any, s: Any, log_s: Any) -> Any:
     return e / jnp.where(s == 0, jnp.ones_like(s), s)
 
 
-def _dx(kind: str, g: Any, p: Any, z: Any, t: Any, frozen: Any, ax: int) -> Any:
-    """The closed-form gradient through ``z``; ``frozen`` marks rows at a limit (zero)."""
-    if kind == "softmax":
-        dx = p * (g - jnp.sum(g * p, axis=ax, keepdims=True)) / t
-    elif kind == "log_softmax":
-        gz = jnp.where(z == -jnp.inf, 0.0, g).astype(p.dtype)
-        dx = (gz - p * jnp.sum(g, axis=ax, keepdims=True)) / t
-    else:
-        dx = g * p
-    return jnp.where(frozen, 0.0, dx).astype(z.dtype)
+def _tangent(kind: str, p: Any, y: Any, z: Any, dz: Any, dT: Any, t: Any, log_s: Any,
+             frozen: Any, frozen_lse: Any, ax: int) -> Any:
+    """The closed-form derivative (linear in ``dz``, ``dT``); JAX transposes it for ``grad``.
+
+    With ``y = (z - m)/T`` (the shift by the row maximum cancels in every formula),
+    ``dy = (dz - y dT)/T``; softmax: ``p (dy - sum p dy)``; log-softmax: ``dy [unmasked] -
+    sum p dy``; logsumexp (``m + T log s``): ``sum p dz + dT (log s - sum p y)``.  Rows at a
+    limit are constant (zero derivative), except logsumexp at ``T = 0``: the row maximum, whose
+    derivative is shared among the maxima.
+    """
+    live = p > 0  # entries that carry mass (y finite there)
+    zero = jnp.zeros((), dtype=p.dtype)
+    if kind == "logsumexp":
+        dl = jnp.sum(jnp.where(live, p * dz, zero), axis=ax, keepdims=True)
+        dl = jnp.where(frozen_lse, zero, dl)
+        if dT is not None:
+            py = jnp.sum(jnp.where(live, p * y, zero), axis=ax, keepdims=True)
+            dl = dl + jnp.where(frozen, zero, dT * (log_s - py))
+        return dl
+    fin = jnp.isfinite(y)  # unmasked entries (-inf: masked, or below the range at tiny T)
+    dy = dz if dT is None else dz - jnp.where(fin, y, zero) * dT
+    dy = jnp.where(fin, dy / t, zero)
+    mean = jnp.sum(p * dy, axis=ax, keepdims=True)
+    d = p * (dy - mean) if kind == "softmax" else dy - mean
+    return jnp.where(frozen, zero, d)
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,26 +159,21 @@ def _dx(kind: str, g: Any, p: Any, z: Any, t: Any, frozen: Any, ax: int) -> Any:
 def _scalar_fn(kind: str, ax: int, T: float) -> Any:
     logs = kind != "softmax"
 
-    @jax.custom_vjp
-    def f(z: Any) -> Any:
-        return fwd(z)[0]
-
-    def fwd(z: Any) -> tuple[Any, Any]:
+    def forward(z: Any) -> tuple[Any, ...]:
         y, e, s, log_s, m, m_safe, pinf = _pieces(z, T, ax, logs)
-        out = _finish(kind, y, e, s, log_s, m, m_safe, T)
-        res = (out, z, pinf) if kind != "logsumexp" else (e, s, z, pinf)
-        return out, res
+        return _finish(kind, y, e, s, log_s, m, m_safe, T), y, e, s, log_s, pinf
 
-    def bwd(res: Any, g: Any) -> tuple[Any]:
-        if kind == "logsumexp":
-            e, s, z, pinf = res
-            p = _probs(kind, None, e, s, None)
-        else:
-            out, z, pinf = res
-            p = _probs(kind, out, None, None, None)
-        return (_dx(kind, g, p, z, T, pinf, ax),)
+    @jax.custom_jvp
+    def f(z: Any) -> Any:
+        return forward(z)[0]
 
-    f.defvjp(fwd, bwd)
+    @f.defjvp
+    def f_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (z,), (dz,) = primals, tangents
+        out, y, e, s, log_s, pinf = forward(z)
+        p = _probs(kind, out, e, s)
+        return out, _tangent(kind, p, y, z, dz, None, T, log_s, pinf, pinf, ax)
+
     return f
 
 
@@ -204,26 +216,15 @@ def _array_fn(kind: str, ax: int) -> Any:
         frozen = pinf | tie_t | jnp.isinf(T)
         return out, y, e, s, log_s, t, frozen, pinf | jnp.isinf(T)
 
-    @jax.custom_vjp
+    @jax.custom_jvp
     def f(z: Any, T: Any) -> Any:
         return _forward(z, T)[0]
 
-    def fwd(z: Any, T: Any) -> tuple[Any, Any]:
+    @f.defjvp
+    def f_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (z, T), (dz, dT) = primals, tangents
         out, y, e, s, log_s, t, frozen, frozen_lse = _forward(z, T)
-        return out, (out, y, e, s, log_s, t, frozen, frozen_lse, z)
+        p = _probs(kind, out, e, s)
+        return out, _tangent(kind, p, y, z, dz, dT, t, log_s, frozen, frozen_lse, ax)
 
-    def bwd(res: Any, g: Any) -> tuple[Any, Any]:
-        out, y, e, s, log_s, t, frozen, frozen_lse, z = res
-        p = _probs(kind, out, e, s, log_s)
-        # logsumexp at T = 0 is the row maximum: its gradient is shared among the maxima
-        dx = _dx(kind, g, p, z, t, frozen_lse if kind == "logsumexp" else frozen, ax)
-        if kind == "logsumexp":
-            py = jnp.sum(jnp.where(p > 0, p * y, 0.0), axis=ax, keepdims=True)
-            dT = g * (log_s - py)
-        else:
-            dT = -jnp.sum(jnp.where(dx != 0, dx * y, 0.0), axis=ax, keepdims=True)
-        dT = jnp.where(frozen, 0.0, dT).astype(t.dtype)
-        return dx, dT
-
-    f.defvjp(fwd, bwd)
     return f
