@@ -1,14 +1,15 @@
 """Compiled multi-core CPU kernels for NumPy arrays (the fast path behind :func:`tempscale.softmax`).
 
 The extension ``_tskernels`` computes softmax, log-softmax and logsumexp with temperature for
-float16/float32/float64 NumPy arrays (and bfloat16 data in ``uint16`` arrays: the zero-copy
-views of torch tensors that :mod:`tempscale._torch_ops` passes) along any axis, with per-row temperatures and masks, under
-the same numerical contract as the generic Array-API path in :mod:`tempscale._softmax` (which
-stays the reference and the fallback).  It releases the GIL, splits rows over a persistent pool
-of threads and picks the best instruction set at run time: AVX-512, AVX2+FMA or the portable
-baseline code on x86-64; the baseline code (NEON vectors) on aarch64 and other CPUs.  The C
-sources and their layout are described at the top of ``_tskernels.c``; ``tests/c/`` tests the
-kernels without Python (also on aarch64, under qemu: ``.ci/cross.sh``).
+float16/float32/float64 NumPy arrays (and bfloat16 data in ``uint16`` arrays: the zero-copy views
+of torch tensors that :mod:`tempscale._torch_ops` passes) along any axis, with per-row
+temperatures and masks, under the same numerical contract as the generic Array-API path in
+:mod:`tempscale._softmax` (which stays the reference and the fallback). It releases the GIL,
+splits rows over a persistent pool of threads and picks the best instruction set at run time:
+AVX-512, AVX2+FMA or the portable baseline code on x86-64; the baseline code (NEON vectors) on
+aarch64 and other CPUs. The C sources and their layout are described at the top of
+``_tskernels.c``; ``tests/c/`` tests the kernels without Python (also on aarch64, under qemu:
+``.ci/cross.sh``).
 
 Threads
 -------
