@@ -31,15 +31,18 @@ from .distill import SparseTeacher, kd_loss, sparse_kd_loss
 from .sampling import gumbel_softmax, sample, warp
 
 if _TYPE_CHECKING:  # imported lazily at run time (scikit-learn is optional)
-    from .sklearn import TemperatureScaler
+    from .sklearn import DirichletScaler, MatrixScaler, TemperatureScaler, VectorScaler
 
 # a literal list (type checkers read it): kept sorted by tests/test_public_api.py
 __all__ = [
     "CalibrationMeter",
     "CalibrationWarning",
+    "DirichletScaler",
+    "MatrixScaler",
     "ProbabilitiesAsLogitsWarning",
     "SparseTeacher",
     "TemperatureScaler",
+    "VectorScaler",
     "__version__",
     "brier_score",
     "calibration_error",
@@ -66,10 +69,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _Any:
-    # TemperatureScaler subclasses scikit-learn's BaseEstimator: import sklearn only when asked
-    if name == "TemperatureScaler":
-        from .sklearn import TemperatureScaler
+_SCALERS = ("DirichletScaler", "MatrixScaler", "TemperatureScaler", "VectorScaler")
 
-        return TemperatureScaler
+
+def __getattr__(name: str) -> _Any:
+    # the scalers subclass scikit-learn's BaseEstimator: import sklearn only when asked
+    if name in _SCALERS:
+        from . import sklearn
+
+        return getattr(sklearn, name)
     raise AttributeError(f"module 'tempscale' has no attribute {name!r}")

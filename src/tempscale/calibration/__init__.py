@@ -41,15 +41,21 @@ from ._types import (
 )
 
 if TYPE_CHECKING:
+    from ..sklearn import DirichletScaler as DirichletScaler
+    from ..sklearn import MatrixScaler as MatrixScaler
     from ..sklearn import TemperatureScaler as TemperatureScaler
+    from ..sklearn import VectorScaler as VectorScaler
 
 __all__ = [
     "CalibrationErrorResult",
     "CalibrationMeter",
     "CalibrationWarning",
+    "DirichletScaler",
+    "MatrixScaler",
     "ProbabilitiesAsLogitsWarning",
     "ReliabilityCurve",
     "TemperatureScaler",
+    "VectorScaler",
     "brier_score",
     "calibration_error",
     "fit_temperature",
@@ -59,11 +65,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # TemperatureScaler subclasses scikit-learn's BaseEstimator: import it only when asked for
-    if name == "TemperatureScaler":
-        from ..sklearn import TemperatureScaler
+    # the scalers subclass scikit-learn's BaseEstimator: import them only when asked for
+    if name in ("DirichletScaler", "MatrixScaler", "TemperatureScaler", "VectorScaler"):
+        from .. import sklearn
 
-        return TemperatureScaler
+        return getattr(sklearn, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
