@@ -98,6 +98,9 @@ _FRESH_CALLS = {
     "gumbel_softmax": ["ts.gumbel_softmax([[1.0, 2.0]], 1.0)"],
     "TemperatureScaler": ["ts.TemperatureScaler().fit([[1.0, 2.0], [2.0, 1.0], [1.0, 0.0]], "
                           "[1, 0, 1]).temperature_"],
+    **{name: [f"ts.{name}().fit([[1.0, 2.0], [2.0, 1.0], [1.0, 0.0], [0.0, 1.5]], "
+              "[1, 0, 0, 1]).predict_proba([[1.0, 2.0]])"]
+       for name in ("VectorScaler", "MatrixScaler", "DirichletScaler")},
     "CalibrationMeter": ["ts.CalibrationMeter().update([[1.0, 2.0]], [1]).compute()['nll']"],
     "sparse_kd_loss": ["ts.sparse_kd_loss([[1.0, 2.0]], [[0, 1]], [[1.0, 2.0]])"],
     "SparseTeacher": ["ts.sparse_kd_loss([[1.0, 2.0]], teacher=ts.SparseTeacher([[0, 1]], [[1.0, 2.0]]))"],

@@ -44,7 +44,7 @@ class Config:
     Attributes
     ----------
     native : bool
-        Use the compiled CPU kernel for NumPy float arrays.
+        Use the compiled CPU kernel for NumPy float arrays and CPU torch tensors.
     torch_fused : bool
         Use torch's fused ops for torch tensors (softmax, log_softmax, logsumexp).
     fast_sampling : bool
@@ -129,7 +129,8 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
     triton : bool, optional
         tempscale's Triton kernels for CUDA torch tensors.
 
-    ``None`` leaves a switch as it is.  The results are the same either way (the generic path is
+    ``None`` leaves a switch as it is.  A function compiled with ``torch.compile`` (or traced
+    by ``jax.jit``) keeps the switches in effect when it was compiled.  The results are the same either way (the generic path is
     the reference the fast ones are tested against); only the speed changes.  Thread-safe and
     asyncio-safe: the change is seen only by the code running in this context.
 

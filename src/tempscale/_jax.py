@@ -9,7 +9,8 @@ a ``jax.custom_jvp`` rule (so ``jvp``/``jacfwd`` work, and JAX transposes it for
 as gradients:
 
 * softmax ``p``: ``dx = p (g - sum(g p)) / T``,
-* log-softmax: ``dx = (g [x unmasked] - p sum(g)) / T``,
+* log-softmax: ``dx = (g - p sum(g)) / T`` over the unmasked outputs (masked ones are the
+  constant ``-inf``),
 * logsumexp (``m + T log sum exp((x - m)/T)``): ``dx = g p``,
 * a temperature array: ``dT = -sum(dx y)`` with ``y = (x - m)/T`` (softmax, log-softmax) and
   ``dT = g (log s - sum(p y))`` (logsumexp).
@@ -148,7 +149,8 @@ def _tangent(kind: str, p: Any, y: Any, z: Any, dz: Any, dT: Any, t: Any, log_s:
     dy = dz if dT is None else dz - jnp.where(fin, y, zero) * dT
     dy = jnp.where(fin, dy / t, zero)
     mean = jnp.sum(p * dy, axis=ax, keepdims=True)
-    d = p * (dy - mean) if kind == "softmax" else dy - mean
+    # log-softmax: masked entries are the constant -inf (zero derivative)
+    d = p * (dy - mean) if kind == "softmax" else jnp.where(y == -jnp.inf, zero, dy - mean)
     return jnp.where(frozen, zero, d)
 
 

@@ -227,7 +227,9 @@ def _generic_kernel(kind: Kind, xp: Namespace, x: Any, T: Any, ax: int, mask: An
     if kind == "softmax":
         r = e / s  # exp(y)/s: fewer roundings than exp(y - log s)
     elif kind == "log_softmax":
-        r = y - log_s
+        # masked entries (y = -inf) are the constant -inf: no gradient flows from them into the
+        # row's sum (y - log s would pass one to every other entry)
+        r = xp.where(y == -math.inf, y, y - log_s)
     else:
         # T log s, with T log 1 = 0 also at T = inf and no inf * 0 in either branch's gradient
         zero = xp.zeros_like(log_s)
@@ -379,7 +381,9 @@ def _torch_fused(kind: Kind, xp: Namespace, x: Any, T: Any, ax: int, mask: Any,
             # T log s alone may overflow where the sum does not (m < 0, huge T): halve
             r = torch.where(torch.isinf(r), 2 * (m0 / 2 + (T / 2) * log_s), r)
         else:
-            r = y - log_s if grad else y.sub_(log_s)  # without autograd, y is ours to reuse
+            # without autograd, y is ours to reuse; with it, masked entries (the constant -inf)
+            # pass no gradient into the row's sum
+            r = torch.where(y == -math.inf, y, y - log_s) if grad else y.sub_(log_s)
     if has_empty:  # fully masked rows: 0 (softmax), -inf (log_softmax and logsumexp, i.e. m)
         fill = torch.zeros_like(r) if kind == "softmax" else m.detach().expand_as(r)  # no gradient
         r = torch.where(empty, fill, r)
