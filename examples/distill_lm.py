@@ -22,8 +22,8 @@ download:
   - ``sparse top-k``: the same loss (``tempscale.distill.sparse_kd_loss``, with
     ``missing="zero"`` -- no teacher mass outside its top-k -- and ``missing="uniform"`` -- the
     mass the top-k leaves spread evenly over the other tokens) with a sparse teacher
-    (``tempscale.distill.SparseTeacher``): only the teacher's top-``k`` token ids and logits per
-    position, computed in the same pass and cached, as offline distillation does.
+    (``tempscale.distill.SparseTeacher``): only the teacher's top-``k`` token ids and
+    log-probabilities per position, computed in the same pass and cached, as offline distillation does.
 
 The table (Markdown, on stdout) reports held-out perplexity, mean +- std over seeds, and the
 paired difference from the hard-label student of the same seed.  Progress bars go to stderr.
@@ -315,7 +315,7 @@ class TeacherCache:
 
     ``hidden`` (windows, S, H) are its last hidden states (with ``weight``, its output layer,
     they give its logits, which are never stored); ``top_ids`` / ``top_vals`` its top-``k``
-    token ids and logits (the sparse teacher).
+    token ids and log-probabilities (the sparse teacher).
     """
 
     hidden: torch.Tensor
@@ -333,7 +333,9 @@ def cache_teacher(teacher: CausalLM, data: torch.Tensor, k: int, batch: int = 32
     with bar(len(data), "teacher outputs", quiet) as pbar:
         for i in range(0, len(data), batch):
             h = teacher.hidden(data[i: i + batch, :-1])
-            v, j = (h @ weight.T).topk(k, dim=-1)
+            # log-probabilities (normalised over the whole vocabulary), as offline pipelines store
+            # them: missing="uniform" needs them to know the mass the top-k leaves
+            v, j = torch.log_softmax(h @ weight.T, dim=-1).topk(k, dim=-1)
             hidden.append(h)
             ids.append(j.to(torch.int32))
             vals.append(v)

@@ -73,6 +73,9 @@ def test_quick_run_prints_a_markdown_table_of_finite_perplexities(example, capsy
     for r in rows[1:-1]:
         d_mean, d_std = numbers(r["delta"])
         assert math.isfinite(d_mean) and math.isfinite(d_std) and d_std >= 0
+    # the two sparse modes differ (the cached values are log-probabilities, so "uniform" has
+    # a missing mass to spread; with top-k logits both modes would train the same students)
+    assert rows[-3]["ppl"] != rows[-2]["ppl"]
     (teacher,) = numbers(rows[-1]["ppl"])
     vocab = int(re.search(r"vocabulary (\d+)", out).group(1))
     assert 1 < teacher < vocab  # better than the uniform guess over the vocabulary
