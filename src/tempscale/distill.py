@@ -12,6 +12,7 @@ the same gradient chunk by chunk and keeps only the gradient in memory (import i
 
 from __future__ import annotations
 
+import contextvars
 import math
 import sys
 from typing import Any, NamedTuple
@@ -499,6 +500,17 @@ def sparse_kd_loss(student_logits: ArrayLike, teacher_indices: ArrayLike | None 
     --------
     kd_loss : the same loss from dense teacher logits.
 
+    Notes
+    -----
+    **PyTorch.** On torch tensors this function takes the lean chunked path of
+    :class:`tempscale.torch.KDLoss` with a :class:`SparseTeacher`: the teacher is made dense
+    one chunk of rows at a time and the loss and its gradient are computed together, so the
+    extra memory is about one batch x vocab buffer (the gradient) instead of the generic
+    implementation's several.  It applies whenever it can: not inside a ``torch.func``
+    transform or ``torch.compile``, nor with teacher values or a temperature tensor that
+    require gradients (those take the generic implementation, with the same values), and
+    ``tempscale.config(torch_fused=False)`` turns it off.
+
     References
     ----------
     .. [1] G. Hinton, O. Vinyals, J. Dean, "Distilling the Knowledge in a Neural Network", 2015.
@@ -538,6 +550,51 @@ def sparse_kd_loss(student_logits: ArrayLike, teacher_indices: ArrayLike | None 
         raise param_error("teacher_values" if teacher_indices is not None else "teacher_indices",
                           func, "an array (or pass teacher=SparseTeacher(indices, values))",
                           None, TypeError)
+    if (_is_torch_tensor(student_logits) and _config.current().torch_fused
+            and not _torch_compiling() and not _SPARSE_LEAN_ACTIVE.get()):
+        from .torch._kd import kd_loss_torch
+
+        # the lean chunked path of tempscale.torch.KDLoss; what it cannot do (torch.func
+        # transforms, a teacher or temperature requiring grad, empty inputs) it hands back to
+        # sparse_kd_loss, which this flag then sends to the generic implementation
+        token = _SPARSE_LEAN_ACTIVE.set(True)
+        try:
+            return kd_loss_torch(
+                student_logits,  # type: ignore[arg-type]  # a torch tensor, checked above
+                SparseTeacher(teacher_indices, teacher_values), temperature, labels=labels,
+                alpha=alpha, divergence="forward", beta=0.5,
+                teacher_temperature=teacher_temperature, t2_scale=t2_scale,
+                ignore_index=ignore_index, where=where, reduction=reduction, axis=-1,
+                chunk_size=None, inplace="recompute", num_items_in_batch=num_items_in_batch,
+                shift_labels=shift_labels, dtype=dtype, missing=missing, func=func)
+        finally:
+            _SPARSE_LEAN_ACTIVE.reset(token)
+    return sparse_kd_loss_generic(
+        student_logits, teacher_indices, teacher_values, temperature, missing=missing,
+        labels=labels, alpha=alpha, ignore_index=ignore_index, reduction=reduction,
+        t2_scale=t2_scale, num_items_in_batch=num_items_in_batch, where=where,
+        teacher_temperature=teacher_temperature, shift_labels=shift_labels, dtype=dtype,
+        func=func)
+
+
+# set while sparse_kd_loss runs the torch lean path, whose own fallback calls sparse_kd_loss
+_SPARSE_LEAN_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tempscale_sparse_kd_lean", default=False)
+
+
+def sparse_kd_loss_generic(student_logits: ArrayLike, teacher_indices: ArrayLike,
+                           teacher_values: ArrayLike, temperature: Temperature = 1.0, *,
+                           missing: str = "zero", labels: ArrayLike | None = None,
+                           alpha: float | None = None, ignore_index: int = -100,
+                           reduction: str = "batchmean", t2_scale: bool = True,
+                           num_items_in_batch: Any = None, where: ArrayLike | None = None,
+                           teacher_temperature: Temperature | None = None,
+                           shift_labels: bool = False, dtype: DType | None = None,
+                           func: str = "sparse_kd_loss") -> Any:
+    """:func:`sparse_kd_loss` by the generic Array-API implementation (every library,
+    autograd, ``torch.func`` transforms)."""
+    check_choice(missing, MISSING, "missing", func)
+    check_bool(shift_labels, "shift_labels", func)
     alpha_r, _ = check_options(func, alpha=alpha, labels=labels, divergence="forward", beta=0.5,
                                t2_scale=t2_scale, ignore_index=ignore_index, reduction=reduction)
     num_items = check_num_items(num_items_in_batch, reduction, func)
