@@ -13,6 +13,7 @@ this module on first use only.
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -48,6 +49,11 @@ def _decision_column(X: Any) -> Any:
     if ndim == 1:
         return np.reshape(np.asarray(coerce(X)), (-1, 1))
     return X
+
+
+def _is_dask(*arrays: Any) -> bool:
+    """Whether any of ``arrays`` is a Dask array (without importing Dask)."""
+    return any(type(a).__module__.startswith("dask") for a in arrays if a is not None)
 
 
 def _response_method(estimator: Any, func: str) -> str:
@@ -98,6 +104,8 @@ class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore
     max_iter: int
     #: the dtypes scikit-learn's validation keeps (others are converted to the first)
     _dtypes: tuple[type[np.floating[Any]], ...] = (np.float64, np.float32)
+    #: whether ``fit`` and the predictions take Dask arrays (on the cluster, never gathered)
+    _dask_ok = False
 
     def _fit_codes(self, Z: NDArray[Any], codes: NDArray[np.intp],
                    sample_weight: ArrayLike | None) -> Any:
@@ -139,6 +147,9 @@ class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore
         self._check_params(f"{name}.fit")
         if self.estimator is not None:
             return self._fit_wrapped(X, y, sample_weight)
+        if _is_dask(X, y, sample_weight):
+            self._check_dask(f"{name}.fit", X=X, y=y, sample_weight=sample_weight)
+            return self._fit_dask(X, y, sample_weight)
         Z, t = validate_data(self, _decision_column(X), coerce(y), dtype=self._dtypes,
                              y_numeric=False, multi_output=False)
         check_classification_targets(t)
@@ -160,6 +171,24 @@ class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore
             raise ValueError(f"{name}: one logit column is a binary problem, but y "
                              f"has {len(classes)} classes")
         return self._fit_codes(Z, codes, sample_weight)
+
+    def _check_dask(self, func: str, **arrays: Any) -> None:
+        """A TypeError naming the first Dask array of ``arrays`` where this scaler does not
+        take Dask input."""
+        if self._dask_ok:
+            return
+        for param, value in arrays.items():
+            if _is_dask(value):
+                raise param_error(param, func, "a NumPy-compatible array (Dask input is "
+                                  "supported by TemperatureScaler only: compute the logits, "
+                                  "or fit a TemperatureScaler)",
+                                  f"a {type(value).__module__}.{type(value).__name__}",
+                                  TypeError)
+
+    def _fit_dask(self, X: Any, y: Any, sample_weight: Any) -> Any:
+        """``fit`` on Dask arrays: the fit's sums are computed on the cluster (see
+        :func:`tempscale.calibration.fit_temperature`); labels are class indices."""
+        raise NotImplementedError  # pragma: no cover - only scalers with _dask_ok call it
 
     def _fit_wrapped(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None) -> Any:
         func = f"{type(self).__name__}.fit"
@@ -198,37 +227,60 @@ class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore
         out: NDArray[np.intp] = idx.astype(np.intp)
         return out
 
-    def _logits(self, X: ArrayLike) -> NDArray[Any]:
+    def _logits(self, X: ArrayLike) -> Any:
         """The (n, k) logits of ``X`` (the wrapped classifier's, or ``X`` itself), checked."""
         check_is_fitted(self)
         if self.estimator is not None:
             return self._wrapped_logits(X, f"{type(self).__name__}.predict_proba")
+        if _is_dask(X):
+            return self._dask_logits(X)
         if getattr(self, "n_features_in_", None) == 1:  # fitted on one decision column
             X = _decision_column(X)
         out: NDArray[Any] = np.asarray(binary_columns(
             validate_data(self, X, reset=False, dtype=self._dtypes)))
         return out
 
-    def _scaled(self, X: ArrayLike, log: bool) -> NDArray[Any]:
+    def _dask_logits(self, X: Any) -> Any:
+        """Dask logits ``X`` checked against the fit, as (n, k) floating columns (lazy)."""
+        name = type(self).__name__
+        self._check_dask(f"{name}.predict_proba", X=X)
+        da: Any = importlib.import_module("dask.array")  # Dask ships no annotations
+
+        Z = X[:, None] if X.ndim == 1 else X
+        n_features = self.n_features_in_
+        if Z.ndim != 2 or Z.shape[1] != n_features:
+            raise ValueError(f"X has shape {tuple(X.shape)}, but {name} is expecting "
+                             f"{n_features} features as input.")
+        if Z.dtype not in (np.float64, np.float32):
+            Z = Z.astype(np.float64)
+        if n_features == 1:  # one binary decision column z: the two columns [0, z]
+            Z = da.concatenate([da.zeros_like(Z), Z], axis=1)
+        return Z
+
+    def _scaled(self, X: ArrayLike, log: bool) -> Any:
         u, T = self._calibrated(self._logits(X))
         f = log_softmax if log else softmax
-        return np.asarray(f(u, T, axis=-1))
+        out = f(u, T, axis=-1)
+        return out if _is_dask(out) else np.asarray(out)
 
-    def predict_proba(self, X: ArrayLike) -> NDArray[Any]:
+    def predict_proba(self, X: ArrayLike) -> Any:
         """Calibrated probabilities, shape (n, n_classes)."""
         return self._scaled(X, False)
 
-    def predict_log_proba(self, X: ArrayLike) -> NDArray[Any]:
+    def predict_log_proba(self, X: ArrayLike) -> Any:
         """Calibrated log-probabilities (the same as :meth:`transform`)."""
         return self._scaled(X, True)
 
-    def transform(self, X: ArrayLike) -> NDArray[Any]:
+    def transform(self, X: ArrayLike) -> Any:
         """Calibrated log-probabilities, shape (n, n_classes)."""
         return self._scaled(X, True)
 
-    def predict(self, X: ArrayLike) -> NDArray[Any]:
+    def predict(self, X: ArrayLike) -> Any:
         """The most probable class after calibration."""
         lp = self._scaled(X, True)
+        if _is_dask(lp):
+            classes = self.classes_
+            return lp.argmax(axis=1).map_blocks(lambda b: classes[b], dtype=classes.dtype)
         out: NDArray[Any] = self.classes_[np.argmax(lp, axis=1)]
         return out
 
@@ -237,6 +289,8 @@ class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore
 
         Not the accuracy: see the class Notes.
         """
+        if _is_dask(X, y, sample_weight) and self.estimator is None:
+            return self._dask_score(X, y, sample_weight)
         lp = self._scaled(X, True)
         yy = np.asarray(coerce(y))
         if yy.ndim == 2 and yy.shape[1] == 1:
@@ -246,6 +300,21 @@ class _Scaler(ClassifierMixin, TransformerMixin, BaseEstimator):  # type: ignore
             raise ValueError(f"{type(self).__name__}.score: y holds labels not seen in fit")
         w = None if sample_weight is None else np.asarray(coerce(sample_weight), dtype=np.float64)
         return -float(np.average(-lp[np.arange(len(idx)), idx], weights=w))
+
+    def _dask_score(self, X: Any, y: Any, sample_weight: Any) -> float:
+        """:meth:`score` on Dask arrays: the weighted NLL's two sums, on the cluster."""
+        from .calibration import nll
+
+        check_is_fitted(self)
+        name = type(self).__name__
+        self._check_dask(f"{name}.score", X=X, y=y, sample_weight=sample_weight)
+        k = len(self.classes_)
+        if not np.array_equal(self.classes_, np.arange(k)):
+            raise ValueError(f"{name}.score: Dask labels must be class indices, but the "
+                             f"classes_ are {self.classes_.tolist()}")
+        u, T = self._calibrated(self._dask_logits(X) if _is_dask(X)
+                                else self._logits(X))
+        return -float(nll(u / T, y, sample_weight=sample_weight, input="logits"))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -309,6 +378,14 @@ class TemperatureScaler(_Scaler):
     ``make_pipeline(FunctionTransformer(clf.decision_function), TemperatureScaler())`` for a
     fitted ``clf``.
 
+    **Dask.** Logits, labels and weights may be Dask arrays (with ``estimator=None``): ``fit``
+    runs :func:`tempscale.calibration.fit_temperature`'s map-reduce on the cluster (one pass
+    over the data per Newton step; only a few sums per step reach the client), ``y`` must then
+    hold class indices in ``[0, n_columns)`` (``classes_`` is ``arange``), and
+    ``predict_proba``, ``transform``, ``predict_log_proba`` and ``predict`` of a Dask array
+    return lazy Dask arrays; ``score`` computes the NLL's sums on the cluster.  The other
+    scalers raise a TypeError for Dask input.
+
     Examples
     --------
     >>> import numpy as np
@@ -362,19 +439,47 @@ class TemperatureScaler(_Scaler):
         self.n_iter_ = max(1, result.n_iter)
         return self
 
+    _dask_ok = True
+
+    def _fit_dask(self, X: Any, y: Any, sample_weight: Any) -> TemperatureScaler:
+        func = "TemperatureScaler.fit"
+        Z = X if _is_dask(X) else np.asarray(coerce(X))
+        if Z.ndim not in (1, 2):
+            raise param_error("X", func, "a 2-D array of logits (n_samples, n_classes) or 1-D "
+                              "(binary)", f"an array of shape {tuple(Z.shape)}")
+        labels = y if _is_dask(y) else np.asarray(coerce(y))
+        if labels.dtype.kind not in "iu":
+            raise param_error("y", func, "integer class indices in [0, n_classes) with Dask "
+                              "input", f"dtype {labels.dtype}", TypeError)
+        # the logits stay on the cluster: each Newton step sums per-block derivatives there
+        # and brings three numbers to the client (label range checked the same way)
+        result = fit_logits(Z, labels, sample_weight=sample_weight, tol=self.tol,
+                            max_iter=self.max_iter, threads=None, func=func)
+        k = 1 if Z.ndim == 1 else int(Z.shape[1])
+        self.classes_ = np.arange(max(k, 2))
+        self.n_features_in_ = k
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.temperature_ = result.temperature
+        self.n_iter_ = max(1, result.n_iter)
+        return self
+
     def _calibrated(self, Z: NDArray[Any]) -> tuple[NDArray[Any], float]:
         return Z, self.temperature_
 
-    def predict_proba(self, X: ArrayLike) -> NDArray[Any]:
-        """Calibrated probabilities ``softmax(X / temperature_)``, shape (n, n_classes)."""
+    def predict_proba(self, X: ArrayLike) -> Any:
+        """Calibrated probabilities ``softmax(X / temperature_)``, shape (n, n_classes) (a
+        lazy Dask array for a Dask ``X``)."""
         return self._scaled(X, False)
 
-    def transform(self, X: ArrayLike) -> NDArray[Any]:
-        """Calibrated log-probabilities ``log_softmax(X / temperature_)``."""
+    def transform(self, X: ArrayLike) -> Any:
+        """Calibrated log-probabilities ``log_softmax(X / temperature_)`` (a lazy Dask array
+        for a Dask ``X``)."""
         return self._scaled(X, True)
 
-    def predict(self, X: ArrayLike) -> NDArray[Any]:
-        """The most probable class (temperature scaling never changes it)."""
+    def predict(self, X: ArrayLike) -> Any:
+        """The most probable class (temperature scaling never changes it; a lazy Dask array
+        for a Dask ``X``)."""
         return super().predict(X)
 
 

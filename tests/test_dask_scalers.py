@@ -1,0 +1,152 @@
+"""The scikit-learn scalers on Dask arrays, on a real cluster (a dask.distributed LocalCluster,
+2 worker processes): TemperatureScaler.fit runs fit_temperature's map-reduce on the cluster
+(only a few numbers per Newton step reach the client), the predictions of a Dask array are lazy
+Dask arrays, and every result equals the NumPy one (1e-10 in float64).  The vector, matrix and
+Dirichlet scalers reject Dask input with a TypeError."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tempscale.sklearn import DirichletScaler, MatrixScaler, TemperatureScaler, VectorScaler
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+RTOL = 1e-10
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, memory_limit="1GiB")
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def _nbytes(x):
+    """The bytes of a computed result (arrays, scalars, nested tuples and lists)."""
+    if isinstance(x, (tuple, list)):
+        return sum(_nbytes(e) for e in x)
+    if isinstance(x, dict):
+        return sum(_nbytes(e) for e in x.values())
+    return int(getattr(x, "nbytes", 8))
+
+
+@pytest.fixture
+def gathered(client, monkeypatch):
+    """Every result the client brings back from the cluster (through Client.get, which
+    ``dask.compute`` calls with a distributed Client): a list of their sizes in bytes."""
+    sizes = []
+    get = distributed.Client.get
+
+    def spy(self, *args, **kwargs):
+        out = get(self, *args, **kwargs)
+        sizes.append(_nbytes(out))
+        return out
+
+    monkeypatch.setattr(distributed.Client, "get", spy)
+    return sizes
+
+
+def _data(n=8000, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    z = 3.0 * (rng.standard_normal((n, k)) + 1.5 * np.eye(k)[y])
+    w = rng.uniform(0.1, 2.0, n)
+    return z, y, w
+
+
+def test_temperature_scaler_fit_on_the_cluster(gathered):
+    z, y, w = _data(n=100_000)
+    zd = da.from_array(z, chunks=(10_000, 3))  # a chunked class axis too
+    yd, wd = da.from_array(y, chunks=15_000), da.from_array(w, chunks=7_000)
+    data_bytes = z.nbytes + y.nbytes + w.nbytes
+    for weights, weights_d in ((None, None), (w, wd)):
+        ref = TemperatureScaler().fit(z, y, sample_weight=weights)
+        gathered.clear()
+        got = TemperatureScaler().fit(zd, yd, sample_weight=weights_d)
+        assert got.temperature_ == pytest.approx(ref.temperature_, rel=RTOL)
+        # it ran on the cluster (one pass per Newton step), and what came back were a few
+        # sums per pass, except fit_temperature's start value: an evenly spaced sample of
+        # at most 8192 rows (logits, labels, weights), whatever the number of rows
+        assert len(gathered) >= 3
+        small = [b for b in gathered if b <= 256]
+        sample = [b for b in gathered if b > 256]
+        assert len(small) >= 2 and len(sample) <= 2, gathered
+        assert sum(sample) <= 8192 * (z.shape[1] + 2) * 8 < data_bytes / 10, gathered
+        np.testing.assert_array_equal(got.classes_, np.arange(6))
+        assert got.n_features_in_ == 6
+    # NumPy labels with Dask logits, and Dask labels with NumPy logits
+    ref = TemperatureScaler().fit(z, y)
+    a = TemperatureScaler().fit(zd, y)
+    b = TemperatureScaler().fit(z, yd)
+    assert a.temperature_ == pytest.approx(ref.temperature_, rel=RTOL)
+    assert b.temperature_ == pytest.approx(ref.temperature_, rel=RTOL)
+
+
+def test_temperature_scaler_predictions_are_lazy_dask(gathered):
+    z, y, w = _data(n=5000, seed=1)
+    zd, yd, wd = (da.from_array(z, chunks=(800, 6)), da.from_array(y, chunks=800),
+                  da.from_array(w, chunks=800))
+    ref = TemperatureScaler().fit(z, y)
+    sc = TemperatureScaler().fit(zd, yd)
+    gathered.clear()
+    outs = {"predict_proba": sc.predict_proba(zd), "transform": sc.transform(zd),
+            "predict_log_proba": sc.predict_log_proba(zd), "predict": sc.predict(zd)}
+    assert gathered == []  # nothing was computed: lazy Dask arrays
+    for name, out in outs.items():
+        assert isinstance(out, da.Array), name
+        want = getattr(ref, name)(z)
+        got = out.compute()
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        if name == "predict":
+            np.testing.assert_array_equal(got, want)
+        else:
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-14)
+    gathered.clear()
+    for weights, weights_d in ((None, None), (w, wd)):
+        assert sc.score(zd, yd, sample_weight=weights_d) == pytest.approx(
+            ref.score(z, y, sample_weight=weights), rel=RTOL)
+    assert max(gathered) <= 256
+
+
+def test_temperature_scaler_binary_one_column(client):
+    rng = np.random.default_rng(2)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    z = 2.5 * (rng.standard_normal(n) + (2 * y - 1))
+    ref = TemperatureScaler().fit(z, y)
+    sc = TemperatureScaler().fit(da.from_array(z, chunks=700), da.from_array(y, chunks=700))
+    assert sc.temperature_ == pytest.approx(ref.temperature_, rel=RTOL)
+    assert sc.n_features_in_ == 1
+    p = sc.predict_proba(da.from_array(z[:, None], chunks=(500, 1)))
+    assert isinstance(p, da.Array)
+    np.testing.assert_allclose(p.compute(), ref.predict_proba(z), rtol=RTOL, atol=1e-14)
+
+
+def test_dask_input_errors(client):
+    z, y, _ = _data(n=400)
+    zd = da.from_array(z, chunks=(100, 6))
+    with pytest.raises(TypeError, match="'y' parameter of TemperatureScaler.fit .*integer"):
+        TemperatureScaler().fit(zd, y.astype(np.float64))
+    with pytest.raises(ValueError, match="labels"):
+        TemperatureScaler().fit(zd, da.from_array(y + 6, chunks=100))  # outside [0, 6)
+    sc = TemperatureScaler().fit(zd, y)
+    with pytest.raises(ValueError, match="expecting 6 features"):
+        sc.predict_proba(zd[:, :5])
+    for cls in (VectorScaler, MatrixScaler, DirichletScaler):
+        name = cls.__name__
+        with pytest.raises(TypeError, match=f"'X' parameter of {name}.fit .*TemperatureScaler "
+                                            "only"):
+            cls().fit(zd, y)
+        with pytest.raises(TypeError, match=f"'y' parameter of {name}.fit"):
+            cls().fit(z, da.from_array(y, chunks=100))
+        fitted = cls().fit(z, y)
+        with pytest.raises(TypeError, match=f"'X' parameter of {name}.predict_proba"):
+            fitted.predict_proba(zd)
