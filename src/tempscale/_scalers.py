@@ -20,6 +20,7 @@ This module imports NumPy (and SciPy's Cholesky solver when fitting); the estima
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -98,6 +99,52 @@ def _log_softmax(u: F64) -> F64:
     return out
 
 
+def _value_sum(kind: str, x: F64, y: NDArray[np.intp], w: F64, coef: F64) -> F64:
+    """A chunk's weighted NLL sum, as a length-1 vector."""
+    lp = _log_softmax(_map(kind, x, coef))
+    return np.array([-float(w @ lp[np.arange(len(y)), y])])
+
+
+def _derivative_sums(kind: str, x: F64, y: NDArray[np.intp], w: F64, coef: F64,
+                     dense: bool) -> F64:
+    """A chunk's sums of the NLL, its gradient (k, m), its Hessian's diagonal (k, m) and, if
+    ``dense``, the upper triangle of its Hessian (P, P), flattened into one vector."""
+    from scipy.linalg.blas import dsyrk as syrk  # half the flops of B2.T @ B2
+
+    k, m = coef.shape
+    rows = np.arange(len(y))
+    lp = _log_softmax(_map(kind, x, coef))
+    p = np.exp(lp)
+    f = -float(w @ lp[rows, y])
+    r = p * w[:, None]
+    r[rows, y] -= w
+    F = _features(kind, x)
+    g = np.einsum("ic,icj->cj", r, F)
+    wp = p * w[:, None]
+    diag = np.einsum("ic,icj->cj", wp * (1.0 - p), F * F)
+    parts = [np.array([f]), g.ravel(), diag.ravel()]
+    if dense:
+        # sum_i w_i (diag(p_i) - p_i p_i^T) (x) F_i F_i^T, as a block diagonal minus B^T B
+        blocks = np.matmul((wp[:, :, None] * F).transpose(1, 2, 0), F.transpose(1, 0, 2))
+        B = (np.sqrt(w)[:, None] * p)[:, :, None] * F
+        B2 = B.reshape(len(y), k * m)
+        H = -syrk(1.0, B2.T, trans=0, lower=0)  # the upper triangle of B2^T B2
+        for c in range(k):
+            H[c * m:(c + 1) * m, c * m:(c + 1) * m] += blocks[c]
+        parts.append(H.ravel())
+    return np.concatenate(parts)
+
+
+def _hessp_sum(kind: str, x: F64, y: NDArray[np.intp], w: F64, coef: F64, v: F64) -> F64:
+    """A chunk's sum of the Hessian times the direction ``v``, flattened."""
+    p = np.exp(_log_softmax(_map(kind, x, coef)))
+    F = _features(kind, x)
+    du = np.einsum("cj,icj->ic", v, F)
+    dp = p * (du - np.sum(p * du, axis=1, keepdims=True))
+    out: F64 = np.einsum("ic,icj->cj", dp * w[:, None], F).ravel()
+    return out
+
+
 class _Problem:
     """The penalised mean NLL of the map on (x, y, w), in units where ``x`` is ``x / scale``.
 
@@ -108,13 +155,16 @@ class _Problem:
                  scale: float, prepare: Callable[[Any], F64]) -> None:
         self.kind, self.x, self.y, self.scale, self.prepare = kind, x, y, scale, prepare
         n = len(y)
-        k = penalty.shape[0]
         self.w = np.ones(n) if w is None else w
         self.total = float(self.w.sum())
-        self.k, self.m = k, (2 if kind == "vector" else k + 1)
+        self._setup(penalty, scale)
+
+    def _setup(self, penalty: F64, scale: float) -> None:
+        k = penalty.shape[0]
+        self.k, self.m = k, (2 if self.kind == "vector" else k + 1)
         # internal coef' = coef * scale on the columns that multiply x: the penalty follows
         self.unit = np.ones((k, self.m))
-        self.unit[:, : (1 if kind == "vector" else k)] = scale
+        self.unit[:, : (1 if self.kind == "vector" else k)] = scale
         self.penalty = penalty / self.unit**2
         self.rows = max(1, _CHUNK_ELEMENTS // (k * self.m))
 
@@ -124,41 +174,28 @@ class _Problem:
             x = self.prepare(self.x[s:s + self.rows])
             yield x / self.scale, self.y[s:s + self.rows], self.w[s:s + self.rows]
 
-    def value(self, coef: F64) -> float:
-        f = 0.0
+    def _sum(self, fn: Callable[..., F64], *args: Any) -> F64:
+        """``fn(kind, x, y, w, *args)`` summed over the row chunks: one pass over the data."""
+        total: F64 | None = None
         for x, y, w in self.chunks():
-            lp = _log_softmax(_map(self.kind, x, coef))
-            f -= float(w @ lp[np.arange(len(y)), y])
+            part = fn(self.kind, x, y, w, *args)
+            total = part if total is None else total + part
+        assert total is not None  # there is at least one row
+        return total
+
+    def value(self, coef: F64) -> float:
+        f = float(self._sum(_value_sum, coef)[0])
         return f / self.total + 0.5 * float(np.sum(self.penalty * coef**2))
 
     def derivatives(self, coef: F64, dense: bool) -> tuple[float, F64, F64 | None, F64]:
         """(value, gradient (k, m), Hessian (P, P) if dense, Hessian diagonal (k, m))."""
-        from scipy.linalg.blas import dsyrk as syrk  # half the flops of B2.T @ B2
-
         k, m = self.k, self.m
-        f = 0.0
-        g = np.zeros((k, m))
-        diag = np.zeros((k, m))
-        H = np.zeros((k * m, k * m)) if dense else None
-        for x, y, w in self.chunks():
-            rows = np.arange(len(y))
-            lp = _log_softmax(_map(self.kind, x, coef))
-            p = np.exp(lp)
-            f -= float(w @ lp[rows, y])
-            r = p * w[:, None]
-            r[rows, y] -= w
-            F = _features(self.kind, x)
-            g += np.einsum("ic,icj->cj", r, F)
-            wp = p * w[:, None]
-            diag += np.einsum("ic,icj->cj", wp * (1.0 - p), F * F)
-            if H is not None:
-                # sum_i w_i (diag(p_i) - p_i p_i^T) (x) F_i F_i^T, as a block diagonal minus B^T B
-                blocks = np.matmul((wp[:, :, None] * F).transpose(1, 2, 0), F.transpose(1, 0, 2))
-                B = (np.sqrt(w)[:, None] * p)[:, :, None] * F
-                B2 = B.reshape(len(y), k * m)
-                H -= syrk(1.0, B2.T, trans=0, lower=0)  # the upper triangle of B2^T B2
-                for c in range(k):
-                    H[c * m:(c + 1) * m, c * m:(c + 1) * m] += blocks[c]
+        P = k * m
+        sums = self._sum(_derivative_sums, coef, dense)
+        f = float(sums[0])
+        g = sums[1:1 + P].reshape(k, m)
+        diag = sums[1 + P:1 + 2 * P].reshape(k, m)
+        H = sums[1 + 2 * P:].reshape(P, P) if dense else None
         scale = 1.0 / self.total
         f = f * scale + 0.5 * float(np.sum(self.penalty * coef**2))
         g = g * scale + self.penalty * coef
@@ -171,15 +208,64 @@ class _Problem:
 
     def hessp(self, coef: F64, v: F64) -> F64:
         """The Hessian at ``coef`` times the direction ``v`` (k, m): one pass over the rows."""
-        out = np.zeros((self.k, self.m))
-        for x, _, w in self.chunks():
-            p = np.exp(_log_softmax(_map(self.kind, x, coef)))
-            F = _features(self.kind, x)
-            du = np.einsum("cj,icj->ic", v, F)
-            dp = p * (du - np.sum(p * du, axis=1, keepdims=True))
-            out += np.einsum("ic,icj->cj", dp * w[:, None], F)
+        out = self._sum(_hessp_sum, coef, v).reshape(self.k, self.m)
         res: F64 = out / self.total + self.penalty * v
         return res
+
+
+def _block_sum(x: Any, y: Any, *rest: Any, kind: str, scale: float, rows: int, size: int,
+               fn: Callable[..., F64], args: tuple[Any, ...]) -> F64:
+    """One Dask block's ``fn`` sums (its rows in chunks of ``rows``), as a (1, size) array."""
+    x = np.asarray(x, dtype=np.float64) / scale
+    yy = np.asarray(y)[:, 0].astype(np.intp)
+    w = np.asarray(rest[0], dtype=np.float64)[:, 0] if rest else np.ones(len(yy))
+    total: F64 = np.zeros(size)
+    for s in range(0, len(yy), rows):
+        total = total + fn(kind, x[s:s + rows], yy[s:s + rows], w[s:s + rows], *args)
+    return total[None, :]
+
+
+class _DaskProblem(_Problem):
+    """:class:`_Problem` on Dask arrays: each pass is one ``map_blocks`` over the row blocks
+    whose function returns the block's sums (value, gradient, Hessian), added by Dask's tree
+    reduction; only those sums reach the client.
+
+    ``x`` is the map's float64 input (n, k) with the class axis in one chunk, ``y`` the class
+    indices (n,) and ``w`` the weights (n,) or None, with ``x``'s row chunks."""
+
+    def __init__(self, kind: str, x: Any, y: Any, w: Any, penalty: F64, scale: float,
+                 total: float) -> None:
+        self.kind, self.x, self.y, self.w, self.scale = kind, x, y, w, scale
+        self.total = total
+        self._setup(penalty, scale)
+
+    def _sum(self, fn: Callable[..., F64], *args: Any) -> F64:
+        import functools
+        import importlib
+
+        da: Any = importlib.import_module("dask.array")
+        P = self.k * self.m
+        size = (1 if fn is _value_sum else P if fn is _hessp_sum
+                else 1 + 2 * P + (P * P if args[1] else 0))
+        arrays = [self.x, self.y[:, None]] + ([] if self.w is None else [self.w[:, None]])
+        block = functools.partial(_block_sum, kind=self.kind, scale=self.scale,
+                                  rows=self.rows, size=size, fn=fn, args=args)
+        # a fresh name per pass: Dask's hash of the partial need not see the coefficients,
+        # and a reused key would hand back an earlier pass's sums
+        parts = da.map_blocks(block, *arrays, chunks=((1,) * self.x.numblocks[0], (size,)),
+                              dtype=np.float64, meta=np.empty((0, 0)),
+                              name=f"tempscale-affine-{uuid.uuid4().hex}")
+        out: F64 = np.asarray(parts.sum(axis=0).compute(), dtype=np.float64)
+        return out
+
+
+def dask_scale(x: Any) -> float:
+    """:func:`_scale_of` for a Dask ``x`` (one reduction on the cluster)."""
+    total = float((x * x).sum().compute())
+    rms = math.sqrt(total / x.size) if x.size else 0.0
+    if not math.isfinite(rms) or rms == 0.0:
+        return 1.0
+    return math.ldexp(1.0, round(math.log2(rms)))
 
 
 def gauge_columns(kind: str, penalty: F64) -> list[int]:
@@ -312,14 +398,24 @@ def fit_affine(kind: str, x: Any, y: NDArray[np.intp], w: F64 | None, penalty: F
     exists: separable data without a penalty).
 
     ``x`` is read in row chunks through ``prepare`` (default: as float64), one pass per Newton
-    step and line-search trial, so it may be a memory-mapped array larger than memory;
+    step and line-search trial, so it may be a memory-mapped array larger than memory; or
+    ``x`` (float64, the class axis in one chunk), ``y`` and ``w`` are Dask arrays with the same
+    row chunks (``prepare`` is not used): each pass is then a ``map_blocks`` of per-block sums
+    on the cluster (:class:`_DaskProblem`);
     ``penalty`` (k, m) gives the number of classes.  ``dense_max`` defaults to
     :data:`DENSE_MAX`.
     """
     k = penalty.shape[0]
     rows = max(1, _CHUNK_ELEMENTS // (k * penalty.shape[1]))
-    scale = _scale_of(x, prepare, rows)
-    problem = _Problem(kind, x, y, w, penalty, scale, prepare)
+    dask_input = type(x).__module__.startswith("dask")
+    problem: _Problem
+    if dask_input:  # x (n, k) float64 with one class chunk; y, w with x's row chunks
+        total = float(len(y)) if w is None else float(w.sum().compute())
+        scale = dask_scale(x)
+        problem = _DaskProblem(kind, x, y, w, penalty, scale, total)
+    else:
+        scale = _scale_of(x, prepare, rows)
+        problem = _Problem(kind, x, y, w, penalty, scale, prepare)
     coef = identity_coef(kind, k) * problem.unit
     dense = coef.size <= (DENSE_MAX if dense_max is None else dense_max)
     gauge = gauge_columns(kind, penalty)
@@ -354,4 +450,8 @@ def fit_affine(kind: str, x: Any, y: NDArray[np.intp], w: F64 | None, penalty: F
             converged = True
             break
     coef = canonical(kind, coef / problem.unit, penalty)
-    return AffineFit(coef, objective(kind, x, y, w, coef, penalty, prepare), n_iter, converged)
+    if dask_input:
+        fitted = _DaskProblem(kind, x, y, w, penalty, 1.0, problem.total).value(coef)
+    else:
+        fitted = objective(kind, x, y, w, coef, penalty, prepare)
+    return AffineFit(coef, fitted, n_iter, converged)
