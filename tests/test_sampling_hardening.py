@@ -599,3 +599,111 @@ def test_issue_examples_tiny_temperature_regressions():
     for fast in (True, False):
         with _switch(fast):
             np.testing.assert_array_equal(sample(z, 1e-30, num_samples=3, seed=0), [[0, 0, 0]])
+
+
+# ------------------------------------------------------------------------------------------
+# typical-p, epsilon, eta and top-H on the fast path (issue 14, item 1): the generic path's kept sets, every path
+# ------------------------------------------------------------------------------------------
+def _cutoff_kw(rng, B, V):
+    kw = {}
+    if rng.random() < 0.6:
+        kw["epsilon"] = float(rng.choice([1e-5, 3e-4, 3e-3, 0.02, 0.1, 0.5]))
+    if rng.random() < 0.6 or not kw:
+        kw["eta"] = float(rng.choice([1e-5, 3e-4, 3e-3, 0.02, 0.3]))
+    if rng.random() < 0.3:  # per row, some rows off
+        name = str(rng.choice(list(kw)))
+        kw[name] = rng.choice([0.0, 1e-4, 3e-3, 0.05], B)
+    if rng.random() < 0.4:
+        kw["typical_p"] = float(rng.choice([0.2, 0.5, 0.9, 0.99, 0.9995, 1.0])) if rng.random() < 0.7 else \
+            rng.choice([0.3, 0.95, 1.0], B)
+    if rng.random() < 0.4:
+        kw["top_h"] = float(rng.choice([0.05, 0.4, 0.9, 1.0])) if rng.random() < 0.7 else \
+            rng.choice([0.1, 0.5, 1.0], B)
+    if rng.random() < 0.4:
+        kw["top_k"] = int(rng.integers(0, V + 2))
+    if rng.random() < 0.4:
+        kw["top_p"] = float(rng.choice([0.5, 0.9, 0.999, 1.0, rng.uniform(0.01, 1)]))
+    if rng.random() < 0.3:
+        kw["min_p"] = float(rng.choice([0.0, 0.01, 0.1]))
+    kw["order"] = str(rng.choice(ORDERS))
+    return kw
+
+
+def test_new_rules_take_the_fast_path_and_keep_the_generic_sets():
+    """Every path (NumPy fast, CPU tensors through NumPy views, torch operations, both generic)
+    keeps the same set and the same probabilities, alone and after top-k / top-p / min-p in
+    both orders, with masks, -inf entries, ties, greedy rows and per-row parameters."""
+    rng = np.random.default_rng(20261130)
+    calls = []
+    real = S._fast.candidates
+
+    def spy(*a, **k):
+        r = real(*a, **k)
+        calls.append(r is not None)
+        return r
+
+    for trial in range(50):
+        B = int(rng.integers(1, 5))
+        V = int(rng.choice([1, 2, 7, 33, 100, 101, 300, 2000]))
+        dt = rng.choice([np.float32, np.float64])
+        x = rng.standard_normal((B, V)) * float(rng.choice([0.3, 2.0, 8.0]))
+        if rng.random() < 0.3:
+            x = np.round(x * 2) / 2  # ties
+        if rng.random() < 0.3:
+            x[rng.random((B, V)) < 0.3] = -np.inf
+        x = x.astype(dt)
+        T = float(rng.choice([0.0, 0.5, 1.0, 1.7, np.inf]))
+        if rng.random() < 0.2:
+            T = np.array(rng.choice([0.0, 0.7, 1.3], B))
+        kw = _cutoff_kw(rng, B, V)
+        if rng.random() < 0.2:
+            kw["mask"] = rng.random((B, V)) < 0.8
+        calls.clear()
+        S._fast.candidates = spy
+        try:
+            res = all_paths(x, T, **kw)
+        finally:
+            S._fast.candidates = real
+        assert any(calls), kw  # the fast path ran (it may hand rows with +inf back)
+        msg = f"trial={trial} T={T!r} {dt.__name__} {kw}"
+        # each fast path keeps its own library's generic set (float32 sums round differently in
+        # NumPy and PyTorch); float64: every path the same set
+        for name, gen in (("numpy-fast", "numpy-generic"), ("torch-via-numpy", "torch-generic"),
+                          ("torch-only", "torch-generic")):
+            np.testing.assert_array_equal(_kept(res[name]), _kept(res[gen]), err_msg=f"{name} {msg}")
+            np.testing.assert_allclose(np.exp(res[name]), np.exp(res[gen]), rtol=0, atol=1e-10,
+                                       err_msg=f"{name} {msg}")
+        if dt == np.float64:
+            assert_same_kept(res, msg=msg)
+            ref = np.exp(res["numpy-generic"])
+            for name, lw in res.items():
+                np.testing.assert_allclose(np.exp(lw), ref, rtol=0, atol=1e-10, err_msg=f"{name} {msg}")
+
+
+def test_new_rules_fast_path_matches_transformers_large_vocab():
+    """A long float64 row batch (the compact top-p candidates, the full-row entropy, typical-p's
+    sampled candidate threshold, the partial top-100 of top-H, with ties at its edge): the fast
+    path keeps transformers' sets (temperature, top-p, then the rule; top-H alone)."""
+    rng = np.random.default_rng(7)
+    x0 = rng.standard_normal((4, 20000)) * 3.0
+    xt = np.round(x0)  # many ties at the 100th logit: transformers' tie order is unspecified,
+    # the generic path's is lower index first
+    for xs in (xt, xt.astype(np.float32)):
+        res = all_paths(xs, 0.7, top_h=0.4)
+        assert_same_kept(res, expect=_kept(res["numpy-generic"]))
+    warpers = {"epsilon": lambda: lp_mod.EpsilonLogitsWarper(epsilon=3e-4),
+               "eta": lambda: lp_mod.EtaLogitsWarper(epsilon=3e-4),
+               "top_h": lambda: lp_mod.TopHLogitsWarper(top_h=0.4),
+               "typical_p": lambda: lp_mod.TypicalLogitsWarper(mass=0.9)}
+    values = {"epsilon": 3e-4, "eta": 3e-4, "top_h": 0.4, "typical_p": 0.9}
+    for name, warper in warpers.items():
+        for tp in (None, 0.9) if name != "top_h" else (None,):
+            kw = {name: values[name]} if tp is None else {name: values[name], "top_p": tp}
+            x = x0
+            got = warp(x, 0.7, log=True, **kw)
+            s = lp_mod.TemperatureLogitsWarper(0.7)(None, torch.from_numpy(x.copy()))
+            if tp is not None:
+                s = lp_mod.TopPLogitsWarper(tp)(None, s)
+            s = warper()(None, s)
+            np.testing.assert_array_equal(np.isfinite(got), torch.isfinite(s).numpy(), err_msg=str(kw))
+            np.testing.assert_allclose(np.exp(got), torch.softmax(s, -1).numpy(), rtol=0, atol=1e-10)

@@ -163,17 +163,27 @@ def test_min_tokens_to_keep_validated():
         warp(np.zeros(4), epsilon=0.1, min_tokens_to_keep=0)
 
 
-def test_rules_never_take_the_fast_path(monkeypatch):
+def test_which_rules_take_the_fast_path(monkeypatch):
+    """top-nσ, XTC and dynamic temperature run on the generic path only; epsilon and eta
+    (thresholds on the probabilities), top-H (a partial top-100) and typical-p (a sort of its
+    candidates) take the fast path, alone and with top-k / top-p."""
     calls = []
     real = S._fast.candidates
     monkeypatch.setattr(S._fast, "candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
     x = np.random.default_rng(0).normal(size=(3, 64))
-    for kw in ({"typical_p": 0.9}, {"epsilon": 1e-3}, {"eta": np.full(3, 1e-3)}, {"top_n_sigma": 1.0}):
+    for kw in ({"top_n_sigma": 1.0}, {"epsilon": 1e-3, "xtc_threshold": 0.2},
+               {"typical_p": 0.9, "dynatemp_range": 0.5}):
         warp(x, 0.8, top_p=0.9, **kw)
         sample(x, 0.8, top_k=20, seed=0, **kw)
     assert calls == []
-    warp(x, 0.8, top_p=0.9)
-    assert calls  # the plain chain still does
+    for kw in ({"epsilon": 1e-3}, {"eta": np.full(3, 1e-3)}, {"epsilon": 1e-3, "eta": 2e-3},
+               {"top_h": 0.4}, {"typical_p": 0.9}, {"typical_p": 0.5, "eta": 1e-3}):
+        calls.clear()
+        warp(x, 0.8, top_p=0.9, **kw)
+        assert calls, kw
+        calls.clear()
+        sample(x, 0.8, top_k=20, seed=0, **kw)
+        assert calls, kw
 
 
 def test_sample_draws_only_kept_tokens_on_every_backend():

@@ -9,6 +9,7 @@ distance of a decision edge: the kept sets are the generic path's, bit for bit.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -16,8 +17,8 @@ import numpy as np
 
 from .. import _compat
 from .._compat import is_python_scalar
-from . import _arith
-from ._layout import Args, final_T, full, is_zero_T
+from . import _arith, _reference
+from ._layout import ORDERS, Args, final_T, full, is_zero_T
 from ._ops import Ops, TorchOps, ops_for
 
 #: the fast top-p search stops bisecting once a row's undecided band holds at most this many tokens
@@ -52,12 +53,19 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     m = xp.max(key, axis=-1, keepdims=True)
     if bool(xp.any(m == math.inf)):
         return None  # +inf logits: the limit rules live in the generic path
+    if a.top_h is not None:  # first in both named orders: the tokens it removes become -inf
+        key = _top_h(a, ops, key, m)
+        valid = key > ninf
     ci, ck = _top_k(a, ops, key, valid)
     if ci is None:
         ck = key  # full rows: positions are the token indices
     keep = ck > ninf
+    e = z_full = None  # exp of the tempered candidates; the tempered full rows (when computed)
     if a.top_p is not None or a.min_p is not None:
-        e = _arith.exp(a, _arith.tempered(a, ck, m))
+        z = _arith.tempered(a, ck, m)
+        if ci is None:
+            z_full = z
+        e = _arith.exp(a, z)
         if a.top_p is not None:
             p = probs(a, ops, e, keep)
             sub = _top_p_subset(a, ops, ck, p) if ci is None else None
@@ -74,6 +82,13 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
             p = probs(a, ops, e, keep)  # zero outside keep: its row maximum is p_max
             mp = a.min_p if is_python_scalar(a.min_p) else xp.astype(a.min_p, p.dtype)
             keep = xp.logical_and(keep, xp.logical_not(p < xp.max(p, axis=-1, keepdims=True) * mp))
+    if a.typical_p is not None:  # after min-p, before epsilon and eta in both named orders
+        if z_full is None:
+            z_full = _arith.tempered(a, key, m)
+        kf = _typical(a, ops, key, m, z_full, keep if ci is None else scatter_keep(a, ci, keep))
+        keep = kf if ci is None else xp.logical_and(keep, xp.take_along_axis(kf, ci, axis=-1))
+    if a.epsilon is not None or a.eta is not None:
+        keep = _cutoffs(a, ops, key, m, ci, ck, keep, e, z_full)
     zero_T = is_zero_T(a)
     if zero_T is not False:  # greedy rows: the candidate holding the first maximum
         W = ck.shape[-1]
@@ -86,6 +101,173 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     else:
         cx = xp.take_along_axis(x, ci, axis=-1)
     return a, (ci, cx, final_T(a), keep, nan_row)
+
+
+def supported(a: Args) -> bool:
+    """Whether the fast path covers the rules ``a`` sets: temperature, top-H, top-k, top-p, min-p,
+    typical-p, epsilon and eta in a named order (the others run on the generic path)."""
+    if a.typical_p is not None and _compat.is_torch_namespace(a.xp) and a.x.device.type != "cpu":
+        return False  # its cumulative sums must be summed one after another (CPU)
+    return (a.top_n_sigma is None and a.dyn_range is None and a.xtc_threshold is None
+            and a.order in ORDERS)
+
+
+def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: Any, e: Any,
+             z_full: Any) -> Any:
+    """Epsilon and eta on the candidates, in the chain's order: the generic path's rules
+    (``_reference.keep_mask``) without a sort.
+
+    Both remove the kept tokens of probability below a threshold except the row's most probable
+    one.  The probabilities are :func:`probs` (the generic path's numbers exactly); eta's
+    threshold needs the entropy of the kept distribution, which the generic path sums over full
+    rows: it is computed by the generic path's own function on the full rows (the tempered logits
+    and the keep mask scattered back), in the generic path's library (PyTorch for NumPy views of
+    CPU tensors), so that it is the same number bit for bit.
+    """
+    xp = a.xp
+    ninf = full(xp, ck, -math.inf, shape=())
+    if e is None:
+        z = _arith.tempered(a, ck, m)
+        if ci is None:
+            z_full = z
+        e = _arith.exp(a, z)
+    for rule in a.chain:
+        if rule == "epsilon" and a.epsilon is not None:
+            p = probs(a, ops, e, keep)
+            rem = p < _reference._as(xp, a.epsilon, p.dtype)
+        elif rule == "eta" and a.eta is not None:
+            p = probs(a, ops, e, keep)
+            if z_full is None:
+                z_full = _arith.tempered(a, key, m)
+            keep_full = keep if ci is None else scatter_keep(a, ci, keep)
+            rem = p < _eta_threshold(a, z_full, keep_full, p)
+        else:
+            continue
+        kk = xp.where(keep, ck, ninf)
+        rem = xp.logical_and(rem, kk < xp.max(kk, axis=-1, keepdims=True))
+        keep = xp.logical_and(keep, xp.logical_not(rem))
+    return keep
+
+
+def _eta_threshold(a: Args, z: Any, keep: Any, p: Any) -> Any:
+    """``_reference._eta_threshold`` in the generic path's library."""
+    return _in_generic_library(a, _reference._eta_threshold, z, keep, p)
+
+
+def _in_generic_library(a: Args, f: Any, *arrays: Any) -> Any:
+    """``f(a, *arrays)`` run in the library the generic path would use: NumPy views of CPU tensors
+    go back to (zero-copy) tensors, so that sums and cumulative sums (whose rounding depends on
+    the order of the additions) are PyTorch's, bit for bit."""
+    if not a.torch_exp:
+        return f(a, *arrays)
+    import array_api_compat.torch as tx
+    import torch
+
+    b = copy.copy(a)
+    b.xp, b.wide, b.torch_exp = tx, torch.float64, False
+    for name in ("eta", "top_h", "typical_p"):
+        v = getattr(a, name)
+        if v is not None and not is_python_scalar(v):
+            setattr(b, name, torch.from_numpy(np.ascontiguousarray(v)))
+    r = f(b, *(torch.from_numpy(np.ascontiguousarray(v)) for v in arrays))
+    return tuple(t.numpy() for t in r) if isinstance(r, tuple) else r.numpy()
+
+
+def _cumsum(b: Args, v: Any) -> Any:
+    return b.xp.cumulative_sum(v, axis=-1)
+
+
+def _typical_bound(a: Args, ops: type[Ops], p: Any, shifted: Any, keep: Any, mass: Any) -> Any:
+    """Per row a bound ``t`` on ``|-log p - H|`` whose tokens hold (float64 estimate) at least
+    ``typical_p`` plus a margin, by bisection (``inf``: every kept token)."""
+    xp = a.xp
+    pinf = full(xp, shifted, math.inf, shape=())
+    fin = xp.logical_and(keep, shifted < pinf)
+    hi = xp.max(xp.where(fin, shifted, xp.zeros_like(shifted)), axis=-1, keepdims=True)
+    if a.V <= 4 * GAP:
+        return pinf * xp.ones_like(hi)
+    mass64 = (mass if is_python_scalar(mass) else ops.f64(mass)) + 1e-3
+    total = ops.msum(p, fin)
+    hi = xp.where(total >= mass64, hi, pinf * xp.ones_like(hi))  # short rows: every kept token
+    lo = xp.zeros_like(hi)
+    Wp, Ws = p, shifted
+    for it in range(24):
+        if it == 4:  # work on the tokens below hi from here on
+            cnt = int(xp.max(ops.count(xp.logical_and(fin, shifted <= hi))))
+            if cnt * 4 > a.V:
+                break
+            ci, Ws = ops.compact(-shifted, xp.logical_and(fin, shifted <= hi))
+            real = Ws > full(xp, Ws, -math.inf, shape=())
+            Ws = xp.where(real, -Ws, pinf)
+            Wp = xp.where(real, xp.take_along_axis(p, ci, axis=-1), xp.zeros_like(Ws))
+        mid = lo / 2 + hi / 2
+        M = ops.msum(Wp, Ws <= mid)
+        good = M >= mass64
+        hi = xp.where(good, mid, hi)
+        lo = xp.where(good, lo, mid)
+        if it >= 4 and int(xp.max(ops.count(Ws <= hi))) <= GAP:
+            break
+    return hi
+
+
+def _typical(a: Args, ops: type[Ops], key: Any, m: Any, z_full: Any, keep_full: Any) -> Any:
+    """Typical-p (``_reference._typical``) on full rows, sorting only the candidates that could be
+    kept: the tokens whose ``|-log p - H|`` is at most a threshold ``t`` estimated from a strided
+    sample.  The cumulative sums of the generic path's full sort start with those of the
+    candidates' sort (a prefix: the same tokens in the same order, summed one after another in
+    the generic path's library), so where they reach ``typical_p`` among the candidates the
+    decision is the generic path's; other rows take ``t = inf`` (every kept token)."""
+    xp = a.xp
+    if z_full is None:
+        z_full = _arith.tempered(a, key, m)
+    p, shifted = _in_generic_library(a, _reference.typical_parts, z_full, keep_full)
+    mass = _reference._as(xp, a.typical_p, p.dtype)
+    pinf = full(xp, shifted, math.inf, shape=())
+    ninf = full(xp, shifted, -math.inf, shape=())
+    t = _typical_bound(a, ops, p, shifted, keep_full, mass)
+    for _ in range(2):
+        cand = xp.logical_and(keep_full, shifted <= t)
+        ci, cneg = ops.compact(-shifted, cand)  # index order, -inf padding
+        real = cneg > ninf
+        cs = xp.where(real, -cneg, pinf)
+        o = ops.argsort_values(cs)  # ascending, ties in index order: the generic path's order
+        cs = xp.take_along_axis(cs, o, axis=-1)
+        real = xp.take_along_axis(real, o, axis=-1)
+        pc = xp.where(real, xp.take_along_axis(p, xp.take_along_axis(ci, o, axis=-1), axis=-1),
+                      xp.zeros_like(p[:, :1]))
+        cum = _in_generic_library(a, _cumsum, pc)
+        nreal = ops.count(real)
+        last = ops.count(xp.logical_and(cum < mass, real))
+        short = xp.logical_and(last >= nreal, t < pinf)  # not reached among the candidates
+        if not bool(xp.any(short)):
+            break
+        t = xp.where(short, pinf, t)
+    last = xp.clip(xp.minimum(last, nreal - 1), 0, None)
+    thr = xp.take_along_axis(cs, xp.astype(last, xp.int64), axis=-1)
+    rem = shifted > thr
+    if not is_python_scalar(a.typical_p):
+        rem = xp.logical_and(rem, a.typical_p < 1)
+    return xp.logical_and(keep_full, xp.logical_not(rem))
+
+
+def _top_h(a: Args, ops: type[Ops], key: Any, m: Any) -> Any:
+    """Top-H (``_reference._top_h``) without a full sort: the first ``min(100, V)`` tokens of the
+    ranking (descending logit, ties lower index first) from a partial selection, the generic
+    path's own arithmetic on them, and ``key`` with ``-inf`` at the tokens it removes."""
+    xp = a.xp
+    n = min(_reference.TOP_H_N, a.V)
+    ninf = full(xp, key, -math.inf, shape=())
+    if n == a.V:
+        top = ops.argsort_values(-key)
+    else:
+        kth = ops.topk(key, n)[0][:, n - 1:n]
+        ci, ck = ops.compact(key, key >= kth)  # the n largest and every tie, in index order
+        top = xp.take_along_axis(ci, ops.argsort_values(-ck)[:, :n], axis=-1)
+    kt = xp.take_along_axis(key, top, axis=-1) > ninf
+    zt = _arith.tempered(a, xp.take_along_axis(key, top, axis=-1), m)  # -inf where not kept
+    c = _in_generic_library(a, _reference.top_h_count, kt, zt)
+    keep = _reference.ranking_prefix(a, key, key > ninf, xp.take_along_axis(top, c - 1, axis=-1))
+    return xp.where(keep, key, ninf)
 
 
 def _keys(a: Args) -> tuple[Any, Any, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import _backend, _config
 from .._softmax import log_softmax, softmax
 from . import _fast, _reference
-from ._layout import Args, full, has_extra_rules
+from ._layout import Args, full
 
 
 def switches() -> tuple[bool, bool]:
@@ -25,10 +25,11 @@ def switches() -> tuple[bool, bool]:
 def fast_candidates(a: Args) -> tuple[Args, _fast.Candidates] | None:
     """The fast path's compact candidates (``_fast.candidates``), or None
     where the generic path runs (switched off, an unsupported library, ``min_tokens_to_keep >
-    1``, ``+inf`` logits, typical-p / epsilon / eta on: their kept sets are decided in one
-    place, ``_reference.keep_mask``)."""
+    1``, ``+inf`` logits, a rule it does not cover (typical-p, top-nσ, top-H, XTC, dynamic
+    temperature, explicit chains: ``_fast.supported``): those are decided in one place,
+    ``_reference.keep_mask``)."""
     fast_ok, via_numpy = switches()
-    if not fast_ok or has_extra_rules(a):
+    if not fast_ok or not _fast.supported(a):
         return None
     return _fast.candidates(a, via_numpy)
 

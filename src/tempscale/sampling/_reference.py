@@ -139,6 +139,17 @@ def _top_h(a: Args, key: Any, keep: Any, z: Any) -> Any:
     top = idx[:, :n]
     kt = xp.take_along_axis(keep, top, axis=-1)
     zt = xp.where(kt, xp.take_along_axis(z, top, axis=-1), ninf)
+    c = top_h_count(a, kt, zt)
+    # the first c tokens of the ranking: above the c-th one's logit, or tied with it at an index
+    # up to its own (ties rank lower index first)
+    return ranking_prefix(a, kk, keep, xp.take_along_axis(idx, c - 1, axis=-1))
+
+
+def top_h_count(a: Args, kt: Any, zt: Any) -> Any:
+    """How many of the ranking's first tokens top-H keeps (B, 1), from the first ``n`` of the
+    ranking: ``kt`` whether each is kept, ``zt`` its max-shifted tempered logit (``-inf`` where
+    not kept)."""
+    xp = a.xp
     lz = _log_probs(a, zt, kt)  # the renormalised log-probabilities of the top n
     p = _arith.exp(a, lz)
     zero = xp.zeros_like(p)
@@ -149,12 +160,15 @@ def _top_h(a: Args, key: Any, keep: Any, z: Any) -> Any:
     th = _as(xp, a.top_h, cum.dtype)
     sel = xp.logical_and(cum <= H * th, kt)  # a prefix: the terms are >= 0
     c = _count(xp, sel)
-    c = xp.clip(xp.where(c > a.mtk, c, xp.full_like(c, a.mtk)), None, V)
-    # the first c tokens of the ranking: above the c-th one's logit, or tied with it at an index
-    # up to its own (ties rank lower index first)
-    L = xp.take_along_axis(idx, c - 1, axis=-1)
+    return xp.clip(xp.where(c > a.mtk, c, xp.full_like(c, a.mtk)), None, a.V)
+
+
+def ranking_prefix(a: Args, kk: Any, keep: Any, L: Any) -> Any:
+    """``keep`` less the tokens after the token ``L`` (B, 1) in the descending logit ranking of
+    ``kk`` (ties: lower index first)."""
+    xp = a.xp
     v = xp.take_along_axis(kk, L, axis=-1)
-    pos = xp.arange(V, device=_compat.device(key))
+    pos = xp.arange(a.V, device=_compat.device(kk))
     first = xp.logical_or(kk > v, xp.logical_and(kk == v, pos <= L))
     return xp.logical_and(keep, first)
 
@@ -275,11 +289,7 @@ def _typical(a: Args, key: Any, z: Any, keep: Any) -> Any:
     with the last one kept), the first ``min_tokens_to_keep`` of that ranking always."""
     xp = a.xp
     V = a.V
-    logp = _log_probs(a, z, keep)
-    p = _arith.exp(a, logp)
-    H = _entropy(a, logp, p, keep)
-    pinf = full(xp, p, math.inf, shape=())
-    shifted = xp.where(keep, xp.abs(-logp - H), pinf)
+    p, shifted = typical_parts(a, z, keep)
     idx = xp.argsort(shifted, axis=-1, stable=True)
     ss = xp.take_along_axis(shifted, idx, axis=-1)
     cum = xp.cumulative_sum(xp.take_along_axis(p, idx, axis=-1), axis=-1)
@@ -293,6 +303,17 @@ def _typical(a: Args, key: Any, z: Any, keep: Any) -> Any:
         rem = xp.logical_and(rem, a.typical_p < 1)
     inv = xp.argsort(idx, axis=-1)
     return xp.logical_and(keep, xp.logical_not(xp.take_along_axis(rem, inv, axis=-1)))
+
+
+def typical_parts(a: Args, z: Any, keep: Any) -> tuple[Any, Any]:
+    """``(p, |-log p - H|)`` of typical-p over ``keep`` (``inf`` elsewhere), ``z`` the max-shifted
+    tempered logits, ``H`` the entropy of the kept distribution."""
+    xp = a.xp
+    logp = _log_probs(a, z, keep)
+    p = _arith.exp(a, logp)
+    H = _entropy(a, logp, p, keep)
+    pinf = full(xp, p, math.inf, shape=())
+    return p, xp.where(keep, xp.abs(-logp - H), pinf)
 
 
 def _cut(a: Args, key: Any, keep: Any, rem: Any) -> Any:
