@@ -88,7 +88,12 @@ def test_matches_kd_loss_float64(divergence, case, T):
     go = torch.rand(7, dtype=torch.float64) if kw.get("reduction") == "none" else None
     (l1, g1), (l2, g2) = _both(s, t, T, divergence=divergence, chunk_size=3, grad_out=go, **kw)
     _close(l1, l2, 1e-12)
-    _close(g1, g2, 1e-12)
+    # a label on the masked class makes that row's loss +inf: its gradient is not defined (the
+    # paths may differ there); every other row must agree
+    finite = torch.ones(7, dtype=torch.bool)
+    if "labels" in kw:
+        finite = kw["labels"] != s.shape[1] - 1
+    _close(g1[finite], g2[finite], 1e-12)
 
 
 @pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])

@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ._softmax import _div
 from ._typing import DType, Namespace
 
 
@@ -88,7 +89,12 @@ def _pieces(z: Any, t: Any, ax: int, logs: bool) -> tuple[Any, ...]:
     # (x - m)/T without overflow: halving x, m and T is exact, so this equals the direct form
     # wherever x - m does not overflow (XLA divides by multiplying with the reciprocal)
     half_t = t * 0.5
-    y = (z * 0.5 - m_safe * 0.5) / half_t
+    if isinstance(t, float):
+        y = (z * 0.5 - m_safe * 0.5) / half_t  # t is within [tiny, 1/tiny] here
+    else:
+        # per-row T may exceed 1/smallest_normal, where XLA's reciprocal flushes to zero: the
+        # generic path's scaled division
+        y = _div(jnp, z * 0.5 - m_safe * 0.5, half_t)
     pinf = m == jnp.inf
     # +inf rows: the mass is shared among the +inf entries
     y = jnp.where(pinf, jnp.where(z == jnp.inf, 0.0, -jnp.inf).astype(y.dtype), y)
