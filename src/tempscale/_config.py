@@ -130,8 +130,9 @@ def config(*, native: bool | None = None, torch_fused: bool | None = None,
         tempscale's Triton kernels for CUDA torch tensors.
 
     ``None`` leaves a switch as it is.  A function compiled with ``torch.compile`` (or traced
-    by ``jax.jit``) keeps the switches in effect when it was compiled.  The results are the same either way (the generic path is
-    the reference the fast ones are tested against); only the speed changes.  Thread-safe and
+    by ``jax.jit``) keeps the switches in effect when it was compiled.  The results are the
+    same either way (the generic path is the reference the fast ones are tested against); only
+    the speed changes.  Thread-safe and
     asyncio-safe: the change is seen only by the code running in this context.
 
     Yields
