@@ -143,8 +143,11 @@ def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: 
             rem = p < _eta_threshold(a, z_full, keep_full, p)
         else:
             continue
-        kk = xp.where(keep, ck, ninf)
-        rem = xp.logical_and(rem, kk < xp.max(kk, axis=-1, keepdims=True))
+        if a.typical_p is None:  # the rules before keep the row's maximum m (if any token)
+            rem = xp.logical_and(rem, ck < m)
+        else:
+            kk = xp.where(keep, ck, ninf)
+            rem = xp.logical_and(rem, kk < xp.max(kk, axis=-1, keepdims=True))
         keep = xp.logical_and(keep, xp.logical_not(rem))
     return keep
 

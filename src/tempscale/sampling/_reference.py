@@ -271,9 +271,10 @@ def _log_probs(a: Args, z: Any, keep: Any) -> Any:
     zk = xp.where(keep, z, ninf)
     m = xp.max(zk, axis=-1, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    s = xp.sum(_arith.exp(a, zk - m), axis=-1, keepdims=True)
+    zm = zk - m
+    s = xp.sum(_arith.exp(a, zm), axis=-1, keepdims=True)
     s = xp.where(s > 0, s, xp.ones_like(s))
-    return xp.where(keep, zk - m - xp.log(s), ninf)
+    return zm - xp.log(s)  # m and log(s) are finite: -inf stays -inf where not kept
 
 
 def _entropy(a: Args, logp: Any, p: Any, keep: Any) -> Any:
