@@ -60,6 +60,7 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     if ci is None:
         ck = key  # full rows: positions are the token indices
     keep = ck > ninf
+    keep0 = keep  # every finite candidate: the tempered logits are -inf exactly where not kept
     e = z_full = None  # exp of the tempered candidates; the tempered full rows (when computed)
     if a.top_p is not None or a.min_p is not None:
         z = _arith.tempered(a, ck, m)
@@ -88,7 +89,7 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
         kf = _typical(a, ops, key, m, z_full, keep if ci is None else scatter_keep(a, ci, keep))
         keep = kf if ci is None else xp.logical_and(keep, xp.take_along_axis(kf, ci, axis=-1))
     if a.epsilon is not None or a.eta is not None:
-        keep = _cutoffs(a, ops, key, m, ci, ck, keep, e, z_full)
+        keep = _cutoffs(a, ops, key, m, ci, ck, keep, e, z_full, ci is None and keep is keep0)
     zero_T = is_zero_T(a)
     if zero_T is not False:  # greedy rows: the candidate holding the first maximum
         W = ck.shape[-1]
@@ -113,7 +114,7 @@ def supported(a: Args) -> bool:
 
 
 def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: Any, e: Any,
-             z_full: Any) -> Any:
+             z_full: Any, plain: bool) -> Any:
     """Epsilon and eta on the candidates, in the chain's order: the generic path's rules
     (``_reference.keep_mask``) without a sort.
 
@@ -140,7 +141,9 @@ def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: 
             if z_full is None:
                 z_full = _arith.tempered(a, key, m)
             keep_full = keep if ci is None else scatter_keep(a, ci, keep)
-            rem = p < _eta_threshold(a, z_full, keep_full, p)
+            # -inf wherever not kept: the removed tokens' logits (-inf keys are -inf already)
+            zk = z_full if plain else xp.where(keep_full, z_full, ninf)
+            rem = p < _eta_threshold(a, zk, keep_full, p)
         else:
             continue
         if a.typical_p is None:  # the rules before keep the row's maximum m (if any token)
@@ -149,12 +152,18 @@ def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: 
             kk = xp.where(keep, ck, ninf)
             rem = xp.logical_and(rem, kk < xp.max(kk, axis=-1, keepdims=True))
         keep = xp.logical_and(keep, xp.logical_not(rem))
+        plain = False
     return keep
 
 
 def _eta_threshold(a: Args, z: Any, keep: Any, p: Any) -> Any:
-    """``_reference._eta_threshold`` in the generic path's library."""
-    return _in_generic_library(a, _reference._eta_threshold, z, keep, p)
+    """``_reference._eta_threshold`` in the generic path's library (``z`` is ``-inf`` wherever
+    ``keep`` is False: see ``_reference._log_probs``)."""
+    return _in_generic_library(a, _eta_fast, z, keep, p)
+
+
+def _eta_fast(b: Args, z: Any, keep: Any, p: Any) -> Any:
+    return _reference._eta_threshold(b, z, keep, p, fast=True)
 
 
 def _in_generic_library(a: Args, f: Any, *arrays: Any) -> Any:
