@@ -17,16 +17,10 @@ distributed = pytest.importorskip("distributed")
 RTOL = 1e-10
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, memory_limit="1GiB")
-    c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+@pytest.fixture
+def client(dask_client):
+    """The session's 2-process LocalCluster client (tests/conftest.py)."""
+    return dask_client
 
 
 def _nbytes(x):
