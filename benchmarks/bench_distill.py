@@ -32,30 +32,13 @@ import subprocess
 import sys
 import time
 
-from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
+# benchmarks/_machine.py (the script's folder is on sys.path)
+from _machine import cpu_model, proc_status, reset_peak_memory
 
 SHAPES = [(4096, 32000), (1024, 128256)]
 QUICK_SHAPES = [(512, 8000), (128, 32000)]
 METHODS = ["KDLoss", "kd_loss", "generic", "naive"]
 T = 2.0
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _make_fn(method):
@@ -104,11 +87,11 @@ def child_memory(method: str, n: int, v: int, threads: int) -> dict:
     fn = _make_fn(method)
     _warm_up(fn)
     s, t = _inputs(n, v)
-    base = _status("VmRSS")
-    ok = _reset_peak()
+    base = proc_status("VmRSS")
+    ok = reset_peak_memory()
     loss = fn(s, t)
     loss.backward()
-    peak = _status("VmHWM") if ok else float("nan")
+    peak = proc_status("VmHWM") if ok else float("nan")
     return {"method": method, "n": n, "v": v, "extra_bytes": peak - base,
             "buffer_bytes": n * v * 4, "loss": float(loss.detach())}
 

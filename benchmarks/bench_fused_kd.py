@@ -35,7 +35,8 @@ import subprocess
 import sys
 import time
 
-from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
+# benchmarks/_machine.py (the script's folder is on sys.path)
+from _machine import cpu_model, proc_status, reset_peak_memory
 
 SHAPES = [(8192, 512, 32000), (4096, 512, 128256)]
 QUICK_SHAPES = [(1024, 256, 32000), (512, 256, 128256)]
@@ -45,24 +46,6 @@ ALPHA = 0.5
 BETA = 0.5
 K = 64
 SPARSE_SHAPE = (8192, 128256)
-
-
-def _status(field: str) -> int:
-    """A ``/proc/self/status`` field in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _make_fn(method):
@@ -117,11 +100,11 @@ def child_memory(method: str, n: int, hdim: int, v: int, threads: int) -> dict:
     fn = _make_fn(method)
     _warm_up(fn)
     h, W, th, tW, y = _inputs(n, hdim, v)
-    base = _status("VmRSS")
-    ok = _reset_peak()
+    base = proc_status("VmRSS")
+    ok = reset_peak_memory()
     loss = fn(h, W, th, tW, y)
     loss.backward()
-    peak = _status("VmHWM") if ok else float("nan")
+    peak = proc_status("VmHWM") if ok else float("nan")
     grads = h.numel() * 4 + W.numel() * 4
     return {"method": method, "n": n, "h": hdim, "v": v, "extra_bytes": peak - base - grads,
             "buffer_bytes": n * v * 4, "loss": float(loss.detach())}
@@ -166,14 +149,14 @@ def child_sparse(method: str, n: int, v: int, threads: int) -> dict:
     else:
         t = torch.randn(n, v, generator=g)
         teacher_bytes = t.numel() * t.element_size()
-    base = _status("VmRSS")
-    ok = _reset_peak()
+    base = proc_status("VmRSS")
+    ok = reset_peak_memory()
     if method == "sparse":
         loss = sparse_kd_loss(s, teacher=SparseTeacher(idx, vals), temperature=T)
     else:
         loss = kd_loss(s, t, T)
     loss.backward()
-    peak = _status("VmHWM") if ok else float("nan")
+    peak = proc_status("VmHWM") if ok else float("nan")
     return {"method": method, "n": n, "v": v, "teacher_bytes": teacher_bytes,
             "extra_bytes": peak - base - s.numel() * 4}
 
