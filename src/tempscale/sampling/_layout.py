@@ -204,14 +204,6 @@ def _show(v: Any) -> Any:
     return v if is_python_scalar(v) or isinstance(v, str) else "an array of per-row values"
 
 
-def has_extra_rules(a: Args) -> bool:
-    """Whether top-n-sigma, top-H, typical-p, epsilon, eta, XTC, dynamic temperature or an
-    explicit chain is on: those run on the generic path only."""
-    return (a.typical_p is not None or a.epsilon is not None or a.eta is not None
-            or a.top_n_sigma is not None or a.top_h is not None or a.dyn_range is not None
-            or a.xtc_threshold is not None or a.order not in ORDERS)
-
-
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(getattr(x, "shape", np.shape(x)))
 
