@@ -707,3 +707,53 @@ def test_new_rules_fast_path_matches_transformers_large_vocab():
             s = warper()(None, s)
             np.testing.assert_array_equal(np.isfinite(got), torch.isfinite(s).numpy(), err_msg=str(kw))
             np.testing.assert_allclose(np.exp(got), torch.softmax(s, -1).numpy(), rtol=0, atol=1e-10)
+
+
+def test_epsilon_eta_min_tokens_to_keep_on_the_fast_path():
+    """epsilon / eta alone with ``min_tokens_to_keep > 1`` take the fast path (a partial
+    selection of the protected logits) and keep the generic path's sets, ties at the protected
+    edge included; with another rule ``min_tokens_to_keep > 1`` stays generic."""
+    rng = np.random.default_rng(11)
+    calls = []
+    real = S._fast.candidates
+
+    def spy(*a, **k):
+        r = real(*a, **k)
+        calls.append(r is not None)
+        return r
+
+    for trial in range(24):
+        B = int(rng.integers(1, 4))
+        V = int(rng.choice([3, 40, 1500]))
+        dt = rng.choice([np.float32, np.float64])
+        x = rng.standard_normal((B, V)) * 4.0
+        if rng.random() < 0.4:
+            x = np.round(x)  # ties at the protected edge
+        if rng.random() < 0.3:
+            x[rng.random((B, V)) < 0.3] = -np.inf
+        x = x.astype(dt)
+        kw = {str(rng.choice(["epsilon", "eta"])): float(rng.choice([3e-3, 0.05, 0.3]))}
+        kw["min_tokens_to_keep"] = int(rng.choice([2, 5, 50, V + 3]))
+        kw["order"] = str(rng.choice(ORDERS))
+        T = float(rng.choice([0.0, 0.7, 1.0, 2.0]))
+        calls.clear()
+        S._fast.candidates = spy
+        try:
+            res = all_paths(x, T, **kw)
+        finally:
+            S._fast.candidates = real
+        assert any(calls), kw
+        msg = f"trial={trial} T={T!r} {dt.__name__} {kw}"
+        for name, gen in (("numpy-fast", "numpy-generic"), ("torch-via-numpy", "torch-generic"),
+                          ("torch-only", "torch-generic")):
+            np.testing.assert_array_equal(_kept(res[name]), _kept(res[gen]), err_msg=f"{name} {msg}")
+            np.testing.assert_allclose(np.exp(res[name]), np.exp(res[gen]), rtol=0, atol=1e-10,
+                                       err_msg=f"{name} {msg}")
+    x = rng.standard_normal((2, 50))
+    calls.clear()
+    S._fast.candidates = spy
+    try:
+        warp(x, 0.7, epsilon=0.01, top_k=10, min_tokens_to_keep=3)
+    finally:
+        S._fast.candidates = real
+    assert not any(calls)

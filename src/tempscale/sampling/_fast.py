@@ -43,7 +43,7 @@ def candidates(a: Args, via_numpy: bool = True) -> tuple[Args, Candidates] | Non
     probabilities.
     """
     ops = ops_for(a)
-    if ops is None or a.mtk != 1 or a.B == 0:
+    if ops is None or a.B == 0 or (a.mtk != 1 and not _cutoffs_only(a)):
         return None
     if ops is TorchOps and via_numpy and a.x.device.type == "cpu":
         return candidates(a.numpy_view())
@@ -113,6 +113,13 @@ def supported(a: Args) -> bool:
             and a.order in ORDERS)
 
 
+def _cutoffs_only(a: Args) -> bool:
+    """Whether epsilon and eta are the only truncation rules (``min_tokens_to_keep > 1`` is then
+    on the fast path: it needs only the row's ``min_tokens_to_keep``-th largest logit)."""
+    return (a.top_k is None and a.top_p is None and a.min_p is None and a.typical_p is None
+            and a.top_h is None)
+
+
 def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: Any, e: Any,
              z_full: Any, plain: bool) -> Any:
     """Epsilon and eta on the candidates, in the chain's order: the generic path's rules
@@ -146,7 +153,11 @@ def _cutoffs(a: Args, ops: type[Ops], key: Any, m: Any, ci: Any, ck: Any, keep: 
             rem = p < _eta_threshold(a, zk, keep_full, p)
         else:
             continue
-        if a.typical_p is None:  # the rules before keep the row's maximum m (if any token)
+        if a.mtk > 1:  # protect the logits >= the min_tokens_to_keep-th largest kept one
+            kk = xp.where(keep, ck, ninf)
+            n = min(a.mtk, ck.shape[-1])
+            rem = xp.logical_and(rem, kk < ops.topk(kk, n)[0][:, n - 1:n])
+        elif a.typical_p is None:  # the rules before keep the row's maximum m (if any token)
             rem = xp.logical_and(rem, ck < m)
         else:
             kk = xp.where(keep, ck, ninf)
