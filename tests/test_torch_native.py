@@ -349,3 +349,36 @@ def test_backward_axes_strides_and_broadcast_gradients(dtype):
         close(grads[0][0], grads[1][0], dtype, grad=True)
         # (the saved output is in x's dtype: dT is as exact as that, not as T's float64)
         close(grads[0][1], grads[1][1], dtype, grad=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
+def test_half_backward_through_torch_kernel_only_without_contract_cases(dtype, kind, monkeypatch):
+    # 16-bit gradients use torch's fused softmax backward where no contract case is present
+    # (scalar T, no mask, finite logits), else the C / torch-ops backward; same values either way
+    from tempscale import _torch_ops
+
+    taken = []
+    real = _torch_ops._half_backward
+
+    def spy(*args, **kwargs):
+        r = real(*args, **kwargs)
+        taken.append(r is not None)
+        return r
+
+    monkeypatch.setattr(_torch_ops, "_half_backward", spy)
+    f = getattr(ts, kind)
+    x64 = torch.randn(6, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 3
+    g = torch.randn(6, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    for special in (False, True):
+        x = x64.clone()
+        if special:
+            x[2, 4] = -math.inf
+        xh = x.to(dtype).requires_grad_()
+        f(xh, 0.7).backward(g.to(dtype))
+        xr = xh.detach().double().requires_grad_()
+        with ts.config(native=False):
+            f(xr, 0.7).backward(g)
+        want = torch.where(torch.isfinite(xr.grad), xr.grad, 0.0)
+        torch.testing.assert_close(xh.grad.double(), want, rtol=2e-2, atol=2e-2)
+    assert taken == [True, False]

@@ -383,7 +383,7 @@ def _torch_fused(kind: Kind, xp: Namespace, x: Any, T: Any, ax: int, mask: Any,
         else:
             # without autograd, y is ours to reuse; with it, masked entries (the constant -inf)
             # pass no gradient into the row's sum
-            r = torch.where(y == -math.inf, y, y - log_s) if grad else y.sub_(log_s)
+            r = torch.where(y == -math.inf, y.detach(), y - log_s) if grad else y.sub_(log_s)
     if has_empty:  # fully masked rows: 0 (softmax), -inf (log_softmax and logsumexp, i.e. m)
         fill = torch.zeros_like(r) if kind == "softmax" else m.detach().expand_as(r)  # no gradient
         r = torch.where(empty, fill, r)
