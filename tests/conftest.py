@@ -139,7 +139,7 @@ def dask_client():
     """One real dask.distributed cluster for the session: 2 worker processes, 1 thread each."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, memory_limit="1GiB")
+                                       dashboard_address=":0", memory_limit="1GiB")
     client = distributed.Client(cluster)
     try:
         yield client
