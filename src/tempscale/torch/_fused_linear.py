@@ -13,7 +13,6 @@ import math
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, cast
 
 import torch
@@ -24,6 +23,7 @@ from .._compat import is_python_scalar
 from .._kd_args import check_num_items, check_options, prepare
 from .._typing import ArrayLike, Temperature
 from .._validation import check_bool, check_choice, param_error
+from ._kd import run_chunks
 
 __all__ = ["FusedLinearKDLoss"]
 
@@ -467,18 +467,7 @@ def _walk(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, plan: _Plan,
     starts = list(range(0, n, plan.chunk))
     workers = 1 if h.device.type != "cpu" or not _CHUNK_THREADS else max(
         1, min(torch.get_num_threads(), len(starts)))
-    if workers <= 1:
-        for i in starts:
-            run(i)
-    else:
-        # one chunk per thread at a time, single-threaded kernels: no barrier per kernel
-        saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, starts))
-        finally:
-            torch.set_num_threads(saved)
+    run_chunks(run, starts, workers)
     return rows, gh, gW, gb
 
 

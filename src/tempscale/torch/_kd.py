@@ -155,18 +155,7 @@ def _chunk_loop(s: torch.Tensor, t: torch.Tensor | _SparseChunks, T: _Temp, Tt: 
             if tout is not None and gt is not None:
                 tout.copy_(gt)
 
-    if workers <= 1:
-        for i in starts:
-            run(i)
-    else:
-        # one chunk per thread at a time, single-threaded kernels: no barrier per kernel
-        saved = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, starts))
-        finally:
-            torch.set_num_threads(saved)
+    run_chunks(run, starts, workers)
     if deferred:
         flags = torch.stack([f for _, f in deferred]).cpu().tolist()
         for (i, _), bad in zip(deferred, flags, strict=True):
@@ -291,6 +280,22 @@ def _differentiable_grads(ctx: Any, grad_out: torch.Tensor, need: tuple[bool, bo
     gt = grads.pop(0) if need[1] else None
     return gs, gt
 
+
+
+def run_chunks(run: Callable[[int], Any], starts: list[int], workers: int) -> None:
+    """``run(i)`` for every chunk start: in order, or one chunk per thread at a time with
+    single-threaded torch kernels (no barrier per kernel), restoring torch's thread count."""
+    if workers <= 1:
+        for i in starts:
+            run(i)
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, starts))
+    finally:
+        torch.set_num_threads(saved)
 
 def _workers(n_chunks: int, device: torch.device) -> int:
     """Threads that walk the chunks: torch's intra-op thread count, on CPU."""
