@@ -134,6 +134,15 @@ def generic_path():
 INF = math.inf
 
 
+@pytest.fixture
+def cli_tmp(tmp_path, monkeypatch):
+    """The command-line tests' working folder: each test in its own empty ``tmp_path``
+    (tests/_cli_helpers.py, ``in_tmp_folder``)."""
+    from ._cli_helpers import in_tmp_folder
+
+    yield from in_tmp_folder(tmp_path, monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def dask_client():
     """One real dask.distributed cluster for the session: 2 worker processes, 1 thread each."""

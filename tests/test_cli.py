@@ -18,7 +18,8 @@ from scipy.stats import entropy as sp_entropy
 from scipy.stats import norm
 
 import tempscale
-from tempscale.cli import main
+
+from ._cli_helpers import run_cli
 
 CLASSIC_T = (0.1, 0.5, 1.0, 2.0, 10.0)
 CLASSIC_P = norm.pdf(np.arange(10), 4, 1)  # the classic 10-class example
@@ -34,26 +35,8 @@ except ImportError:  # pragma: no cover
 needs_mpl = pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is not installed")
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    """Every test runs in its own empty folder (the CLI writes relative paths)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "120")
-    yield
-    if HAVE_MPL and "matplotlib.pyplot" in sys.modules:
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
-
-
-def run_cli(capsys, *argv):
-    """(exit code, stdout, stderr) of ``tempscale ARGV`` in-process."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:  # argparse: --help, --version, usage errors
-        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    out, err = capsys.readouterr()
-    return rc, out, err
+# every test runs in its own empty folder (the CLI writes relative paths)
+pytestmark = pytest.mark.usefixtures("cli_tmp")
 
 
 def assert_one_line_error(rc, err, *fragments):

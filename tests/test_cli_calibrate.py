@@ -20,32 +20,16 @@ from tempscale.calibration import (  # noqa: E402
     fit_temperature,
     nll,
 )
-from tempscale.cli import main  # noqa: E402
 from tempscale.sklearn import DirichletScaler, MatrixScaler, VectorScaler  # noqa: E402
+
+from ._cli_helpers import run_cli  # noqa: E402
 
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 HAVE_PYARROW = importlib.util.find_spec("pyarrow") is not None
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "120")
-    monkeypatch.delenv("TEMPSCALE_DEBUG", raising=False)
-    yield
-    if HAVE_MPL and "matplotlib.pyplot" in sys.modules:
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
-
-
-def run_cli(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 2
-    out, err = capsys.readouterr()
-    return rc, out, err
+# every test runs in its own empty folder (the CLI writes relative paths)
+pytestmark = pytest.mark.usefixtures("cli_tmp")
 
 
 def assert_one_line_error(rc, err, *fragments):

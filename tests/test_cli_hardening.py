@@ -28,6 +28,8 @@ from scipy.special import softmax as sp_softmax
 import tempscale
 from tempscale.cli import main, user_message
 
+from ._cli_helpers import run_cli
+
 try:
     import matplotlib
 
@@ -39,25 +41,8 @@ needs_mpl = pytest.mark.skipif(not HAVE_MPL, reason="matplotlib is not installed
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "120")
-    monkeypatch.delenv("TEMPSCALE_DEBUG", raising=False)
-    yield
-    if HAVE_MPL and "matplotlib.pyplot" in sys.modules:
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
-
-
-def run_cli(capsys, *argv):
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:
-        rc = exc.code if isinstance(exc.code, int) else 2
-    out, err = capsys.readouterr()
-    return rc, out, err
+# every test runs in its own empty folder (the CLI writes relative paths)
+pytestmark = pytest.mark.usefixtures("cli_tmp")
 
 
 def assert_one_line_error(rc, err, *fragments, absent=()):

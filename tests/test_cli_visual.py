@@ -19,16 +19,9 @@ import pytest
 from tempscale.cli import main
 from tempscale.sampling import sample, warp
 
+from ._cli_helpers import run_cli
+
 SAMPLE_PARAMS = set(inspect.signature(sample).parameters)
-
-
-def run_cli(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:  # argparse's own errors (a bad int, an unknown choice)
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def assert_one_line_error(rc, out, err, *fragments):

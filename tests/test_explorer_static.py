@@ -20,6 +20,8 @@ import pytest
 from tempscale.cli import main
 from tempscale.explorer import DEFAULT_TITLE, classic_vector, explorer_html, write_explorer
 
+from ._cli_helpers import run_cli
+
 XSS = "<script>alert(1)</script>"
 NASTY = [XSS, '<img src=x onerror="alert(2)">', "</script><!--", "a & b", "\u2028\u2029", "\"'`", "<!-- -->"]
 
@@ -203,12 +205,6 @@ def test_write_explorer_refuses_to_overwrite(tmp_path):
 # ------------------------------------------------------------------------------------------
 # the command
 # ------------------------------------------------------------------------------------------
-def run_cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_cli_explore_default_and_force(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rc, out, err = run_cli(capsys, "explore")
