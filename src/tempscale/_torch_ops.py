@@ -97,6 +97,27 @@ def _np_view(t: torch.Tensor) -> tuple[np.ndarray[Any, Any], int]:
 
 # --------------------------------------------------------------------------------------------
 # forward
+_CACHE_MIN = 1 << 20  # the smallest block the output cache keeps (``_native._CACHE_MIN``)
+_NP_STORAGE = {torch.float16: np.float16, torch.bfloat16: np.uint16, torch.float32: np.float32,
+               torch.float64: np.float64}
+
+
+def _new_tensor(k: Any, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor, from the kernels' block cache when it is large.
+
+    A fresh multi-megabyte ``torch.empty`` pays a page fault and the kernel's zeroing for every
+    4 KiB page when first written: on wide rows as much time as the softmax itself.  Outputs of
+    1 MiB or more come from the same cache as NumPy outputs (``_memcache.c``): the tensor wraps
+    a NumPy array whose block goes back to the cache when the tensor dies, and a later output of
+    the same size reuses it.  bfloat16 data is allocated as ``uint16`` and viewed.
+    """
+    npdt = _NP_STORAGE.get(dtype)
+    if npdt is None or math.prod(shape) * dtype.itemsize < _CACHE_MIN:
+        return torch.empty(shape, dtype=dtype)
+    t = torch.from_numpy(k.empty(shape, npdt))
+    return t.view(dtype) if dtype == torch.bfloat16 else t
+
+
 # --------------------------------------------------------------------------------------------
 def _check_t_values(t: torch.Tensor, func: str) -> None:
     """Raise the temperature error for a NaN or negative entry (the op's run-time check)."""
@@ -123,10 +144,10 @@ def native_forward(kind: int, x: torch.Tensor, t: torch.Tensor | None, tf: float
     odt = x.dtype if out_dtype is None else out_dtype
     shape = tuple(x.shape)
     if kind == 2:
-        out = torch.empty(shape[:dim] + shape[dim + 1:], dtype=odt)
+        out = _new_tensor(k, shape[:dim] + shape[dim + 1:], odt)
         oview = out.unsqueeze(dim).expand(shape)
     else:
-        out = oview = torch.empty(shape, dtype=odt)
+        out = oview = _new_tensor(k, shape, odt)
     if x.numel() == 0:
         if kind == 2:
             out.fill_(-math.inf)  # empty rows
@@ -328,7 +349,7 @@ def _c_backward(k: Any, kind: int, g: torch.Tensor, out: torch.Tensor, x: torch.
     n = shape[dim]
     moved = shape[:dim] + shape[dim + 1:] + (n,)
     g2, o2, x2 = _rows(g, dim, n), _rows(out, dim, n), _rows(x, dim, n)
-    dx2 = torch.empty(g2.shape, dtype=x.dtype)
+    dx2 = _new_tensor(k, tuple(g2.shape), x.dtype)
     m2 = None if mask is None else _rows(mask.expand(shape), dim, n)
     T: Any = tf
     kshape = shape[:dim] + (1,) + shape[dim + 1:]
