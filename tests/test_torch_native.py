@@ -166,6 +166,75 @@ def test_bfloat16_rounding_is_nearest_even():
         assert bool((diff <= ulp).all()), kind
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_half_wide_rows_equal_the_float32_kernel_rounded(kind, dtype):
+    # wide 16-bit rows are converted inside the kernel's passes (vector loads / stores per
+    # instruction set): the float32 kernel's values on the converted row, rounded once to the
+    # 16-bit type, bit for bit; odd lengths (vector tails), contract rows, strided rows and rows
+    # along axis 0 (gathered), masks, float32 outputs (logsumexp's gradient path)
+    for n in (48, 49, 63, 64, 65, 127, 300, 1001):
+        x = contract_rows(n, dtype)
+        for T in (0.0, 1e-30, 0.3, 1.0, 7.0, inf):
+            got = _fn(kind)(x, T)
+            want = _fn(kind)(x.float(), T)
+            if kind == "logsumexp":  # rounded once from double (float16) / via float32 (bfloat16)
+                close(got, want.to(dtype), dtype)
+                continue
+            assert torch.equal(torch.isnan(got), torch.isnan(want))
+            assert torch.equal(got[~torch.isnan(got)], want.to(dtype)[~torch.isnan(got)]), (n, T)
+            close(got, _generic(kind, x, T), dtype)
+    g = torch.Generator().manual_seed(7)
+    base = (torch.randn(9, 70, 3, generator=g, dtype=torch.float64) * 4).to(dtype)
+    mask = torch.rand(9, 70, 3, generator=g) > 0.25
+    mask[2] = False
+    for x, axis, m in ((base, 1, None), (base, 1, mask), (base[:, :, 1], -1, mask[:, :, 1]),
+                       (base.transpose(0, 1).contiguous()[:, :, 0].T, -1, None)):
+        for T in (0.5, torch.rand(x.shape[0], 1, generator=g, dtype=torch.float64) + 0.2):
+            close(_fn(kind)(x, T, mask=m, axis=axis), _generic(kind, x, T, mask=m, axis=axis),
+                  dtype)
+    if kind != "logsumexp":  # float32 output of 16-bit input, as the backward of logsumexp uses
+        from tempscale._torch_ops import native_forward
+
+        x = contract_rows(77, dtype)
+        got = native_forward(KINDS.index(kind), x, None, 0.6, None, 1, out_dtype=torch.float32)
+        want = _fn(kind)(x.float(), 0.6)
+        assert torch.equal(torch.isnan(got), torch.isnan(want))
+        assert torch.equal(got[~torch.isnan(got)], want[~torch.isnan(want)])
+
+
+def test_half_outputs_round_to_nearest_even_ties_and_subnormals():
+    # bfloat16: log_softmax at T = 2/3 of a row [0, x_j <= -128] is x_j * 1.5 exactly in float32
+    # (the sum's other terms are below 1e-80), a 9-bit significand: every odd one is a tie that
+    # must round to even, as torch's own .to(bfloat16) of the float64 value does
+    g = torch.Generator().manual_seed(8)
+    sig = torch.randint(128, 256, (4, 301), generator=g).double()
+    ex = torch.randint(0, 8, (4, 301), generator=g).double()
+    x = -(sig / 128) * 2.0 ** (ex + 7)
+    x[:, 0] = 0.0
+    xb = x.to(torch.bfloat16)
+    assert torch.equal(xb.double(), x)
+    want64 = torch.log_softmax(x / (2 / 3), -1)
+    torch.testing.assert_close(want64, x * 1.5, rtol=1e-15, atol=0)
+    got = ts.log_softmax(xb, 2 / 3)
+    assert torch.equal(got, (x * 1.5).to(torch.bfloat16))
+    ties = (x * 1.5).to(torch.float32).view(torch.int32) & 0xFFFF == 0x8000
+    assert int(ties.sum()) > 100  # many exact ties were rounded
+    # float16: subnormal logits in, subnormal probabilities out (below 6.1e-5)
+    tiny = torch.tensor([2.0**-24, 2.0**-20, 3 * 2.0**-17, 2.0**-14], dtype=torch.float64)
+    xs = torch.cat([tiny.repeat(20), -torch.linspace(9.0, 16.0, 40, dtype=torch.float64)])
+    xs = torch.stack([xs, xs.flip(0), torch.cat([torch.zeros(1), xs[1:]])]).to(torch.float16)
+    assert bool((xs.double().abs() < 2.0**-14).any() & (xs.double() != 0).any())
+    for kind in ("softmax", "log_softmax"):
+        got = _fn(kind)(xs, 1.0)
+        assert torch.equal(got, _fn(kind)(xs.float(), 1.0).to(torch.float16))
+        want = getattr(torch, kind)(xs.double(), -1).to(torch.float16)
+        assert float((got.double() - want.double()).abs().max()) <= 2.0**-24 if kind == "softmax" \
+            else bool(torch.allclose(got.double(), want.double(), rtol=1e-3))
+    p = ts.softmax(xs, 1.0)
+    assert bool(((p > 0) & (p < 2.0**-14)).any())  # subnormal outputs were written
+
+
 def test_temperature_tensor_errors_name_the_value():
     x = torch.randn(3, 4)
     for bad in (torch.tensor([1.0, -2.0, 1.0]), torch.tensor([nan, 1.0, 1.0])):

@@ -399,6 +399,93 @@ static void run_backward(const kernels_t *K, int type) {
             }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * the vector 16-bit conversions of each instruction set (K->cvt_in / cvt_out, used by the
+ * kernels' passes and the job's gathers / scatters) against the scalar ones: every bfloat16 and
+ * float16 bit pattern in, and float32 patterns out (NaN payloads, ties, overflow, subnormals,
+ * and pseudo-random ones), at several lengths (vector tails)
+ * ------------------------------------------------------------------------------------------- */
+static void run_convert(const kernels_t *K) {
+    enum { N = 65536 };
+    uint16_t *h = malloc(2 * N), *h2 = malloc(2 * N);
+    float *f = malloc(4 * N);
+    if (!h || !h2 || !f) { fprintf(stderr, "out of memory\n"); exit(2); }
+    for (int type = 0; type < 4; type++) {
+        if (type == T_F32 || type == T_F64 || (!HAVE_F16 && type == T_F16)) continue;
+        int ok = 1;
+        /* in: every 16-bit pattern */
+        for (int i = 0; i < N; i++) h[i] = (uint16_t)i;
+        for (int len = N; len >= N - 17 && ok; len -= 3) {
+            memset(f, 0, 4 * N);
+            K->cvt_in(h, type, f, len);
+            for (int i = 0; i < len && ok; i++) {
+                float want = (float)load((const char *)&h[i], type), got = f[i];
+                int same = (want != want) ? got != got : memcmp(&got, &want, 4) == 0;
+                if (!same) {
+                    fprintf(stderr, "FAIL cvt_in %s %s pattern 0x%04x: %a, want %a\n", K->name,
+                            TYPE_NAME[type], i, (double)got, (double)want);
+                    ok = 0;
+                }
+            }
+        }
+        /* out: special float32 patterns, then pseudo-random ones */
+        static const uint32_t SPECIAL[] = {
+            0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x00008000u, 0x3f808000u,
+            0x3f818000u, 0x3f807fffu, 0x3f808001u, 0xbf818000u, 0x7f7fffffu, 0xff7fffffu,
+            0x7f7f8000u, 0x7f800000u, 0xff800000u, 0x7f800001u, 0xff800001u, 0x7fc00000u,
+            0x7f810000u, 0xffffffffu, 0x7fbfffffu, 0x33800000u, 0x33000000u, 0x33000001u,
+            0x387fc000u, 0x38800000u, 0x477fe000u, 0x477ff000u, 0x477fefffu, 0x47800000u,
+            0x387ff000u, 0x3a001000u, 0x3a003000u, 0x3f801000u, 0x3f803000u, 0x3f802fffu};
+        const int ns = (int)(sizeof SPECIAL / sizeof SPECIAL[0]);
+        uint32_t st = 12345u;
+        for (int i = 0; i < N; i++) {
+            uint32_t u;
+            if (i < ns) u = SPECIAL[i];
+            else {
+                st = st * 1664525u + 1013904223u;
+                u = st ^ (st >> 7);
+                if (i % 4 == 1) u = (u & 0xffff0000u) | 0x8000u;        /* bfloat16 ties */
+                if (i % 4 == 2) u = (u & 0x8fffe000u) | 0x38000000u;    /* float16 range, ties */
+            }
+            memcpy(&f[i], &u, 4);
+        }
+        for (int len = N; len >= N - 17 && ok; len -= 3) {
+            memset(h2, 0xA5, 2 * N);
+            K->cvt_out(f, h2, type, len);
+            for (int i = 0; i < N && ok; i++) {
+                uint16_t want;
+                if (i >= len) want = 0xA5A5;
+                else if (type == T_BF16) want = f32_to_bf16(f[i]);
+                else {
+#if HAVE_F16
+                    f16_t w = (f16_t)f[i];
+                    memcpy(&want, &w, 2);
+#else
+                    want = 0;
+#endif
+                }
+                int nanw = type == T_BF16 ? (want & 0x7fff) > 0x7f80 : (want & 0x7fff) > 0x7c00;
+                int nang = type == T_BF16 ? (h2[i] & 0x7fff) > 0x7f80 : (h2[i] & 0x7fff) > 0x7c00;
+                /* NaN: a NaN of the same sign (the payload's top bits may differ by compiler) */
+                int same = i < len && nanw ? nang && (h2[i] >> 15) == (want >> 15) : h2[i] == want;
+                if (i < len && type == T_BF16 && nanw) same = h2[i] == want;
+                if (!same) {
+                    uint32_t u;
+                    memcpy(&u, &f[i], 4);
+                    fprintf(stderr, "FAIL cvt_out %s %s len %d float 0x%08x: 0x%04x, want 0x%04x\n",
+                            K->name, TYPE_NAME[type], len, u, h2[i], want);
+                    ok = 0;
+                }
+            }
+        }
+        if (ok) n_pass++;
+        else n_fail++;
+    }
+    free(h);
+    free(h2);
+    free(f);
+}
+
 int main(int argc, char **argv) {
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -426,6 +513,7 @@ int main(int argc, char **argv) {
         strncat(isas, isas[0] ? "," : "", sizeof isas - strlen(isas) - 1);
         strncat(isas, name, sizeof isas - strlen(isas) - 1);
         run_empty(K);
+        run_convert(K);
         for (int ty = 0; ty < 4; ty++)
             if (HAVE_F16 || ty != T_F16) run_backward(K, ty);
         for (int pi = 0; pi < npairs; pi++) {

@@ -72,6 +72,13 @@ static void gather_f32(const job_t *J, const char *px, const char *pm, float *ds
         for (ts_intp j = 0; j < n; j++) dst[j * ds] = x[j];
         return;
     }
+    if ((J->xt == T_BF16 || J->xt == T_F16) && J->rx == 2 && J->xaligned && ds == 1) {
+        J->K->cvt_in(px, J->xt, dst, n); /* vectorised per instruction set */
+        if (pm)
+            for (ts_intp j = 0; j < n; j++)
+                if (!pm[j * J->rm]) dst[j] = -INFINITY;
+        return;
+    }
     if (J->xt == T_BF16 && !pm && J->rx == 2 && J->xaligned) {
         const uint16_t *x = (const uint16_t *)px;
         for (ts_intp j = 0; j < n; j++) dst[j * ds] = bf16_to_f32(x[j]);
@@ -108,6 +115,10 @@ static void scatter_f32(const job_t *J, char *po, const float *src, ts_intp ss) 
         for (ts_intp j = 0; j < n; j++) o[j] = src[j * ss];
         return;
     }
+    if ((J->ot == T_BF16 || J->ot == T_F16) && J->ro == 2 && J->oaligned && ss == 1) {
+        J->K->cvt_out(src, po, J->ot, n);
+        return;
+    }
     if (J->ot == T_BF16 && J->ro == 2 && J->oaligned) {
         uint16_t *o = (uint16_t *)po;
         for (ts_intp j = 0; j < n; j++) o[j] = f32_to_bf16(src[j * ss]);
@@ -141,15 +152,35 @@ static void run_wide(job_t *J, ts_intp r0, ts_intp r1) {
         if (!scratch) { __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
     }
 #endif
+    if (J->h16 && J->kind == KIND_SOFTMAX && J->ot != T_F32) {
+        scratch = malloc(4 * (size_t)n);
+        if (!scratch) { __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    }
     if (!J->contig) {
         xb = malloc(es * (size_t)(n ? n : 1));
         ob = malloc(es * (size_t)(n ? n : 1));
-        if (!xb || !ob) { free(xb); free(ob); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+        if (!xb || !ob) {
+            free(xb); free(ob); free(scratch);
+            __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED);
+            return;
+        }
     }
     for (ts_intp r = r0; r < r1; r++) {
         char *px, *pm, *pt, *po;
         row_ptrs(J, r, &px, &pm, &pt, &po);
         double T = read_T(J, pt), lse = 0.0;
+        if (J->h16) {
+            /* the kernel reads and writes the 16-bit row itself; a declined row is gathered
+               for the scalar reference */
+            void *orow = J->kind == KIND_LSE ? NULL : po;
+            if (J->K->row_h16(px, J->xt, orow, J->ot, n, T, J->kind, &lse, scratch)) {
+                gather_f32(J, px, NULL, (float *)xb, 1);
+                ts_ref_f32((float *)xb, 1, n, T, J->kind, (float *)ob, 1, &lse);
+                if (J->kind != KIND_LSE) scatter_f32(J, po, (float *)ob, 1);
+            }
+            if (J->kind == KIND_LSE) store_from_double(po, J->ot, lse);
+            continue;
+        }
         if (f32) {
             const float *xr;
             float *orow;
@@ -331,6 +362,11 @@ void ts_job_init(job_t *J, int kind, int nd, const ts_intp *shape, int axis, con
     J->contig = J->xfast && !m && (kind == KIND_LSE || J->ofast);
     J->narrow = J->n < NARROW;
     J->K = K;
+    /* wide contiguous 16-bit rows without a mask, into a contiguous output of their own type or
+       float32 (logsumexp: any output) */
+    J->h16 = !J->narrow && !m && (J->xt == T_BF16 || J->xt == T_F16) && J->rx == 2 && x->aligned &&
+             (kind == KIND_LSE ||
+              (out->aligned && ((J->ot == J->xt && J->ro == 2) || (J->ot == T_F32 && J->ro == 4))));
 #ifdef TS_BENCH_KERNELS
     /* large float32 softmax outputs (>= g_stream_bytes) bypass the caches */
     J->stream = K->stream && kind == KIND_SOFTMAX && J->ct == T_F32 && J->contig && !J->narrow &&

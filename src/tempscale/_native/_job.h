@@ -30,6 +30,7 @@ typedef struct {
     ts_intp rx, rm, ro; /* strides along the row, bytes */
     char *x, *m, *t, *o;
     int contig, narrow, xfast, ofast, xaligned, oaligned;
+    int h16; /* wide 16-bit rows converted inside the kernel passes (K->row_h16) */
     ts_intp rows_per_task;
     const kernels_t *K;
     int err; /* set (atomically) when a task could not allocate its buffers */

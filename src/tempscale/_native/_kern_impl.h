@@ -59,6 +59,113 @@ AI void SFX(std_)(double *p, vd v) { memcpy(p, &v, sizeof v); }
 AI vd SFX(ldhf)(const float *p) { hf h; memcpy(&h, p, sizeof h); return __builtin_convertvector(h, vd); }
 AI void SFX(sthf)(float *p, vd v) { hf h = __builtin_convertvector(v, hf); memcpy(p, &h, sizeof h); }
 
+/* 16-bit storage (bfloat16 / float16) <-> float32, VF entries at a time.  bfloat16 widens by a
+   16-bit shift and narrows as f32_to_bf16 does (round to nearest even, NaN kept quiet, overflow
+   to inf); float16 with the hardware conversions (F16C / AVX-512: round to nearest even, denormals
+   kept whatever MXCSR says), elsewhere the compiler's _Float16 conversions.  ht / ot below are
+   T_F32, T_BF16 or T_F16, constants in every inlined caller, so the branches fold. */
+typedef uint16_t SFX(vh_t) __attribute__((vector_size(2 * VF)));
+#define vh SFX(vh_t)
+AI vf SFX(ld_bf16)(const uint16_t *p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    return (vf)(__builtin_convertvector(h, vui) << 16);
+}
+AI void SFX(st_bf16)(uint16_t *p, vf v) {
+    vui u = (vui)v;
+    vui r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    vui q = (u >> 16) | 0x40u;
+    vui nan = (vui)((vi)(u & 0x7fffffffu) > 0x7f800000);
+    vh h = __builtin_convertvector((q & nan) | (r & ~nan), vh);
+    memcpy(p, &h, sizeof h);
+}
+AI vf SFX(ld_f16)(const uint16_t *p) {
+#if defined(KI_AVX512)
+    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#elif defined(KI_FMA_X86)
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#elif HAVE_F16
+    typedef f16_t hv_ __attribute__((vector_size(2 * VF)));
+    hv_ h;
+    memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, vf);
+#else
+    (void)p;
+    return (vf){0} + NAN;
+#endif
+}
+AI void SFX(st_f16)(uint16_t *p, vf v) {
+#if defined(KI_AVX512)
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+#elif defined(KI_FMA_X86)
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+#elif HAVE_F16
+    typedef f16_t hv_ __attribute__((vector_size(2 * VF)));
+    hv_ h = __builtin_convertvector(v, hv_);
+    memcpy(p, &h, sizeof h);
+#else
+    (void)p;
+    (void)v;
+#endif
+}
+/* VF entries of type ht at p + i (elements) as floats, and back */
+AI vf SFX(ldx)(const void *p, ts_intp i, int ht) {
+    if (ht == T_BF16) return SFX(ld_bf16)((const uint16_t *)p + i);
+    if (ht == T_F16) return SFX(ld_f16)((const uint16_t *)p + i);
+    return SFX(ldf)((const float *)p + i);
+}
+AI void SFX(stx)(void *p, ts_intp i, vf v, int ht) {
+    if (ht == T_BF16) SFX(st_bf16)((uint16_t *)p + i, v);
+    else if (ht == T_F16) SFX(st_f16)((uint16_t *)p + i, v);
+    else SFX(stf)((float *)p + i, v);
+}
+/* one entry */
+AI float SFX(ld1)(const void *p, ts_intp i, int ht) {
+    if (ht == T_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
+#if HAVE_F16
+    if (ht == T_F16) return (float)((const f16_t *)p)[i];
+#endif
+    if (ht == T_F32) return ((const float *)p)[i];
+    return NAN;
+}
+AI void SFX(st1)(void *p, ts_intp i, float v, int ht) {
+    if (ht == T_BF16) ((uint16_t *)p)[i] = f32_to_bf16(v);
+#if HAVE_F16
+    else if (ht == T_F16) ((f16_t *)p)[i] = (f16_t)v;
+#endif
+    else if (ht == T_F32) ((float *)p)[i] = v;
+}
+/* r (< VF) entries: through a buffer, padded with `pad` */
+AI vf SFX(ldx_part)(const void *p, ts_intp i, ts_intp r, int ht, float pad) {
+    float buf[VF];
+    for (int l = 0; l < VF; l++) buf[l] = l < r ? SFX(ld1)(p, i + l, ht) : pad;
+    return SFX(ldf)(buf);
+}
+AI void SFX(stx_part)(void *p, ts_intp i, ts_intp r, vf v, int ht) {
+    float buf[VF];
+    SFX(stf)(buf, v);
+    for (ts_intp l = 0; l < r; l++) SFX(st1)(p, i + l, buf[l], ht);
+}
+
+/* a contiguous row of n entries of type t <-> float32 (gathers and scatters of the job) */
+static void SFX(cvt_in)(const void *src, int t, float *dst, ts_intp n) {
+    ts_intp i = 0;
+    if (t == T_BF16)
+        for (; i + VF <= n; i += VF) SFX(stf)(dst + i, SFX(ldx)(src, i, T_BF16));
+    else if (t == T_F16)
+        for (; i + VF <= n; i += VF) SFX(stf)(dst + i, SFX(ldx)(src, i, T_F16));
+    for (; i < n; i++) dst[i] = SFX(ld1)(src, i, t);
+}
+
+static void SFX(cvt_out)(const float *src, void *dst, int t, ts_intp n) {
+    ts_intp i = 0;
+    if (t == T_BF16)
+        for (; i + VF <= n; i += VF) SFX(stx)(dst, i, SFX(ldf)(src + i), T_BF16);
+    else if (t == T_F16)
+        for (; i + VF <= n; i += VF) SFX(stx)(dst, i, SFX(ldf)(src + i), T_F16);
+    for (; i < n; i++) SFX(st1)(dst, i, src[i], t);
+}
+
 /* a > b ? a : b, keeping b when a is NaN (NaN never becomes the maximum) */
 #ifdef HAVE_TSUM
 AI vf SFX(maxf)(vf a, vf b) { return (vf)_mm512_max_ps((__m512)a, (__m512)b); }
@@ -250,14 +357,14 @@ AI vf SFX(expf_fast)(vf x) {
 /* wide rows, float32, contiguous                                                             */
 /* ------------------------------------------------------------------------------------------ */
 /* row maximum ignoring NaN; *nan set when a NaN is present */
-AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) {
+AI float SFX(rowmax_x)(const void *x, ts_intp n, int *nan, int ht) {
     vf ninf = (vf){0} - INFINITY;
     vf a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
     vi bad = (vi){0};
     ts_intp i = 0;
     for (; i + 4 * VF <= n; i += 4 * VF) {
-        vf v0 = SFX(ldf)(x + i), v1 = SFX(ldf)(x + i + VF);
-        vf v2 = SFX(ldf)(x + i + 2 * VF), v3 = SFX(ldf)(x + i + 3 * VF);
+        vf v0 = SFX(ldx)(x, i, ht), v1 = SFX(ldx)(x, i + VF, ht);
+        vf v2 = SFX(ldx)(x, i + 2 * VF, ht), v3 = SFX(ldx)(x, i + 3 * VF, ht);
         a0 = SFX(maxf)(v0, a0);
         a1 = SFX(maxf)(v1, a1);
         a2 = SFX(maxf)(v2, a2);
@@ -265,7 +372,7 @@ AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) {
         bad |= SFX(isnanf)(v0) | SFX(isnanf)(v1) | SFX(isnanf)(v2) | SFX(isnanf)(v3);
     }
     for (; i + VF <= n; i += VF) {
-        vf v = SFX(ldf)(x + i);
+        vf v = SFX(ldx)(x, i, ht);
         a0 = SFX(maxf)(v, a0);
         bad |= SFX(isnanf)(v);
     }
@@ -279,12 +386,15 @@ AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) {
         nn |= bad[l];
     }
     for (; i < n; i++) {
-        if (x[i] > m) m = x[i];
-        nn |= x[i] != x[i];
+        float v = SFX(ld1)(x, i, ht);
+        if (v > m) m = v;
+        nn |= v != v;
     }
     *nan = nn != 0;
     return m;
 }
+
+AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) { return SFX(rowmax_x)(x, n, nan, T_F32); }
 
 /* sum (in double) of 2^((x - m) c); with store, also writes the unnormalised values to o.
    With cnt (log_softmax / logsumexp), the entries equal to the maximum (whose term is exactly 1)
@@ -295,8 +405,8 @@ AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) {
    instruction sets, t = (x - m) c is formed in double (exact x - m, c un-narrowed).  precise:
    always in double, with exp2_hi (terms down to 2^-1074 instead of float subnormals / the 2^-200
    cut-off of exp2_lo), for log-sums whose non-maximal terms add up to less than PRECISE_BELOW. */
-AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double c, int store,
-                          double *cnt, int precise) {
+AI double SFX(expsum_x)(const void *x, float *o, ts_intp n, double m, double c, int store,
+                        double *cnt, int precise, int ht) {
     vd s0 = (vd){0}, s1 = (vd){0};
     ts_intp i = 0;
 #define EXP2D(t) (precise ? SFX(exp2_hi)(t) : SFX(exp2_lo)(t))
@@ -315,8 +425,8 @@ AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double 
         k += __builtin_popcount((unsigned)q);                                                    \
     }
         for (; i + 64 <= n; i += 64) {
-            vf v0 = SFX(ldf)(x + i), v1 = SFX(ldf)(x + i + 16);
-            vf v2 = SFX(ldf)(x + i + 32), v3 = SFX(ldf)(x + i + 48);
+            vf v0 = SFX(ldx)(x, i, ht), v1 = SFX(ldx)(x, i + 16, ht);
+            vf v2 = SFX(ldx)(x, i + 32, ht), v3 = SFX(ldx)(x, i + 48, ht);
             vf e0 = EXPV(v0), e1 = EXPV(v1), e2 = EXPV(v2), e3 = EXPV(v3);
             if (store) {
                 SFX(stf)(o + i, e0);
@@ -330,7 +440,7 @@ AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double 
             s1 += SFX(hi2d)(fs);
         }
         for (; i + 16 <= n; i += 16) {
-            vf v0 = SFX(ldf)(x + i);
+            vf v0 = SFX(ldx)(x, i, ht);
             vf e0 = EXPV(v0);
             if (store) SFX(stf)(o + i, e0);
             SPLIT(e0, v0)
@@ -338,10 +448,9 @@ AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double 
             s1 += SFX(hi2d)(e0);
         }
         if (i < n) {
-            float buf[16], ob[16];
+            float ob[16];
             ts_intp r = n - i;
-            for (int l = 0; l < 16; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
-            vf v0 = SFX(ldf)(buf);
+            vf v0 = SFX(ldx_part)(x, i, r, ht, -INFINITY);
             vf e0 = EXPV(v0);
             if (store) {
                 SFX(stf)(ob, e0);
@@ -359,7 +468,8 @@ AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double 
     {
         vl k0 = (vl){0}, k1 = (vl){0};
         for (; i + VF <= n; i += VF) {
-            vd x0 = SFX(ldhf)(x + i), x1 = SFX(ldhf)(x + i + VD);
+            vf xv = SFX(ldx)(x, i, ht);
+            vd x0 = SFX(lo2d)(xv), x1 = SFX(hi2d)(xv);
             vd e0 = EXP2D((x0 - m) * c);
             vd e1 = EXP2D((x1 - m) * c);
             if (store) {
@@ -377,10 +487,10 @@ AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double 
             s1 += e1;
         }
         if (i < n) {
-            float buf[VF], ob[VF];
+            float ob[VF];
             ts_intp r = n - i;
-            for (int l = 0; l < VF; l++) buf[l] = l < r ? x[i + l] : -INFINITY;
-            vd x0 = SFX(ldhf)(buf), x1 = SFX(ldhf)(buf + VD);
+            vf xv = SFX(ldx_part)(x, i, r, ht, -INFINITY);
+            vd x0 = SFX(lo2d)(xv), x1 = SFX(hi2d)(xv);
             vd e0 = EXP2D((x0 - m) * c);
             vd e1 = EXP2D((x1 - m) * c);
             if (store) {
@@ -412,6 +522,11 @@ AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double 
     return s;
 }
 
+AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double c, int store,
+                          double *cnt, int precise) {
+    return SFX(expsum_x)(x, o, n, m, c, store, cnt, precise, T_F32);
+}
+
 /* v*ah + v*al: one rounding with FMA (explicit on AVX-512, by contraction elsewhere) */
 #ifdef HAVE_TSUM
 AI vf SFX(mul2)(vf v, vf ah, vf al) { return (vf)_mm512_fmadd_ps((__m512)v, (__m512)ah, _mm512_mul_ps((__m512)v, (__m512)al)); }
@@ -441,6 +556,74 @@ AI void SFX(logsm_f32)(const float *x, float *o, ts_intp n, double m, double inv
     ts_intp i = 0;
     for (; i + VD <= n; i += VD) SFX(sthf)(o + i, (SFX(ldhf)(x + i) - m) * invT - ls);
     for (; i < n; i++) o[i] = (float)(((double)x[i] - m) * invT - ls);
+}
+
+/* o (type ot) = src * a, rounded as scale_f32 rounds (then to ot) */
+AI void SFX(scale_to)(const float *src, void *o, int ot, ts_intp n, double a) {
+    float ahs = (float)a, als = (float)(a - (double)ahs);
+    vf ah = (vf){0} + ahs, al = (vf){0} + als;
+    ts_intp i = 0;
+    for (; i + 2 * VF <= n; i += 2 * VF) {
+        vf v0 = SFX(ldf)(src + i), v1 = SFX(ldf)(src + i + VF);
+        SFX(stx)(o, i, SFX(mul2)(v0, ah, al), ot);
+        SFX(stx)(o, i + VF, SFX(mul2)(v1, ah, al), ot);
+    }
+    for (; i + VF <= n; i += VF) SFX(stx)(o, i, SFX(mul2)(SFX(ldf)(src + i), ah, al), ot);
+    for (; i < n; i++) SFX(st1)(o, i, (float)((double)src[i] * a), ot);
+}
+
+/* o (type ot) = (x - m) * invT - ls for x of type ht, in double, rounded to float (then to ot) */
+AI void SFX(logsm_x)(const void *x, int ht, void *o, int ot, ts_intp n, double m, double invT,
+                     double ls) {
+    ts_intp i = 0;
+    for (; i + VF <= n; i += VF) {
+        vf xv = SFX(ldx)(x, i, ht);
+        vd a = (SFX(lo2d)(xv) - m) * invT - ls, b = (SFX(hi2d)(xv) - m) * invT - ls;
+        SFX(stx)(o, i, SFX(d2f)(a, b), ot);
+    }
+    for (; i < n; i++) SFX(st1)(o, i, (float)(((double)SFX(ld1)(x, i, ht) - m) * invT - ls), ot);
+}
+
+/* row_f32 for a row x of 16-bit type xt (T_BF16 / T_F16) converted on the fly: the max and
+   exp-sum passes read x itself, the last pass writes o (type ot: xt or T_F32) directly; a
+   softmax into a 16-bit o keeps its unnormalised values in scratch (n floats).  The values are
+   those of row_f32 on the row converted to float32, then rounded to ot. */
+AI int SFX(row_x)(const void *x, int xt, void *o, int ot, ts_intp n, double T, int kind,
+                  double *lse, float *scratch) {
+    int nan;
+    float mf = SFX(rowmax_x)(x, n, &nan, xt);
+    if (nan || !isfinite(mf) || !(T >= TMIN_F32 && T < INFINITY)) return 1;
+    double m = mf, c = LOG2E / T;
+    if (kind == KIND_SOFTMAX) {
+        float *e = ot == T_F32 ? (float *)o : scratch;
+        double s = SFX(expsum_x)(x, e, n, m, c, 1, NULL, 0, xt);
+        if (!isfinite(s)) return 1;
+        SFX(scale_to)(e, o, ot, n, 1.0 / s);
+    } else {
+        double k;
+        double rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 0, xt);
+        if (rest < PRECISE_BELOW) rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 1, xt);
+        if (!isfinite(rest) || !(k >= 1.0)) return 1;
+        double ls = log_sum(k, rest);
+        if (kind == KIND_LOGSOFTMAX) SFX(logsm_x)(x, xt, o, ot, n, m, 1.0 / T, ls);
+        else *lse = lse_combine(m, T, ls);
+    }
+    return 0;
+}
+
+static int SFX(row_h16)(const void *x, int xt, void *o, int ot, ts_intp n, double T, int kind,
+                        double *lse, float *scratch) {
+    if (xt == T_BF16) {
+        if (ot == T_BF16) return SFX(row_x)(x, T_BF16, o, T_BF16, n, T, kind, lse, scratch);
+        return SFX(row_x)(x, T_BF16, o, T_F32, n, T, kind, lse, scratch);
+    }
+#if HAVE_F16
+    if (xt == T_F16) {
+        if (ot == T_F16) return SFX(row_x)(x, T_F16, o, T_F16, n, T, kind, lse, scratch);
+        return SFX(row_x)(x, T_F16, o, T_F32, n, T, kind, lse, scratch);
+    }
+#endif
+    return 1;
 }
 
 #if defined(HAVE_TSUM) && defined(TS_BENCH_KERNELS)
@@ -936,3 +1119,4 @@ static void SFX(exp_pass)(const float *x, float *o, ts_intp n, int nt) {
 #undef vl
 #undef vu
 #undef hf
+#undef vh

@@ -23,6 +23,13 @@ typedef struct {
     /* AVX-512: softmax of 16 rows of n <= 16 contiguous float32 entirely in registers; NULL
        elsewhere */
     int (*nblock16_sm_f32)(const char *, ts_intp, int, char *, ts_intp, const float *);
+    /* one contiguous 16-bit row (x of type T_BF16 / T_F16, o of x's type or T_F32), converted on
+       the fly inside the passes; returns 1 as row_f32 does.  scratch: n floats (softmax into a
+       16-bit o) */
+    int (*row_h16)(const void *, int, void *, int, ts_intp, double, int, double *, float *);
+    /* a contiguous row of n entries of type T_BF16 / T_F16 / T_F32 <-> float32 */
+    void (*cvt_in)(const void *, int, float *, ts_intp);
+    void (*cvt_out)(const float *, void *, int, ts_intp);
 #ifdef TS_BENCH_KERNELS
     void (*exp_pass)(const float *, float *, ts_intp, int); /* benchmark: o = exp(x) */
     int stream; /* row_f32 / exp_pass can stream their output (non-temporal stores) */
