@@ -422,20 +422,20 @@ def test_backward_axes_strides_and_broadcast_gradients(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("kind", ["softmax", "log_softmax"])
-def test_half_backward_through_torch_kernel_only_without_contract_cases(dtype, kind, monkeypatch):
-    # 16-bit gradients use torch's fused softmax backward where no contract case is present
-    # (scalar T, no mask, finite logits), else the C / torch-ops backward; same values either way
+def test_half_backward_through_the_c_kernel_with_and_without_contract_cases(dtype, kind,
+                                                                             monkeypatch):
+    # 16-bit gradients use the C backward (vector passes converting on the fly) whether or not
+    # a contract case is present; the values are the generic path's
     from tempscale import _torch_ops
 
     taken = []
-    real = _torch_ops._half_backward
+    real = _torch_ops._c_backward
 
     def spy(*args, **kwargs):
-        r = real(*args, **kwargs)
-        taken.append(r is not None)
-        return r
+        taken.append(True)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(_torch_ops, "_half_backward", spy)
+    monkeypatch.setattr(_torch_ops, "_c_backward", spy)
     f = getattr(ts, kind)
     x64 = torch.randn(6, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 3
     g = torch.randn(6, 37, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
@@ -450,4 +450,31 @@ def test_half_backward_through_torch_kernel_only_without_contract_cases(dtype, k
             f(xr, 0.7).backward(g)
         want = torch.where(torch.isfinite(xr.grad), xr.grad, 0.0)
         torch.testing.assert_close(xh.grad.double(), want, rtol=2e-2, atol=2e-2)
-    assert taken == [True, False]
+    assert taken == [True, True]
+
+
+@pytest.mark.parametrize("isa", list(_native._k.supported_isas()) if _native.available() else [])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_backward_vector_passes_on_every_instruction_set(isa, dtype):
+    # the C backward's vector row passes (bw_sums / bw_dx of each instruction set): odd lengths
+    # (vector tails, rows shorter than a vector), contract rows, masks, other axes, against the
+    # generic path's autograd
+    _native._k.set_isa(isa)
+    try:
+        for n in (3, 16, 17, 45, 300):
+            x = contract_rows(n, dtype)
+            for kind in ("softmax", "log_softmax"):
+                for T in (0.0, 0.3, 1.0, 7.0, inf):
+                    for a, b in zip(_grads(kind, x, T), _grads(kind, x, T, native=False),
+                                    strict=True):
+                        close(a, b, dtype, grad=True)
+                mask = torch.rand(10, n, generator=torch.Generator().manual_seed(n)) > 0.3
+                for a, b in zip(_grads(kind, x, 0.8, mask=mask),
+                                _grads(kind, x, 0.8, mask=mask, native=False), strict=True):
+                    close(a, b, dtype, grad=True)
+                xt = x.T.contiguous().T  # rows strided: along axis 0 of the transposed copy
+                for a, b in zip(_grads(kind, xt.T, 0.6, axis=0),
+                                _grads(kind, xt.T, 0.6, axis=0, native=False), strict=True):
+                    close(a, b, dtype, grad=True)
+    finally:
+        _native._k.set_isa("best")

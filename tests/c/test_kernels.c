@@ -359,6 +359,7 @@ static void run_backward(const kernels_t *K, int type) {
                 B.rg = B.rout = B.rx = B.rdx = st[0];
                 B.T = T;
                 B.dT = dT;
+                B.K = K;
                 ts_backward_run(&B, 2);
                 for (int r = 0; r < R; r++) {
                     int zero = T == 0.0 || r == 2 || r == 3 || r == 4;

@@ -34,7 +34,7 @@
 #undef VF
 static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f32_base,
                                  block_f64_base, NULL, NULL, 4, 2, NULL, row_h16_base, cvt_in_base,
-                                 cvt_out_base BENCH_FIELDS(base, 0)};
+                                 cvt_out_base, bw_sums_base, bw_dx_base BENCH_FIELDS(base, 0)};
 
 #if HAVE_X86_DISPATCH
 /* ---- AVX2 + FMA -------------------------------------------------------------------------- */
@@ -58,7 +58,7 @@ static const kernels_t K_base = {"baseline", row_f32_base, row_f64_base, block_f
 #endif
 static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_avx2,
                                  block_f64_avx2, NULL, NULL, 8, 4, NULL, row_h16_avx2, cvt_in_avx2,
-                                 cvt_out_avx2 BENCH_FIELDS(avx2, 0)};
+                                 cvt_out_avx2, bw_sums_avx2, bw_dx_avx2 BENCH_FIELDS(avx2, 0)};
 
 /* ---- AVX-512 ----------------------------------------------------------------------------- */
 #if defined(__clang__)
@@ -82,7 +82,7 @@ static const kernels_t K_avx2 = {"avx2", row_f32_avx2, row_f64_avx2, block_f32_a
 static const kernels_t K_avx512 = {"avx512f", row_f32_avx512, row_f64_avx512, block_f32_avx512,
                                    block_f64_avx512, tr_in_f32_avx512, tr_out_f32_avx512, 16, 8,
                                    nblock16_sm_f32_avx512, row_h16_avx512, cvt_in_avx512,
-                                   cvt_out_avx512 BENCH_FIELDS(avx512, 1)};
+                                   cvt_out_avx512, bw_sums_avx512, bw_dx_avx512 BENCH_FIELDS(avx512, 1)};
 #endif /* HAVE_X86_DISPATCH */
 
 #if HAVE_X86_DISPATCH

@@ -72,11 +72,16 @@ static void gather_f32(const job_t *J, const char *px, const char *pm, float *ds
         for (ts_intp j = 0; j < n; j++) dst[j * ds] = x[j];
         return;
     }
-    if ((J->xt == T_BF16 || J->xt == T_F16) && J->rx == 2 && J->xaligned && ds == 1) {
-        J->K->cvt_in(px, J->xt, dst, n); /* vectorised per instruction set */
+    if ((J->xt == T_BF16 || J->xt == T_F16) && J->rx == 2 && J->xaligned && (ds == 1 || n <= NARROW)) {
+        /* vectorised per instruction set (narrow rows: through a buffer) */
+        float tmp[NARROW];
+        float *d = ds == 1 ? dst : tmp;
+        J->K->cvt_in(px, J->xt, d, n);
+        if (d != dst)
+            for (ts_intp j = 0; j < n; j++) dst[j * ds] = tmp[j];
         if (pm)
             for (ts_intp j = 0; j < n; j++)
-                if (!pm[j * J->rm]) dst[j] = -INFINITY;
+                if (!pm[j * J->rm]) dst[j * ds] = -INFINITY;
         return;
     }
     if (J->xt == T_BF16 && !pm && J->rx == 2 && J->xaligned) {
@@ -115,8 +120,11 @@ static void scatter_f32(const job_t *J, char *po, const float *src, ts_intp ss) 
         for (ts_intp j = 0; j < n; j++) o[j] = src[j * ss];
         return;
     }
-    if ((J->ot == T_BF16 || J->ot == T_F16) && J->ro == 2 && J->oaligned && ss == 1) {
-        J->K->cvt_out(src, po, J->ot, n);
+    if ((J->ot == T_BF16 || J->ot == T_F16) && J->ro == 2 && J->oaligned && (ss == 1 || n <= NARROW)) {
+        float tmp[NARROW];
+        if (ss != 1)
+            for (ts_intp j = 0; j < n; j++) tmp[j] = src[j * ss];
+        J->K->cvt_out(ss == 1 ? src : tmp, po, J->ot, n);
         return;
     }
     if (J->ot == T_BF16 && J->ro == 2 && J->oaligned) {
@@ -492,44 +500,48 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     double *dT = B->dT ? B->dT + r : NULL;
     /* pass 1: s = sum g p (softmax) or G = sum of g over finite log p (log_softmax), and the
        largest p (finite log p), in lanes with selects only (so that it vectorises) */
-    double acc[BW_LANES], hi[BW_LANES];
-    ts_intp ninf[BW_LANES];
-    for (int l = 0; l < BW_LANES; l++) { acc[l] = 0.0; hi[l] = -INFINITY; ninf[l] = 0; }
-    ts_intp j = 0;
-    if (!lsm) {
-        for (; j + BW_LANES <= n; j += BW_LANES)
-            for (int l = 0; l < BW_LANES; l++) {
-                double p = bw_ld(o, j + l, type), gp = bw_ld(g, j + l, type) * p;
-                acc[l] += p != 0.0 ? gp : 0.0;
-                hi[l] = p > hi[l] ? p : hi[l];
-            }
-    } else {
-        for (; j + BW_LANES <= n; j += BW_LANES)
-            for (int l = 0; l < BW_LANES; l++) {
-                double lp = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
-                int fin = lp > -INFINITY;
-                acc[l] += fin ? gv : 0.0;
-                ninf[l] += !fin;
-                hi[l] = lp > hi[l] ? lp : hi[l];
-            }
-    }
+    /* float32 / 16-bit rows: the instruction set's vector passes (K->bw_sums, K->bw_dx) */
+    int vec = B->K && type != T_F64;
     double s = 0.0, h = -INFINITY;
-    ts_intp nneg = 0;
-    for (; j < n; j++) {
-        double v = bw_ld(o, j, type), gv = bw_ld(g, j, type);
+    ts_intp nneg = 0, j = 0;
+    if (vec) B->K->bw_sums(g, o, n, type, lsm, &s, &h, &nneg);
+    else {
+        double acc[BW_LANES], hi[BW_LANES];
+        ts_intp ninf[BW_LANES];
+        for (int l = 0; l < BW_LANES; l++) { acc[l] = 0.0; hi[l] = -INFINITY; ninf[l] = 0; }
         if (!lsm) {
-            s += v != 0.0 ? gv * v : 0.0;
-        } else if (v > -INFINITY) {
-            s += gv;
+            for (; j + BW_LANES <= n; j += BW_LANES)
+                for (int l = 0; l < BW_LANES; l++) {
+                    double p = bw_ld(o, j + l, type), gp = bw_ld(g, j + l, type) * p;
+                    acc[l] += p != 0.0 ? gp : 0.0;
+                    hi[l] = p > hi[l] ? p : hi[l];
+                }
         } else {
-            nneg++;
+            for (; j + BW_LANES <= n; j += BW_LANES)
+                for (int l = 0; l < BW_LANES; l++) {
+                    double lp = bw_ld(o, j + l, type), gv = bw_ld(g, j + l, type);
+                    int fin = lp > -INFINITY;
+                    acc[l] += fin ? gv : 0.0;
+                    ninf[l] += !fin;
+                    hi[l] = lp > hi[l] ? lp : hi[l];
+                }
         }
-        if (v > h) h = v;
-    }
-    for (int l = 0; l < BW_LANES; l++) {
-        s += acc[l];
-        nneg += ninf[l];
-        if (hi[l] > h) h = hi[l];
+        for (; j < n; j++) {
+            double v = bw_ld(o, j, type), gv = bw_ld(g, j, type);
+            if (!lsm) {
+                s += v != 0.0 ? gv * v : 0.0;
+            } else if (v > -INFINITY) {
+                s += gv;
+            } else {
+                nneg++;
+            }
+            if (v > h) h = v;
+        }
+        for (int l = 0; l < BW_LANES; l++) {
+            s += acc[l];
+            nneg += ninf[l];
+            if (hi[l] > h) h = hi[l];
+        }
     }
     /* rows whose gradient is 0 (as the generic path defines them): T = 0 / inf, NaN rows (the
        output is NaN throughout), rows with a +inf maximum: tie-shaped (every output the
@@ -560,7 +572,9 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     int mul = T >= 0x1p-1000;
     double inv = 1.0 / T;
     if (!lsm) {
-        if (type != T_F64 && T >= 0x1p-120 && T <= 0x1p120) {
+        if (vec && T >= 0x1p-120 && T <= 0x1p120) {
+            B->K->bw_dx(g, o, dx, n, type, 0, s, inv);
+        } else if (type != T_F64 && T >= 0x1p-120 && T <= 0x1p120) {
             /* float32 lanes for the narrower types (twice the vector width, no conversions to
                double): a few roundings more, within 2 ulp of the double form */
             float sf = (float)s, invf = (float)inv;
@@ -578,7 +592,9 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
                 double p = bw_ld(o, j, type), v = p * (bw_ld(g, j, type) - s) / T;
                 bw_st(dx, j, type, p != 0.0 ? v : 0.0);
             }
-    } else if (!nneg && mul) { /* no -inf output: no masked entry */
+    } else if (!nneg && mul && vec) { /* no -inf output: no masked entry */
+        B->K->bw_dx(g, o, dx, n, type, 1, s, inv);
+    } else if (!nneg && mul) {
         for (j = 0; j < n; j++) {
             double lp = bw_ld(o, j, type), gv = bw_ld(g, j, type);
             bw_st(dx, j, type, (gv - exp(lp) * s) * inv);

@@ -72,6 +72,7 @@ typedef struct {
     ts_intp rt;
     double *dT;                     /* per-row dL/dT (contiguous) or NULL */
     ts_intp rows_per_task;
+    const kernels_t *K;             /* vector row passes (float32 / 16-bit rows); NULL: scalar */
 } bwd_t;
 
 void ts_backward_run(bwd_t *B, int nthreads);

@@ -135,35 +135,64 @@ AI void SFX(st1)(void *p, ts_intp i, float v, int ht) {
 #endif
     else if (ht == T_F32) ((float *)p)[i] = v;
 }
-/* r (< VF) entries: through a buffer, padded with `pad` */
+/* r (< VF) entries: through a buffer (16-bit types: converted as a whole vector), padded with
+   `pad` */
 AI vf SFX(ldx_part)(const void *p, ts_intp i, ts_intp r, int ht, float pad) {
+    if (ht == T_BF16 || ht == T_F16) {
+        uint16_t hb[VF];
+        memset(hb, 0, sizeof hb);
+        memcpy(hb, (const uint16_t *)p + i, 2 * (size_t)r);
+        vf v = SFX(ldx)(hb, 0, ht);
+        for (int l = (int)r; l < VF; l++) v[l] = pad;
+        return v;
+    }
     float buf[VF];
     for (int l = 0; l < VF; l++) buf[l] = l < r ? SFX(ld1)(p, i + l, ht) : pad;
     return SFX(ldf)(buf);
 }
 AI void SFX(stx_part)(void *p, ts_intp i, ts_intp r, vf v, int ht) {
+    if (ht == T_BF16 || ht == T_F16) {
+        uint16_t hb[VF];
+        SFX(stx)(hb, 0, v, ht);
+        memcpy((uint16_t *)p + i, hb, 2 * (size_t)r);
+        return;
+    }
     float buf[VF];
     SFX(stf)(buf, v);
     for (ts_intp l = 0; l < r; l++) SFX(st1)(p, i + l, buf[l], ht);
 }
 
 /* a contiguous row of n entries of type t <-> float32 (gathers and scatters of the job) */
-static void SFX(cvt_in)(const void *src, int t, float *dst, ts_intp n) {
+AI void SFX(cvt_in_t)(const void *src, int t, float *dst, ts_intp n) {
     ts_intp i = 0;
-    if (t == T_BF16)
-        for (; i + VF <= n; i += VF) SFX(stf)(dst + i, SFX(ldx)(src, i, T_BF16));
-    else if (t == T_F16)
-        for (; i + VF <= n; i += VF) SFX(stf)(dst + i, SFX(ldx)(src, i, T_F16));
-    for (; i < n; i++) dst[i] = SFX(ld1)(src, i, t);
+    for (; i + VF <= n; i += VF) SFX(stf)(dst + i, SFX(ldx)(src, i, t));
+    if (i < n) {
+        float buf[VF];
+        SFX(stf)(buf, SFX(ldx_part)(src, i, n - i, t, 0.0f));
+        memcpy(dst + i, buf, 4 * (size_t)(n - i));
+    }
+}
+
+AI void SFX(cvt_out_t)(const float *src, void *dst, int t, ts_intp n) {
+    ts_intp i = 0;
+    for (; i + VF <= n; i += VF) SFX(stx)(dst, i, SFX(ldf)(src + i), t);
+    if (i < n) {
+        float buf[VF] = {0};
+        memcpy(buf, src + i, 4 * (size_t)(n - i));
+        SFX(stx_part)(dst, i, n - i, SFX(ldf)(buf), t);
+    }
+}
+
+static void SFX(cvt_in)(const void *src, int t, float *dst, ts_intp n) {
+    if (t == T_BF16) SFX(cvt_in_t)(src, T_BF16, dst, n);
+    else if (t == T_F16) SFX(cvt_in_t)(src, T_F16, dst, n);
+    else memcpy(dst, src, 4 * (size_t)n);
 }
 
 static void SFX(cvt_out)(const float *src, void *dst, int t, ts_intp n) {
-    ts_intp i = 0;
-    if (t == T_BF16)
-        for (; i + VF <= n; i += VF) SFX(stx)(dst, i, SFX(ldf)(src + i), T_BF16);
-    else if (t == T_F16)
-        for (; i + VF <= n; i += VF) SFX(stx)(dst, i, SFX(ldf)(src + i), T_F16);
-    for (; i < n; i++) SFX(st1)(dst, i, src[i], t);
+    if (t == T_BF16) SFX(cvt_out_t)(src, dst, T_BF16, n);
+    else if (t == T_F16) SFX(cvt_out_t)(src, dst, T_F16, n);
+    else memcpy(dst, src, 4 * (size_t)n);
 }
 
 /* a > b ? a : b, keeping b when a is NaN (NaN never becomes the maximum) */
@@ -1085,6 +1114,156 @@ static void SFX(tr_out_f32)(const float *PT, ts_intp n, char *ob, ts_intp os) {
     }
 }
 #endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* backward of softmax / log_softmax: the two row passes of bw_row (_job.c) for rows of type   */
+/* t = T_F32, T_BF16 or T_F16 (converted on the fly), p the forward's output (log p for        */
+/* log_softmax), g the incoming gradient                                                       */
+/* ------------------------------------------------------------------------------------------ */
+/* pass 1.  softmax: *s = sum of g p over p != 0 (products exact: in float for the 16-bit types,
+   whose significands fit twice in a float's, in double for float32); log_softmax: *s = sum of g
+   over log p > -inf, *nneg = the number of the others.  *h = the largest p (NaN skipped).
+   Sums in double. */
+AI void SFX(bw_sums_t)(const void *g, const void *o, ts_intp n, int t, int lsm, double *s,
+                       double *h, ts_intp *nneg) {
+    vd a0 = (vd){0}, a1 = (vd){0};
+    vf hv = (vf){0} - INFINITY, ninf = hv;
+    vi cnt = (vi){0};
+    ts_intp i = 0;
+    for (; i + VF <= n; i += VF) {
+        vf p = SFX(ldx)(o, i, t), gv = SFX(ldx)(g, i, t);
+        if (!lsm && t == T_F32) {
+            vd p0 = SFX(lo2d)(p), p1 = SFX(hi2d)(p);
+            a0 += (vd)((vl)(SFX(lo2d)(gv) * p0) & (vl)(p0 != 0.0));
+            a1 += (vd)((vl)(SFX(hi2d)(gv) * p1) & (vl)(p1 != 0.0));
+        } else if (!lsm) {
+            vf gp = (vf)((vi)(gv * p) & (vi)(p != 0.0f));
+            a0 += SFX(lo2d)(gp);
+            a1 += SFX(hi2d)(gp);
+        } else {
+            vi fin = (vi)(p > ninf);
+            vf gs = (vf)((vi)gv & fin);
+            a0 += SFX(lo2d)(gs);
+            a1 += SFX(hi2d)(gs);
+            cnt += ~fin & 1;
+        }
+        hv = SFX(maxf)(p, hv);
+    }
+    ts_intp k = 0;
+    if (i < n && t != T_F32) { /* 16-bit tail: one padded vector (p = 0 / log p = -inf, g = 0) */
+        vf p = SFX(ldx_part)(o, i, n - i, t, lsm ? -INFINITY : 0.0f);
+        vf gv = SFX(ldx_part)(g, i, n - i, t, 0.0f);
+        if (!lsm) {
+            vf gp = (vf)((vi)(gv * p) & (vi)(p != 0.0f));
+            a0 += SFX(lo2d)(gp);
+            a1 += SFX(hi2d)(gp);
+        } else {
+            vi fin = (vi)(p > ninf);
+            vf gs = (vf)((vi)gv & fin);
+            a0 += SFX(lo2d)(gs);
+            a1 += SFX(hi2d)(gs);
+            cnt += ~fin & 1;
+            k -= VF - (n - i); /* the padding */
+        }
+        hv = SFX(maxf)(p, hv);
+        i = n;
+    }
+    a0 += a1;
+    double acc = 0.0, hh = -INFINITY;
+    for (int l = 0; l < VD; l++) acc += a0[l];
+    for (int l = 0; l < VF; l++) {
+        k += cnt[l];
+        if (hv[l] > hh) hh = hv[l];
+    }
+    for (; i < n; i++) {
+        double v = SFX(ld1)(o, i, t), gd = SFX(ld1)(g, i, t);
+        if (!lsm) acc += v != 0.0 ? gd * v : 0.0;
+        else if (v > -INFINITY) acc += gd;
+        else k++;
+        if (v > hh) hh = v;
+    }
+    *s = acc;
+    *h = hh;
+    *nneg = k;
+}
+
+/* pass 2.  softmax: dx = p (g - s) / T in float (0 where p = 0), as bw_row's float lanes (the
+   same operations, so the same roundings); log_softmax (rows without a -inf output):
+   dx = (g - exp(log p) s) / T in double, exp(log p) as 2^(log p log2(e)) with the product kept
+   as a double pair (exp2_hi2), rounded once to float (then to t) */
+AI void SFX(bw_dx_t)(const void *g, const void *o, void *dx, ts_intp n, int t, int lsm, double s,
+                     double inv) {
+    ts_intp i = 0;
+    if (!lsm) {
+        float sfs = (float)s, invs = (float)inv;
+        vf sf = (vf){0} + sfs, invf = (vf){0} + invs;
+        for (; i + VF <= n; i += VF) {
+            vf p = SFX(ldx)(o, i, t), v = p * (SFX(ldx)(g, i, t) - sf) * invf;
+            SFX(stx)(dx, i, (vf)((vi)v & (vi)(p != 0.0f)), t);
+        }
+        if (i < n && t != T_F32) {
+            vf p = SFX(ldx_part)(o, i, n - i, t, 0.0f);
+            vf v = p * (SFX(ldx_part)(g, i, n - i, t, 0.0f) - sf) * invf;
+            SFX(stx_part)(dx, i, n - i, (vf)((vi)v & (vi)(p != 0.0f)), t);
+            return;
+        }
+        for (; i < n; i++) {
+            float p = SFX(ld1)(o, i, t), v = p * (SFX(ld1)(g, i, t) - sfs) * invs;
+            SFX(st1)(dx, i, p != 0.0f ? v : 0.0f, t);
+        }
+        return;
+    }
+    const double l2e_hi = 1.4426950408889634, l2e_lo = 2.0355273740931033e-17;
+    vd sv = (vd){0} + s, iv = (vd){0} + inv, lh = (vd){0} + l2e_hi;
+    for (; i + VF <= n; i += VF) {
+        vf lp = SFX(ldx)(o, i, t), gv = SFX(ldx)(g, i, t);
+        vd r[2];
+        for (int half = 0; half < 2; half++) {
+            vd l = half ? SFX(hi2d)(lp) : SFX(lo2d)(lp);
+            vd gd = half ? SFX(hi2d)(gv) : SFX(lo2d)(gv);
+            vd th = SFX(mul_opaque)(l, lh);
+            vd tl = SFX(prod_err)(l, lh, th) + l * l2e_lo;
+            r[half] = (gd - SFX(exp2_hi2)(th, tl) * sv) * iv;
+        }
+        SFX(stx)(dx, i, SFX(d2f)(r[0], r[1]), t);
+    }
+    for (; i < n; i++) {
+        double lp = SFX(ld1)(o, i, t), gd = SFX(ld1)(g, i, t);
+        SFX(st1)(dx, i, (float)((gd - exp(lp) * s) * inv), t);
+    }
+}
+
+static void SFX(bw_sums)(const void *g, const void *o, ts_intp n, int t, int lsm, double *s,
+                         double *h, ts_intp *nneg) {
+#define BW_CASE(tt)                                                                              \
+    if (t == tt) {                                                                               \
+        if (lsm) SFX(bw_sums_t)(g, o, n, tt, 1, s, h, nneg);                                     \
+        else SFX(bw_sums_t)(g, o, n, tt, 0, s, h, nneg);                                         \
+        return;                                                                                  \
+    }
+    BW_CASE(T_F32)
+    BW_CASE(T_BF16)
+#if HAVE_F16
+    BW_CASE(T_F16)
+#endif
+#undef BW_CASE
+}
+
+static void SFX(bw_dx)(const void *g, const void *o, void *dx, ts_intp n, int t, int lsm, double s,
+                       double inv) {
+#define BW_CASE(tt)                                                                              \
+    if (t == tt) {                                                                               \
+        if (lsm) SFX(bw_dx_t)(g, o, dx, n, tt, 1, s, inv);                                       \
+        else SFX(bw_dx_t)(g, o, dx, n, tt, 0, s, inv);                                           \
+        return;                                                                                  \
+    }
+    BW_CASE(T_F32)
+    BW_CASE(T_BF16)
+#if HAVE_F16
+    BW_CASE(T_F16)
+#endif
+#undef BW_CASE
+}
 
 #ifdef TS_BENCH_KERNELS
 /* the benchmark's limit: o = exp(x), float32, contiguous */

@@ -50,6 +50,7 @@ static PyObject *py_backward(PyObject *self, PyObject *args) {
     bwd_t B;
     int nthreads;
     if (ts_parse_backward(args, &B, &nthreads) < 0) return NULL;
+    B.K = K_active;
     Py_BEGIN_ALLOW_THREADS
     ts_backward_run(&B, nthreads);
     Py_END_ALLOW_THREADS
