@@ -19,6 +19,7 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -32,6 +33,10 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=("softmax", "log_softmax", "logsumexp"),
+                    help="time these functions only")
+    ap.add_argument("--no-generic", action="store_true",
+                    help="skip the generic path (faster; its columns print as -)")
     args = ap.parse_args()
 
     import jax
@@ -52,20 +57,28 @@ def main() -> None:
 
     rows = []
     for name, ref in one.items():
+        if args.only and name not in args.only:
+            continue
         fn = getattr(ts, name)
         lean_f = jax.jit(lambda a, fn=fn: fn(a, T))
         lean_g = jax.jit(grad_of(lambda a, fn=fn: fn(a, T)))
-        with ts.config(jax_fast=False):  # traced now: the generic path is compiled in
-            gen_f = jax.jit(lambda a, fn=fn: fn(a, T)).lower(x).compile()
-            gen_g = jax.jit(grad_of(lambda a, fn=fn: fn(a, T))).lower(x).compile()
+        gen_f = gen_g = None
+        if not args.no_generic:
+            with ts.config(jax_fast=False):  # traced now: the generic path is compiled in
+                gen_f = jax.jit(lambda a, fn=fn: fn(a, T)).lower(x).compile()
+                gen_g = jax.jit(grad_of(lambda a, fn=fn: fn(a, T))).lower(x).compile()
         ref_f, ref_g = jax.jit(ref), jax.jit(grad_of(ref))
         for label, methods in (("forward", (lean_f, gen_f, ref_f)),
                                ("gradient", (lean_g, gen_g, ref_g))):
             times: list[list[float]] = [[], [], []]
             for m in methods:
-                m(x).block_until_ready()  # compile / warm up
+                if m is not None:
+                    m(x).block_until_ready()  # compile / warm up
             for _ in range(args.repeat):
                 for i, m in enumerate(methods):
+                    if m is None:
+                        times[i].append(math.nan)
+                        continue
                     t0 = time.perf_counter()
                     m(x).block_until_ready()
                     times[i].append(time.perf_counter() - t0)

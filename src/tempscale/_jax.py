@@ -76,14 +76,15 @@ def compute(kind: str, xp: Namespace, x: Any, T: Any, ax: int, mask: Any, out: D
 # --------------------------------------------------------------------------------------------
 # the shared forward pieces
 # --------------------------------------------------------------------------------------------
-def _pieces(z: Any, t: Any, ax: int, logs: bool) -> tuple[Any, ...]:
+def _pieces(z: Any, t: Any, ax: int, logs: bool, m: Any = None) -> tuple[Any, ...]:
     """``(y, e, s, log_s, m, m_safe, tie)`` for a temperature ``t`` (float, or keepdims array).
 
     ``t`` here is finite and positive where the row is not at a limit; ``tie`` marks the rows
     whose result is the limit (a ``+inf`` maximum, or ``T = 0`` in the array form, handled by the
     caller through ``t``).
     """
-    m = jnp.max(z, axis=ax, keepdims=True)
+    if m is None:
+        m = jnp.max(z, axis=ax, keepdims=True)
     m_fin = jnp.isfinite(m)
     m_safe = jnp.where(m_fin, m, jnp.zeros_like(m))
     # (x - m)/T without overflow: halving x, m and T is exact, so this equals the direct form
@@ -163,13 +164,81 @@ def _tangent(kind: str, p: Any, y: Any, z: Any, dz: Any, dT: Any, t: Any, log_s:
 # --------------------------------------------------------------------------------------------
 # a Python-float temperature: static, not differentiated
 # --------------------------------------------------------------------------------------------
+def _exact_log_s(y: Any, ax: int) -> Any:
+    """``log s`` as ``log k + log1p(r/k)``: the ``k`` maxima (``y = 0``) apart from the rest."""
+    top = y == 0
+    k = jnp.sum(top, axis=ax, keepdims=True, dtype=y.dtype)
+    r = jnp.sum(jnp.where(top, 0.0, jnp.exp(y)), axis=ax, keepdims=True)
+    k1 = jnp.maximum(k, 1.0)
+    return jnp.log1p(r / k1) + jnp.log(k1)
+
+
 @functools.lru_cache(maxsize=256)
 def _scalar_fn(kind: str, ax: int, T: float) -> Any:
-    logs = kind != "softmax"
+    """``kind`` for a Python-float ``T`` in ``[tiny, 1/tiny]``, as a ``jax.custom_jvp``.
 
-    def forward(z: Any) -> tuple[Any, ...]:
-        y, e, s, log_s, m, m_safe, pinf = _pieces(z, T, ax, logs)
-        return _finish(kind, y, e, s, log_s, m, m_safe, T), y, e, s, log_s, pinf
+    The passes over the data are the one-liner's: the row maximum ``m``, ``s = sum exp(y)`` with
+    ``y = (z - m)/T``, and the output; nothing before a reduction but arithmetic (XLA's CPU
+    backend fuses that into the reduction; a ``select`` or a comparison would cost a pass).
+    Rows whose maximum is not finite come out of this arithmetic as NaN where they differ from
+    the contract (``inf - inf`` at a ``+inf`` maximum, ``-inf + inf`` in a fully masked row),
+    and the output pass selects the contract's value there per row: ``1/k`` (``-log k``) on the
+    ``k`` ``+inf`` entries of a ``+inf`` row (``k`` counted in a pass that runs only when
+    some row has one, ``lax.cond``), zeros (``-inf``) in a fully masked row, NaN in a NaN row.
+    ``log s`` is ``log(s)``, exact to rounding where ``s >= 2``; when some row has ``s < 2``
+    (one maximum and a rest below 1, e.g. ``[0, -40]``) a second pass sums the rest apart from
+    the maximum, ``log1p(r)``, so ``logsumexp([0, -40])`` keeps its ``4.2e-18``.  Under
+    ``vmap`` each ``cond`` becomes a select (both sides run).
+    """
+    half_t = T * 0.5
+
+    def shifted(z: Any, m: Any) -> Any:
+        # (x - m)/T without overflow: halving x, m and T is exact (XLA multiplies by 1/half_t,
+        # which is 2/T: the same rounding as the direct form's x * (1/T))
+        return (z * 0.5 - m * 0.5) / half_t
+
+    def summand(z: Any, m: Any) -> Any:
+        # the direct (x - m)/T fuses with the maximum into one pass (XLA's CPU backend does
+        # not fuse the halved form); where x - m overflows (a span beyond the dtype's max), its
+        # -inf is harmless to exp for T below max/1e4: the true y is below -1e4 there
+        finfo: Any = jnp.finfo  # untyped in jax
+        if T < float(finfo(z.dtype).max) * 1e-4:
+            return (z - m) / T
+        return shifted(z, m)
+
+    def log_sum(z: Any, m: Any, s: Any) -> Any:
+        return jax.lax.cond(jnp.any(s < 2), lambda a, b: _exact_log_s(summand(a, b), ax),
+                            lambda a, b: jnp.log(s), z, m)
+
+    def odd_rows(z: Any) -> tuple[Any, Any]:
+        """Per row: the output where ``y`` is NaN, and the derivative's factor (0: constant)."""
+        m = jnp.max(z, axis=ax, keepdims=True)
+        pinf = m == jnp.inf
+        k = jnp.sum(z == jnp.inf, axis=ax, keepdims=True, dtype=z.dtype)
+        odd = jnp.where(jnp.isnan(m), jnp.nan, 0.0 if kind == "softmax" else -jnp.inf)
+        odd = jnp.where(pinf, 1.0 / k if kind == "softmax" else -jnp.log(k), odd)
+        return odd.astype(z.dtype), jnp.where(pinf, 0.0, 1.0).astype(z.dtype)
+
+    def forward(z: Any) -> tuple[Any, Any, Any]:
+        m = jnp.max(z, axis=ax, keepdims=True)
+        e = jnp.exp(summand(z, m))
+        s = jnp.sum(e, axis=ax, keepdims=True)
+        if kind == "logsumexp":
+            fin = jnp.isfinite(m)
+            out = _finish(kind, None, None, s, log_sum(z, m, s), m, jnp.where(fin, m, 0.0), T)
+            return out, s, m
+        # s is NaN exactly in the rows whose maximum is not finite; their values come from
+        # odd_rows, which runs only when there is such a row (m is used by nothing but the
+        # passes over the data, so that XLA fuses the maximum with exp)
+        fin = jnp.isfinite(s)
+        odd, keep = jax.lax.cond(jnp.any(~fin), odd_rows,
+                                 lambda a: (jnp.zeros_like(s), jnp.ones_like(s)), z)
+        if kind == "softmax":
+            out = jnp.where(jnp.isnan(e), odd, e * jnp.where(fin, 1.0 / s, 0.0))
+        else:
+            y = shifted(z, m)  # finite where x - m overflows; the same rounding elsewhere
+            out = jnp.where(jnp.isnan(y), odd, y - jnp.where(fin, log_sum(z, m, s), 0.0))
+        return out.astype(z.dtype), s, keep
 
     @jax.custom_jvp
     def f(z: Any) -> Any:
@@ -178,9 +247,23 @@ def _scalar_fn(kind: str, ax: int, T: float) -> Any:
     @f.defjvp
     def f_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
         (z,), (dz,) = primals, tangents
-        out, y, e, s, log_s, pinf = forward(z)
-        p = _probs(kind, out, e, s)
-        return out, _tangent(kind, p, y, z, dz, None, T, log_s, pinf, pinf, ax)
+        out, s, aux = forward(z)
+        zero = jnp.zeros((), dtype=out.dtype)
+        if kind == "logsumexp":
+            # d(m + T log s) = sum p dz, p = exp(y)/s; +inf and fully masked rows: constant
+            m = aux
+            fin = jnp.isfinite(m)
+            odd = jnp.where(jnp.isnan(m), jnp.nan, 0.0).astype(out.dtype)
+            p = jnp.where(fin, jnp.exp(summand(z, m)) * jnp.where(fin, 1.0 / s, zero), odd)
+            return out, jnp.sum(p * dz, axis=ax, keepdims=True)
+        # +inf rows are constant (zero derivative): a per-row factor, so that XLA keeps the
+        # reduction fused
+        dy = dz * (aux / T)
+        if kind == "softmax":
+            return out, out * dy - out * jnp.sum(out * dy, axis=ax, keepdims=True)
+        # log-softmax: masked outputs (-inf) are constant
+        p = jnp.exp(out)
+        return out, jnp.where(out == -jnp.inf, zero, dy - jnp.sum(p * dy, axis=ax, keepdims=True))
 
     return f
 
