@@ -79,6 +79,12 @@ AI void SFX(st_bf16)(uint16_t *p, vf v) {
     vh h = __builtin_convertvector((q & nan) | (r & ~nan), vh);
     memcpy(p, &h, sizeof h);
 }
+/* the same for values known not to be NaN (a softmax's outputs): no NaN select */
+AI void SFX(st_bf16_nn)(uint16_t *p, vf v) {
+    vui u = (vui)v;
+    vh h = __builtin_convertvector((u + 0x7fffu + ((u >> 16) & 1u)) >> 16, vh);
+    memcpy(p, &h, sizeof h);
+}
 AI vf SFX(ld_f16)(const uint16_t *p) {
 #if defined(KI_AVX512)
     return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
@@ -118,6 +124,10 @@ AI void SFX(stx)(void *p, ts_intp i, vf v, int ht) {
     if (ht == T_BF16) SFX(st_bf16)((uint16_t *)p + i, v);
     else if (ht == T_F16) SFX(st_f16)((uint16_t *)p + i, v);
     else SFX(stf)((float *)p + i, v);
+}
+AI void SFX(stx_nn)(void *p, ts_intp i, vf v, int ht) {
+    if (ht == T_BF16) SFX(st_bf16_nn)((uint16_t *)p + i, v);
+    else SFX(stx)(p, i, v, ht);
 }
 /* one entry */
 AI float SFX(ld1)(const void *p, ts_intp i, int ht) {
@@ -262,6 +272,26 @@ AI vf SFX(exp2_tsum)(vf xv, vf mv, vf nmv, vf chv, vf clv) {
     __mmask16 ok = _mm512_cmp_ps_mask(th, _mm512_set1_ps(-200.0f), _CMP_GE_OQ);
     __m512 kf = _mm512_roundscale_ps(th, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_add_ps(_mm512_sub_round_ps(th, kf, _MM_FROUND_CUR_DIRECTION), tl);
+    __m512 p = _mm512_set1_ps(1.5353357593994588e-04f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887734502554e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437848985195e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503323674201965e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022647738456726e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return (vf)_mm512_maskz_scalef_ps(ok, p, kf);
+}
+
+/* AVX-512, for 16-bit results only: 2^((x - m) c) with x - m and its product by c = ch + cl
+   rounded in float (relative error <= |t| 2^-23 on top of exp2_tsum's: below 3e-6 for every
+   term that a bfloat16 (2^-133) or float16 (2^-24) result can hold, far below their half-ulps
+   of 2^-9 / 2^-12); same polynomial and the same zero for t < -200 */
+AI vf SFX(exp2_f16out)(vf xv, vf mv, vf chv, vf clv) {
+    __m512 d = _mm512_sub_ps((__m512)xv, (__m512)mv);
+    __m512 t = _mm512_fmadd_ps(d, (__m512)chv, _mm512_mul_ps(d, (__m512)clv));
+    __mmask16 ok = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-200.0f), _CMP_GE_OQ);
+    __m512 kf = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(t, kf);
     __m512 p = _mm512_set1_ps(1.5353357593994588e-04f);
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887734502554e-03f));
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437848985195e-03f));
@@ -435,7 +465,8 @@ AI float SFX(rowmax_f32)(const float *x, ts_intp n, int *nan) { return SFX(rowma
    always in double, with exp2_hi (terms down to 2^-1074 instead of float subnormals / the 2^-200
    cut-off of exp2_lo), for log-sums whose non-maximal terms add up to less than PRECISE_BELOW. */
 AI double SFX(expsum_x)(const void *x, float *o, ts_intp n, double m, double c, int store,
-                        double *cnt, int precise, int ht) {
+                        double *cnt, int precise, int ht, int fast) {
+    (void)fast; /* exp2_f16out: AVX-512 only */
     vd s0 = (vd){0}, s1 = (vd){0};
     ts_intp i = 0;
 #define EXP2D(t) (precise ? SFX(exp2_hi)(t) : SFX(exp2_lo)(t))
@@ -446,7 +477,7 @@ AI double SFX(expsum_x)(const void *x, float *o, ts_intp n, double m, double c, 
         vf chv = (vf){0} + chs, clv = (vf){0} + (float)(c - (double)chs);
         int64_t k = 0;
         __mmask16 q;
-#define EXPV(v) SFX(exp2_tsum)(v, mv, nmv, chv, clv)
+#define EXPV(v) (fast ? SFX(exp2_f16out)(v, mv, chv, clv) : SFX(exp2_tsum)(v, mv, nmv, chv, clv))
 #define SPLIT(e, v)                                                                              \
     if (cnt) {                                                                                   \
         q = _mm512_cmp_ps_mask((__m512)(v), (__m512)mv, _CMP_EQ_OQ);                             \
@@ -553,7 +584,7 @@ AI double SFX(expsum_x)(const void *x, float *o, ts_intp n, double m, double c, 
 
 AI double SFX(expsum_f32)(const float *x, float *o, ts_intp n, double m, double c, int store,
                           double *cnt, int precise) {
-    return SFX(expsum_x)(x, o, n, m, c, store, cnt, precise, T_F32);
+    return SFX(expsum_x)(x, o, n, m, c, store, cnt, precise, T_F32, 0);
 }
 
 /* v*ah + v*al: one rounding with FMA (explicit on AVX-512, by contraction elsewhere) */
@@ -587,28 +618,29 @@ AI void SFX(logsm_f32)(const float *x, float *o, ts_intp n, double m, double inv
     for (; i < n; i++) o[i] = (float)(((double)x[i] - m) * invT - ls);
 }
 
-/* o (type ot) = src * a, rounded as scale_f32 rounds (then to ot) */
+/* o (type ot) = src * a, rounded as scale_f32 rounds (then to ot); no NaN in src */
 AI void SFX(scale_to)(const float *src, void *o, int ot, ts_intp n, double a) {
     float ahs = (float)a, als = (float)(a - (double)ahs);
     vf ah = (vf){0} + ahs, al = (vf){0} + als;
     ts_intp i = 0;
     for (; i + 2 * VF <= n; i += 2 * VF) {
         vf v0 = SFX(ldf)(src + i), v1 = SFX(ldf)(src + i + VF);
-        SFX(stx)(o, i, SFX(mul2)(v0, ah, al), ot);
-        SFX(stx)(o, i + VF, SFX(mul2)(v1, ah, al), ot);
+        SFX(stx_nn)(o, i, SFX(mul2)(v0, ah, al), ot);
+        SFX(stx_nn)(o, i + VF, SFX(mul2)(v1, ah, al), ot);
     }
-    for (; i + VF <= n; i += VF) SFX(stx)(o, i, SFX(mul2)(SFX(ldf)(src + i), ah, al), ot);
+    for (; i + VF <= n; i += VF) SFX(stx_nn)(o, i, SFX(mul2)(SFX(ldf)(src + i), ah, al), ot);
     for (; i < n; i++) SFX(st1)(o, i, (float)((double)src[i] * a), ot);
 }
 
-/* o (type ot) = (x - m) * invT - ls for x of type ht, in double, rounded to float (then to ot) */
+/* o (type ot) = (x - m) * invT - ls for x of type ht, in double, rounded to float (then to ot);
+   no NaN in x */
 AI void SFX(logsm_x)(const void *x, int ht, void *o, int ot, ts_intp n, double m, double invT,
                      double ls) {
     ts_intp i = 0;
     for (; i + VF <= n; i += VF) {
         vf xv = SFX(ldx)(x, i, ht);
         vd a = (SFX(lo2d)(xv) - m) * invT - ls, b = (SFX(hi2d)(xv) - m) * invT - ls;
-        SFX(stx)(o, i, SFX(d2f)(a, b), ot);
+        SFX(stx_nn)(o, i, SFX(d2f)(a, b), ot);
     }
     for (; i < n; i++) SFX(st1)(o, i, (float)(((double)SFX(ld1)(x, i, ht) - m) * invT - ls), ot);
 }
@@ -616,22 +648,25 @@ AI void SFX(logsm_x)(const void *x, int ht, void *o, int ot, ts_intp n, double m
 /* row_f32 for a row x of 16-bit type xt (T_BF16 / T_F16) converted on the fly: the max and
    exp-sum passes read x itself, the last pass writes o (type ot: xt or T_F32) directly; a
    softmax into a 16-bit o keeps its unnormalised values in scratch (n floats).  The values are
-   those of row_f32 on the row converted to float32, then rounded to ot. */
+   those of row_f32 on the row converted to float32, then rounded to ot, except that for a 16-bit
+   ot AVX-512 evaluates the exponentials with exp2_f16out (within a few float32 ulps: at most one
+   ulp of ot apart, where the float32 value lies that close to a rounding boundary). */
 AI int SFX(row_x)(const void *x, int xt, void *o, int ot, ts_intp n, double T, int kind,
                   double *lse, float *scratch) {
     int nan;
     float mf = SFX(rowmax_x)(x, n, &nan, xt);
     if (nan || !isfinite(mf) || !(T >= TMIN_F32 && T < INFINITY)) return 1;
     double m = mf, c = LOG2E / T;
+    int fast = ot != T_F32; /* 16-bit results: exp2_f16out (AVX-512) */
     if (kind == KIND_SOFTMAX) {
         float *e = ot == T_F32 ? (float *)o : scratch;
-        double s = SFX(expsum_x)(x, e, n, m, c, 1, NULL, 0, xt);
+        double s = SFX(expsum_x)(x, e, n, m, c, 1, NULL, 0, xt, fast);
         if (!isfinite(s)) return 1;
         SFX(scale_to)(e, o, ot, n, 1.0 / s);
     } else {
         double k;
-        double rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 0, xt);
-        if (rest < PRECISE_BELOW) rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 1, xt);
+        double rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 0, xt, fast);
+        if (rest < PRECISE_BELOW) rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 1, xt, 0);
         if (!isfinite(rest) || !(k >= 1.0)) return 1;
         double ls = log_sum(k, rest);
         if (kind == KIND_LOGSOFTMAX) SFX(logsm_x)(x, xt, o, ot, n, m, 1.0 / T, ls);
