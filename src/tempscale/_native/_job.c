@@ -218,13 +218,25 @@ static void run_narrow(job_t *J, ts_intp r0, ts_intp r1) {
     int f32 = J->ct == T_F32;
     int BR = f32 ? J->K->brf : J->K->brd;
     size_t es = f32 ? 4 : 8;
+    /* blocks of back-to-back 16-bit rows (one outer dim, no mask, scalar T): converted as one
+       run of BR * n entries into the float32 buffer XB (and written back from it), then as the
+       float32 rows below */
+    int h16 = f32 && J->nd == 1 && (J->xt == T_BF16 || J->xt == T_F16) && J->rx == 2 &&
+              J->xaligned && J->sx[0] == 2 * n && !J->m && J->tt < 0 &&
+              (J->kind == KIND_LSE ||
+               (J->ot == J->xt && J->ro == 2 && J->oaligned && J->so[0] == 2 * n));
     char *XT = malloc(es * BR * (size_t)n), *PT = malloc(es * BR * (size_t)n);
-    if (!XT || !PT) { free(XT); free(PT); __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED); return; }
+    float *XB = h16 ? malloc(4 * BR * (size_t)n) : NULL;
+    if (!XT || !PT || (h16 && !XB)) {
+        free(XT); free(PT); free(XB);
+        __atomic_store_n(&J->err, 1, __ATOMIC_RELAXED);
+        return;
+    }
     double Tr[16], lse[16];
     unsigned char spec[16];
     char *po_r[16];
     /* one outer dim, contiguous rows of the compute type, no mask, scalar T */
-    int fast = J->nd == 1 && J->xfast && !J->m && J->tt < 0 && (J->kind == KIND_LSE || J->ofast);
+    int fast = (J->nd == 1 && J->xfast && !J->m && J->tt < 0 && (J->kind == KIND_LSE || J->ofast)) || h16;
     /* all-in-registers AVX-512 softmax blocks for n <= 16 */
     double cT = J->T >= TMIN_F32 ? LOG2E / J->T : 0.0;
     int reg16 = fast && f32 && J->kind == KIND_SOFTMAX && J->K->nblock16_sm_f32 && n <= 16 &&
@@ -233,15 +245,23 @@ static void run_narrow(job_t *J, ts_intp r0, ts_intp r1) {
     cpair[1] = (float)(cT - (double)cpair[0]);
     for (ts_intp rb = r0; rb < r1; rb += BR) {
         int nr = (int)(r1 - rb < BR ? r1 - rb : BR);
-        if (reg16 && nr == BR &&
-            !J->K->nblock16_sm_f32(J->x + rb * J->sx[0], J->sx[0], (int)n, J->o + rb * J->so[0],
-                                   J->so[0], cpair))
-            continue;
+        const char *xb = J->x + rb * J->sx[0];
+        ts_intp rs = J->sx[0];
+        if (h16 && nr == BR) {
+            J->K->cvt_in(xb, J->xt, XB, BR * n);
+            xb = (const char *)XB;
+            rs = 4 * n;
+        }
+        if (reg16 && nr == BR) {
+            char *ob = h16 ? (char *)XB : J->o + rb * J->so[0];
+            if (!J->K->nblock16_sm_f32(xb, rs, (int)n, ob, h16 ? 4 * n : J->so[0], cpair)) {
+                if (h16) J->K->cvt_out(XB, J->o + rb * J->so[0], J->ot, BR * n);
+                continue;
+            }
+        }
         if (fast && nr == BR) {
             /* contiguous rows: transpose column by column (sequential writes into XT, so the
                block kernel's vector loads never wait on pending scalar stores) */
-            const char *xb = J->x + rb * J->sx[0];
-            ts_intp rs = J->sx[0];
             for (int r = 0; r < BR; r++) Tr[r] = J->T;
             if (f32) {
                 float *X = (float *)XT;
@@ -259,9 +279,15 @@ static void run_narrow(job_t *J, ts_intp r0, ts_intp r1) {
             int anyspec = 0;
             for (int r = 0; r < BR; r++) anyspec |= spec[r];
             if (!anyspec && J->kind != KIND_LSE) {
-                char *ob = J->o + rb * J->so[0];
-                ts_intp os = J->so[0];
-                if (f32 && J->K->tr_out_f32) {
+                char *ob = h16 ? (char *)XB : J->o + rb * J->so[0];
+                ts_intp os = h16 ? 4 * n : J->so[0];
+                if (h16) {
+                    if (J->K->tr_out_f32) J->K->tr_out_f32((const float *)PT, n, ob, os);
+                    else
+                        for (ts_intp j = 0; j < n; j++)
+                            for (int r = 0; r < BR; r++) XB[r * n + j] = ((const float *)PT)[j * BR + r];
+                    J->K->cvt_out(XB, J->o + rb * J->so[0], J->ot, BR * n);
+                } else if (f32 && J->K->tr_out_f32) {
                     J->K->tr_out_f32((const float *)PT, n, ob, os);
                 } else if (f32) {
                     const float *P = (const float *)PT;
@@ -307,6 +333,7 @@ static void run_narrow(job_t *J, ts_intp r0, ts_intp r1) {
     }
     free(XT);
     free(PT);
+    free(XB);
 }
 
 static void job_task(void *ctx, ts_intp task) {
