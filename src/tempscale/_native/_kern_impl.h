@@ -66,24 +66,41 @@ AI void SFX(sthf)(float *p, vd v) { hf h = __builtin_convertvector(v, hf); memcp
    T_F32, T_BF16 or T_F16, constants in every inlined caller, so the branches fold. */
 typedef uint16_t SFX(vh_t) __attribute__((vector_size(2 * VF)));
 #define vh SFX(vh_t)
+/* VF 32-bit lanes (each < 2^16) narrowed to 16 bits and stored (the x86 copies with explicit
+   instructions: GCC's generic lowering of the conversion splits it at 256 bits) */
+AI void SFX(st_u16)(uint16_t *p, vui r) {
+#if defined(KI_AVX512)
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16((__m512i)r));
+#elif defined(KI_FMA_X86)
+    __m256i k = _mm256_packus_epi32((__m256i)r, (__m256i)r);
+    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(_mm256_permute4x64_epi64(k, 0x08)));
+#else
+    vh h = __builtin_convertvector(r, vh);
+    memcpy(p, &h, sizeof h);
+#endif
+}
 AI vf SFX(ld_bf16)(const uint16_t *p) {
+#if defined(KI_AVX512)
+    return (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16);
+#elif defined(KI_FMA_X86)
+    return (vf)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
+#else
     vh h;
     memcpy(&h, p, sizeof h);
     return (vf)(__builtin_convertvector(h, vui) << 16);
+#endif
 }
 AI void SFX(st_bf16)(uint16_t *p, vf v) {
     vui u = (vui)v;
     vui r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     vui q = (u >> 16) | 0x40u;
     vui nan = (vui)((vi)(u & 0x7fffffffu) > 0x7f800000);
-    vh h = __builtin_convertvector((q & nan) | (r & ~nan), vh);
-    memcpy(p, &h, sizeof h);
+    SFX(st_u16)(p, (q & nan) | (r & ~nan));
 }
 /* the same for values known not to be NaN (a softmax's outputs): no NaN select */
 AI void SFX(st_bf16_nn)(uint16_t *p, vf v) {
     vui u = (vui)v;
-    vh h = __builtin_convertvector((u + 0x7fffu + ((u >> 16) & 1u)) >> 16, vh);
-    memcpy(p, &h, sizeof h);
+    SFX(st_u16)(p, (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 AI vf SFX(ld_f16)(const uint16_t *p) {
 #if defined(KI_AVX512)
