@@ -165,19 +165,46 @@ AI void SFX(st1)(void *p, ts_intp i, float v, int ht) {
 /* r (< VF) entries: through a buffer (16-bit types: converted as a whole vector), padded with
    `pad` */
 AI vf SFX(ldx_part)(const void *p, ts_intp i, ts_intp r, int ht, float pad) {
+#if defined(KI_AVX512)
+    __mmask16 k = (__mmask16)((1u << r) - 1u);
+    if (ht == T_F32) return (vf)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), k, (const float *)p + i);
     if (ht == T_BF16 || ht == T_F16) {
-        uint16_t hb[VF];
-        memset(hb, 0, sizeof hb);
+        /* pad (0 or -inf) as a 16-bit pattern, the r entries by a masked load */
+        uint16_t ph = pad == 0.0f ? 0 : ht == T_BF16 ? 0xff80 : 0xfc00;
+        __m256i h = _mm256_mask_loadu_epi16(_mm256_set1_epi16((short)ph), k, (const uint16_t *)p + i);
+        return ht == T_BF16 ? (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)
+                            : (vf)_mm512_cvtph_ps(h);
+    }
+#endif
+    if (ht == T_BF16 || ht == T_F16) {
+        uint16_t ph = pad == 0.0f ? 0 : ht == T_BF16 ? 0xff80 : 0xfc00, hb[VF];
+        for (int l = 0; l < VF; l++) hb[l] = ph;
         memcpy(hb, (const uint16_t *)p + i, 2 * (size_t)r);
-        vf v = SFX(ldx)(hb, 0, ht);
-        for (int l = (int)r; l < VF; l++) v[l] = pad;
-        return v;
+        return SFX(ldx)(hb, 0, ht);
     }
     float buf[VF];
     for (int l = 0; l < VF; l++) buf[l] = l < r ? SFX(ld1)(p, i + l, ht) : pad;
     return SFX(ldf)(buf);
 }
 AI void SFX(stx_part)(void *p, ts_intp i, ts_intp r, vf v, int ht) {
+#if defined(KI_AVX512)
+    __mmask16 k = (__mmask16)((1u << r) - 1u);
+    if (ht == T_F32) {
+        _mm512_mask_storeu_ps((float *)p + i, k, (__m512)v);
+        return;
+    }
+    if (ht == T_BF16) {
+        vui u = (vui)v;
+        vui rn = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, q = (u >> 16) | 0x40u;
+        vui nan = (vui)((vi)(u & 0x7fffffffu) > 0x7f800000);
+        _mm256_mask_storeu_epi16((uint16_t *)p + i, k, _mm512_cvtepi32_epi16((__m512i)((q & nan) | (rn & ~nan))));
+        return;
+    }
+    if (ht == T_F16) {
+        _mm256_mask_storeu_epi16((uint16_t *)p + i, k, _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+        return;
+    }
+#endif
     if (ht == T_BF16 || ht == T_F16) {
         uint16_t hb[VF];
         SFX(stx)(hb, 0, v, ht);
@@ -1176,48 +1203,38 @@ static void SFX(tr_out_f32)(const float *PT, ts_intp n, char *ob, ts_intp os) {
    whose significands fit twice in a float's, in double for float32); log_softmax: *s = sum of g
    over log p > -inf, *nneg = the number of the others.  *h = the largest p (NaN skipped).
    Sums in double. */
+AI void SFX(bw_acc)(vf p, vf gv, int t, int lsm, vd *a0, vd *a1, vi *cnt, vf *hv) {
+    if (!lsm && t == T_F32) {
+        vd p0 = SFX(lo2d)(p), p1 = SFX(hi2d)(p);
+        *a0 += (vd)((vl)(SFX(lo2d)(gv) * p0) & (vl)(p0 != 0.0));
+        *a1 += (vd)((vl)(SFX(hi2d)(gv) * p1) & (vl)(p1 != 0.0));
+    } else if (!lsm) {
+        vf gp = (vf)((vi)(gv * p) & (vi)(p != 0.0f));
+        *a0 += SFX(lo2d)(gp);
+        *a1 += SFX(hi2d)(gp);
+    } else {
+        vi fin = (vi)(p > (vf){0} - INFINITY);
+        vf gs = (vf)((vi)gv & fin);
+        *a0 += SFX(lo2d)(gs);
+        *a1 += SFX(hi2d)(gs);
+        *cnt += ~fin & 1;
+    }
+    *hv = SFX(maxf)(p, *hv);
+}
+
 AI void SFX(bw_sums_t)(const void *g, const void *o, ts_intp n, int t, int lsm, double *s,
                        double *h, ts_intp *nneg) {
     vd a0 = (vd){0}, a1 = (vd){0};
-    vf hv = (vf){0} - INFINITY, ninf = hv;
+    vf hv = (vf){0} - INFINITY;
     vi cnt = (vi){0};
     ts_intp i = 0;
-    for (; i + VF <= n; i += VF) {
-        vf p = SFX(ldx)(o, i, t), gv = SFX(ldx)(g, i, t);
-        if (!lsm && t == T_F32) {
-            vd p0 = SFX(lo2d)(p), p1 = SFX(hi2d)(p);
-            a0 += (vd)((vl)(SFX(lo2d)(gv) * p0) & (vl)(p0 != 0.0));
-            a1 += (vd)((vl)(SFX(hi2d)(gv) * p1) & (vl)(p1 != 0.0));
-        } else if (!lsm) {
-            vf gp = (vf)((vi)(gv * p) & (vi)(p != 0.0f));
-            a0 += SFX(lo2d)(gp);
-            a1 += SFX(hi2d)(gp);
-        } else {
-            vi fin = (vi)(p > ninf);
-            vf gs = (vf)((vi)gv & fin);
-            a0 += SFX(lo2d)(gs);
-            a1 += SFX(hi2d)(gs);
-            cnt += ~fin & 1;
-        }
-        hv = SFX(maxf)(p, hv);
-    }
+    for (; i + VF <= n; i += VF)
+        SFX(bw_acc)(SFX(ldx)(o, i, t), SFX(ldx)(g, i, t), t, lsm, &a0, &a1, &cnt, &hv);
     ts_intp k = 0;
-    if (i < n && t != T_F32) { /* 16-bit tail: one padded vector (p = 0 / log p = -inf, g = 0) */
+    if (i < n) { /* the tail: one padded vector (p = 0 / log p = -inf, g = 0) */
         vf p = SFX(ldx_part)(o, i, n - i, t, lsm ? -INFINITY : 0.0f);
-        vf gv = SFX(ldx_part)(g, i, n - i, t, 0.0f);
-        if (!lsm) {
-            vf gp = (vf)((vi)(gv * p) & (vi)(p != 0.0f));
-            a0 += SFX(lo2d)(gp);
-            a1 += SFX(hi2d)(gp);
-        } else {
-            vi fin = (vi)(p > ninf);
-            vf gs = (vf)((vi)gv & fin);
-            a0 += SFX(lo2d)(gs);
-            a1 += SFX(hi2d)(gs);
-            cnt += ~fin & 1;
-            k -= VF - (n - i); /* the padding */
-        }
-        hv = SFX(maxf)(p, hv);
+        SFX(bw_acc)(p, SFX(ldx_part)(g, i, n - i, t, 0.0f), t, lsm, &a0, &a1, &cnt, &hv);
+        if (lsm) k -= VF - (n - i); /* the padding */
         i = n;
     }
     a0 += a1;
@@ -1253,7 +1270,7 @@ AI void SFX(bw_dx_t)(const void *g, const void *o, void *dx, ts_intp n, int t, i
             vf p = SFX(ldx)(o, i, t), v = p * (SFX(ldx)(g, i, t) - sf) * invf;
             SFX(stx)(dx, i, (vf)((vi)v & (vi)(p != 0.0f)), t);
         }
-        if (i < n && t != T_F32) {
+        if (i < n) {
             vf p = SFX(ldx_part)(o, i, n - i, t, 0.0f);
             vf v = p * (SFX(ldx_part)(g, i, n - i, t, 0.0f) - sf) * invf;
             SFX(stx_part)(dx, i, n - i, (vf)((vi)v & (vi)(p != 0.0f)), t);
