@@ -16,6 +16,20 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 if os.environ.get("TEMPSCALE_TEST_GPU") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+
+@pytest.hookimpl(optionalhook=True)  # without pytest-xdist (-p no:xdist) this hook is unknown
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one pytest-xdist worker per CPU this process may run
+    on (``os.sched_getaffinity``, not psutil's physical cores, which are 1 on a 2-vCPU machine
+    with hyper-threads), at most 8 (each worker imports torch, JAX and Triton);
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides it."""
+    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
+    if env.isdigit():
+        return int(env)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(usable or 1, 8))
+
+
 BACKENDS = ["numpy", "array_api_strict", "torch", "jax"]
 # On a machine with a CUDA GPU, TEMPSCALE_TEST_GPU=1 adds torch-on-CUDA and CuPy (JAX then
 # runs on its default device, the GPU).  CI has no GPU; the device checks set this variable.

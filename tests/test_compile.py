@@ -18,6 +18,8 @@ pytestmark = [
     pytest.mark.skipif(not _native.available(), reason="native kernels not built"),
     pytest.mark.skipif(not hasattr(torch, "compile") or not hasattr(torch.library, "custom_op"),
                        reason="torch.compile and torch.library.custom_op (torch >= 2.4) needed"),
+    # with tests/test_kd_compile.py on one xdist worker: dynamo/inductor warm up once
+    pytest.mark.xdist_group("torch_compile"),
 ]
 
 

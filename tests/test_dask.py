@@ -19,6 +19,9 @@ from tempscale.calibration import (
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
+# tests/test_dask.py and tests/test_dask_scalers.py on one xdist worker: one session cluster
+pytestmark = pytest.mark.xdist_group("dask")
+
 RTOL = 1e-10
 
 

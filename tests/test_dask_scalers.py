@@ -14,6 +14,9 @@ from tempscale.sklearn import DirichletScaler, MatrixScaler, TemperatureScaler, 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 
+# tests/test_dask.py and tests/test_dask_scalers.py on one xdist worker: one session cluster
+pytestmark = pytest.mark.xdist_group("dask")
+
 RTOL = 1e-10
 
 

@@ -21,7 +21,8 @@ import pytest
 from tempscale import softmax, temper
 from tempscale.explorer import classic_vector, explorer_html
 
-pytestmark = pytest.mark.browser
+# one worker runs the module, so the browser (a module fixture) is launched once
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

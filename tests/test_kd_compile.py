@@ -18,6 +18,9 @@ dynamo = pytest.importorskip("torch._dynamo")
 from tempscale.distill import kd_loss  # noqa: E402
 from tempscale.torch import KDLoss  # noqa: E402
 
+# with tests/test_compile.py on one xdist worker: dynamo/inductor warm up once
+pytestmark = pytest.mark.xdist_group("torch_compile")
+
 
 def _inputs(n=8, v=11, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
