@@ -177,3 +177,120 @@ def test_a_very_unlikely_entry_keeps_its_log_softmax_gradient():
     g_ref = jax.grad(lambda a: _generic("log_softmax", a, 1.0)[0, 1])(x)
     _close(g, g_ref, np.float32)
     assert float(g[0, 1]) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# the scalar-temperature forward's branches: lax.cond on "some row's maximum is not finite"
+# (the contract's per-row values) and on "some row has s < 2" (the exact log1p sum)
+# --------------------------------------------------------------------------------------------
+def _mp_row(kind, row, T):
+    """``kind`` of one finite row at 50 digits (mpmath), as float64."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(50):
+        y = [mpmath.mpf(float(v)) / mpmath.mpf(T) for v in row]
+        lse = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in y))
+        if kind == "logsumexp":
+            return np.asarray([float(lse * mpmath.mpf(T))])
+        if kind == "log_softmax":
+            return np.asarray([float(v - lse) for v in y])
+        return np.asarray([float(mpmath.exp(v - lse)) for v in y])
+
+
+def _batch(ordinary, certain, odd, dtype):
+    """Rows: ordinary ones (s >= 2), nearly certain ones (one maximum, s < 2), contract rows."""
+    rng = np.random.default_rng(7)
+    rows = []
+    if ordinary:
+        rows += list(rng.normal(size=(2, 6)) * 2)
+    if certain:
+        rows += [[0.0, -40, -45, -50, -60, -70], [5.0, -30, -31, -33, -34, -35]]
+    if odd:
+        rows += [[np.inf, 1, np.inf, 0, -np.inf, 2], [-np.inf] * 6, [1, np.nan, 0, 2, 3, 4]]
+    if not certain:
+        rows += list(rng.normal(size=(1, 6)) * 0.1)  # still s >= 2 (flat)
+    return np.asarray(rows, dtype=dtype)
+
+
+COMBOS = [(o, c, d) for o in (True, False) for c in (True, False) for d in (True, False)
+          if o or c or d]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(
+    n for n, on in zip(("ordinary", "certain", "odd"), c, strict=True) if on))
+def test_each_branch_matches_mpmath_and_the_generic_path(dtype, kind, combo):
+    x = jnp.asarray(_batch(*combo, dtype=dtype))
+    T = 0.7
+    f = getattr(ts, kind)
+    got = jax.jit(lambda a: f(a, T))(x)
+    want = _generic(kind, x, T)
+    _close(got, want, dtype)
+    xs = np.asarray(x, dtype=np.float64)
+    for i, row in enumerate(xs):
+        if np.all(np.isfinite(row)):  # the 50-digit reference on finite rows
+            ref = _mp_row(kind, row, T)
+            # (XLA's CPU backend flushes subnormal results to zero)
+            np.testing.assert_allclose(np.asarray(got[i], dtype=np.float64).ravel(), ref,
+                                       rtol=_tol(dtype)[0], atol=np.finfo(dtype).smallest_normal)
+    if combo[1] and kind != "softmax":  # the exact sum: log s of [0, -40, ...] is not 0
+        i = 2 if combo[0] else 0
+        assert float(np.asarray(got).reshape(len(xs), -1)[i, 0]) != 0.0
+
+    # gradient: closed form in float64 on finite rows, the generic path's everywhere
+    g = jnp.asarray(np.random.default_rng(8).normal(size=got.shape), dtype=dtype)
+
+    def loss(fn, a):
+        r = fn(a)
+        return jnp.sum(jnp.where(jnp.isfinite(r), r, 0) * g)
+
+    ga = jax.jit(jax.grad(lambda a: loss(lambda b: f(b, T), a)))(x)
+    gb = jax.grad(lambda a: loss(lambda b: _generic(kind, b, T), a))(x)
+    _close(ga, gb, dtype, grad=True)  # NaN rows: constant, zero gradient (both paths)
+    for i, row in enumerate(xs):
+        if not np.all(np.isfinite(row)):
+            continue
+        p = _mp_row("softmax", row, T)
+        gi = np.asarray(g[i], dtype=np.float64)
+        if kind == "softmax":
+            ref = p * (gi - np.sum(gi * p)) / T
+        elif kind == "log_softmax":
+            ref = (gi - p * np.sum(gi)) / T
+        else:
+            ref = float(gi) * p
+        np.testing.assert_allclose(np.asarray(ga[i], dtype=np.float64), ref,
+                                   rtol=_tol(dtype)[0] * 100, atol=_tol(dtype)[1] * 100)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vmap_over_batches_that_take_different_branches(kind):
+    # under vmap each lax.cond becomes a select: a batch of batches, one with contract rows,
+    # one with a nearly certain row, one ordinary, must give each batch's own result
+    f = getattr(ts, kind)
+    parts = [_batch(True, False, False, np.float32)[:3], _batch(True, True, False,
+             np.float32)[1:4], _batch(False, False, True, np.float32)[:3]]
+    stack = jnp.asarray(np.stack(parts))
+    got = jax.jit(jax.vmap(lambda a: f(a, 0.7)))(stack)
+    for i, part in enumerate(parts):
+        _close(got[i], f(jnp.asarray(part), 0.7), np.float32)
+        _close(got[i], _generic(kind, jnp.asarray(part), 0.7), np.float32)
+    gsum = jax.vmap(jax.grad(lambda a: jnp.sum(jnp.where(jnp.isfinite(r := f(a, 0.7)), r, 0)
+                                                * jnp.arange(r.size).reshape(r.shape))))
+    ref = jax.grad(lambda a: jnp.sum(jnp.where(jnp.isfinite(r := _generic(kind, a, 0.7)), r, 0)
+                                     * jnp.arange(r.size).reshape(r.shape)))
+    gv = gsum(stack)
+    for i, part in enumerate(parts):
+        _close(gv[i], ref(jnp.asarray(part)), np.float32, grad=True)
+
+
+@pytest.mark.parametrize("T", [4.0, 1e-3 * float(np.finfo(np.float32).max)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_span_beyond_the_dtype_max_with_a_large_temperature(kind, T):
+    # x - m overflows to -inf; (x - m)/T is finite for T > 1: the lean forward recomputes the
+    # output with the halved form, and huge T sums with it too
+    big = float(np.finfo(np.float32).max) * 0.9
+    x = jnp.asarray([[-big, big, 0.0, 1.0], [0.5, -1.0, 2.0, 0.0]], dtype=jnp.float32)
+    got = getattr(ts, kind)(x, T)
+    want = _generic(kind, x, T)
+    _close(got, want, np.float32)
+    assert np.all(np.isfinite(np.asarray(got))) or kind == "softmax"

@@ -210,35 +210,44 @@ def _scalar_fn(kind: str, ax: int, T: float) -> Any:
         return jax.lax.cond(jnp.any(s < 2), lambda a, b: _exact_log_s(summand(a, b), ax),
                             lambda a, b: jnp.log(s), z, m)
 
-    def odd_rows(z: Any) -> tuple[Any, Any]:
-        """Per row: the output where ``y`` is NaN, and the derivative's factor (0: constant)."""
+    def odd_rows(z: Any) -> tuple[Any, Any, Any]:
+        """Per row: the output where ``y`` is NaN, the same for the derivative's ``p`` (NaN rows
+        are constant there, as on the generic path), and the derivative's factor."""
         m = jnp.max(z, axis=ax, keepdims=True)
-        pinf = m == jnp.inf
+        pinf, nan = m == jnp.inf, jnp.isnan(m)
         k = jnp.sum(z == jnp.inf, axis=ax, keepdims=True, dtype=z.dtype)
-        odd = jnp.where(jnp.isnan(m), jnp.nan, 0.0 if kind == "softmax" else -jnp.inf)
-        odd = jnp.where(pinf, 1.0 / k if kind == "softmax" else -jnp.log(k), odd)
-        return odd.astype(z.dtype), jnp.where(pinf, 0.0, 1.0).astype(z.dtype)
+        odd_t = jnp.full_like(m, 0.0 if kind == "softmax" else -jnp.inf)
+        odd_t = jnp.where(pinf, 1.0 / k if kind == "softmax" else -jnp.log(k), odd_t)
+        keep = jnp.where(pinf | nan, 0.0, 1.0).astype(z.dtype)
+        return jnp.where(nan, jnp.nan, odd_t), odd_t, keep
 
-    def forward(z: Any) -> tuple[Any, Any, Any]:
+    def forward(z: Any) -> tuple[Any, Any, Any, Any]:
+        """``(out, p_out, s, aux)``: the output, the output with NaN rows constant (for the
+        derivative), the row sums and a per-row factor (logsumexp: the row maximum)."""
         m = jnp.max(z, axis=ax, keepdims=True)
         e = jnp.exp(summand(z, m))
         s = jnp.sum(e, axis=ax, keepdims=True)
         if kind == "logsumexp":
             fin = jnp.isfinite(m)
             out = _finish(kind, None, None, s, log_sum(z, m, s), m, jnp.where(fin, m, 0.0), T)
-            return out, s, m
+            return out, out, s, m
         # s is NaN exactly in the rows whose maximum is not finite; their values come from
         # odd_rows, which runs only when there is such a row (m is used by nothing but the
         # passes over the data, so that XLA fuses the maximum with exp)
         fin = jnp.isfinite(s)
-        odd, keep = jax.lax.cond(jnp.any(~fin), odd_rows,
-                                 lambda a: (jnp.zeros_like(s), jnp.ones_like(s)), z)
+        odd, odd_t, keep = jax.lax.cond(
+            jnp.any(~fin), odd_rows,
+            lambda a: (jnp.zeros_like(s), jnp.zeros_like(s), jnp.ones_like(s)), z)
         if kind == "softmax":
-            out = jnp.where(jnp.isnan(e), odd, e * jnp.where(fin, 1.0 / s, 0.0))
+            def out_with(o: Any) -> Any:
+                return jnp.where(jnp.isnan(e), o, e * jnp.where(fin, 1.0 / s, 0.0))
         else:
             y = shifted(z, m)  # finite where x - m overflows; the same rounding elsewhere
-            out = jnp.where(jnp.isnan(y), odd, y - jnp.where(fin, log_sum(z, m, s), 0.0))
-        return out.astype(z.dtype), s, keep
+            y_ls = y - jnp.where(fin, log_sum(z, m, s), 0.0)
+
+            def out_with(o: Any) -> Any:
+                return jnp.where(jnp.isnan(y), o, y_ls)
+        return out_with(odd).astype(z.dtype), out_with(odd_t).astype(z.dtype), s, keep
 
     @jax.custom_jvp
     def f(z: Any) -> Any:
@@ -247,23 +256,22 @@ def _scalar_fn(kind: str, ax: int, T: float) -> Any:
     @f.defjvp
     def f_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
         (z,), (dz,) = primals, tangents
-        out, s, aux = forward(z)
+        out, q, s, aux = forward(z)
         zero = jnp.zeros((), dtype=out.dtype)
         if kind == "logsumexp":
-            # d(m + T log s) = sum p dz, p = exp(y)/s; +inf and fully masked rows: constant
+            # d(m + T log s) = sum p dz, p = exp(y)/s; +inf, fully masked and NaN rows: constant
             m = aux
             fin = jnp.isfinite(m)
-            odd = jnp.where(jnp.isnan(m), jnp.nan, 0.0).astype(out.dtype)
-            p = jnp.where(fin, jnp.exp(summand(z, m)) * jnp.where(fin, 1.0 / s, zero), odd)
+            p = jnp.where(fin, jnp.exp(summand(z, m)) * jnp.where(fin, 1.0 / s, zero), zero)
             return out, jnp.sum(p * dz, axis=ax, keepdims=True)
-        # +inf rows are constant (zero derivative): a per-row factor, so that XLA keeps the
-        # reduction fused
+        # +inf and NaN rows are constant (zero derivative): a per-row factor, so that XLA keeps
+        # the reduction fused; q is the output with 0 (-inf) in NaN rows
         dy = dz * (aux / T)
         if kind == "softmax":
-            return out, out * dy - out * jnp.sum(out * dy, axis=ax, keepdims=True)
+            return out, q * dy - q * jnp.sum(q * dy, axis=ax, keepdims=True)
         # log-softmax: masked outputs (-inf) are constant
-        p = jnp.exp(out)
-        return out, jnp.where(out == -jnp.inf, zero, dy - jnp.sum(p * dy, axis=ax, keepdims=True))
+        p = jnp.exp(q)
+        return out, jnp.where(q == -jnp.inf, zero, dy - jnp.sum(p * dy, axis=ax, keepdims=True))
 
     return f
 
