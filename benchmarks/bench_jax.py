@@ -6,8 +6,9 @@
 For each function, forward and gradient, it times (median of ``--repeat``, methods interleaved
 repeat by repeat so a noisy neighbour slows all alike):
 
-* ``lean``      ``tempscale.<f>(x, T)``: the lean path (closed-form ``custom_vjp`` backward)
+* ``lean``      ``tempscale.<f>(x, T)``: the lean path (closed-form ``custom_jvp`` derivative)
 * ``generic``   the same under ``tempscale.config(jax_fast=False)`` (the reference path)
+* ``baseline``  with ``--baseline FILE``: an older ``_jax.py`` (before/after in one run)
 * ``one-liner`` ``jax.nn.softmax(x / T)``, ``jax.nn.log_softmax(x / T)``,
                 ``T * jax.nn.logsumexp(x / T, axis=-1)``
 
@@ -19,12 +20,24 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 from _machine import cpu_model  # benchmarks/_machine.py (the script's folder is on sys.path)
+
+
+def _load_baseline(path: str) -> Any:
+    """An older ``tempscale/_jax.py`` (``git show REV:src/tempscale/_jax.py > FILE``), loaded
+    as a module of the installed package, to time it side by side with the current one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tempscale._jax_baseline", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main() -> None:
@@ -35,8 +48,9 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--only", nargs="+", choices=("softmax", "log_softmax", "logsumexp"),
                     help="time these functions only")
-    ap.add_argument("--no-generic", action="store_true",
-                    help="skip the generic path (faster; its columns print as -)")
+    ap.add_argument("--no-generic", action="store_true", help="skip the generic path (faster)")
+    ap.add_argument("--baseline", metavar="FILE",
+                    help="also time an older _jax.py (its scalar-temperature function)")
     args = ap.parse_args()
 
     import jax
@@ -51,52 +65,52 @@ def main() -> None:
         "log_softmax": lambda a: jax.nn.log_softmax(a / T),
         "logsumexp": lambda a: T * jax.nn.logsumexp(a / T, axis=-1),
     }
+    base = _load_baseline(args.baseline) if args.baseline else None
 
-    def grad_of(f):
+    def grad_of(f: Any) -> Any:
         return jax.grad(lambda a: jnp.sum(f(a)[..., :4]) if f(a).ndim > 1 else jnp.sum(f(a)))
 
+    cols = ["lean"] + ([] if args.no_generic else ["generic"]) + \
+        (["baseline"] if base is not None else []) + ["one-liner"]
     rows = []
     for name, ref in one.items():
         if args.only and name not in args.only:
             continue
         fn = getattr(ts, name)
-        lean_f = jax.jit(lambda a, fn=fn: fn(a, T))
-        lean_g = jax.jit(grad_of(lambda a, fn=fn: fn(a, T)))
-        gen_f = gen_g = None
-        if not args.no_generic:
-            with ts.config(jax_fast=False):  # traced now: the generic path is compiled in
-                gen_f = jax.jit(lambda a, fn=fn: fn(a, T)).lower(x).compile()
-                gen_g = jax.jit(grad_of(lambda a, fn=fn: fn(a, T))).lower(x).compile()
-        ref_f, ref_g = jax.jit(ref), jax.jit(grad_of(ref))
-        for label, methods in (("forward", (lean_f, gen_f, ref_f)),
-                               ("gradient", (lean_g, gen_g, ref_g))):
-            times: list[list[float]] = [[], [], []]
-            for m in methods:
-                if m is not None:
-                    m(x).block_until_ready()  # compile / warm up
+        fns: dict[str, Any] = {"lean": lambda a, fn=fn: fn(a, T), "one-liner": ref}
+        if base is not None:
+            fns["baseline"] = lambda a, name=name: base._scalar_fn(name, a.ndim - 1, T)(a)[..., 0] \
+                if name == "logsumexp" else base._scalar_fn(name, a.ndim - 1, T)(a)
+        for label in ("forward", "gradient"):
+            wrap = (lambda f: f) if label == "forward" else grad_of
+            methods = {c: jax.jit(wrap(fns[c])) for c in cols if c in fns}
+            if "generic" in cols:
+                with ts.config(jax_fast=False):  # traced now: the generic path is compiled in
+                    methods["generic"] = jax.jit(wrap(fns["lean"])).lower(x).compile()
+            times: dict[str, list[float]] = {c: [] for c in cols}
+            for c in cols:
+                methods[c](x).block_until_ready()  # compile / warm up
             for _ in range(args.repeat):
-                for i, m in enumerate(methods):
-                    if m is None:
-                        times[i].append(math.nan)
-                        continue
+                for c in cols:
                     t0 = time.perf_counter()
-                    m(x).block_until_ready()
-                    times[i].append(time.perf_counter() - t0)
-            lean, gen, ref_t = (statistics.median(t) for t in times)
-            rows.append((name, label, lean, gen, ref_t))
+                    methods[c](x).block_until_ready()
+                    times[c].append(time.perf_counter() - t0)
+            rows.append((name, label, {c: statistics.median(times[c]) for c in cols}))
 
     print(f"machine: {cpu_model()}; jax {jax.__version__}; shape {tuple(args.shape)} float32, "
           f"T = {T}; median of {args.repeat}")
-    head = ("function", "pass", "lean ms", "generic ms", "one-liner ms", "one-liner/lean",
-            "one-liner/generic")
-    fmt = "| " + " | ".join(["{}"] * len(head)) + " |" if args.markdown else \
-        "{:12s} {:9s} {:>9s} {:>11s} {:>13s} {:>15s} {:>18s}"
+    others = [c for c in cols if c != "one-liner"]
+    head = ["function", "pass"] + [f"{c} ms" for c in cols] + [f"one-liner/{c}" for c in others]
+    if args.markdown:
+        fmt = "| " + " | ".join(["{}"] * len(head)) + " |"
+    else:
+        fmt = "{:12s} {:9s}" + " {:>12s}" * (len(head) - 2)
     print(fmt.format(*head))
     if args.markdown:
         print("|" + "---|" * len(head))
-    for name, label, lean, gen, ref_t in rows:
-        print(fmt.format(name, label, f"{lean * 1e3:.1f}", f"{gen * 1e3:.1f}", f"{ref_t * 1e3:.1f}",
-                         f"{ref_t / lean:.2f}x", f"{ref_t / gen:.2f}x"))
+    for name, label, t in rows:
+        print(fmt.format(name, label, *(f"{t[c] * 1e3:.1f}" for c in cols),
+                         *(f"{t['one-liner'] / t[c]:.2f}x" for c in others)))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 
 The generic Array-API code (:mod:`tempscale._softmax`) keeps every contract case finite in both
 branches of each ``where`` so that autodiff through it stays NaN-free; under ``jax.jit`` that
-costs about twice the one-liner ``jax.nn.softmax(x / T)`` forward and seven times its gradient.
-Here the forward does only what the cases need (one max, one or two sums fused by XLA, a few
-selects that fuse into the element-wise pass) and the derivative is the closed form, written as
-a ``jax.custom_jvp`` rule (so ``jvp``/``jacfwd`` work, and JAX transposes it for ``grad``);
-as gradients:
+costs about twice the one-liner ``jax.nn.softmax(x / T)`` forward and three to seven times its
+gradient.  Here the derivative is the closed form, written as a ``jax.custom_jvp`` rule (so
+``jvp``/``jacfwd``/``hessian`` work, and JAX transposes it for ``grad``); as gradients:
 
 * softmax ``p``: ``dx = p (g - sum(g p)) / T``,
 * log-softmax: ``dx = (g - p sum(g)) / T`` over the unmasked outputs (masked ones are the
@@ -15,17 +13,27 @@ as gradients:
 * a temperature array: ``dT = -sum(dx y)`` with ``y = (x - m)/T`` (softmax, log-softmax) and
   ``dT = g (log s - sum(p y))`` (logsumexp).
 
+A Python-float temperature (the common case, :func:`_scalar_fn`) makes the one-liner's passes
+over the data and no more: XLA's CPU backend fuses a reduction with the arithmetic before it,
+but not with a ``select`` or a comparison, so nothing but arithmetic precedes a reduction, the
+contract's rows are repaired per row in the output pass, and the rare extra passes (counting
+``+inf`` maxima; the exact ``log1p`` sum of rows with ``s < 2``) sit behind a whole-batch
+``lax.cond`` (a select under ``vmap``).  Per-row temperature arrays (:func:`_array_fn`) take a
+forward with the contract's selects in the element-wise pass.
+
 Rows at a limit (``T = 0``, ``T = inf``, a ``+inf`` logit) have a constant result, so their
 gradient is zero; masked entries get zero gradient; a fully masked row gives zeros (softmax) or
-``-inf`` (log-softmax, logsumexp) and zero gradient.  ``mask`` is applied before the custom
-function (``where(mask, x, -inf)``), so its own gradient is JAX's.  Scalar temperatures below the
+``-inf`` (log-softmax, logsumexp) and zero gradient; a row with a NaN logit is NaN with zero
+gradient (as on the generic path).  ``mask`` is applied before the custom function
+(``where(mask, x, -inf)``), so its own gradient is JAX's.  Scalar temperatures below the
 dtype's smallest normal or above ``1/smallest_normal`` (where XLA's reciprocal-multiply division
 flushes to zero), ``T = 0`` and ``T = inf`` as Python floats, and empty rows take the generic
 path (``compute`` returns ``None``); they are rare and the generic path is exact there.
 
-The values equal the generic path's to rounding (both use ``log k + log1p(r/k)`` for the log of
-the sum, ``k`` the number of maxima); ``tests/test_jax_fast.py`` checks the contract matrix,
-gradients (``x`` and ``T``), ``jit``, ``vmap`` and ``grad``.
+The values equal the generic path's to rounding (the log of the sum is ``log k + log1p(r/k)``,
+``k`` the number of maxima, wherever ``s < 2`` could lose ``r``); ``tests/test_jax_fast.py``
+checks the contract matrix, each branch against mpmath, gradients (``x`` and ``T``), ``jit``,
+``vmap`` and ``grad``.  ``benchmarks/bench_jax.py`` times both against the one-liners.
 """
 
 from __future__ import annotations
