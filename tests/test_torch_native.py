@@ -170,8 +170,9 @@ def test_bfloat16_rounding_is_nearest_even():
 @pytest.mark.parametrize("kind", KINDS)
 def test_half_rows_equal_the_float32_kernel_rounded(kind, dtype):
     # wide 16-bit rows are converted inside the kernel's passes (vector loads / stores per
-    # instruction set), blocks of narrow ones as one run: the float32 kernel's values on the converted row rounded once to the
-    # 16-bit type (AVX-512's exponentials for 16-bit results are a few float32 ulps apart: one
+    # instruction set), blocks of narrow ones as one run: the float32 kernel's values on the
+    # converted row rounded once to the 16-bit type (AVX-512's exponentials for 16-bit results
+    # are a few float32 ulps apart: one
     # ulp of the 16-bit type where the float32 value lies that close to a rounding boundary, a
     # few in 10^5); odd lengths (vector tails), contract rows, strided rows and rows along axis 0
     # (gathered), masks, float32 outputs (logsumexp's gradient path)
@@ -214,6 +215,23 @@ def test_half_rows_equal_the_float32_kernel_rounded(kind, dtype):
         want = _fn(kind)(x.float(), 0.6)
         assert torch.equal(torch.isnan(got), torch.isnan(want))
         assert torch.equal(got[~torch.isnan(got)], want[~torch.isnan(want)])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_large_half_softmax_streams_the_same_values(dtype):
+    # a 16-bit softmax output of 16 MiB or more (rows of >= 1024) is written with streaming
+    # stores (AVX-512): the same values as the cached stores of a small call on the same rows;
+    # rows of odd length start at every 2-byte offset (masked head, aligned body, tail)
+    for n in (1031, 2048):
+        rows = (16 << 20) // (2 * n) + 3
+        x = (torch.randn(rows, n, generator=torch.Generator().manual_seed(n)) * 3).to(dtype)
+        x[5, 7] = inf  # contract rows keep the reference
+        x[9] = -inf
+        got = ts.softmax(x, 0.7)
+        for sl in (slice(0, 40), slice(rows - 37, rows)):
+            want = ts.softmax(x[sl].clone(), 0.7)
+            assert torch.equal(got[sl].nan_to_num(7.0), want.nan_to_num(7.0))
+        close(got[:40], _generic("softmax", x[:40], 0.7), dtype)
 
 
 def test_half_outputs_round_to_nearest_even_ties_and_subnormals():

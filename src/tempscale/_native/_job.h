@@ -31,6 +31,7 @@ typedef struct {
     char *x, *m, *t, *o;
     int contig, narrow, xfast, ofast, xaligned, oaligned;
     int h16; /* wide 16-bit rows converted inside the kernel passes (K->row_h16) */
+    int nt16; /* ... writing a large 16-bit softmax output with streaming stores */
     ts_intp rows_per_task;
     const kernels_t *K;
     int err; /* set (atomically) when a task could not allocate its buffers */

@@ -663,10 +663,44 @@ AI void SFX(logsm_f32)(const float *x, float *o, ts_intp n, double m, double inv
 }
 
 /* o (type ot) = src * a, rounded as scale_f32 rounds (then to ot); no NaN in src */
-AI void SFX(scale_to)(const float *src, void *o, int ot, ts_intp n, double a) {
+AI void SFX(scale_to)(const float *src, void *o, int ot, ts_intp n, double a, int nt) {
     float ahs = (float)a, als = (float)(a - (double)ahs);
     vf ah = (vf){0} + ahs, al = (vf){0} + als;
     ts_intp i = 0;
+#if defined(KI_AVX512)
+    if (nt && ot != T_F32) {
+        /* streaming (non-temporal) stores of a 16-bit o: no read for ownership of its lines.
+           The same values as below: vector arithmetic on [0, nv) (masked at both ends, the
+           body 32-byte aligned), the scalar form on the last n % VF */
+        uint16_t *oh = (uint16_t *)o;
+        ts_intp nv = n - n % VF, h = (ts_intp)(((32 - ((uintptr_t)oh & 31)) & 31) / 2);
+        if (h > nv) h = nv;
+#define TO16(v) (ot == T_BF16 ? _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(          \
+            _mm512_add_epi32((__m512i)(v), _mm512_set1_epi32(0x7fff)),                             \
+            _mm512_and_si512(_mm512_srli_epi32((__m512i)(v), 16), _mm512_set1_epi32(1))), 16))     \
+                              : _mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT))
+        if (h) {
+            __mmask16 k = (__mmask16)((1u << h) - 1u);
+            vf v = SFX(mul2)((vf)_mm512_maskz_loadu_ps(k, src), ah, al);
+            _mm256_mask_storeu_epi16(oh, k, TO16(v));
+        }
+        for (i = h; i + VF <= nv; i += VF) {
+            vf v = SFX(mul2)(SFX(ldf)(src + i), ah, al);
+            _mm256_stream_si256((__m256i *)(oh + i), TO16(v));
+        }
+        if (i < nv) {
+            __mmask16 k = (__mmask16)((1u << (nv - i)) - 1u);
+            vf v = SFX(mul2)((vf)_mm512_maskz_loadu_ps(k, src + i), ah, al);
+            _mm256_mask_storeu_epi16(oh + i, k, TO16(v));
+        }
+#undef TO16
+        for (i = nv; i < n; i++) SFX(st1)(o, i, (float)((double)src[i] * a), ot);
+        _mm_sfence();
+        return;
+    }
+#else
+    (void)nt;
+#endif
     for (; i + 2 * VF <= n; i += 2 * VF) {
         vf v0 = SFX(ldf)(src + i), v1 = SFX(ldf)(src + i + VF);
         SFX(stx_nn)(o, i, SFX(mul2)(v0, ah, al), ot);
@@ -691,12 +725,13 @@ AI void SFX(logsm_x)(const void *x, int ht, void *o, int ot, ts_intp n, double m
 
 /* row_f32 for a row x of 16-bit type xt (T_BF16 / T_F16) converted on the fly: the max and
    exp-sum passes read x itself, the last pass writes o (type ot: xt or T_F32) directly; a
-   softmax into a 16-bit o keeps its unnormalised values in scratch (n floats).  The values are
+   softmax into a 16-bit o keeps its unnormalised values in scratch (n floats) and, with nt
+   (AVX-512), writes o with streaming stores.  The values are
    those of row_f32 on the row converted to float32, then rounded to ot, except that for a 16-bit
    ot AVX-512 evaluates the exponentials with exp2_f16out (within a few float32 ulps: at most one
    ulp of ot apart, where the float32 value lies that close to a rounding boundary). */
 AI int SFX(row_x)(const void *x, int xt, void *o, int ot, ts_intp n, double T, int kind,
-                  double *lse, float *scratch) {
+                  double *lse, float *scratch, int nt) {
     int nan;
     float mf = SFX(rowmax_x)(x, n, &nan, xt);
     if (nan || !isfinite(mf) || !(T >= TMIN_F32 && T < INFINITY)) return 1;
@@ -706,7 +741,7 @@ AI int SFX(row_x)(const void *x, int xt, void *o, int ot, ts_intp n, double T, i
         float *e = ot == T_F32 ? (float *)o : scratch;
         double s = SFX(expsum_x)(x, e, n, m, c, 1, NULL, 0, xt, fast);
         if (!isfinite(s)) return 1;
-        SFX(scale_to)(e, o, ot, n, 1.0 / s);
+        SFX(scale_to)(e, o, ot, n, 1.0 / s, nt);
     } else {
         double k;
         double rest = SFX(expsum_x)(x, NULL, n, m, c, 0, &k, 0, xt, fast);
@@ -720,15 +755,15 @@ AI int SFX(row_x)(const void *x, int xt, void *o, int ot, ts_intp n, double T, i
 }
 
 static int SFX(row_h16)(const void *x, int xt, void *o, int ot, ts_intp n, double T, int kind,
-                        double *lse, float *scratch) {
+                        double *lse, float *scratch, int nt) {
     if (xt == T_BF16) {
-        if (ot == T_BF16) return SFX(row_x)(x, T_BF16, o, T_BF16, n, T, kind, lse, scratch);
-        return SFX(row_x)(x, T_BF16, o, T_F32, n, T, kind, lse, scratch);
+        if (ot == T_BF16) return SFX(row_x)(x, T_BF16, o, T_BF16, n, T, kind, lse, scratch, nt);
+        return SFX(row_x)(x, T_BF16, o, T_F32, n, T, kind, lse, scratch, 0);
     }
 #if HAVE_F16
     if (xt == T_F16) {
-        if (ot == T_F16) return SFX(row_x)(x, T_F16, o, T_F16, n, T, kind, lse, scratch);
-        return SFX(row_x)(x, T_F16, o, T_F32, n, T, kind, lse, scratch);
+        if (ot == T_F16) return SFX(row_x)(x, T_F16, o, T_F16, n, T, kind, lse, scratch, nt);
+        return SFX(row_x)(x, T_F16, o, T_F32, n, T, kind, lse, scratch, 0);
     }
 #endif
     return 1;

@@ -25,8 +25,8 @@ typedef struct {
     int (*nblock16_sm_f32)(const char *, ts_intp, int, char *, ts_intp, const float *);
     /* one contiguous 16-bit row (x of type T_BF16 / T_F16, o of x's type or T_F32), converted on
        the fly inside the passes; returns 1 as row_f32 does.  scratch: n floats (softmax into a
-       16-bit o) */
-    int (*row_h16)(const void *, int, void *, int, ts_intp, double, int, double *, float *);
+       16-bit o); last argument: streaming stores of a 16-bit softmax output (AVX-512) */
+    int (*row_h16)(const void *, int, void *, int, ts_intp, double, int, double *, float *, int);
     /* a contiguous row of n entries of type T_BF16 / T_F16 / T_F32 <-> float32 */
     void (*cvt_in)(const void *, int, float *, ts_intp);
     void (*cvt_out)(const float *, void *, int, ts_intp);
