@@ -85,8 +85,11 @@ def main() -> None:
             wrap = (lambda f: f) if label == "forward" else grad_of
             methods = {c: jax.jit(wrap(fns[c])) for c in cols if c in fns}
             if "generic" in cols:
-                with ts.config(jax_fast=False):  # traced now: the generic path is compiled in
-                    methods["generic"] = jax.jit(wrap(fns["lean"])).lower(x).compile()
+                # traced now, so that the generic path is compiled in; a function of its own
+                # (jit caches traces by function, and the config is not part of the key)
+                gen = lambda a, f=fns["lean"]: f(a)  # noqa: E731
+                with ts.config(jax_fast=False):
+                    methods["generic"] = jax.jit(wrap(gen)).lower(x).compile()
             times: dict[str, list[float]] = {c: [] for c in cols}
             for c in cols:
                 methods[c](x).block_until_ready()  # compile / warm up
