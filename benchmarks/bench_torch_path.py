@@ -1,8 +1,9 @@
 """tempscale on PyTorch tensors vs the hand-written ``torch.softmax(x / T, -1)``, side by side.
 
     python benchmarks/bench_torch_path.py [--quick] [--threads 2] [--repeat 7] [--device cpu]
+                                          [--dtypes float32,bfloat16,float16]
 
-For each shape and dtype (float32, bfloat16) it times, in the same run and interleaved:
+For each shape and dtype (default float32, bfloat16) it times, in the same run and interleaved:
 
 * forward: ``ts.softmax(x, 0.7)`` vs ``torch.softmax(x / 0.7, -1)``;
 * forward + backward: the same with ``x.requires_grad_()`` and ``y.backward(g)``;
@@ -56,6 +57,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--quick", action="store_true", help="8x fewer rows per shape")
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="comma-separated torch dtypes (float32, bfloat16, float16, float64)")
     args = ap.parse_args()
     dev = args.device
     if dev == "cpu":
@@ -68,13 +71,14 @@ def main() -> None:
     print("| shape | dtype | pass | torch ms | tempscale ms | torch / tempscale "
           "| max abs err torch | max abs err tempscale |")
     print("|---|---|---|---|---|---|---|---|")
+    dtypes = [getattr(torch, name.strip()) for name in args.dtypes.split(",") if name.strip()]
     gen = torch.Generator(device=dev).manual_seed(0)
     for rows, n in SHAPES:
         if args.quick:
             rows = max(1, rows // 8)
         x32 = torch.randn(rows, n, device=dev, generator=gen) * 3
         g32 = torch.randn(rows, n, device=dev, generator=gen)
-        for dt in (torch.float32, torch.bfloat16):
+        for dt in dtypes:
             x = x32.to(dt)
             g = g32.to(dt)
             head = x[: max(1, 2**22 // n)]  # the errors on the first rows (memory)
