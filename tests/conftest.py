@@ -157,15 +157,66 @@ def cli_tmp(tmp_path, monkeypatch):
     yield from in_tmp_folder(tmp_path, monkeypatch)
 
 
-@pytest.fixture(scope="session")
+#: the Dask cluster and client of this process while tests that use them run (see dask_client)
+_DASK: dict = {}
+
+
+@pytest.fixture
 def dask_client():
-    """One real dask.distributed cluster for the session: 2 worker processes, 1 thread each."""
+    """A real dask.distributed cluster: 2 worker processes, 1 thread each.
+
+    Started by the first test that asks for it and shared by the tests that follow it directly;
+    closed as soon as the next test does not ask for it (pytest_runtest_teardown below): idle,
+    its two worker processes and the scheduler would poll each other for the rest of the session
+    (a few per cent of a CPU each).  The Dask test files are one xdist_group, so one worker runs
+    them one after another on one cluster."""
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", memory_limit="1GiB")
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
+    if "client" not in _DASK:
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", memory_limit="1GiB")
+        _DASK["cluster"], _DASK["client"] = cluster, distributed.Client(cluster)
+    return _DASK["client"]
+
+
+def _close_dask() -> None:
+    client, cluster = _DASK.pop("client", None), _DASK.pop("cluster", None)
+    if client is not None:
         client.close()
+    if cluster is not None:
         cluster.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)  # the test's own fixtures first
+    finally:
+        if _DASK and "dask_client" not in getattr(nextitem, "fixturenames", ()):
+            _close_dask()
+
+
+def pytest_sessionfinish(session):
+    _close_dask()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """``--dist loadgroup`` on pytest >= 9.2: pytest-xdist (3.8) groups a test marked
+    ``xdist_group(name)`` by appending ``@name`` to its node id through ``item._nodeid``, which
+    pytest 9.2 no longer reads (the id lives in ``item._id``, a ``NodeId``); without this, the
+    groups are silently spread over the workers (two Dask clusters, two browsers).  Does
+    nothing where xdist already did it, or where the id cannot be set."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        return
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        if not names:
+            continue
+        nodeid = item.nodeid
+        suffix = "@" + "_".join(names)
+        if nodeid.endswith(suffix):
+            continue  # pytest-xdist did it (pytest < 9.2)
+        node_id = getattr(item, "_id", None)
+        if hasattr(type(node_id), "parse"):
+            item._id = type(node_id).parse(nodeid + suffix)
