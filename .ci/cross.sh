@@ -8,7 +8,8 @@
 # plus a compile-only pass of the benchmark-only kernels (TS_BENCH_KERNELS) for both targets and,
 # when clang is installed, the same two builds and runs with clang (CROSS_CLANG=0 skips them).
 # Missing Debian packages are installed (gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user).
-# About 20 s on two cores once installed (gcc only; clang adds about as much).
+# About 20 s on two cores once installed (gcc only; clang adds about as much).  Every build and
+# run happens at the same time (the machine's scheduler shares the CPUs).
 #
 #   usage: .ci/cross.sh            (CC=... for the native compiler; KEEP_TMP=1 keeps the build)
 set -euo pipefail
@@ -51,34 +52,43 @@ bench_compile() { # the benchmark-only kernels compile too (-O0: a compile check
 start=$(date +%s)
 CLANG=""
 if [ "${CROSS_CLANG:-1}" = 1 ] && command -v clang >/dev/null; then CLANG=clang; fi
-echo "[cross] building: native ($("$CC" -dumpmachine)) and aarch64 ($XCC)${CLANG:+, with clang too}"
-pids=()
-build "$CC" "$TMP/test_native" & pids+=($!)
-build "$XCC" "$TMP/test_aarch64" & pids+=($!)
-if [ -n "$CLANG" ]; then
-  build clang "$TMP/test_clang" & pids+=($!)
-  build clang "$TMP/test_clang_aarch64" --target=aarch64-linux-gnu & pids+=($!)
-fi
-bench_compile "$CC" & pids+=($!)
-bench_compile "$XCC" & pids+=($!)
-for p in "${pids[@]}"; do wait "$p"; done
-
-# the runs, two at a time; each prints one summary line (failures go to stderr)
-rc=0
-run() { # run LABEL COMMAND...
-  local label="$1" out; shift
-  out="$("$@")" || { echo "[cross] $label $out"; return 1; }
-  echo "[cross] $label $out"
+echo "[cross] building and running: native ($("$CC" -dumpmachine)) and aarch64 ($XCC)${CLANG:+, with clang too}"
+# Each target's build and run is one background job, all at once: a short build's run (the
+# aarch64 ones under qemu take longest) starts while the other builds go on.  Each job writes
+# its summary line (or its failure) to a log, printed in a fixed order at the end.
+target() { # target LABEL COMPILER OUTPUT RUNNER... -- [extra build flags]
+  local label="$1" cc="$2" out="$3"; shift 3
+  local runner=()
+  while [ "$1" != "--" ]; do runner+=("$1"); shift; done
+  shift
+  build "$cc" "$out" "$@" || { echo "$label build FAILED"; return 1; }
+  local res
+  res="$("${runner[@]}" "$out" 2>&1)" || { echo "$label $res"; return 1; }
+  echo "$label $res"
 }
-run "native:       " "$TMP/test_native" & n1=$!
-run "aarch64:      " qemu-aarch64 -L "$SYSROOT" "$TMP/test_aarch64" & n2=$!
-wait "$n1" || rc=1
+QEMU=(qemu-aarch64 -L "$SYSROOT")
+jobs_=()
+target "native:       " "$CC" "$TMP/test_native" -- > "$TMP/native.log" 2>&1 & jobs_+=("$!:native")
+target "aarch64:      " "$XCC" "$TMP/test_aarch64" "${QEMU[@]}" -- > "$TMP/aarch64.log" 2>&1 &
+jobs_+=("$!:aarch64")
 if [ -n "$CLANG" ]; then
-  run "clang native: " "$TMP/test_clang" || rc=1
-  run "clang aarch64:" qemu-aarch64 -L "$SYSROOT" "$TMP/test_clang_aarch64" || rc=1
-else
-  echo "[cross] clang not installed (or CROSS_CLANG=0): clang builds skipped"
+  target "clang native: " clang "$TMP/test_clang" -- > "$TMP/clang.log" 2>&1 & jobs_+=("$!:clang")
+  target "clang aarch64:" clang "$TMP/test_clang_aarch64" "${QEMU[@]}" -- \
+    --target=aarch64-linux-gnu > "$TMP/clang_aarch64.log" 2>&1 & jobs_+=("$!:clang_aarch64")
 fi
-wait "$n2" || rc=1
+bench_compile "$CC" > "$TMP/bench_native.log" 2>&1 & jobs_+=("$!:bench_native")
+bench_compile "$XCC" > "$TMP/bench_aarch64.log" 2>&1 & jobs_+=("$!:bench_aarch64")
+
+rc=0
+for j in "${jobs_[@]}"; do
+  pid="${j%%:*}" name="${j#*:}"
+  if wait "$pid"; then
+    [ ! -s "$TMP/$name.log" ] || echo "[cross] $(cat "$TMP/$name.log")"
+  else
+    rc=1
+    echo "[cross] $name FAILED:"; sed 's/^/[cross]   /' "$TMP/$name.log"
+  fi
+done
+[ -n "$CLANG" ] || echo "[cross] clang not installed (or CROSS_CLANG=0): clang builds skipped"
 [ "$rc" -eq 0 ] || { echo "[cross] FAILED"; exit 1; }
 echo "[cross] passed in $(( $(date +%s) - start )) s"
