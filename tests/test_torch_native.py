@@ -220,18 +220,29 @@ def test_half_rows_equal_the_float32_kernel_rounded(kind, dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_large_half_softmax_streams_the_same_values(dtype):
     # a 16-bit softmax output of 16 MiB or more (rows of >= 1024) is written with streaming
-    # stores (AVX-512): the same values as the cached stores of a small call on the same rows;
+    # stores (AVX-512), its gradient too: the same values as the cached stores of a small call
+    # on the same rows;
     # rows of odd length start at every 2-byte offset (masked head, aligned body, tail)
     for n in (1031, 2048):
         rows = (16 << 20) // (2 * n) + 3
         x = (torch.randn(rows, n, generator=torch.Generator().manual_seed(n)) * 3).to(dtype)
         x[5, 7] = inf  # contract rows keep the reference
         x[9] = -inf
-        got = ts.softmax(x, 0.7)
+        xr = x.clone().requires_grad_(True)
+        got = ts.softmax(xr, 0.7)
+        g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+        # a NaN gradient entry where p > 0 makes the row NaN (the bfloat16 store's NaN select)
+        g[3, int(x[3].float().argmax())] = nan
+        got.backward(g)
         for sl in (slice(0, 40), slice(rows - 37, rows)):
-            want = ts.softmax(x[sl].clone(), 0.7)
-            assert torch.equal(got[sl].nan_to_num(7.0), want.nan_to_num(7.0))
-        close(got[:40], _generic("softmax", x[:40], 0.7), dtype)
+            xs = x[sl].clone().requires_grad_(True)
+            want = ts.softmax(xs, 0.7)
+            assert torch.equal(got[sl].detach().nan_to_num(7.0), want.detach().nan_to_num(7.0))
+            want.backward(g[sl])
+            assert torch.equal(torch.isnan(xr.grad[sl]), torch.isnan(xs.grad))
+            assert torch.equal(xr.grad[sl].nan_to_num(7.0), xs.grad.nan_to_num(7.0))
+        assert bool(torch.isnan(xr.grad[3]).any())
+        close(got[:40].detach(), _generic("softmax", x[:40], 0.7), dtype)
 
 
 def test_half_outputs_round_to_nearest_even_ties_and_subnormals():

@@ -607,7 +607,7 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
     double inv = 1.0 / T;
     if (!lsm) {
         if (vec && T >= 0x1p-120 && T <= 0x1p120) {
-            B->K->bw_dx(g, o, dx, n, type, 0, s, inv);
+            B->K->bw_dx(g, o, dx, n, type, 0, s, inv, B->nt);
         } else if (type != T_F64 && T >= 0x1p-120 && T <= 0x1p120) {
             /* float32 lanes for the narrower types (twice the vector width, no conversions to
                double): a few roundings more, within 2 ulp of the double form */
@@ -627,7 +627,7 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
                 bw_st(dx, j, type, p != 0.0 ? v : 0.0);
             }
     } else if (!nneg && mul && vec) { /* no -inf output: no masked entry */
-        B->K->bw_dx(g, o, dx, n, type, 1, s, inv);
+        B->K->bw_dx(g, o, dx, n, type, 1, s, inv, 0);
     } else if (!nneg && mul) {
         for (j = 0; j < n; j++) {
             double lp = bw_ld(o, j, type), gv = bw_ld(g, j, type);
@@ -684,6 +684,9 @@ static void bw_task(void *ctx, ts_intp task) {
 
 void ts_backward_run(bwd_t *B, int nthreads) {
     if (B->nrows <= 0) return;
+    /* as the forward's 16-bit softmax outputs (STREAM16_BYTES) */
+    B->nt = (B->type == T_BF16 || B->type == T_F16) && B->kind == KIND_SOFTMAX && B->n >= 1024 &&
+            B->rdx == 2 * B->n && (size_t)B->nrows * (size_t)B->n * 2 >= STREAM16_BYTES;
     ts_intp per = B->n > 0 ? B->n : 1;
     B->rows_per_task = (ts_intp)65536 / per;
     if (B->rows_per_task < 1) B->rows_per_task = 1;

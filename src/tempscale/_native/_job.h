@@ -74,6 +74,7 @@ typedef struct {
     double *dT;                     /* per-row dL/dT (contiguous) or NULL */
     ts_intp rows_per_task;
     const kernels_t *K;             /* vector row passes (float32 / 16-bit rows); NULL: scalar */
+    int nt;                         /* set by ts_backward_run: streaming stores of a large 16-bit dx */
 } bwd_t;
 
 void ts_backward_run(bwd_t *B, int nthreads);

@@ -1291,16 +1291,61 @@ AI void SFX(bw_sums_t)(const void *g, const void *o, ts_intp n, int t, int lsm, 
     *nneg = k;
 }
 
+#if defined(KI_AVX512)
+/* float32 bits -> 16 bfloat16 (round to nearest even; NaN kept quiet unless nn) */
+AI __m256i SFX(bf16_bits)(vui u, int nn) {
+    vui r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    if (!nn) {
+        vui nan = (vui)((vi)(u & 0x7fffffffu) > 0x7f800000);
+        r = (((u >> 16) | 0x40u) & nan) | (r & ~nan);
+    }
+    return _mm512_cvtepi32_epi16((__m512i)r);
+}
+#endif
+
 /* pass 2.  softmax: dx = p (g - s) / T in float (0 where p = 0), as bw_row's float lanes (the
    same operations, so the same roundings); log_softmax (rows without a -inf output):
    dx = (g - exp(log p) s) / T in double, exp(log p) as 2^(log p log2(e)) with the product kept
    as a double pair (exp2_hi2), rounded once to float (then to t) */
 AI void SFX(bw_dx_t)(const void *g, const void *o, void *dx, ts_intp n, int t, int lsm, double s,
-                     double inv) {
+                     double inv, int nt) {
     ts_intp i = 0;
     if (!lsm) {
         float sfs = (float)s, invs = (float)inv;
         vf sf = (vf){0} + sfs, invf = (vf){0} + invs;
+#if defined(KI_AVX512)
+        if (nt && t != T_F32) {
+            /* a large 16-bit dx: streaming stores (masked head to 32-byte alignment, masked
+               tail), the same values.  A finite s means a finite g wherever p != 0, so no NaN
+               can come out (0 elsewhere): the bfloat16 store needs no NaN select then */
+            uint16_t *oh = (uint16_t *)dx;
+            int nn = isfinite(s);
+            ts_intp h = (ts_intp)(((32 - ((uintptr_t)oh & 31)) & 31) / 2);
+            if (h > n) h = n;
+#define DXV(p, gv) ((vf)((vi)((p) * ((gv) - sf) * invf) & (vi)((p) != 0.0f)))
+#define TO16(v) (t == T_F16 ? _mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT)             \
+                            : SFX(bf16_bits)((vui)(v), nn))
+            if (h) {
+                vf p = SFX(ldx_part)(o, 0, h, t, 0.0f), v = DXV(p, SFX(ldx_part)(g, 0, h, t, 0.0f));
+                _mm256_mask_storeu_epi16(oh, (__mmask16)((1u << h) - 1u), TO16(v));
+            }
+            for (i = h; i + VF <= n; i += VF) {
+                vf p = SFX(ldx)(o, i, t), v = DXV(p, SFX(ldx)(g, i, t));
+                _mm256_stream_si256((__m256i *)(oh + i), TO16(v));
+            }
+            if (i < n) {
+                vf p = SFX(ldx_part)(o, i, n - i, t, 0.0f);
+                vf v = DXV(p, SFX(ldx_part)(g, i, n - i, t, 0.0f));
+                _mm256_mask_storeu_epi16(oh + i, (__mmask16)((1u << (n - i)) - 1u), TO16(v));
+            }
+#undef TO16
+#undef DXV
+            _mm_sfence();
+            return;
+        }
+#else
+        (void)nt;
+#endif
         for (; i + VF <= n; i += VF) {
             vf p = SFX(ldx)(o, i, t), v = p * (SFX(ldx)(g, i, t) - sf) * invf;
             SFX(stx)(dx, i, (vf)((vi)v & (vi)(p != 0.0f)), t);
@@ -1354,11 +1399,12 @@ static void SFX(bw_sums)(const void *g, const void *o, ts_intp n, int t, int lsm
 }
 
 static void SFX(bw_dx)(const void *g, const void *o, void *dx, ts_intp n, int t, int lsm, double s,
-                       double inv) {
+                       double inv, int nt) {
 #define BW_CASE(tt)                                                                              \
     if (t == tt) {                                                                               \
-        if (lsm) SFX(bw_dx_t)(g, o, dx, n, tt, 1, s, inv);                                       \
-        else SFX(bw_dx_t)(g, o, dx, n, tt, 0, s, inv);                                           \
+        if (lsm) SFX(bw_dx_t)(g, o, dx, n, tt, 1, s, inv, 0);                                    \
+        else if (nt) SFX(bw_dx_t)(g, o, dx, n, tt, 0, s, inv, 1);                                \
+        else SFX(bw_dx_t)(g, o, dx, n, tt, 0, s, inv, 0);                                        \
         return;                                                                                  \
     }
     BW_CASE(T_F32)

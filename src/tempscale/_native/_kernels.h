@@ -32,7 +32,7 @@ typedef struct {
     void (*cvt_out)(const float *, void *, int, ts_intp);
     /* the backward's row passes (see bw_row in _job.c) for T_F32 / T_BF16 / T_F16 rows */
     void (*bw_sums)(const void *, const void *, ts_intp, int, int, double *, double *, ts_intp *);
-    void (*bw_dx)(const void *, const void *, void *, ts_intp, int, int, double, double);
+    void (*bw_dx)(const void *, const void *, void *, ts_intp, int, int, double, double, int);
 #ifdef TS_BENCH_KERNELS
     void (*exp_pass)(const float *, float *, ts_intp, int); /* benchmark: o = exp(x) */
     int stream; /* row_f32 / exp_pass can stream their output (non-temporal stores) */
