@@ -350,6 +350,47 @@ def test_backward_through_per_row_temperature(kind, dtype):
             close(a, b, dtype, grad=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kind", KINDS)
+def test_16bit_temperature_and_masked_gradients_match_float64(kind, dtype):
+    # the scalar 16-bit row passes (the gradient through T, masked log_softmax with -inf
+    # outputs) against the float64 generic path on the same values, rounded to the dtype
+    x = contract_rows(70, dtype)
+    T = torch.tensor([0.0, 0.5, inf, 1e-3, 2.0, 1e3, 1.0, 3.0, 0.01, 0.7], dtype=dtype)
+    mask = torch.rand(10, 70, generator=torch.Generator().manual_seed(4)) > 0.25
+    g = torch.randn(10, 70, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    if kind == "logsumexp":
+        g = g[:, 0]
+    for m in (None, mask):
+        for t in (T, T[:, None] if kind != "logsumexp" else T, torch.tensor(0.7, dtype=dtype)):
+            gy = g
+            if kind == "log_softmax":
+                valid = x > -inf if m is None else (x > -inf) & m
+                gy = torch.where(valid, g, 0.0)
+            got = _grads(kind, x, t, mask=m, g=gy.to(dtype))
+            want = _grads(kind, x.double(), t.double(), mask=m, g=gy, native=False)
+            for a, b in zip(got, want, strict=True):
+                close(a, b.to(dtype), dtype, grad=True)
+
+
+def test_float16_every_bit_pattern_through_the_scalar_conversions():
+    # every float16 (NaN payloads, subnormals, +-inf) loaded and stored by the per-entry
+    # paths (a strided row: no vector conversion), against numpy's float16 <-> float conversions
+    bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    h = bits.view(np.float16)
+    base = torch.from_numpy(np.stack([h, np.zeros_like(h)], 1).copy())
+    x = base[:, :1]  # rows of one entry (logsumexp of one entry is that entry)
+    assert not x.is_contiguous() or x.stride(0) != 1
+    got = ts.logsumexp(x, 1.0, axis=-1).numpy()
+    want = h.astype(np.float32).astype(np.float16)  # numpy: quiet NaNs, otherwise exact
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    nan[0x8000] = True  # -0: the log-sum -0 + 1 * log(1) is +0
+    assert np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
+    assert got[0x8000] == 0.0
+    # (the rounding of every float16 boundary: tests/c/test_kernels.c, run_half_conversions)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_gradcheck_float64(kind):
     g = torch.Generator().manual_seed(5)

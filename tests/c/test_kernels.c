@@ -487,6 +487,96 @@ static void run_convert(const kernels_t *K) {
     free(f);
 }
 
+/* The scalar float16 conversions of _common.h (f16_to_f32, f32_to_f16, f64_to_f16), every float16
+   bit pattern and every float16 rounding boundary (the midpoints between neighbours, 1 ulp either
+   side, in float and double), against an independent reference (ldexp / the float16 value grid)
+   and, where the compiler has _Float16, against its conversions bit for bit. */
+static double h_value(uint16_t h) { /* the exact value of a finite float16 */
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp((double)m, -24) : ldexp((double)(1024 + m), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+static uint16_t h_round(double v) { /* nearest float16, ties to even, of a non-NaN double */
+    uint16_t s = signbit(v) ? 0x8000 : 0;
+    double a = fabs(v);
+    if (a >= 65520.0) return s | 0x7c00;
+    uint16_t lo = 0, hi = 0x7bff; /* largest float16 <= a by bisection over the ordered bits */
+    while (lo < hi) {
+        uint16_t mid = (uint16_t)((lo + hi + 1) / 2);
+        if (h_value(mid) <= a) lo = mid; else hi = (uint16_t)(mid - 1);
+    }
+    if (lo == 0x7bff) return s | (a - 65504.0 < 65536.0 - a ? lo : 0x7c00); /* a < 65520 */
+    double d0 = a - h_value(lo), d1 = h_value((uint16_t)(lo + 1)) - a;
+    return s | (d0 < d1 || (d0 == d1 && !(lo & 1)) ? lo : (uint16_t)(lo + 1));
+}
+static void check_half(const char *what, double v, uint16_t got, uint16_t want) {
+    if (got == want) { n_pass++; return; }
+    n_fail++;
+    if (!quiet) fprintf(stderr, "FAIL %s(%a): %04x, expected %04x\n", what, v, got, want);
+}
+static void run_half_conversions(void) {
+    for (uint32_t b = 0; b < 65536; b++) {
+        uint16_t h = (uint16_t)b;
+        float f = f16_to_f32(h);
+        int e = (h >> 10) & 31, m = h & 1023;
+        uint32_t fu, want;
+        memcpy(&fu, &f, 4);
+        if (e == 31) /* inf, or a NaN with the quiet bit set and the payload kept */
+            want = ((uint32_t)(h & 0x8000) << 16) | 0x7f800000u | (uint32_t)m << 13 | (m ? 0x400000u : 0);
+        else {
+            float r = (float)h_value(h);
+            memcpy(&want, &r, 4);
+        }
+        if (fu != want) {
+            n_fail++;
+            if (!quiet) fprintf(stderr, "FAIL f16_to_f32(%04x): %08x, expected %08x\n", h, fu, want);
+        } else n_pass++;
+#if HAVE_F16
+        f16_t c;
+        memcpy(&c, &h, 2);
+        float cf = (float)c;
+        check_half("f16_to_f32 vs _Float16", (double)b, (uint16_t)(memcmp(&cf, &f, 4) != 0), 0);
+#endif
+        /* narrowing: a round trip, then each rounding boundary */
+        if (e == 31) {
+            uint16_t q = m ? (uint16_t)(h | 0x200) : h;
+            check_half("f32_to_f16", f, f32_to_f16(f), q);
+            check_half("f64_to_f16", f, f64_to_f16((double)f), q);
+            continue;
+        }
+        check_half("f32_to_f16", f, f32_to_f16(f), h);
+        check_half("f64_to_f16", f, f64_to_f16((double)f), h);
+        if ((h & 0x7fff) == 0x7bff || (h & 0x8000)) continue;
+        double mid = 0.5 * (h_value(h) + h_value((uint16_t)(h + 1))); /* exact in float and double */
+        double pts[6] = {mid, nextafter(mid, 0.0), nextafter(mid, INFINITY),
+                         nextafterf((float)mid, 0.0f), nextafterf((float)mid, INFINITY), -mid};
+        for (int k = 0; k < 6; k++) {
+            double v = pts[k];
+            if (k != 1 && k != 2) check_half("f32_to_f16", v, f32_to_f16((float)v), h_round((float)v));
+            check_half("f64_to_f16", v, f64_to_f16(v), h_round(v));
+#if HAVE_F16
+            volatile float vf = (float)v;
+            volatile double vd = v;
+            f16_t cf = (f16_t)vf, cd = (f16_t)vd;
+            uint16_t uf, ud;
+            memcpy(&uf, &cf, 2);
+            memcpy(&ud, &cd, 2);
+            check_half("f32_to_f16 vs _Float16", v, f32_to_f16((float)v), uf);
+            check_half("f64_to_f16 vs _Float16", v, f64_to_f16(v), ud);
+#endif
+        }
+    }
+    /* beyond float16's range and below its smallest subnormal */
+    const double edge[] = {65504.0, 65519.99, 65520.0, 65536.0, 1e6, 3.4e38, 1e300, INFINITY,
+                           0x1p-25, 0x1.000002p-25, 0x1p-26, 0x1p-149, 0x1p-1074, 1e-300, 0.0};
+    for (size_t k = 0; k < sizeof edge / sizeof edge[0]; k++)
+        for (int sg = 0; sg < 2; sg++) {
+            double v = sg ? -edge[k] : edge[k];
+            if (fabs(v) <= 3.4e38 || isinf(v)) check_half("f32_to_f16", v, f32_to_f16((float)v), h_round((float)v));
+            check_half("f64_to_f16", v, f64_to_f16(v), h_round(v));
+        }
+}
+
 int main(int argc, char **argv) {
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -506,6 +596,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "FAIL ts_isa_best is not a supported ISA\n");
         n_fail++;
     }
+    run_half_conversions();
     for (int ii = 0; ii < ts_isa_count; ii++) {
         const char *name = ts_isa_names[ii];
         if (only && strcmp(only, name) != 0) continue;

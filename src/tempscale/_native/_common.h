@@ -53,6 +53,74 @@ static inline uint16_t f32_to_bf16(float f) {
     return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
 }
 
+/* float16 <-> float32 / float64 by integer bit manipulation: exact, the same bits as the
+   compiler's _Float16 conversions (libgcc's __extendhfsf2 / __truncsfhf2 / __truncdfhf2, F16C) but
+   inlined and without their per-call cost, and independent of MXCSR (no subnormal float operand,
+   so flush-to-zero / denormals-are-zero do not change them).  Widening is exact (subnormals
+   renormalised; a NaN keeps its sign and payload, with the quiet bit set).  Narrowing rounds once
+   to nearest, ties to even (subnormal results included), overflows to inf, and keeps a NaN a quiet
+   NaN with the payload's top bits. */
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t em = (uint32_t)(h & 0x7fffu);
+    uint32_t u = (em << 13) + ((uint32_t)(127 - 15) << 23);
+    float f;
+    if (em >= 0x7c00u) { /* inf / NaN */
+        u += (uint32_t)(128 - 16) << 23;
+        if (em > 0x7c00u) u |= 0x00400000u;
+    } else if (em < 0x0400u) { /* zero / subnormal: 2^-14 (1 + m/2^10) - 2^-14, all normal floats */
+        const uint32_t k = (uint32_t)(127 - 14) << 23;
+        float a, b;
+        u += 1u << 23;
+        memcpy(&a, &u, 4);
+        memcpy(&b, &k, 4);
+        a -= b;
+        memcpy(&u, &a, 4);
+    }
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* m >> s rounded to nearest, ties to even (1 <= s < 64) */
+static inline uint64_t ts_shr_rne(uint64_t m, unsigned s) {
+    uint64_t q = m >> s, rem = m & ((UINT64_C(1) << s) - 1u), half = UINT64_C(1) << (s - 1u);
+    return q + (rem > half || (rem == half && (q & 1u)));
+}
+
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t s = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x38800000u) { /* |f| >= 2^-14: a normal half, inf or NaN */
+        if (a >= 0x477ff000u) /* >= 65520 (rounds past 65504), inf, NaN */
+            return (uint16_t)(s | 0x7c00u | (a > 0x7f800000u ? 0x0200u | ((a >> 13) & 0x3ffu) : 0u));
+        uint32_t r = a - ((uint32_t)(127 - 15) << 23);
+        return (uint16_t)(s | ((r + 0x0fffu + ((r >> 13) & 1u)) >> 13));
+    }
+    if (a <= 0x33000000u) return s; /* |f| <= 2^-25: zero (2^-25 ties to the even zero) */
+    /* a subnormal half: |f| / 2^-24 = m 2^(E - 126), rounded */
+    uint32_t m = (a & 0x007fffffu) | 0x00800000u;
+    return (uint16_t)(s | (uint16_t)ts_shr_rne(m, 126u - (a >> 23)));
+}
+
+static inline uint16_t f64_to_f16(double d) {
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    uint16_t s = (uint16_t)((u >> 48) & 0x8000u);
+    uint64_t a = u & UINT64_C(0x7fffffffffffffff);
+    if (a >= UINT64_C(0x3f10000000000000)) { /* |d| >= 2^-14 */
+        if (a >= UINT64_C(0x40effe0000000000)) /* >= 65520, inf, NaN */
+            return (uint16_t)(s | 0x7c00u |
+                              (a > UINT64_C(0x7ff0000000000000) ? 0x0200u | ((a >> 42) & 0x3ffu) : 0u));
+        uint64_t r = a - ((uint64_t)(1023 - 15) << 52);
+        return (uint16_t)(s | (uint16_t)((r + ((UINT64_C(1) << 41) - 1u) + ((r >> 42) & 1u)) >> 42));
+    }
+    if (a <= UINT64_C(0x3e60000000000000)) return s; /* |d| <= 2^-25 */
+    uint64_t m = (a & UINT64_C(0x000fffffffffffff)) | (UINT64_C(1) << 52);
+    return (uint16_t)(s | (uint16_t)ts_shr_rne(m, (unsigned)(1051u - (unsigned)(a >> 52))));
+}
+
 /* Temperature ranges (every accepted T in [0, inf] gives the contract's value):
  *   float32 compute: T < TMIN_F32 goes to the scalar reference (there every nonzero float gap
  *     d >= 2^-149 has d/T > 2^151: an exact zero term, and a log-softmax below -FLT_MAX);

@@ -51,7 +51,7 @@ static inline double load_as_double(const char *p, int t) {
     if (t == T_F64) { double v; memcpy(&v, p, 8); return v; }
     if (t == T_BF16) { uint16_t h; memcpy(&h, p, 2); return (double)bf16_to_f32(h); }
 #if HAVE_F16
-    f16_t h; memcpy(&h, p, 2); return (double)(float)h;
+    uint16_t h; memcpy(&h, p, 2); return (double)f16_to_f32(h);
 #else
     return NAN;
 #endif
@@ -62,7 +62,7 @@ static inline void store_from_double(char *p, int t, double v) {
     if (t == T_F64) { memcpy(p, &v, 8); return; }
     if (t == T_BF16) { uint16_t h = f32_to_bf16((float)v); memcpy(p, &h, 2); return; }
 #if HAVE_F16
-    f16_t h = (f16_t)v; memcpy(p, &h, 2); /* one rounding (not double -> float -> half) */
+    uint16_t h = f64_to_f16(v); memcpy(p, &h, 2); /* one rounding (not double -> float -> half) */
 #endif
 }
 
@@ -480,7 +480,7 @@ static inline double bw_ld(const char *p, ts_intp j, int type) {
     if (type == T_F64) return ((const double *)p)[j];
     if (type == T_BF16) return bf16_to_f32(((const uint16_t *)p)[j]);
 #if HAVE_F16
-    return (double)(float)((const f16_t *)p)[j];
+    return (double)f16_to_f32(((const uint16_t *)p)[j]);
 #else
     return NAN;
 #endif
@@ -491,7 +491,7 @@ static inline void bw_st(char *p, ts_intp j, int type, double v) {
     else if (type == T_F64) ((double *)p)[j] = v;
     else if (type == T_BF16) ((uint16_t *)p)[j] = f32_to_bf16((float)v);
 #if HAVE_F16
-    else ((f16_t *)p)[j] = (f16_t)v;
+    else ((uint16_t *)p)[j] = f64_to_f16(v);
 #endif
 }
 
@@ -499,7 +499,7 @@ static inline float bw_ldf(const char *p, ts_intp j, int type) {
     if (type == T_F32) return ((const float *)p)[j];
     if (type == T_BF16) return bf16_to_f32(((const uint16_t *)p)[j]);
 #if HAVE_F16
-    if (type == T_F16) return (float)((const f16_t *)p)[j];
+    if (type == T_F16) return f16_to_f32(((const uint16_t *)p)[j]);
 #endif
     return (float)((const double *)p)[j];
 }
@@ -508,7 +508,7 @@ static inline void bw_stf(char *p, ts_intp j, int type, float v) {
     if (type == T_F32) ((float *)p)[j] = v;
     else if (type == T_BF16) ((uint16_t *)p)[j] = f32_to_bf16(v);
 #if HAVE_F16
-    else if (type == T_F16) ((f16_t *)p)[j] = (f16_t)v;
+    else if (type == T_F16) ((uint16_t *)p)[j] = f32_to_f16(v);
 #endif
     else ((double *)p)[j] = v;
 }

@@ -150,7 +150,7 @@ AI void SFX(stx_nn)(void *p, ts_intp i, vf v, int ht) {
 AI float SFX(ld1)(const void *p, ts_intp i, int ht) {
     if (ht == T_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
 #if HAVE_F16
-    if (ht == T_F16) return (float)((const f16_t *)p)[i];
+    if (ht == T_F16) return f16_to_f32(((const uint16_t *)p)[i]);
 #endif
     if (ht == T_F32) return ((const float *)p)[i];
     return NAN;
@@ -158,7 +158,7 @@ AI float SFX(ld1)(const void *p, ts_intp i, int ht) {
 AI void SFX(st1)(void *p, ts_intp i, float v, int ht) {
     if (ht == T_BF16) ((uint16_t *)p)[i] = f32_to_bf16(v);
 #if HAVE_F16
-    else if (ht == T_F16) ((f16_t *)p)[i] = (f16_t)v;
+    else if (ht == T_F16) ((uint16_t *)p)[i] = f32_to_f16(v);
 #endif
     else if (ht == T_F32) ((float *)p)[i] = v;
 }
