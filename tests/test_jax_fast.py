@@ -294,3 +294,102 @@ def test_a_span_beyond_the_dtype_max_with_a_large_temperature(kind, T):
     want = _generic(kind, x, T)
     _close(got, want, np.float32)
     assert np.all(np.isfinite(np.asarray(got))) or kind == "softmax"
+
+
+# per-row temperatures: a batch whose temperatures are all ordinary takes the lean passes
+# (lax.cond on the whole batch); a row at a limit sends the batch to the general form
+ROW_TEMPS = {
+    "ordinary": [0.7, 1.3, 0.5, 2.0, 0.9, 1.1, 0.6],
+    "a T=0 row": [0.7, 1.3, 0.0, 2.0, 0.9, 1.1, 0.6],
+    # (T = inf on a row with distinct finite logits gives NaN on the general form under jit,
+    # a defect of the general form not covered here)
+    "a T=inf row": [0.7, 1.3, 0.5, 2.0, 0.9, np.inf, 0.6],  # the fully masked row
+}
+
+
+def _row_batch(dtype):
+    rows = np.asarray(_batch(True, True, True, np.float64)[:7])  # ordinary, s < 2, contract
+    return rows.astype(dtype)
+
+
+@pytest.mark.parametrize(("dtype", "masked"), [(np.float32, False), (np.float64, True)],
+                         ids=["float32-unmasked", "float64-masked"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("temps", list(ROW_TEMPS), ids=lambda t: t.replace(" ", "-"))
+def test_per_row_temperatures_match_mpmath_and_the_generic_path(dtype, kind, temps, masked):
+    x = jnp.asarray(_row_batch(dtype))
+    T = jnp.asarray(ROW_TEMPS[temps], dtype=dtype)
+    mask = None
+    if masked:  # one masked entry in an ordinary row, one in the nearly certain row
+        m = np.ones(x.shape, dtype=bool)
+        m[0, 3] = m[2, 5] = False
+        mask = jnp.asarray(m)
+    f = getattr(ts, kind)
+    got = jax.jit(lambda a, t: f(a, t, mask=mask))(x, T)
+    _close(got, _generic(kind, x, T, mask=mask), dtype)
+    xs, ts_ = np.asarray(x, dtype=np.float64), np.asarray(T, dtype=np.float64)
+    for i, row in enumerate(xs):
+        if np.all(np.isfinite(row)) and 0 < ts_[i] < np.inf and (mask is None or mask[i].all()):
+            np.testing.assert_allclose(
+                np.asarray(got[i], dtype=np.float64).ravel(), _mp_row(kind, row, ts_[i]),
+                rtol=_tol(dtype)[0], atol=np.finfo(dtype).smallest_normal)
+    if kind != "softmax" and temps == "ordinary":  # the exact sum of the nearly certain row
+        assert float(np.asarray(got).reshape(x.shape[0], -1)[2, 0]) != 0.0
+
+    g = jnp.asarray(np.random.default_rng(9).normal(size=got.shape), dtype=dtype)
+
+    def loss(fn, a, t):
+        r = fn(a, t)
+        return jnp.sum(jnp.where(jnp.isfinite(r), r, 0) * g)
+
+    lean = lambda a, t: f(a, t, mask=mask)  # noqa: E731
+    ref = lambda a, t: _generic(kind, a, t, mask=mask)  # noqa: E731
+    ga = jax.jit(jax.grad(lambda a, t: loss(lean, a, t), argnums=(0, 1)))(x, T)
+    gb = jax.grad(lambda a, t: loss(ref, a, t), argnums=(0, 1))(x, T)
+    for u, v in zip(ga, gb, strict=True):
+        _close(u, v, dtype, grad=True)
+    # through x alone and through T alone (the other tangent is a symbolic zero)
+    _close(jax.grad(lambda a: loss(lean, a, T))(x), gb[0], dtype, grad=True)
+    _close(jax.grad(lambda t: loss(lean, x, t))(T), gb[1], dtype, grad=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_row_temperatures_in_float64_closed_form(kind):
+    # the derivative in T against the closed form d/dT at 50 digits (central differences of
+    # the mpmath value) on ordinary finite rows
+    mpmath = pytest.importorskip("mpmath")
+    x = jnp.asarray(_batch(True, True, False, np.float64))
+    T = jnp.asarray([0.7, 1.9, 0.4, 1.2][: x.shape[0]], dtype=jnp.float64)
+    f = getattr(ts, kind)
+    w = np.random.default_rng(3).normal(size=f(x, T).shape)
+    gT = jax.grad(lambda t: jnp.sum(f(x, t) * w))(T)
+    for i, row in enumerate(np.asarray(x)):
+        def val(t, row=row, i=i):
+            return float(np.dot(_mp_row(kind, row, t), np.ravel(w[i])))
+        with mpmath.workdps(30):
+            h = 1e-6
+            ref = (val(float(T[i]) + h) - val(float(T[i]) - h)) / (2 * h)
+        np.testing.assert_allclose(float(gT[i]), ref, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_vmap_over_per_row_batches_that_take_different_branches(kind):
+    f = getattr(ts, kind)
+    x = _row_batch(np.float32)
+    stack = jnp.asarray(np.stack([x, x[::-1], x]))
+    temps = jnp.asarray(np.stack([ROW_TEMPS["ordinary"], ROW_TEMPS["a T=0 row"],
+                                  ROW_TEMPS["a T=inf row"]]), dtype=jnp.float32)
+    got = jax.jit(jax.vmap(f))(stack, temps)
+    for i in range(3):
+        _close(got[i], _generic(kind, stack[i], temps[i]), np.float32)
+
+    def loss(fn, a, t):
+        r = fn(a, t)
+        return jnp.sum(jnp.where(jnp.isfinite(r), r, 0) * jnp.arange(r.size).reshape(r.shape))
+
+    gv = jax.jit(jax.vmap(jax.grad(lambda a, t: loss(f, a, t), argnums=(0, 1))))(stack, temps)
+    for i in range(3):
+        want = jax.grad(lambda a, t: loss(lambda b, u: _generic(kind, b, u), a, t),
+                        argnums=(0, 1))(stack[i], temps[i])
+        _close(gv[0][i], want[0], np.float32, grad=True)
+        _close(gv[1][i], want[1], np.float32, grad=True)

@@ -18,8 +18,10 @@ over the data and no more: XLA's CPU backend fuses a reduction with the arithmet
 but not with a ``select`` or a comparison, so nothing but arithmetic precedes a reduction, the
 contract's rows are repaired per row in the output pass, and the rare extra passes (counting
 ``+inf`` maxima; the exact ``log1p`` sum of rows with ``s < 2``) sit behind a whole-batch
-``lax.cond`` (a select under ``vmap``).  Per-row temperature arrays (:func:`_array_fn`) take a
-forward with the contract's selects in the element-wise pass.
+``lax.cond`` (a select under ``vmap``).  Per-row temperature arrays (:func:`_array_fn`) take
+the same passes when every temperature of the batch is ordinary (one whole-batch ``lax.cond``;
+the derivative in ``T`` is added only when ``T`` is differentiated, ``symbolic_zeros``), and
+otherwise a forward with the contract's selects in the element-wise pass.
 
 Rows at a limit (``T = 0``, ``T = inf``, a ``+inf`` logit) have a constant result, so their
 gradient is zero; masked entries get zero gradient; a fully masked row gives zeros (softmax) or
@@ -44,6 +46,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from ._softmax import _div
 from ._typing import DType, Namespace
@@ -198,90 +201,114 @@ def _scalar_fn(kind: str, ax: int, T: float) -> Any:
     the maximum, ``log1p(r)``, so ``logsumexp([0, -40])`` keeps its ``4.2e-18``.  Under
     ``vmap`` each ``cond`` becomes a select (both sides run).
     """
-    half_t = T * 0.5
-
-    def shifted(z: Any, m: Any) -> Any:
-        # (x - m)/T without overflow: halving x, m and T is exact (XLA multiplies by 1/half_t,
-        # which is 2/T: the same rounding as the direct form's x * (1/T))
-        return (z * 0.5 - m * 0.5) / half_t
-
-    def summand(z: Any, m: Any) -> Any:
-        # the direct (x - m)/T fuses with the maximum into one pass (XLA's CPU backend does
-        # not fuse the halved form); where x - m overflows (a span beyond the dtype's max), its
-        # -inf is harmless to exp for T below max/1e4: the true y is below -1e4 there
-        finfo: Any = jnp.finfo  # untyped in jax
-        if T < float(finfo(z.dtype).max) * 1e-4:
-            return (z - m) / T
-        return shifted(z, m)
-
-    def log_sum(z: Any, m: Any, s: Any) -> Any:
-        return jax.lax.cond(jnp.any(s < 2), lambda a, b: _exact_log_s(summand(a, b), ax),
-                            lambda a, b: jnp.log(s), z, m)
-
-    def odd_rows(z: Any) -> tuple[Any, Any, Any]:
-        """Per row: the output where ``y`` is NaN, the same for the derivative's ``p`` (NaN rows
-        are constant there, as on the generic path), and the derivative's factor."""
-        m = jnp.max(z, axis=ax, keepdims=True)
-        pinf, nan = m == jnp.inf, jnp.isnan(m)
-        k = jnp.sum(z == jnp.inf, axis=ax, keepdims=True, dtype=z.dtype)
-        odd_t = jnp.full_like(m, 0.0 if kind == "softmax" else -jnp.inf)
-        odd_t = jnp.where(pinf, 1.0 / k if kind == "softmax" else -jnp.log(k), odd_t)
-        keep = jnp.where(pinf | nan, 0.0, 1.0).astype(z.dtype)
-        return jnp.where(nan, jnp.nan, odd_t), odd_t, keep
-
-    def forward(z: Any) -> tuple[Any, Any, Any, Any]:
-        """``(out, p_out, s, aux)``: the output, the output with NaN rows constant (for the
-        derivative), the row sums and a per-row factor (logsumexp: the row maximum)."""
-        m = jnp.max(z, axis=ax, keepdims=True)
-        e = jnp.exp(summand(z, m))
-        s = jnp.sum(e, axis=ax, keepdims=True)
-        if kind == "logsumexp":
-            fin = jnp.isfinite(m)
-            out = _finish(kind, None, None, s, log_sum(z, m, s), m, jnp.where(fin, m, 0.0), T)
-            return out, out, s, m
-        # s is NaN exactly in the rows whose maximum is not finite; their values come from
-        # odd_rows, which runs only when there is such a row (m is used by nothing but the
-        # passes over the data, so that XLA fuses the maximum with exp)
-        fin = jnp.isfinite(s)
-        odd, odd_t, keep = jax.lax.cond(
-            jnp.any(~fin), odd_rows,
-            lambda a: (jnp.zeros_like(s), jnp.zeros_like(s), jnp.ones_like(s)), z)
-        if kind == "softmax":
-            def out_with(o: Any) -> Any:
-                return jnp.where(jnp.isnan(e), o, e * jnp.where(fin, 1.0 / s, 0.0))
-        else:
-            y = shifted(z, m)  # finite where x - m overflows; the same rounding elsewhere
-            y_ls = y - jnp.where(fin, log_sum(z, m, s), 0.0)
-
-            def out_with(o: Any) -> Any:
-                return jnp.where(jnp.isnan(y), o, y_ls)
-        return out_with(odd).astype(z.dtype), out_with(odd_t).astype(z.dtype), s, keep
 
     @jax.custom_jvp
     def f(z: Any) -> Any:
-        return forward(z)[0]
+        return _lean_forward(kind, ax, z, T)[0]
 
     @f.defjvp
     def f_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
         (z,), (dz,) = primals, tangents
-        out, q, s, aux = forward(z)
-        zero = jnp.zeros((), dtype=out.dtype)
-        if kind == "logsumexp":
-            # d(m + T log s) = sum p dz, p = exp(y)/s; +inf, fully masked and NaN rows: constant
-            m = aux
-            fin = jnp.isfinite(m)
-            p = jnp.where(fin, jnp.exp(summand(z, m)) * jnp.where(fin, 1.0 / s, zero), zero)
-            return out, jnp.sum(p * dz, axis=ax, keepdims=True)
-        # +inf and NaN rows are constant (zero derivative): a per-row factor, so that XLA keeps
-        # the reduction fused; q is the output with 0 (-inf) in NaN rows
-        dy = dz * (aux / T)
-        if kind == "softmax":
-            return out, q * dy - q * jnp.sum(q * dy, axis=ax, keepdims=True)
-        # log-softmax: masked outputs (-inf) are constant
-        p = jnp.exp(q)
-        return out, jnp.where(q == -jnp.inf, zero, dy - jnp.sum(p * dy, axis=ax, keepdims=True))
+        return _lean_jvp(kind, ax, z, T, dz, None)
 
     return f
+
+
+def _shifted(z: Any, m: Any, T: Any) -> Any:
+    # (x - m)/T without overflow: halving x, m and T is exact (XLA multiplies by 1/half_t,
+    # which is 2/T: the same rounding as the direct form's x * (1/T))
+    return (z * 0.5 - m * 0.5) / (T * 0.5)
+
+
+def _summand(z: Any, m: Any, T: Any) -> Any:
+    # the direct (x - m)/T fuses with the maximum into one pass (XLA's CPU backend does not
+    # fuse the halved form); where x - m overflows (a span beyond the dtype's max), its -inf is
+    # harmless to exp for T below max/1e4: the true y is below -1e4 there (an array T is below
+    # that bound wherever the lean path runs, see _array_fn)
+    finfo: Any = jnp.finfo  # untyped in jax
+    if not isinstance(T, float) or T < float(finfo(z.dtype).max) * 1e-4:
+        return (z - m) / T
+    return _shifted(z, m, T)
+
+
+def _log_sum(z: Any, m: Any, s: Any, T: Any, ax: int) -> Any:
+    # T closed over: a Python float stays static (_summand's choice of form)
+    return jax.lax.cond(jnp.any(s < 2), lambda a, b: _exact_log_s(_summand(a, b, T), ax),
+                        lambda a, b: jnp.log(s), z, m)
+
+
+def _odd_rows(kind: str, ax: int, z: Any) -> tuple[Any, Any, Any]:
+    """Per row: the output where ``y`` is NaN, the same for the derivative's ``p`` (NaN rows
+    are constant there, as on the generic path), and the derivative's factor."""
+    m = jnp.max(z, axis=ax, keepdims=True)
+    pinf, nan = m == jnp.inf, jnp.isnan(m)
+    k = jnp.sum(z == jnp.inf, axis=ax, keepdims=True, dtype=z.dtype)
+    odd_t = jnp.full_like(m, 0.0 if kind == "softmax" else -jnp.inf)
+    odd_t = jnp.where(pinf, 1.0 / k if kind == "softmax" else -jnp.log(k), odd_t)
+    keep = jnp.where(pinf | nan, 0.0, 1.0).astype(z.dtype)
+    return jnp.where(nan, jnp.nan, odd_t), odd_t, keep
+
+
+def _lean_forward(kind: str, ax: int, z: Any, T: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """``(out, q, s, aux, m)``: the output, the output with NaN rows constant (for the
+    derivative; logsumexp: ``log s``), the row sums, a per-row factor (``0`` in rows that are
+    constant in the derivative; logsumexp: the row maximum) and the row maximum.  ``T`` is a
+    Python float or a keepdims array of ordinary temperatures."""
+    m = jnp.max(z, axis=ax, keepdims=True)
+    e = jnp.exp(_summand(z, m, T))
+    s = jnp.sum(e, axis=ax, keepdims=True)
+    if kind == "logsumexp":
+        fin = jnp.isfinite(m)
+        log_s = _log_sum(z, m, s, T, ax)
+        out = _finish(kind, None, None, s, log_s, m, jnp.where(fin, m, 0.0), T)
+        return out, log_s, s, m, m
+    # s is NaN exactly in the rows whose maximum is not finite; their values come from
+    # _odd_rows, which runs only when there is such a row (m is used by nothing but the
+    # passes over the data, so that XLA fuses the maximum with exp)
+    fin = jnp.isfinite(s)
+    odd, odd_t, keep = jax.lax.cond(
+        jnp.any(~fin), lambda a: _odd_rows(kind, ax, a),
+        lambda a: (jnp.zeros_like(s), jnp.zeros_like(s), jnp.ones_like(s)), z)
+    if kind == "softmax":
+        def out_with(o: Any) -> Any:
+            return jnp.where(jnp.isnan(e), o, e * jnp.where(fin, 1.0 / s, 0.0))
+    else:
+        y = _shifted(z, m, T)  # finite where x - m overflows; the same rounding elsewhere
+        y_ls = y - jnp.where(fin, _log_sum(z, m, s, T, ax), 0.0)
+
+        def out_with(o: Any) -> Any:
+            return jnp.where(jnp.isnan(y), o, y_ls)
+    return out_with(odd).astype(z.dtype), out_with(odd_t).astype(z.dtype), s, keep, m
+
+
+def _lean_jvp(kind: str, ax: int, z: Any, T: Any, dz: Any, dT: Any) -> tuple[Any, Any]:
+    """The closed-form derivative of :func:`_lean_forward`'s output (``dT``: ``None`` when the
+    temperature is not differentiated)."""
+    out, q, s, aux, m = _lean_forward(kind, ax, z, T)
+    zero = jnp.zeros((), dtype=out.dtype)
+    if kind == "logsumexp":
+        # d(m + T log s) = sum p dz + dT (log s - sum p y), p = exp(y)/s; +inf, fully masked
+        # and NaN rows: constant
+        fin = jnp.isfinite(m)
+        y = _summand(z, m, T)
+        p = jnp.where(fin, jnp.exp(y) * jnp.where(fin, 1.0 / s, zero), zero)
+        d = jnp.sum(p * dz, axis=ax, keepdims=True)
+        if dT is not None:
+            py = jnp.sum(p * jnp.where(jnp.isfinite(y), y, zero), axis=ax, keepdims=True)
+            d = d + dT * jnp.where(fin, q - py, zero)  # (q: log s, NaN in constant rows)
+        return out, d
+    # +inf and NaN rows are constant (zero derivative): a per-row factor, so that XLA keeps
+    # the reduction fused; q is the output with 0 (-inf) in NaN rows
+    dy = dz * (aux / T)
+    if dT is not None:
+        # dy = (dz - y dT)/T; y is -inf at masked entries and NaN in constant rows
+        y = _summand(z, m, T)
+        dy = dy - jnp.where(jnp.isfinite(y), y, zero) * (dT * aux / T)
+    if kind == "softmax":
+        return out, q * dy - q * jnp.sum(q * dy, axis=ax, keepdims=True)
+    # log-softmax: masked outputs (-inf) are constant
+    p = jnp.exp(q)
+    return out, jnp.where(q == -jnp.inf, zero, dy - jnp.sum(p * dy, axis=ax, keepdims=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +316,39 @@ def _scalar_fn(kind: str, ax: int, T: float) -> Any:
 # --------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=64)
 def _array_fn(kind: str, ax: int) -> Any:
+    """``kind`` for a keepdims array of per-row temperatures, differentiable in both.
+
+    When every temperature of the batch is ordinary (in ``[tiny, min(1/(4 tiny), max/1e4)]``:
+    no reciprocal flushes, ``x - m`` overflowing to ``-inf`` is harmless) the batch takes the
+    scalar path's passes (:func:`_lean_forward`, one ``lax.cond`` on the whole batch, a select
+    under ``vmap``); otherwise (a row at ``T = 0``, ``T = inf``, a subnormal, huge, negative or
+    NaN ``T``) the general form with the contract's selects in the element-wise pass.
+    """
+    general = _general_array_fn(kind, ax)
+
+    @jax.custom_jvp
+    def lean(z: Any, T: Any) -> Any:
+        return _lean_forward(kind, ax, z, T)[0]
+
+    @functools.partial(lean.defjvp, symbolic_zeros=True)
+    def lean_jvp(primals: Any, tangents: Any) -> tuple[Any, Any]:
+        (z, T), (dz, dT) = primals, tangents
+        if isinstance(dz, SymbolicZero):
+            dz = jnp.zeros_like(z)
+        return _lean_jvp(kind, ax, z, T, dz, None if isinstance(dT, SymbolicZero) else dT)
+
+    def f(z: Any, T: Any) -> Any:
+        tiny, big = _limits(z.dtype)
+        finfo: Any = jnp.finfo  # untyped in jax
+        hi = min(big, float(finfo(z.dtype).max) * 1e-4)
+        ordinary = jnp.all((T >= tiny) & (T <= hi))  # False for NaN
+        return jax.lax.cond(ordinary, lean, general, z, T)
+
+    return f
+
+
+@functools.lru_cache(maxsize=64)
+def _general_array_fn(kind: str, ax: int) -> Any:
     logs = kind != "softmax"
 
     def _t(T: Any, z: Any) -> tuple[Any, Any]:
@@ -332,6 +392,12 @@ def _array_fn(kind: str, ax: int) -> Any:
         (z, T), (dz, dT) = primals, tangents
         out, y, e, s, log_s, t, frozen, frozen_lse = _forward(z, T)
         p = _probs(kind, out, e, s)
+        # NaN rows are constant (zero gradient, as on the generic path); their NaN p and log s
+        # must not reach the transposed products
+        nan_row = jnp.isnan(jnp.max(z, axis=ax, keepdims=True))
+        p = jnp.where(nan_row, jnp.zeros_like(p), p)
+        log_s = jnp.where(nan_row, jnp.zeros_like(log_s), log_s) if logs else log_s
+        frozen, frozen_lse = frozen | nan_row, frozen_lse | nan_row
         return out, _tangent(kind, p, y, z, dz, dT, t, log_s, frozen, frozen_lse, ax)
 
     return f
