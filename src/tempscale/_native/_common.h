@@ -60,7 +60,12 @@ static inline uint16_t f32_to_bf16(float f) {
    renormalised; a NaN keeps its sign and payload, with the quiet bit set).  Narrowing rounds once
    to nearest, ties to even (subnormal results included), overflows to inf, and keeps a NaN a quiet
    NaN with the payload's top bits. */
-static inline float f16_to_f32(uint16_t h) {
+#if defined(__GNUC__)
+#define TS_INLINE static inline __attribute__((always_inline))
+#else
+#define TS_INLINE static inline
+#endif
+TS_INLINE float f16_to_f32(uint16_t h) {
     uint32_t em = (uint32_t)(h & 0x7fffu);
     uint32_t u = (em << 13) + ((uint32_t)(127 - 15) << 23);
     float f;
@@ -82,12 +87,12 @@ static inline float f16_to_f32(uint16_t h) {
 }
 
 /* m >> s rounded to nearest, ties to even (1 <= s < 64) */
-static inline uint64_t ts_shr_rne(uint64_t m, unsigned s) {
+TS_INLINE uint64_t ts_shr_rne(uint64_t m, unsigned s) {
     uint64_t q = m >> s, rem = m & ((UINT64_C(1) << s) - 1u), half = UINT64_C(1) << (s - 1u);
     return q + (rem > half || (rem == half && (q & 1u)));
 }
 
-static inline uint16_t f32_to_f16(float f) {
+TS_INLINE uint16_t f32_to_f16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     uint16_t s = (uint16_t)((u >> 16) & 0x8000u);
@@ -104,7 +109,7 @@ static inline uint16_t f32_to_f16(float f) {
     return (uint16_t)(s | (uint16_t)ts_shr_rne(m, 126u - (a >> 23)));
 }
 
-static inline uint16_t f64_to_f16(double d) {
+TS_INLINE uint16_t f64_to_f16(double d) {
     uint64_t u;
     memcpy(&u, &d, 8);
     uint16_t s = (uint16_t)((u >> 48) & 0x8000u);

@@ -628,6 +628,13 @@ static inline __attribute__((always_inline)) void bw_row(const bwd_t *B, ts_intp
             }
     } else if (!nneg && mul && vec) { /* no -inf output: no masked entry */
         B->K->bw_dx(g, o, dx, n, type, 1, s, inv, 0);
+    } else if (mul && vec) {
+        /* -inf outputs (masked entries, or log p underflowed): the vector pass over the row, then
+           those entries set as the scalar form below sets them */
+        B->K->bw_dx(g, o, dx, n, type, 1, s, inv, 0);
+        for (j = 0; j < n; j++)
+            if (!(bw_ld(o, j, type) > -INFINITY))
+                bw_st(dx, j, type, bw_valid(B, x, m, j) ? bw_ld(g, j, type) * inv : 0.0);
     } else if (!nneg && mul) {
         for (j = 0; j < n; j++) {
             double lp = bw_ld(o, j, type), gv = bw_ld(g, j, type);
