@@ -342,6 +342,8 @@ def _array_fn(kind: str, ax: int) -> Any:
         finfo: Any = jnp.finfo  # untyped in jax
         hi = min(big, float(finfo(z.dtype).max) * 1e-4)
         ordinary = jnp.all((T >= tiny) & (T <= hi))  # False for NaN
+        if not isinstance(ordinary, jax.core.Tracer):  # concrete: the branch, eagerly
+            return lean(z, T) if bool(ordinary) else general(z, T)
         return jax.lax.cond(ordinary, lean, general, z, T)
 
     return f
