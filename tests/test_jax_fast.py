@@ -393,3 +393,35 @@ def test_vmap_over_per_row_batches_that_take_different_branches(kind):
                         argnums=(0, 1))(stack[i], temps[i])
         _close(gv[0][i], want[0], np.float32, grad=True)
         _close(gv[1][i], want[1], np.float32, grad=True)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "logsumexp"])
+def test_per_row_infinite_temperature_under_jit(kind):
+    """A per-row T = inf is the flat limit also once compiled (it was NaN under jit): uniform
+    over the unmasked entries, +inf rows sharing among their maxima, logsumexp +inf for two or
+    more entries and the entry itself for one; values against the generic path, zero gradient."""
+    import jax
+    import jax.numpy as jnp
+
+    import tempscale as ts
+
+    inf, nan = np.inf, np.nan
+    x = np.array([[1.0, 2.0, 3.0], [0.5, 0.1, -1.0], [1.0, -inf, -inf], [inf, 1.0, inf],
+                  [nan, 1.0, 2.0], [-inf, -inf, -inf], [2.0, 2.0, 2.0]], dtype=np.float32)
+    T = np.array([[inf], [1.0], [inf], [inf], [inf], [inf], [inf]], dtype=np.float32)
+    f = getattr(ts, kind)
+    got = np.asarray(jax.jit(lambda a, t: f(a, t))(jnp.asarray(x), jnp.asarray(T)))
+    with ts.config(jax_fast=False):
+        want = np.asarray(f(x.astype(np.float64), T.astype(np.float64)))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+    if kind == "softmax":
+        np.testing.assert_array_equal(got[0], np.full(3, 1 / 3, np.float32))
+
+    def loss(a, t):
+        y = f(a, t)
+        return jnp.sum(jnp.where(jnp.isfinite(y), y, 0.0))
+
+    gx, gt = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(x), jnp.asarray(T))
+    inf_rows = np.isinf(T[:, 0])
+    assert np.all(np.asarray(gx)[inf_rows] == 0) and np.all(np.asarray(gt)[inf_rows] == 0)

@@ -359,6 +359,9 @@ def _general_array_fn(kind: str, ax: int) -> Any:
         # T = 0 computes as 1 (the row is then forced to its tie limit); negative / NaN: NaN
         t = jnp.where(zero_t, jnp.ones_like(T), T)
         t = jnp.where(T >= 0, t, jnp.full_like(T, math.nan))
+        # T = inf computes as 1 too (the row is then forced to its flat limit): (x - m)/inf
+        # through the scaled division is NaN once compiled
+        t = jnp.where(T == jnp.inf, jnp.ones_like(T), t)
         # a subnormal T: the reciprocal flushes; the limit T -> 0+ is the argmax there too
         # unless the row's span is below T (then every y is 0 or tiny); use the tie form
         sub = (T > 0) & (T < tiny)
@@ -377,11 +380,20 @@ def _general_array_fn(kind: str, ax: int) -> Any:
             s = jnp.where(tie_t, kt, s)
             if logs:
                 log_s = jnp.where(tie_t, jnp.log(jnp.maximum(kt, 1.0)), log_s)
-        t_lse = jnp.where(tie_t, jnp.zeros_like(t), t)
+        # T = inf rows: equal mass on the unmasked entries (+inf and NaN rows keep theirs)
+        flat = (T == jnp.inf) & jnp.isfinite(m)
+        n = jnp.sum(z > -jnp.inf, axis=ax, keepdims=True, dtype=y.dtype)
+        if jnp.ndim(flat):
+            y = jnp.where(flat, jnp.where(z > -jnp.inf, 0.0, -jnp.inf).astype(y.dtype), y)
+            e = jnp.where(flat, jnp.exp(y), e)
+            s = jnp.where(flat, n, s)
+            if logs:
+                log_s = jnp.where(flat, jnp.log(jnp.maximum(n, 1.0)), log_s)
+        t_lse = jnp.where(tie_t | flat, jnp.zeros_like(t), t)
         out = _finish(kind, y, e, s, log_s, m, m_safe, t_lse)
         if kind == "logsumexp":
-            # T = inf: m + inf * 0 is m (a single class or all equal), else +inf
-            out = jnp.where(jnp.isinf(T) & (log_s == 0), m, out)
+            # T = inf: m for a single unmasked entry (m + inf * 0), else m + inf log n = +inf
+            out = jnp.where(flat & (n > 1), jnp.full_like(out, jnp.inf), out)
         frozen = pinf | tie_t | jnp.isinf(T)
         return out, y, e, s, log_s, t, frozen, pinf | jnp.isinf(T)
 
