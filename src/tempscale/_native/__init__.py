@@ -406,11 +406,15 @@ def register_threadpoolctl() -> bool:
         internal_api = "tempscale"
         filename_prefixes = ("_tskernels",)
 
+        # the loaded module's own functions, not threadpoolctl's ctypes handle (``self.dynlib``):
+        # that one reopens the file at the library's path, a different copy (its own thread
+        # count) once the file there was replaced, e.g. by a rebuild while this process runs
         def get_num_threads(self) -> int:
-            return int(self.dynlib.tempscale_get_num_threads())
+            return get_num_threads()
 
         def set_num_threads(self, num_threads: int) -> None:
-            self.dynlib.tempscale_set_num_threads(int(num_threads))
+            if _k is not None:
+                _k.set_num_threads(max(1, min(int(num_threads), MAX_THREADS)))
 
         def get_version(self) -> str:
             from .._version import __version__
