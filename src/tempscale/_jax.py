@@ -344,7 +344,10 @@ def _array_fn(kind: str, ax: int) -> Any:
         ordinary = jnp.all((T >= tiny) & (T <= hi))  # False for NaN
         if not isinstance(ordinary, jax.core.Tracer):  # concrete: the branch, eagerly
             return lean(z, T) if bool(ordinary) else general(z, T)
-        return jax.lax.cond(ordinary, lean, general, z, T)
+        # each branch rematerialised (jax.checkpoint): reverse mode then keeps only (z, T) of
+        # the cond, not every residual of both branches (the untaken one's as zero-filled
+        # full-size arrays); measured: per-row gradients 0.55-0.81x -> 1.0-1.4x of the one-liner
+        return jax.lax.cond(ordinary, jax.checkpoint(lean), jax.checkpoint(general), z, T)
 
     return f
 
