@@ -299,6 +299,19 @@ AI vd SFX(exp2_lo)(vd t) {
 }
 
 #ifdef HAVE_TSUM
+/* AVX-512: 2^f * 2^k for |f| <= 1/2 (degree-6 near-minimax polynomial, <= 0.9 ulp in float),
+   lanes outside `ok` exactly 0 */
+AI vf SFX(exp2_poly_scale)(__m512 f, __m512 kf, __mmask16 ok) {
+    __m512 p = _mm512_set1_ps(1.5353357593994588e-04f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887734502554e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437848985195e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503323674201965e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022647738456726e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return (vf)_mm512_maskz_scalef_ps(ok, p, kf);
+}
+
 /* AVX-512: 2^((x - m) c) in float arithmetic only, as accurate as a double evaluation.  x - m is
    kept exactly as d + err (TwoSum), c = ch + cl is a float pair, and t = (d + err) c is formed as
    th + tl with th = d*ch rounded (an opaque multiply, so -ffp-contract cannot fuse it) and
@@ -316,14 +329,7 @@ AI vf SFX(exp2_tsum)(vf xv, vf mv, vf nmv, vf chv, vf clv) {
     __mmask16 ok = _mm512_cmp_ps_mask(th, _mm512_set1_ps(-200.0f), _CMP_GE_OQ);
     __m512 kf = _mm512_roundscale_ps(th, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_add_ps(_mm512_sub_round_ps(th, kf, _MM_FROUND_CUR_DIRECTION), tl);
-    __m512 p = _mm512_set1_ps(1.5353357593994588e-04f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887734502554e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437848985195e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503323674201965e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022647738456726e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return (vf)_mm512_maskz_scalef_ps(ok, p, kf);
+    return SFX(exp2_poly_scale)(f, kf, ok);
 }
 
 /* AVX-512, for 16-bit results only: 2^((x - m) c) with x - m and its product by c = ch + cl
@@ -336,14 +342,7 @@ AI vf SFX(exp2_f16out)(vf xv, vf mv, vf chv, vf clv) {
     __mmask16 ok = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-200.0f), _CMP_GE_OQ);
     __m512 kf = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(t, kf);
-    __m512 p = _mm512_set1_ps(1.5353357593994588e-04f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887734502554e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437848985195e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503323674201965e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022647738456726e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471824645996e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    return (vf)_mm512_maskz_scalef_ps(ok, p, kf);
+    return SFX(exp2_poly_scale)(f, kf, ok);
 }
 #endif
 
