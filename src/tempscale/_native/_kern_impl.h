@@ -1381,38 +1381,37 @@ AI void SFX(bw_dx_t)(const void *g, const void *o, void *dx, ts_intp n, int t, i
     }
 }
 
+/* BW_TYPES(t, CASE): CASE(tt) for the storage type t, with tt a constant, so that each always-
+   inlined row pass is specialised per type (float16 only where the compiler has it) */
+#if HAVE_F16
+#define BW_TYPES(t, CASE) if (t == T_F32) CASE(T_F32) else if (t == T_BF16) CASE(T_BF16) else if (t == T_F16) CASE(T_F16)
+#else
+#define BW_TYPES(t, CASE) if (t == T_F32) CASE(T_F32) else if (t == T_BF16) CASE(T_BF16)
+#endif
+
 static void SFX(bw_sums)(const void *g, const void *o, ts_intp n, int t, int lsm, double *s,
                          double *h, ts_intp *nneg) {
-#define BW_CASE(tt)                                                                              \
-    if (t == tt) {                                                                               \
+#define BW_SUMS(tt)                                                                              \
+    {                                                                                            \
         if (lsm) SFX(bw_sums_t)(g, o, n, tt, 1, s, h, nneg);                                     \
         else SFX(bw_sums_t)(g, o, n, tt, 0, s, h, nneg);                                         \
-        return;                                                                                  \
     }
-    BW_CASE(T_F32)
-    BW_CASE(T_BF16)
-#if HAVE_F16
-    BW_CASE(T_F16)
-#endif
-#undef BW_CASE
+    BW_TYPES(t, BW_SUMS)
+#undef BW_SUMS
 }
 
 static void SFX(bw_dx)(const void *g, const void *o, void *dx, ts_intp n, int t, int lsm, double s,
                        double inv, int nt) {
-#define BW_CASE(tt)                                                                              \
-    if (t == tt) {                                                                               \
+#define BW_DX(tt)                                                                                \
+    {                                                                                            \
         if (lsm) SFX(bw_dx_t)(g, o, dx, n, tt, 1, s, inv, 0);                                    \
         else if (nt) SFX(bw_dx_t)(g, o, dx, n, tt, 0, s, inv, 1);                                \
         else SFX(bw_dx_t)(g, o, dx, n, tt, 0, s, inv, 0);                                        \
-        return;                                                                                  \
     }
-    BW_CASE(T_F32)
-    BW_CASE(T_BF16)
-#if HAVE_F16
-    BW_CASE(T_F16)
-#endif
-#undef BW_CASE
+    BW_TYPES(t, BW_DX)
+#undef BW_DX
 }
+#undef BW_TYPES
 
 #ifdef TS_BENCH_KERNELS
 /* the benchmark's limit: o = exp(x), float32, contiguous */
